@@ -1,0 +1,108 @@
+"""The config schema: every key a run understands, with its default.
+
+Config files in ``configs/`` start from :func:`base_config` and override fields; :func:`validate`
+rejects unknown keys (typos) with a suggestion *before* anything is built, so a misspelt
+``--config.optim.lr_decay`` never silently does nothing.
+"""
+from __future__ import annotations
+
+import difflib
+
+import ml_collections
+
+# Sub-trees whose keys are free-form (validated by their own builders).
+_FREE_FORM = {"method.terms", "model_kwargs"}
+
+
+def base_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.model = "resnet8"            # the network this run trains (student or teacher)
+  c.model_kwargs = ml_collections.ConfigDict()
+
+  c.dataset = d = ml_collections.ConfigDict()
+  d.name = "cifar100"
+  d.data_dir = ml_collections.FieldReference(None, field_type=str)   # TFDS data_dir
+  d.idx_dir = ml_collections.FieldReference(None, field_type=str)    # (fashion-)MNIST IDX files
+  d.train_split = "train"
+  d.eval_split = "test"
+  d.train_limit = 0              # >0: use the first N training examples only
+  d.eval_limit = 0
+  d.crop_pad = 4                 # RandomCrop(padding=crop_pad); 0 disables
+  d.flip = True                  # RandomHorizontalFlip
+
+  # Distillation teacher (empty workdir = supervised training).
+  c.teacher = t = ml_collections.ConfigDict()
+  t.workdir = ""
+  t.which = "final"              # 'final' | 'best' | 'step:<n>' | 'epoch:<n>'
+
+  c.method = m = ml_collections.ConfigDict()
+  m.name = "supervised"
+  m.ce_weight = 1.0
+  m.label_smoothing = 0.0
+  m.terms = ml_collections.ConfigDict()
+
+  c.optim = o = ml_collections.ConfigDict()
+  o.name = "sgd"
+  o.lr = 0.05
+  o.momentum = 0.9
+  o.nesterov = False
+  o.weight_decay = 5e-4
+  o.schedule = "multistep"       # multistep | step | cosine | constant
+  o.milestones = (150, 180, 210)
+  o.step_epochs = 60
+  o.decay = 0.1
+  o.warmup_epochs = 0
+  o.epochs = 240                 # cosine length
+  o.reference_batch_size = 64    # lr is quoted for this batch; a warning is printed otherwise
+  o.scale_lr_with_batch = False  # if True: lr *= batch_size / reference_batch_size
+
+  c.batch_size = 64
+  c.eval_batch_size = 500
+  c.drop_remainder = False       # RepDistiller keeps the last partial batch
+  c.num_epochs = 240
+  c.max_steps = 0                # >0: stop (and checkpoint) after this many steps in total
+  c.eval_every_epochs = 1
+  c.log_every_steps = 100
+  c.checkpoint_every_steps = 0   # >0: also save the resume state every N steps (mid-epoch)
+  c.keep_every_epochs = 0        # >0: keep a model checkpoint every N epochs (never rotated)
+  c.keep_epochs = ()             # extra epochs to keep
+  c.async_checkpoint = True
+  c.progress = True              # tqdm progress bar
+  c.tensorboard = True
+  return c
+
+
+def _walk(cfg, prefix=""):
+  for k, v in cfg.items():
+    path = f"{prefix}{k}"
+    yield path, v
+    if isinstance(v, ml_collections.ConfigDict) and path not in _FREE_FORM:
+      yield from _walk(v, path + ".")
+
+
+def validate(config) -> None:
+  """Raises ValueError on any key not in :func:`base_config` (with the closest valid key)."""
+  ref = dict(_walk(base_config()))
+  for path, _ in _walk(config):
+    if any(path.startswith(f + ".") for f in _FREE_FORM):
+      continue
+    if path not in ref:
+      close = difflib.get_close_matches(path, list(ref), n=1)
+      hint = f" Did you mean {close[0]!r}?" if close else ""
+      raise ValueError(f"Unknown config key {path!r}.{hint}")
+  if config.batch_size < 1 or config.num_epochs < 1:
+    raise ValueError("config.batch_size and config.num_epochs must be >= 1.")
+
+
+def parse_which(which):
+  """'final' | 'best' | 'step:<n>' | 'epoch:<n>' | int -> checkpoint selector."""
+  if isinstance(which, int):
+    return which
+  which = str(which)
+  if which in ("final", "best"):
+    return which
+  for key in ("step", "epoch"):
+    if which.startswith(key + ":"):
+      return {key: int(which.split(":", 1)[1])}
+  raise ValueError(f"teacher.which must be 'final', 'best', 'step:<n>' or 'epoch:<n>', got {which!r}.")

@@ -1,0 +1,119 @@
+"""Shared pieces of the CIFAR zoo: layer factories with PyTorch semantics and the protocol base.
+
+Layout is NHWC. Convolutions use explicit symmetric padding like ``torch.nn.Conv2d(padding=p)``
+(``'SAME'`` would pad stride-2 convolutions asymmetrically). BatchNorm matches
+``torch.nn.BatchNorm2d`` defaults (momentum 0.1 in PyTorch = 0.9 in Flax, eps 1e-5); whether it
+uses running statistics is decided at call time (``use_running_average=not train``) because the
+modules are built in ``setup``. Global average pooling replaces RepDistiller's fixed-size pools
+(``AvgPool2d(8)``, ``avg_pool2d(4)``...), which is identical at 32x32 and also works at 28x28.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any, ClassVar, Dict, Tuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+Taps = Dict[str, Array]
+
+# Initialisers (PyTorch semantics; parity with torch's RNG is not a goal).
+# kaiming_normal_(mode='fan_out', nonlinearity='relu'), also RepDistiller's normal(0, sqrt(2/n))
+# with n = k*k*out_channels.
+kaiming_fan_out = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+# torch's default Conv2d/Linear weight init: kaiming_uniform_(a=sqrt(5)) = U(+-1/sqrt(fan_in)).
+torch_default_kernel = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+zeros = nn.initializers.zeros
+ones = nn.initializers.ones
+
+
+def torch_default_bias(fan_in: int):
+  """torch's default Linear/Conv bias init U(+-1/sqrt(fan_in))."""
+  bound = 1.0 / math.sqrt(fan_in)
+
+  def init(key, shape, dtype=jnp.float32):
+    return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+  return init
+
+
+def conv(features: int, kernel: int, stride: int = 1, padding: int = 0, *, groups: int = 1,
+         use_bias: bool = False, kernel_init=kaiming_fan_out, bias_init=zeros, dtype: Any =
+         jnp.float32, name: str | None = None) -> nn.Conv:
+  """``torch.nn.Conv2d(in, features, kernel, stride, padding, groups=groups, bias=use_bias)``."""
+  return nn.Conv(features, (kernel, kernel), strides=(stride, stride),
+                 padding=((padding, padding), (padding, padding)), feature_group_count=groups,
+                 use_bias=use_bias, kernel_init=kernel_init, bias_init=bias_init, dtype=dtype,
+                 param_dtype=jnp.float32, name=name)
+
+
+def batch_norm(dtype: Any = jnp.float32, name: str | None = None) -> nn.BatchNorm:
+  """``torch.nn.BatchNorm2d`` defaults; pass ``use_running_average=not train`` when calling."""
+  return nn.BatchNorm(momentum=0.9, epsilon=1e-5, scale_init=ones, bias_init=zeros, dtype=dtype,
+                      param_dtype=jnp.float32, name=name)
+
+
+def dense(features: int, in_features: int, *, kernel_init=torch_default_kernel, bias_init=None,
+          dtype: Any = jnp.float32, name: str | None = None) -> nn.Dense:
+  """``torch.nn.Linear(in_features, features)`` (bias on; torch default init unless given)."""
+  if bias_init is None:
+    bias_init = torch_default_bias(in_features)
+  return nn.Dense(features, kernel_init=kernel_init, bias_init=bias_init, dtype=dtype,
+                  param_dtype=jnp.float32, name=name)
+
+
+def global_avg_pool(x: Array) -> Array:
+  """NHWC -> NC mean over the spatial axes."""
+  return jnp.mean(x, axis=(1, 2))
+
+
+def channel_shuffle(x: Array, groups: int) -> Array:
+  """ShuffleNet channel shuffle in NHWC, same channel permutation as PyTorch's NCHW version.
+
+  Channel ``i * (C // g) + j`` moves to ``j * g + i``.
+  """
+  if groups == 1:
+    return x
+  n, h, w, c = x.shape
+  x = x.reshape(n, h, w, groups, c // groups)
+  x = jnp.swapaxes(x, 3, 4)
+  return x.reshape(n, h, w, c)
+
+
+class CifarNet(nn.Module):
+  """Protocol base: ``__call__`` is the composition of stem, stages and head.
+
+  Subclasses set ``num_stages`` and implement ``apply_stem``, ``_stage`` and ``apply_head``
+  (built in ``setup`` so each part can be applied on its own through ``method=``).
+  """
+
+  num_stages: ClassVar[int] = 0
+
+  def apply_stem(self, x: Array, train: bool) -> Tuple[Array, Taps]:
+    raise NotImplementedError
+
+  def _stage(self, h: Array, i: int, train: bool) -> Tuple[Array, Taps]:
+    raise NotImplementedError
+
+  def apply_head(self, h: Array, train: bool) -> Tuple[Array, Taps]:
+    raise NotImplementedError
+
+  def apply_stage(self, h: Array, i: int, train: bool) -> Tuple[Array, Taps]:
+    """Runs stage ``i`` (a Python int in ``1..num_stages``)."""
+    if not isinstance(i, numbers.Integral) or not 1 <= i <= self.num_stages:
+      raise ValueError(
+          f"{type(self).__name__} has stages 1..{self.num_stages}; got stage index {i!r}.")
+    return self._stage(h, int(i), train)
+
+  def __call__(self, x: Array, train: bool = False) -> Tuple[Array, Taps]:
+    h, taps = self.apply_stem(x, train)
+    taps = dict(taps)
+    for i in range(1, self.num_stages + 1):
+      h, t = self.apply_stage(h, i, train)
+      taps.update(t)
+    logits, t = self.apply_head(h, train)
+    taps.update(t)
+    return logits, taps

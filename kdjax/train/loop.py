@@ -1,0 +1,322 @@
+"""The training loop shared by teacher training and distillation.
+
+``train_and_evaluate(config, workdir)`` trains ``config.model`` on ``config.dataset`` with
+``config.method`` (supervised when the method has no teacher terms), evaluating every epoch,
+checkpointing for resume and keeping intermediate model checkpoints. Relaunching the same call on
+the same workdir resumes from the latest checkpoint: the data order is a function of
+``(seed, epoch)`` and the augmentation key of ``(seed, step)``, so an interrupted-and-resumed run
+ends with the same parameters as an uninterrupted one.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import time
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from kdjax import data as kdata
+from kdjax import models
+from kdjax.config import parse_which, validate
+from kdjax.data import augment
+from kdjax.methods import build_method
+from kdjax.train import checkpoint as ckpt_lib
+from kdjax.train import parallel
+from kdjax.train import state as state_lib
+from kdjax.train.logging import MetricWriter
+from kdjax.train.optim import make_optimizer
+from kdjax.train.step import make_steps
+
+log = logging.getLogger("kdjax")
+
+
+class NonFiniteLossError(FloatingPointError):
+  """The loss became NaN/inf; no checkpoint of the bad state was written."""
+
+
+@dataclasses.dataclass
+class Teacher:
+  module: object
+  variables: dict
+  meta: dict
+
+
+def load_teacher(tcfg, num_classes: int) -> Teacher:
+  """Loads the teacher named by ``config.teacher`` (a workdir + checkpoint selector)."""
+  if not tcfg.workdir:
+    raise ValueError("This method distils from a teacher but config.teacher.workdir is empty. "
+                     "Point it at a finished teacher run (launch/train_teacher.py) or an "
+                     "imported checkpoint (launch/import_teacher.py).")
+  variables, meta = ckpt_lib.load_model(tcfg.workdir, parse_which(tcfg.which))
+  if int(meta["num_classes"]) != num_classes:
+    raise ValueError(f"Teacher in {tcfg.workdir!r} has {meta['num_classes']} classes but the "
+                     f"dataset has {num_classes}.")
+  module = models.get(meta["arch"], num_classes=int(meta["num_classes"]),
+                      **dict(meta.get("model_kwargs") or {}))
+  return Teacher(module, variables, meta)
+
+
+def _tap_shapes(module, variables, x):
+  _, taps = jax.eval_shape(lambda v, x: module.apply(v, x, train=False), variables, x)
+  return {k: v.shape for k, v in taps.items()}
+
+
+def _is_finite(x) -> bool:
+  return bool(np.all(np.isfinite(np.asarray(x))))
+
+
+def evaluate(steps, variables, split: "kdata.ArraySplit", mesh, batch_size: int,
+             teacher_pred: Optional[np.ndarray] = None):
+  """Top-1/top-5/loss (and agreement with ``teacher_pred``) over a whole split; returns
+  ``(metrics, predictions)``. The last batch is padded and masked."""
+  n_dev = mesh.devices.size
+  bs = max(n_dev, batch_size - batch_size % n_dev)
+  n = len(split.labels)
+  sums, preds = None, []
+  for start in range(0, n, bs):
+    sl = slice(start, min(start + bs, n))
+    k = sl.stop - sl.start
+    pad = bs - k
+    img = np.concatenate([split.images[sl], np.zeros((pad,) + split.images.shape[1:],
+                                                     split.images.dtype)])
+    lab = np.concatenate([split.labels[sl], np.zeros((pad,), np.int32)])
+    mask = np.concatenate([np.ones((k,), np.float32), np.zeros((pad,), np.float32)])
+    tp = (np.concatenate([teacher_pred[sl], np.zeros((pad,), np.int32)])
+          if teacher_pred is not None else np.full((bs,), -1, np.int32))
+    put = lambda a: parallel.put_batch(a, mesh)
+    out, pred = steps.eval_batch(variables, put(img), put(lab), put(mask), put(tp))
+    out = jax.device_get(out)
+    sums = out if sums is None else {key: sums[key] + out[key] for key in sums}
+    preds.append(np.asarray(pred)[:k])
+  c = float(sums["count"])
+  metrics = {"top1": 100.0 * sums["correct1"] / c, "top5": 100.0 * sums["correct5"] / c,
+             "loss": sums["loss_sum"] / c}
+  if teacher_pred is not None:
+    metrics["agreement"] = 100.0 * sums["agree_sum"] / c
+  return {k: float(v) for k, v in metrics.items()}, np.concatenate(preds)
+
+
+def _keep_epochs(config) -> set:
+  keep = set(int(e) for e in config.keep_epochs)
+  if config.keep_every_epochs > 0:
+    keep |= set(range(config.keep_every_epochs, config.num_epochs + 1, config.keep_every_epochs))
+  keep.add(config.num_epochs)
+  return keep
+
+
+def train_and_evaluate(config, workdir: str, *, mesh=None, _step_hook=None) -> dict:
+  """Runs (or resumes) one training run; returns the summary dict also written to
+  ``workdir/summary.json`` (last and best top-1, teacher accuracy, timings)."""
+  validate(config)
+  method = build_method(config.method)
+  mesh = mesh or parallel.make_mesh()
+  parallel.check_batch(config.batch_size, mesh)
+  os.makedirs(workdir, exist_ok=True)
+
+  # ---- data ------------------------------------------------------------------------------------
+  dcfg = config.dataset
+  info = kdata.info(dcfg.name)
+  train = kdata.load_arrays(dcfg.name, dcfg.train_split, data_dir=dcfg.data_dir,
+                            idx_dir=dcfg.idx_dir, limit=dcfg.train_limit or None)
+  test = kdata.load_arrays(dcfg.name, dcfg.eval_split, data_dir=dcfg.data_dir,
+                           idx_dir=dcfg.idx_dir, limit=dcfg.eval_limit or None)
+  n_train = len(train.labels)
+  bs = config.batch_size
+  steps_per_epoch = n_train // bs if config.drop_remainder else math.ceil(n_train / bs)
+  if steps_per_epoch < 1:
+    raise ValueError(f"{n_train} training examples is fewer than one batch of {bs}.")
+  total_steps = steps_per_epoch * config.num_epochs
+
+  # ---- models ----------------------------------------------------------------------------------
+  student = models.get(config.model, num_classes=info.num_classes, **dict(config.model_kwargs))
+  teacher = load_teacher(config.teacher, info.num_classes) if method.needs_teacher else None
+  if teacher is None and config.teacher.workdir:
+    log.warning("config.teacher.workdir is set but the method has no teacher term; ignoring it.")
+  rng = jax.random.PRNGKey(config.seed)
+  k_init, k_conn, k_run = jax.random.split(rng, 3)
+  dummy = jnp.zeros((1,) + tuple(info.image_shape), jnp.float32)
+  variables = student.init(k_init, dummy, train=False)
+  s_shapes = _tap_shapes(student, variables, dummy)
+  t_shapes = _tap_shapes(teacher.module, teacher.variables, dummy) if teacher else None
+  method.check_shapes(s_shapes, t_shapes)
+  conn_modules = method.connectors(s_shapes, t_shapes)
+  conn_params = {}
+  for i, (key, (mod, init_shapes)) in enumerate(sorted(conn_modules.items())):
+    conn_params[key] = mod.init(jax.random.fold_in(k_conn, i),
+                                *[jnp.zeros(s, jnp.float32) for s in init_shapes])["params"]
+  conn_modules = {k: m for k, (m, _) in conn_modules.items()}
+  params = {"student": variables["params"], "connectors": conn_params}
+  batch_stats = {"student": variables.get("batch_stats", {})}
+  n_params = models.count_params(variables["params"])
+  n_conn = models.count_params(conn_params)
+  print(f"[kdjax] {config.model}: {n_params:,} params"
+        + (f"; connectors {n_conn:,}" if n_conn else "")
+        + (f"; teacher {teacher.meta['arch']}: {models.count_params(teacher.variables['params']):,}"
+           f" params ({config.teacher.workdir}, step {teacher.meta['step']})" if teacher else "")
+        + f"; {mesh.devices.size} device(s); {steps_per_epoch} steps/epoch")
+  if bs != config.optim.reference_batch_size:
+    scale = bs / config.optim.reference_batch_size
+    if config.optim.scale_lr_with_batch:
+      config.optim.lr = config.optim.lr * scale
+      print(f"[kdjax] WARNING: batch {bs} != reference {config.optim.reference_batch_size}: "
+            f"lr scaled linearly to {config.optim.lr:g}.")
+    else:
+      print(f"[kdjax] WARNING: batch {bs} != the batch {config.optim.reference_batch_size} the "
+            f"lr {config.optim.lr:g} is quoted for; set optim.scale_lr_with_batch=True to scale "
+            "it linearly.")
+
+  tx, schedule = make_optimizer(config.optim, steps_per_epoch)
+  state = state_lib.create(params, batch_stats, tx, k_run)
+
+  # ---- checkpoints / resume -------------------------------------------------------------------
+  ckpts = ckpt_lib.RunCheckpoints(workdir, async_save=config.async_checkpoint)
+  run_meta = {"best_top1": -1.0, "best_epoch": 0}
+  cfg_path = os.path.join(workdir, "config.json")
+  if ckpts.latest_step() is not None:
+    abstract = jax.tree_util.tree_map(
+        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=parallel.replicated(mesh)),
+        state)
+    state, saved_meta = ckpts.restore_state(abstract)
+    run_meta.update({k: saved_meta[k] for k in run_meta if k in saved_meta})
+    print(f"[kdjax] resumed from {workdir}/checkpoints/{int(state.step)}")
+  else:
+    ckpt_lib.write_json(cfg_path, json.loads(config.to_json_best_effort()))
+  state = parallel.put_replicated(state, mesh)
+
+  # ---- device data, steps ---------------------------------------------------------------------
+  train_tf = lambda im, r: augment.train_transform(info, im, r, crop_pad=dcfg.crop_pad,
+                                                   flip=dcfg.flip)
+  eval_tf = lambda im: augment.eval_transform(info, im)
+  steps = make_steps(student=student, method=method, tx=tx, train_transform=train_tf,
+                     eval_transform=eval_tf, teacher=teacher.module if teacher else None,
+                     connectors=conn_modules)
+  images_dev = parallel.put_replicated(train.images, mesh)
+  labels_dev = parallel.put_replicated(train.labels.astype(np.int32), mesh)
+  t_vars = parallel.put_replicated(teacher.variables, mesh) if teacher else {}
+
+  writer = MetricWriter(workdir, tensorboard=config.tensorboard)
+  summary_path = os.path.join(workdir, "summary.json")
+  teacher_metrics, teacher_pred = {}, None
+  if teacher is not None:
+    t_steps = make_steps(student=teacher.module, method=method, tx=tx, train_transform=train_tf,
+                         eval_transform=eval_tf)
+    teacher_metrics, teacher_pred = evaluate(t_steps, t_vars, test, mesh, config.eval_batch_size)
+    print(f"[kdjax] teacher test top-1 {teacher_metrics['top1']:.2f}")
+    writer.write(int(state.step), teacher_metrics, prefix="teacher/")
+
+  def model_meta(epoch, metrics):
+    return {"arch": config.model, "num_classes": info.num_classes, "dataset": dcfg.name,
+            "model_kwargs": dict(config.model_kwargs), "epoch": epoch,
+            "step": int(state.step), "seed": config.seed, **{f"test_{k}": v for k, v in
+                                                            metrics.items()}}
+
+  def model_vars():
+    return {"params": state.params["student"], "batch_stats": state.batch_stats["student"]}
+
+  keep = _keep_epochs(config)
+  start_step = int(state.step)
+  stop_step = min(total_steps, config.max_steps) if config.max_steps > 0 else total_steps
+  last_eval = {}
+  pending = []               # device metrics not yet fetched
+  last_checked_step = start_step
+  t_start = time.time()
+
+  def check_and_log(step):
+    nonlocal pending, last_checked_step
+    if not pending:
+      return
+    host = jax.device_get(pending)
+    pending = []
+    losses = np.array([m["loss"] for m in host])
+    if not np.all(np.isfinite(losses)):
+      ckpts.wait()
+      latest = ckpts.latest_step()
+      raise NonFiniteLossError(
+          f"The training loss became non-finite within steps [{last_checked_step}, {step}] of "
+          f"{workdir}. No checkpoint of the bad state was written"
+          + (f"; the latest good one (step {latest}) is intact." if latest is not None else ".")
+          + " Lower optim.lr, check the teacher and the data normalisation, then relaunch.")
+    last_checked_step = step
+    mean = {k: float(np.mean([m[k] for m in host])) for k in host[-1]}
+    mean["lr"] = float(schedule(step - 1))
+    writer.write(step, mean, prefix="train/")
+
+  step = start_step
+  try:
+    first_epoch = start_step // steps_per_epoch
+    for epoch in range(first_epoch, config.num_epochs):
+      if step >= stop_step:
+        break
+      batches = kdata.batch_indices(n_train, bs, seed=config.seed, epoch=epoch,
+                                    drop_remainder=config.drop_remainder)
+      offset = step - epoch * steps_per_epoch
+      bar = None
+      if config.progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=len(batches), initial=offset, desc=f"epoch {epoch + 1}/"
+                   f"{config.num_epochs}", leave=False, dynamic_ncols=True)
+      for idx in batches[offset:]:
+        if step >= stop_step:
+          break
+        if _step_hook is not None:
+          _step_hook(step)
+        state, metrics = steps.train_indexed(state, images_dev, labels_dev,
+                                             parallel.put_batch(idx.astype(np.int32), mesh),
+                                             t_vars)
+        step += 1
+        pending.append(metrics)
+        if step % config.log_every_steps == 0:
+          check_and_log(step)
+        if config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0 \
+            and step % steps_per_epoch:
+          check_and_log(step)
+          ckpts.save_state(step, state, dict(run_meta, epoch=epoch))
+        if bar is not None:
+          bar.update(1)
+      if bar is not None:
+        bar.close()
+      check_and_log(step)
+      epoch_done = step == (epoch + 1) * steps_per_epoch
+      if not epoch_done:           # max_steps reached mid-epoch
+        ckpts.save_state(step, state, dict(run_meta, epoch=epoch))
+        break
+      e = epoch + 1
+      if e % config.eval_every_epochs == 0 or e == config.num_epochs or e in keep:
+        last_eval, _ = evaluate(steps, model_vars(), test, mesh, config.eval_batch_size,
+                                teacher_pred)
+        writer.write(step, dict(last_eval, epoch=e), prefix="test/")
+        if last_eval["top1"] > run_meta["best_top1"]:
+          run_meta.update(best_top1=last_eval["top1"], best_epoch=e)
+          ckpts.save_model("best", step, model_vars(), model_meta(e, last_eval))
+        print(f"[kdjax] epoch {e}/{config.num_epochs}: test top-1 {last_eval['top1']:.2f} "
+              f"(best {run_meta['best_top1']:.2f} @ {run_meta['best_epoch']})"
+              + (f", agreement {last_eval['agreement']:.2f}" if "agreement" in last_eval else "")
+              + f", {time.time() - t_start:.0f}s")
+      if e in keep:
+        ckpts.save_model("kept", step, model_vars(), model_meta(e, last_eval))
+      ckpts.save_state(step, state, dict(run_meta, epoch=e))
+  finally:
+    ckpts.close()
+    writer.close()
+
+  finished = step >= total_steps
+  summary = {
+      "model": config.model, "dataset": dcfg.name, "method": method.name, "seed": config.seed,
+      "finished": finished, "step": step, "total_steps": total_steps,
+      "last_top1": last_eval.get("top1"), "last_top5": last_eval.get("top5"),
+      "last_agreement": last_eval.get("agreement"),
+      "best_top1": run_meta["best_top1"] if run_meta["best_top1"] >= 0 else None,
+      "best_epoch": run_meta["best_epoch"], "teacher_top1": teacher_metrics.get("top1"),
+      "teacher": (dict(workdir=config.teacher.workdir, arch=teacher.meta["arch"],
+                       step=teacher.meta["step"]) if teacher else None),
+      "train_seconds": time.time() - t_start, "num_devices": int(mesh.devices.size),
+  }
+  ckpt_lib.write_json(summary_path, summary)
+  summary["state"] = state
+  return summary

@@ -1,0 +1,117 @@
+"""Jitted train and eval steps, one per mode, knowing nothing about specific methods.
+
+The distillation step: teacher forward in inference mode under ``stop_gradient`` (never
+optimised, never weight-decayed, BN running statistics untouched), student forward in training
+mode, ``loss = mean_b method.loss(...)``, gradients w.r.t. ``state.params`` (student +
+connectors) only, optimiser update. The train state buffer is donated. For datasets kept on
+device the step receives the whole (replicated) split plus a sharded vector of indices and gathers
+and augments inside the jit, so there is no host->device copy of images per step.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Optional
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from kdjax.methods import Batch, Method, Outputs
+
+
+@dataclasses.dataclass
+class StepFns:
+  train_indexed: Callable   # (state, images, labels, idx, teacher_vars) -> (state, metrics)
+  train_batch: Callable     # (state, batch{image,label,index}, teacher_vars) -> (state, metrics)
+  eval_batch: Callable      # (variables, image, label, mask[, teacher_pred]) -> sums
+  forward: Callable         # (variables, x) -> (logits, taps), eval mode
+
+
+def _global_norm(tree):
+  return optax.global_norm(tree)
+
+
+def make_steps(*, student, method: Method, tx, train_transform: Callable,
+               eval_transform: Callable, teacher=None, connectors: Optional[dict] = None,
+               emit_norms: bool = True) -> StepFns:
+  """Builds the jitted steps.
+
+  Args:
+    student: the student linen module (kdjax model protocol).
+    method: the declarative :class:`~kdjax.methods.Method`.
+    tx: optax transformation for ``state.params``.
+    train_transform: ``(uint8 images, rng) -> float images`` (augmentation + normalisation).
+    eval_transform: ``uint8 images -> float images``.
+    teacher: the teacher linen module or None (supervised training).
+    connectors: term key -> linen module for the method's trainable connectors.
+  """
+  connectors = connectors or {}
+  use_teacher = teacher is not None and method.needs_teacher
+
+  def core(state, images, labels, index, teacher_vars):
+    rng = jax.random.fold_in(state.rng, state.step)
+    x = train_transform(images, rng)
+    if use_teacher:
+      t_logits, t_taps = teacher.apply(teacher_vars, x, train=False)
+      t_taps = {k: t_taps[k] for k in method.teacher_taps}
+      t_out = jax.lax.stop_gradient(Outputs(t_logits, t_taps))
+    else:
+      t_out = None
+
+    def loss_fn(params):
+      (logits, taps), new_stats = student.apply(
+          {"params": params["student"], "batch_stats": state.batch_stats["student"]}, x,
+          train=True, mutable=["batch_stats"])
+      s_out = Outputs(logits, taps)
+      conn = {k: (lambda *a, m=m, p=params["connectors"][k]: m.apply({"params": p}, *a))
+              for k, m in connectors.items()}
+      per_ex, metrics = method.loss(s_out, t_out, Batch(labels, index), connectors=conn)
+      loss = per_ex.mean()
+      metrics["accuracy"] = jnp.mean(jnp.argmax(logits, -1) == labels)
+      if t_out is not None:
+        metrics["agreement"] = jnp.mean(jnp.argmax(logits, -1) == jnp.argmax(t_out.logits, -1))
+      return loss, (new_stats["batch_stats"], metrics)
+
+    (loss, (new_stats, metrics)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics["loss"] = loss
+    if emit_norms:
+      metrics["l2_grads"] = _global_norm(grads)
+      metrics["l2_params"] = _global_norm(params)
+      metrics["l2_updates"] = _global_norm(updates)
+    new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
+                              batch_stats=dict(state.batch_stats, student=new_stats))
+    return new_state, metrics
+
+  def train_indexed(state, images, labels, idx, teacher_vars):
+    return core(state, images[idx], labels[idx], idx, teacher_vars)
+
+  def train_batch(state, batch, teacher_vars):
+    return core(state, batch["image"], batch["label"], batch["index"], teacher_vars)
+
+  def eval_batch(variables, images, labels, mask, teacher_pred):
+    x = eval_transform(images)
+    logits, _ = student.apply(variables, x, train=False)
+    logp = jax.nn.log_softmax(logits.astype(jnp.float32))
+    m = mask.astype(jnp.float32)
+    top5 = jax.lax.top_k(logits, min(5, logits.shape[-1]))[1]
+    pred = top5[:, 0]
+    out = {
+        "count": m.sum(),
+        "correct1": jnp.sum(m * (pred == labels)),
+        "correct5": jnp.sum(m * jnp.any(top5 == labels[:, None], axis=-1)),
+        "loss_sum": jnp.sum(m * -jnp.take_along_axis(logp, labels[:, None], -1)[:, 0]),
+        "agree_sum": jnp.sum(m * (pred == teacher_pred)),
+    }
+    return out, pred
+
+  def forward(variables, x):
+    return student.apply(variables, x, train=False)
+
+  return StepFns(
+      train_indexed=jax.jit(train_indexed, donate_argnums=(0,)),
+      train_batch=jax.jit(train_batch, donate_argnums=(0,)),
+      eval_batch=jax.jit(eval_batch),
+      forward=jax.jit(forward),
+  )
