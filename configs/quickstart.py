@@ -35,9 +35,9 @@ def _common(model, epochs, train_limit):
 def get_config(arg: str = ""):
   del arg
   c = ml_collections.ConfigDict()
-  c.teacher = _common(TEACHER, epochs=3, train_limit=20000)
-  c.student = _common(STUDENT, epochs=3, train_limit=20000)
-  c.kd = _common(STUDENT, epochs=3, train_limit=20000)
+  c.teacher = _common(TEACHER, epochs=2, train_limit=10000)
+  c.student = _common(STUDENT, epochs=2, train_limit=10000)
+  c.kd = _common(STUDENT, epochs=2, train_limit=10000)
   c.kd.method.name = "kd"
   c.kd.method.ce_weight = 0.1
   c.kd.method.terms.kd = dict(weight=0.9, temperature=4.0)

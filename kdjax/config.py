@@ -24,12 +24,14 @@ def base_config() -> ml_collections.ConfigDict:
   d.name = "cifar100"
   d.data_dir = ml_collections.FieldReference(None, field_type=str)   # TFDS data_dir
   d.idx_dir = ml_collections.FieldReference(None, field_type=str)    # (fashion-)MNIST IDX files
-  d.train_split = "train"
-  d.eval_split = "test"
+  d.train_split = ""             # "" = the dataset's default (kdjax.data.info(name))
+  d.eval_split = ""
   d.train_limit = 0              # >0: use the first N training examples only
   d.eval_limit = 0
   d.crop_pad = 4                 # RandomCrop(padding=crop_pad); 0 disables
   d.flip = True                  # RandomHorizontalFlip
+  d.image_size = 0               # streamed datasets (ImageNet): crop size; 0 = dataset default
+  d.stream_threads = 4           # host decoding threads for streamed datasets
 
   # Distillation teacher (empty workdir = supervised training).
   c.teacher = t = ml_collections.ConfigDict()

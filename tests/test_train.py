@@ -185,3 +185,16 @@ def test_config_typo_is_rejected_with_suggestion(tmp_path):
 def test_unknown_model_is_rejected(tmp_path, mock_cifar100):
   with pytest.raises(ValueError, match="Unknown model 'resnet9'"):
     train_and_evaluate(tiny_run_config(model="resnet9"), str(tmp_path / "x"))
+
+
+def test_streamed_imagenet_path_on_mock_data(tmp_path):
+  """imagenet2012 is not kept in memory: host-side RandomResizedCrop/flip batches (HostStream)
+  feed the same jitted step; exercised on TFDS mock data at a small crop size."""
+  import tensorflow_datasets as tfds
+  cfg = tiny_run_config(num_epochs=1)
+  cfg.dataset.name = "imagenet2012"
+  cfg.dataset.image_size = 32
+  cfg.dataset.stream_threads = 0
+  with tfds.testing.mock_data(num_examples=16):
+    s = train_and_evaluate(cfg, str(tmp_path / "inet"))
+  assert s["finished"] and s["step"] == 2 and s["last_top1"] is not None

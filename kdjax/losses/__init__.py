@@ -24,3 +24,38 @@ __all__ = [
     "pairwise_ranking",
     "pld",
 ]
+
+# Feature / relational losses and their trainable connectors (kdjax.losses.features,
+# kdjax.losses.relational, kdjax.losses.connectors).
+from kdjax.losses import connectors  # noqa: E402
+from kdjax.losses.features import (  # noqa: E402
+    ab,
+    adaptive_avg_pool,
+    at,
+    fitnet,
+    fsp,
+    ft,
+    nst,
+    oh,
+    overhaul_margin,
+    vid,
+)
+from kdjax.losses.relational import cc, cc_gaussian, pkt, rkd, sp  # noqa: E402
+
+__all__ += [
+    "fitnet",
+    "at",
+    "sp",
+    "cc",
+    "cc_gaussian",
+    "vid",
+    "rkd",
+    "pkt",
+    "ab",
+    "ft",
+    "fsp",
+    "nst",
+    "oh",
+    "overhaul_margin",
+    "adaptive_avg_pool",
+]

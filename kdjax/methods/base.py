@@ -36,6 +36,7 @@ class Outputs(NamedTuple):
 class Batch(NamedTuple):
   labels: jnp.ndarray      # (B,) int
   index: jnp.ndarray       # (B,) dataset index of each example (CRD, analysis)
+  epoch: Any = 1           # current epoch counted from 1 (scalar; DKD warm-up and friends)
 
 
 @dataclasses.dataclass(frozen=True)

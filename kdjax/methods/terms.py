@@ -5,6 +5,8 @@ config time). Adding a method = one loss in ``kdjax.losses`` + one adapter here 
 """
 from __future__ import annotations
 
+import jax.numpy as jnp
+
 from kdjax import losses
 from kdjax.methods.base import register_term
 
@@ -14,3 +16,65 @@ def kd_term(s, t, batch, *, temperature: float = 4.0, t2_scale: bool = True):
   """Hinton KD, ``T^2 KL(p_t^T || p_s^T)`` per example (RepDistiller ``DistillKL``)."""
   del batch
   return losses.kd(s.logits, t.logits, temperature=temperature, t2_scale=t2_scale)
+
+
+@register_term("ttm")
+def ttm_term(s, t, batch, *, gamma: float):
+  """Transformed teacher matching, ``KL(softmax(gamma z_t) || softmax(z_s))`` (zkxufo/TTM)."""
+  del batch
+  return losses.ttm(s.logits, t.logits, gamma=gamma)
+
+
+@register_term("wttm")
+def wttm_term(s, t, batch, *, gamma: float):
+  """Weighted TTM: the TTM term weighted per sample by ``U_gamma(p_t)`` (zkxufo/TTM)."""
+  del batch
+  return losses.wttm(s.logits, t.logits, gamma=gamma)
+
+
+@register_term("dkd")
+def dkd_term(s, t, batch, *, alpha: float = 1.0, beta: float = 8.0, temperature: float = 4.0,
+             warmup_epochs: int = 20):
+  """Decoupled KD (mdistiller), scaled by the warm-up factor ``min(epoch / warmup, 1)``."""
+  loss = losses.dkd(s.logits, t.logits, batch.labels, alpha=alpha, beta=beta,
+                    temperature=temperature)
+  if warmup_epochs:
+    loss = loss * losses.dkd_warmup_factor(jnp.asarray(batch.epoch, jnp.float32), warmup_epochs)
+  return loss
+
+
+@register_term("dist")
+def dist_term(s, t, batch, *, beta: float = 1.0, gamma: float = 1.0, temperature: float = 4.0):
+  """DIST: inter- and intra-class Pearson relations (Huang et al. 2022)."""
+  del batch
+  return losses.dist(s.logits, t.logits, beta=beta, gamma=gamma, temperature=temperature)
+
+
+@register_term("listmle")
+def listmle_term(s, t, batch, *, top_k=None):
+  """Plackett-Luce / ListMLE on the teacher's class order (calibration-insensitive ranking)."""
+  del batch
+  return losses.listmle(s.logits, t.logits, top_k=top_k)
+
+
+@register_term("pairwise_ranking")
+def pairwise_ranking_term(s, t, batch, *, temperature: float = 1.0, top_k=None):
+  """Pairwise logistic ranking loss on the teacher's class order."""
+  del batch
+  return losses.pairwise_ranking(s.logits, t.logits, temperature=temperature, top_k=top_k)
+
+
+@register_term("pld")
+def pld_term(s, t, batch, *, teacher_temperature: float = 1.0):
+  """Teacher-weighted list-wise ranking loss (PLD, candidate 4 of the ranking slot)."""
+  return losses.pld(s.logits, t.logits, batch.labels, teacher_temperature=teacher_temperature)
+
+
+@register_term("kl")
+def kl_term(s, t, batch, *, teacher_temperature: float, student_temperature: float,
+            t2_scale: bool = True, form: str = "kl"):
+  """The general KL of methods.md 0.2 (e.g. calibration paper: tau = 1.8 and ce_weight = 0)."""
+  del batch
+  return losses.kl_per_example(s.logits, t.logits, teacher_temperature=teacher_temperature,
+                               student_temperature=student_temperature, t2_scale=t2_scale,
+                               form=form)

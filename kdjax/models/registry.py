@@ -65,4 +65,4 @@ def count_params(params) -> int:
 
 def _ensure_loaded():
   # Importing the families registers them.
-  from kdjax.models import cifar, tiny  # noqa: F401
+  from kdjax.models import cifar, imagenet, tiny  # noqa: F401

@@ -9,6 +9,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
+from kdjax.models.cifar.common import kaiming_fan_out, torch_default_bias, torch_default_kernel
 from kdjax.models.registry import register
 
 
@@ -18,12 +19,14 @@ class TinyCNN(nn.Module):
   num_stages = 2
 
   def setup(self):
-    self.conv0 = nn.Conv(self.width, (3, 3), padding=((1, 1), (1, 1)), use_bias=False)
+    self.conv0 = nn.Conv(self.width, (3, 3), padding=((1, 1), (1, 1)), use_bias=False,
+                         kernel_init=kaiming_fan_out)
     self.bn0 = nn.BatchNorm(momentum=0.9, epsilon=1e-5)
     self.convs = [nn.Conv(self.width * 2 ** i, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)),
-                          use_bias=False) for i in (1, 2)]
+                          use_bias=False, kernel_init=kaiming_fan_out) for i in (1, 2)]
     self.bns = [nn.BatchNorm(momentum=0.9, epsilon=1e-5) for _ in (1, 2)]
-    self.fc = nn.Dense(self.num_classes)
+    self.fc = nn.Dense(self.num_classes, kernel_init=torch_default_kernel,
+                       bias_init=torch_default_bias(self.width * 4))
 
   def apply_stem(self, x, train: bool = False):
     h = nn.relu(self.bn0(self.conv0(x), use_running_average=not train))

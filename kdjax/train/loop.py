@@ -71,24 +71,38 @@ def _is_finite(x) -> bool:
   return bool(np.all(np.isfinite(np.asarray(x))))
 
 
-def evaluate(steps, variables, split: "kdata.ArraySplit", mesh, batch_size: int,
-             teacher_pred: Optional[np.ndarray] = None):
-  """Top-1/top-5/loss (and agreement with ``teacher_pred``) over a whole split; returns
-  ``(metrics, predictions)``. The last batch is padded and masked."""
-  n_dev = mesh.devices.size
-  bs = max(n_dev, batch_size - batch_size % n_dev)
+def split_batches(split: "kdata.ArraySplit", batch_size: int):
+  """Sequential ``(images, labels)`` numpy batches of an in-memory split."""
   n = len(split.labels)
-  sums, preds = None, []
-  for start in range(0, n, bs):
-    sl = slice(start, min(start + bs, n))
-    k = sl.stop - sl.start
+  for start in range(0, n, batch_size):
+    yield split.images[start:start + batch_size], split.labels[start:start + batch_size]
+
+
+def stream_batches(stream):
+  for b in stream.iter_epoch(0):
+    yield b["image"], b["label"]
+
+
+def evaluate(steps, variables, batches, mesh, batch_size: int,
+             teacher_pred: Optional[np.ndarray] = None):
+  """Top-1/top-5/loss (and agreement with ``teacher_pred``) over all ``batches``; returns
+  ``(metrics, predictions)``. ``batches`` is an ArraySplit or an iterable of ``(images, labels)``
+  numpy batches of at most ``batch_size``. Batches are padded to a fixed, device-divisible size
+  and masked, so one compiled eval step serves the whole set."""
+  if isinstance(batches, kdata.ArraySplit):
+    batches = split_batches(batches, batch_size)
+  n_dev = mesh.devices.size
+  bs = max(n_dev, -(-batch_size // n_dev) * n_dev)
+  sums, preds, seen = None, [], 0
+  for images, labels in batches:
+    k = len(labels)
     pad = bs - k
-    img = np.concatenate([split.images[sl], np.zeros((pad,) + split.images.shape[1:],
-                                                     split.images.dtype)])
-    lab = np.concatenate([split.labels[sl], np.zeros((pad,), np.int32)])
+    img = np.concatenate([images, np.zeros((pad,) + images.shape[1:], images.dtype)])
+    lab = np.concatenate([labels.astype(np.int32), np.zeros((pad,), np.int32)])
     mask = np.concatenate([np.ones((k,), np.float32), np.zeros((pad,), np.float32)])
-    tp = (np.concatenate([teacher_pred[sl], np.zeros((pad,), np.int32)])
+    tp = (np.concatenate([teacher_pred[seen:seen + k], np.zeros((pad,), np.int32)])
           if teacher_pred is not None else np.full((bs,), -1, np.int32))
+    seen += k
     put = lambda a: parallel.put_batch(a, mesh)
     out, pred = steps.eval_batch(variables, put(img), put(lab), put(mask), put(tp))
     out = jax.device_get(out)
@@ -100,6 +114,48 @@ def evaluate(steps, variables, split: "kdata.ArraySplit", mesh, batch_size: int,
   if teacher_pred is not None:
     metrics["agreement"] = 100.0 * sums["agree_sum"] / c
   return {k: float(v) for k, v in metrics.items()}, np.concatenate(preds)
+
+
+class InMemoryFeed:
+  """The whole training split lives on the device(s); a step receives a sharded index vector and
+  gathers + augments inside the jit (no per-step host->device image copies)."""
+
+  def __init__(self, split, cfg, mesh):
+    self.n = len(split.labels)
+    self.cfg, self.mesh = cfg, mesh
+    self.images = parallel.put_replicated(split.images, mesh)
+    self.labels = parallel.put_replicated(split.labels.astype(np.int32), mesh)
+
+  def steps_per_epoch(self):
+    bs = self.cfg.batch_size
+    return self.n // bs if self.cfg.drop_remainder else math.ceil(self.n / bs)
+
+  def epoch(self, epoch, offset):
+    batches = kdata.batch_indices(self.n, self.cfg.batch_size, seed=self.cfg.seed, epoch=epoch,
+                                  drop_remainder=self.cfg.drop_remainder)
+    for idx in batches[offset:]:
+      yield parallel.put_batch(idx.astype(np.int32), self.mesh)
+
+  def run(self, steps, state, item, t_vars):
+    return steps.train_indexed(state, self.images, self.labels, item, t_vars)
+
+
+class StreamFeed:
+  """Host-side decoding and augmentation (ImageNet): batches are copied to the devices."""
+
+  def __init__(self, stream, mesh):
+    self.stream, self.mesh = stream, mesh
+
+  def steps_per_epoch(self):
+    return len(self.stream)
+
+  def epoch(self, epoch, offset):
+    import itertools
+    for b in itertools.islice(self.stream.iter_epoch(epoch), offset, None):
+      yield {k: parallel.put_batch(v, self.mesh) for k, v in b.items()}
+
+  def run(self, steps, state, item, t_vars):
+    return steps.train_batch(state, item, t_vars)
 
 
 def _keep_epochs(config) -> set:
@@ -122,13 +178,30 @@ def train_and_evaluate(config, workdir: str, *, mesh=None, _step_hook=None) -> d
   # ---- data ------------------------------------------------------------------------------------
   dcfg = config.dataset
   info = kdata.info(dcfg.name)
-  train = kdata.load_arrays(dcfg.name, dcfg.train_split, data_dir=dcfg.data_dir,
-                            idx_dir=dcfg.idx_dir, limit=dcfg.train_limit or None)
-  test = kdata.load_arrays(dcfg.name, dcfg.eval_split, data_dir=dcfg.data_dir,
-                           idx_dir=dcfg.idx_dir, limit=dcfg.eval_limit or None)
-  n_train = len(train.labels)
+  dcfg.train_split = dcfg.train_split or info.train_split
+  dcfg.eval_split = dcfg.eval_split or info.eval_split
+  if info.in_memory:
+    train = kdata.load_arrays(dcfg.name, dcfg.train_split, data_dir=dcfg.data_dir,
+                              idx_dir=dcfg.idx_dir, limit=dcfg.train_limit or None)
+    test = kdata.load_arrays(dcfg.name, dcfg.eval_split, data_dir=dcfg.data_dir,
+                             idx_dir=dcfg.idx_dir, limit=dcfg.eval_limit or None)
+    feed = InMemoryFeed(train, config, mesh)
+    n_train = feed.n
+    eval_batches = lambda: split_batches(test, config.eval_batch_size)
+  else:
+    size = dcfg.image_size or info.image_shape[0]
+    info = dataclasses.replace(info, image_shape=(size, size, info.image_shape[2]))
+    mk = lambda split, train, limit, bs: kdata.HostStream(
+        dcfg.name, split, batch_size=bs, seed=config.seed, train=train,
+        data_dir=dcfg.data_dir, image_size=size, flip=dcfg.flip,
+        drop_remainder=config.drop_remainder if train else False,
+        num_threads=dcfg.stream_threads, limit=limit or None)
+    feed = StreamFeed(mk(dcfg.train_split, True, dcfg.train_limit, config.batch_size), mesh)
+    test_stream = mk(dcfg.eval_split, False, dcfg.eval_limit, config.eval_batch_size)
+    n_train = feed.stream.num_examples
+    eval_batches = lambda: stream_batches(test_stream)
   bs = config.batch_size
-  steps_per_epoch = n_train // bs if config.drop_remainder else math.ceil(n_train / bs)
+  steps_per_epoch = feed.steps_per_epoch()
   if steps_per_epoch < 1:
     raise ValueError(f"{n_train} training examples is fewer than one batch of {bs}.")
   total_steps = steps_per_epoch * config.num_epochs
@@ -195,9 +268,7 @@ def train_and_evaluate(config, workdir: str, *, mesh=None, _step_hook=None) -> d
   eval_tf = lambda im: augment.eval_transform(info, im)
   steps = make_steps(student=student, method=method, tx=tx, train_transform=train_tf,
                      eval_transform=eval_tf, teacher=teacher.module if teacher else None,
-                     connectors=conn_modules)
-  images_dev = parallel.put_replicated(train.images, mesh)
-  labels_dev = parallel.put_replicated(train.labels.astype(np.int32), mesh)
+                     connectors=conn_modules, steps_per_epoch=steps_per_epoch)
   t_vars = parallel.put_replicated(teacher.variables, mesh) if teacher else {}
 
   writer = MetricWriter(workdir, tensorboard=config.tensorboard)
@@ -206,7 +277,8 @@ def train_and_evaluate(config, workdir: str, *, mesh=None, _step_hook=None) -> d
   if teacher is not None:
     t_steps = make_steps(student=teacher.module, method=method, tx=tx, train_transform=train_tf,
                          eval_transform=eval_tf)
-    teacher_metrics, teacher_pred = evaluate(t_steps, t_vars, test, mesh, config.eval_batch_size)
+    teacher_metrics, teacher_pred = evaluate(t_steps, t_vars, eval_batches(), mesh,
+                                             config.eval_batch_size)
     print(f"[kdjax] teacher test top-1 {teacher_metrics['top1']:.2f}")
     writer.write(int(state.step), teacher_metrics, prefix="teacher/")
 
@@ -253,22 +325,18 @@ def train_and_evaluate(config, workdir: str, *, mesh=None, _step_hook=None) -> d
     for epoch in range(first_epoch, config.num_epochs):
       if step >= stop_step:
         break
-      batches = kdata.batch_indices(n_train, bs, seed=config.seed, epoch=epoch,
-                                    drop_remainder=config.drop_remainder)
       offset = step - epoch * steps_per_epoch
       bar = None
       if config.progress:
         from tqdm.auto import tqdm
-        bar = tqdm(total=len(batches), initial=offset, desc=f"epoch {epoch + 1}/"
+        bar = tqdm(total=steps_per_epoch, initial=offset, desc=f"epoch {epoch + 1}/"
                    f"{config.num_epochs}", leave=False, dynamic_ncols=True)
-      for idx in batches[offset:]:
+      for item in feed.epoch(epoch, offset):
         if step >= stop_step:
           break
         if _step_hook is not None:
           _step_hook(step)
-        state, metrics = steps.train_indexed(state, images_dev, labels_dev,
-                                             parallel.put_batch(idx.astype(np.int32), mesh),
-                                             t_vars)
+        state, metrics = feed.run(steps, state, item, t_vars)
         step += 1
         pending.append(metrics)
         if step % config.log_every_steps == 0:
@@ -288,8 +356,8 @@ def train_and_evaluate(config, workdir: str, *, mesh=None, _step_hook=None) -> d
         break
       e = epoch + 1
       if e % config.eval_every_epochs == 0 or e == config.num_epochs or e in keep:
-        last_eval, _ = evaluate(steps, model_vars(), test, mesh, config.eval_batch_size,
-                                teacher_pred)
+        last_eval, _ = evaluate(steps, model_vars(), eval_batches(), mesh,
+                                config.eval_batch_size, teacher_pred)
         writer.write(step, dict(last_eval, epoch=e), prefix="test/")
         if last_eval["top1"] > run_meta["best_top1"]:
           run_meta.update(best_top1=last_eval["top1"], best_epoch=e)

@@ -33,7 +33,7 @@ def _global_norm(tree):
 
 def make_steps(*, student, method: Method, tx, train_transform: Callable,
                eval_transform: Callable, teacher=None, connectors: Optional[dict] = None,
-               emit_norms: bool = True) -> StepFns:
+               emit_norms: bool = True, steps_per_epoch: int = 1) -> StepFns:
   """Builds the jitted steps.
 
   Args:
@@ -44,6 +44,7 @@ def make_steps(*, student, method: Method, tx, train_transform: Callable,
     eval_transform: ``uint8 images -> float images``.
     teacher: the teacher linen module or None (supervised training).
     connectors: term key -> linen module for the method's trainable connectors.
+    steps_per_epoch: to give losses the current epoch (``step // steps_per_epoch + 1``).
   """
   connectors = connectors or {}
   use_teacher = teacher is not None and method.needs_teacher
@@ -65,7 +66,8 @@ def make_steps(*, student, method: Method, tx, train_transform: Callable,
       s_out = Outputs(logits, taps)
       conn = {k: (lambda *a, m=m, p=params["connectors"][k]: m.apply({"params": p}, *a))
               for k, m in connectors.items()}
-      per_ex, metrics = method.loss(s_out, t_out, Batch(labels, index), connectors=conn)
+      epoch = state.step // steps_per_epoch + 1
+      per_ex, metrics = method.loss(s_out, t_out, Batch(labels, index, epoch), connectors=conn)
       loss = per_ex.mean()
       metrics["accuracy"] = jnp.mean(jnp.argmax(logits, -1) == labels)
       if t_out is not None:

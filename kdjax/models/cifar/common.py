@@ -16,16 +16,72 @@ from typing import Any, ClassVar, Dict, Tuple
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Array = jax.Array
 Taps = Dict[str, Array]
 
 # Initialisers (PyTorch semantics; parity with torch's RNG is not a goal).
+#
+# They sample on the host with NumPy (seeded by the JAX key) whenever the key is concrete, i.e. in
+# an eager ``model.init``: XLA:CPU compiles jax.random.normal/uniform once per parameter shape
+# (~1 s each here, ~20-50 s for a ResNet), which dominated short runs. Under tracing (jit,
+# eval_shape) they fall back to the equivalent jax.random sampler. Deterministic per key either way.
+
+
+def _fans(shape):
+  receptive = int(np.prod(shape[:-2])) if len(shape) > 2 else 1
+  fan_in = (shape[-2] if len(shape) > 1 else shape[-1]) * receptive
+  return fan_in, shape[-1] * receptive
+
+
+def _host_rng(key):
+  try:
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+      key = jax.random.key_data(key)
+    data = np.asarray(key)
+  except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+    return None
+  return np.random.default_rng(data.astype(np.uint32).ravel().tolist())
+
+
+def host_initializer(np_sample, jax_init):
+  """``init(key, shape, dtype)`` sampling ``np_sample(rng, shape)`` on the host when ``key`` is
+  concrete and ``jax_init`` when it is traced."""
+
+  def init(key, shape, dtype=jnp.float32):
+    rng = _host_rng(key)
+    if rng is None:
+      return jax_init(key, shape, dtype)
+    return jnp.asarray(np_sample(rng, tuple(shape)), dtype)
+
+  return init
+
+
+def variance_scaling(scale: float, mode: str, distribution: str):
+  """``nn.initializers.variance_scaling`` ('normal' | 'uniform'), sampled on the host if eager."""
+
+  def sample(rng, shape):
+    fan_in, fan_out = _fans(shape)
+    var = scale / (fan_in if mode == "fan_in" else fan_out)
+    if distribution == "normal":
+      return rng.normal(0.0, math.sqrt(var), shape)
+    bound = math.sqrt(3.0 * var)
+    return rng.uniform(-bound, bound, shape)
+
+  return host_initializer(sample, nn.initializers.variance_scaling(scale, mode, distribution))
+
+
+def normal(stddev: float):
+  return host_initializer(lambda rng, shape: rng.normal(0.0, stddev, shape),
+                          nn.initializers.normal(stddev))
+
+
 # kaiming_normal_(mode='fan_out', nonlinearity='relu'), also RepDistiller's normal(0, sqrt(2/n))
 # with n = k*k*out_channels.
-kaiming_fan_out = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+kaiming_fan_out = variance_scaling(2.0, "fan_out", "normal")
 # torch's default Conv2d/Linear weight init: kaiming_uniform_(a=sqrt(5)) = U(+-1/sqrt(fan_in)).
-torch_default_kernel = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+torch_default_kernel = variance_scaling(1.0 / 3.0, "fan_in", "uniform")
 zeros = nn.initializers.zeros
 ones = nn.initializers.ones
 
@@ -33,11 +89,9 @@ ones = nn.initializers.ones
 def torch_default_bias(fan_in: int):
   """torch's default Linear/Conv bias init U(+-1/sqrt(fan_in))."""
   bound = 1.0 / math.sqrt(fan_in)
-
-  def init(key, shape, dtype=jnp.float32):
-    return jax.random.uniform(key, shape, dtype, -bound, bound)
-
-  return init
+  return host_initializer(
+      lambda rng, shape: rng.uniform(-bound, bound, shape),
+      lambda key, shape, dtype=jnp.float32: jax.random.uniform(key, shape, dtype, -bound, bound))
 
 
 def conv(features: int, kernel: int, stride: int = 1, padding: int = 0, *, groups: int = 1,

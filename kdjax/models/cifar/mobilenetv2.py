@@ -29,7 +29,8 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from kdjax.models.cifar.common import CifarNet, batch_norm, conv, dense, global_avg_pool, zeros
+from kdjax.models.cifar.common import (CifarNet, batch_norm, conv, dense, global_avg_pool, normal,
+                                       zeros)
 from kdjax.models.registry import register
 
 # t (expansion; None = the model's expand_ratio), c, n, s
@@ -90,7 +91,7 @@ class MobileNetV2(CifarNet):
     last = int(1280 * self.width_mult) if self.width_mult > 1.0 else 1280
     self.conv2_conv = conv(last, 1, dtype=self.dtype)
     self.conv2_bn = batch_norm(self.dtype)
-    self.classifier = dense(self.num_classes, last, kernel_init=nn.initializers.normal(0.01),
+    self.classifier = dense(self.num_classes, last, kernel_init=normal(0.01),
                             bias_init=zeros, dtype=self.dtype)
 
   def apply_stem(self, x, train: bool):

@@ -26,7 +26,8 @@ from typing import Any, Sequence, Tuple
 import flax.linen as nn
 import jax.numpy as jnp
 
-from kdjax.models.cifar.common import CifarNet, batch_norm, conv, dense, global_avg_pool, zeros
+from kdjax.models.cifar.common import (CifarNet, batch_norm, conv, dense, global_avg_pool, normal,
+                                       zeros)
 from kdjax.models.registry import register
 
 CFG = {
@@ -75,7 +76,7 @@ class VGG(CifarNet):
     self.block3 = VGGBlock(cfg[3], self.dtype)
     self.block4 = VGGBlock(cfg[4], self.dtype)
     self.classifier = dense(self.num_classes, cfg[4][-1],
-                            kernel_init=nn.initializers.normal(0.01), bias_init=zeros,
+                            kernel_init=normal(0.01), bias_init=zeros,
                             dtype=self.dtype)
 
   def apply_stem(self, x, train: bool):

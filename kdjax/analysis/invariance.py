@@ -1,0 +1,313 @@
+"""Colour-jitter invariance (Ojha et al., NeurIPS 2023, methods.md §6.3.3).
+
+:func:`color_jitter` reproduces torchvision ``ColorJitter(brightness, contrast, saturation, hue)``
+on float images in ``[0, 1]`` (or uint8), per example:
+
+* factors ``b, c, s ~ U[max(0, 1 − m), 1 + m]`` for magnitudes ``m`` (a magnitude of 0 skips the
+  transform, as torchvision does), hue shift ``h ~ U[−m_h, m_h]`` with ``0 ≤ m_h ≤ 0.5``;
+* the four transforms are applied in a random order (torchvision's ``randperm(4)``), drawn per
+  example (``random_order=False`` fixes the order brightness, contrast, saturation, hue);
+* torchvision.transforms.functional semantics on float tensors:
+  brightness ``clip(b · x, 0, 1)``; contrast ``clip(c · x + (1 − c) · mean(gray(x)), 0, 1)`` with
+  the mean over the whole image; saturation ``clip(s · x + (1 − s) · gray(x), 0, 1)`` with
+  ``gray = 0.2989 R + 0.587 G + 0.114 B``; hue: RGB → HSV, ``H ← (H + h) mod 1``, HSV → RGB (the
+  ``_rgb2hsv`` / ``_hsv2rgb`` formulas of torchvision).
+
+**Grayscale** (``C = 1``) images get brightness and contrast only: saturation and hue are the
+identity on one channel (torchvision returns 1-channel images unchanged there), so their random
+factors are drawn but have no effect.
+
+**uint8** input is converted to ``x / 255``, jittered, and converted back with rounding
+(torchvision truncates instead; the difference is at most one grey level).
+
+:func:`prediction_consistency` is the paper's agreement score: the fraction of images whose
+top-1 prediction is unchanged by the jitter.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Callable, Mapping, Optional, Sequence, Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = [
+    "color_jitter",
+    "adjust_brightness",
+    "adjust_contrast",
+    "adjust_saturation",
+    "adjust_hue",
+    "rgb_to_grayscale",
+    "prediction_consistency",
+    "transform_consistency",
+]
+
+_KEYS = ("brightness", "contrast", "saturation", "hue")
+
+
+# --------------------------------------------------------------------------------------------
+# single-image ops on (H, W, C) floats in [0, 1] (torchvision.transforms.functional_tensor)
+# --------------------------------------------------------------------------------------------
+
+
+def rgb_to_grayscale(img: jax.Array) -> jax.Array:
+    """``0.2989 R + 0.587 G + 0.114 B`` keeping a channel axis of size 1 (1-channel: unchanged)."""
+    if img.shape[-1] == 1:
+        return img
+    r, g, b = img[..., 0], img[..., 1], img[..., 2]
+    return (0.2989 * r + 0.587 * g + 0.114 * b)[..., None].astype(img.dtype)
+
+
+def _blend(a, b, ratio):
+    return jnp.clip(ratio * a + (1.0 - ratio) * b, 0.0, 1.0)
+
+
+def adjust_brightness(img, factor):
+    """``clip(factor · img, 0, 1)`` (torchvision ``adjust_brightness``)."""
+    return _blend(img, jnp.zeros_like(img), factor)
+
+
+def adjust_contrast(img, factor):
+    """Blend with the mean grey level of the image (torchvision ``adjust_contrast``)."""
+    mean = jnp.mean(rgb_to_grayscale(img), axis=(-3, -2, -1), keepdims=True)
+    return _blend(img, mean, factor)
+
+
+def adjust_saturation(img, factor):
+    """Blend with the grayscale image (torchvision ``adjust_saturation``); 1-channel: identity."""
+    if img.shape[-1] == 1:
+        return img
+    return _blend(img, rgb_to_grayscale(img), factor)
+
+
+def _rgb2hsv(img):
+    r, g, b = img[..., 0], img[..., 1], img[..., 2]
+    maxc = jnp.max(img, axis=-1)
+    minc = jnp.min(img, axis=-1)
+    eqc = maxc == minc
+    cr = maxc - minc
+    ones = jnp.ones_like(maxc)
+    s = cr / jnp.where(eqc, ones, maxc)
+    crd = jnp.where(eqc, ones, cr)
+    rc, gc, bc = (maxc - r) / crd, (maxc - g) / crd, (maxc - b) / crd
+    hr = (maxc == r) * (bc - gc)
+    hg = ((maxc == g) & (maxc != r)) * (2.0 + rc - bc)
+    hb = ((maxc != g) & (maxc != r)) * (4.0 + gc - rc)
+    h = jnp.fmod((hr + hg + hb) / 6.0 + 1.0, 1.0)
+    return h, s, maxc
+
+
+def _hsv2rgb(h, s, v):
+    i = jnp.floor(h * 6.0)
+    f = h * 6.0 - i
+    i = i.astype(jnp.int32) % 6
+    p = jnp.clip(v * (1.0 - s), 0.0, 1.0)
+    q = jnp.clip(v * (1.0 - s * f), 0.0, 1.0)
+    t = jnp.clip(v * (1.0 - s * (1.0 - f)), 0.0, 1.0)
+    r = jnp.choose(i, [v, q, p, p, t, v], mode="clip")
+    g = jnp.choose(i, [t, v, v, q, p, p], mode="clip")
+    b = jnp.choose(i, [p, p, t, v, v, q], mode="clip")
+    return jnp.stack([r, g, b], axis=-1)
+
+
+def adjust_hue(img, hue_factor):
+    """Shift the hue by ``hue_factor ∈ [−0.5, 0.5]`` in HSV space (torchvision ``adjust_hue``).
+
+    1-channel images are returned unchanged.
+    """
+    if img.shape[-1] == 1:
+        return img
+    h, s, v = _rgb2hsv(img)
+    h = jnp.mod(h + hue_factor, 1.0)
+    return _hsv2rgb(h, s, v).astype(img.dtype)
+
+
+# --------------------------------------------------------------------------------------------
+# batched random jitter
+# --------------------------------------------------------------------------------------------
+
+
+def _check_magnitudes(brightness, contrast, saturation, hue):
+    for name, m in zip(_KEYS, (brightness, contrast, saturation, hue)):
+        if isinstance(m, jax.core.Tracer):
+            raise ValueError(f"{name} must be a concrete Python number (static), got a tracer")
+        if not float(m) >= 0:
+            raise ValueError(f"{name} magnitude must be >= 0, got {m!r}")
+    if float(hue) > 0.5:
+        raise ValueError(f"hue magnitude must be in [0, 0.5], got {hue!r}")
+    return tuple(float(m) for m in (brightness, contrast, saturation, hue))
+
+
+@functools.partial(jax.jit, static_argnames=("brightness", "contrast", "saturation", "hue",
+                                             "random_order"))
+def _jitter_float(images, rng, *, brightness, contrast, saturation, hue, random_order):
+    b = images.shape[0]
+    k_perm, kb, kc, ks, kh = jax.random.split(rng, 5)
+
+    def factors(key, m):
+        return jax.random.uniform(key, (b,), images.dtype, max(0.0, 1.0 - m), 1.0 + m)
+
+    fb, fc, fs = factors(kb, brightness), factors(kc, contrast), factors(ks, saturation)
+    fh = jax.random.uniform(kh, (b,), images.dtype, -hue, hue)
+    if random_order:
+        perms = jax.vmap(lambda k: jax.random.permutation(k, 4))(jax.random.split(k_perm, b))
+    else:
+        perms = jnp.broadcast_to(jnp.arange(4), (b, 4))
+
+    active = [brightness > 0, contrast > 0, saturation > 0, hue > 0]
+
+    def one(img, perm, b_, c_, s_, h_):
+        ops = [
+            lambda x: adjust_brightness(x, b_),
+            lambda x: adjust_contrast(x, c_),
+            lambda x: adjust_saturation(x, s_),
+            lambda x: adjust_hue(x, h_),
+        ]
+        ops = [op if on else (lambda x: x) for op, on in zip(ops, active)]
+        if not any(active):
+            return img
+        for pos in range(4):
+            img = jax.lax.switch(perm[pos], ops, img)
+        return img
+
+    return jax.vmap(one)(images, perms, fb, fc, fs, fh)
+
+
+def color_jitter(images, rng, *, brightness: float = 0.0, contrast: float = 0.0,
+                 saturation: float = 0.0, hue: float = 0.0, random_order: bool = True):
+    """Per-example torchvision-style ``ColorJitter`` on a batch (see the module docstring).
+
+    Args:
+      images: ``(B, H, W, C)`` float images in ``[0, 1]`` or uint8 in ``[0, 255]``; ``C ∈ {1, 3}``.
+      rng: PRNG key (the same key gives the same output).
+      brightness: magnitude ``m_b ≥ 0``: factor ``~ U[max(0, 1 − m_b), 1 + m_b]``.
+      contrast: magnitude ``m_c ≥ 0``.
+      saturation: magnitude ``m_s ≥ 0`` (no effect when ``C = 1``).
+      hue: magnitude ``m_h ∈ [0, 0.5]``: shift ``~ U[−m_h, m_h]`` (no effect when ``C = 1``).
+      random_order: apply the four transforms in a random per-example order (torchvision).
+
+    Returns:
+      Jittered images, same shape and dtype. With all magnitudes 0 the input is returned
+      unchanged. Magnitudes are static: jit with them as static arguments (this function is
+      already jitted internally).
+    """
+    m = _check_magnitudes(brightness, contrast, saturation, hue)
+    images = jnp.asarray(images)
+    if images.ndim != 4 or images.shape[-1] not in (1, 3):
+        raise ValueError(f"expected (B, H, W, C) images with C in (1, 3), got {images.shape}")
+    if not any(m):
+        return images
+    is_uint8 = images.dtype == jnp.uint8
+    x = images.astype(jnp.float32) / 255.0 if is_uint8 else images
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise ValueError(f"images must be uint8 or float in [0, 1], got dtype {images.dtype}")
+    out = _jitter_float(x, rng, brightness=m[0], contrast=m[1], saturation=m[2], hue=m[3],
+                        random_order=bool(random_order))
+    if is_uint8:
+        out = jnp.clip(jnp.round(out * 255.0), 0, 255).astype(jnp.uint8)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# agreement score
+# --------------------------------------------------------------------------------------------
+
+
+def _predict_fn(apply_fn, normalize_fn):
+    def f(x01):
+        x = normalize_fn(x01) if normalize_fn is not None else x01
+        out = apply_fn(x)
+        logits = out[0] if isinstance(out, (tuple, list)) else out
+        return jnp.argmax(logits, axis=-1)
+
+    return jax.jit(f)
+
+
+def _to01(images):
+    images = jnp.asarray(images)
+    if images.dtype == jnp.uint8:
+        return images.astype(jnp.float32) / 255.0
+    return images
+
+
+def transform_consistency(apply_fn: Callable, images01, rng, *, transform: Callable,
+                          normalize_fn: Optional[Callable] = None, n_views: int = 1,
+                          batch_size: Optional[int] = None, require_all: bool = False) -> float:
+    """Agreement score under an arbitrary random transform ``transform(images01, key)``.
+
+    The prediction on each transformed view is compared with the prediction on the untransformed
+    image. View ``v`` of batch ``j`` uses ``fold_in(fold_in(rng, v), j)``.
+
+    Args:
+      apply_fn: ``x -> logits`` or ``x -> (logits, ...)`` on model inputs.
+      images01: ``(N, H, W, C)`` images in ``[0, 1]`` (uint8 is converted).
+      rng: PRNG key.
+      transform: ``(images01_batch, key) -> images01_batch``.
+      normalize_fn: maps ``[0, 1]`` images to model inputs, e.g.
+        ``lambda x: kdjax.data.augment.normalize(x * 255.0, info.mean, info.std)``; None = identity.
+      n_views: independent transformed views per image.
+      batch_size: examples per batch (default: all).
+      require_all: count an image as consistent only if all views agree; otherwise (default) the
+        score is the mean over (image, view) pairs.
+
+    Returns:
+      Python float in ``[0, 1]``.
+    """
+    if int(n_views) < 1:
+        raise ValueError(f"n_views must be >= 1, got {n_views}")
+    x = _to01(images01)
+    n = x.shape[0]
+    bs = n if batch_size is None else int(batch_size)
+    predict = _predict_fn(apply_fn, normalize_fn)
+    agree = []
+    for j, i in enumerate(range(0, n, bs)):
+        xb = x[i:i + bs]
+        base = predict(xb)
+        views = [predict(transform(xb, jax.random.fold_in(jax.random.fold_in(rng, v), j))) == base
+                 for v in range(int(n_views))]
+        agree.append(np.asarray(jnp.stack(views, axis=1)))
+    a = np.concatenate(agree)
+    return float(np.mean(a.all(axis=1)) if require_all else np.mean(a))
+
+
+def prediction_consistency(apply_fn: Callable, images01, rng, *,
+                           magnitudes: Union[Mapping[str, float], Sequence[float]],
+                           normalize_fn: Optional[Callable] = None, n_views: int = 1,
+                           batch_size: Optional[int] = None, require_all: bool = False,
+                           random_order: bool = True) -> float:
+    """Ojha et al.'s colour agreement score: fraction of images whose prediction is unchanged.
+
+    Args:
+      apply_fn: ``x -> logits`` (or ``(logits, taps)``), e.g.
+        ``lambda x: model.apply(variables, x, train=False)``.
+      images01: ``(N, H, W, C)`` images in ``[0, 1]`` (uint8 is converted).
+      rng: PRNG key.
+      magnitudes: ``{'brightness': .4, 'contrast': .4, 'saturation': .4, 'hue': .2}`` (missing keys
+        are 0) or a 4-sequence in that order.
+      normalize_fn: ``[0, 1]`` images -> model inputs (see :func:`transform_consistency`).
+      n_views: jittered views per image.
+      batch_size: examples per batch.
+      require_all: see :func:`transform_consistency`.
+      random_order: torchvision's random order of the four transforms.
+
+    Returns:
+      Python float in ``[0, 1]``.
+    """
+    if isinstance(magnitudes, Mapping):
+        unknown = set(magnitudes) - set(_KEYS)
+        if unknown:
+            raise ValueError(f"unknown magnitude keys {sorted(unknown)}; expected {_KEYS}")
+        mags = {k: float(magnitudes.get(k, 0.0)) for k in _KEYS}
+    else:
+        if len(magnitudes) != 4:
+            raise ValueError(f"magnitudes must have 4 entries {_KEYS}, got {magnitudes!r}")
+        mags = dict(zip(_KEYS, map(float, magnitudes)))
+    _check_magnitudes(*mags.values())
+
+    def transform(xb, key):
+        return color_jitter(xb, key, random_order=random_order, **mags)
+
+    return transform_consistency(apply_fn, images01, rng, transform=transform,
+                                 normalize_fn=normalize_fn, n_views=n_views,
+                                 batch_size=batch_size, require_all=require_all)
