@@ -37,6 +37,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.teacher = t = ml_collections.ConfigDict()
   t.workdir = ""
   t.which = "final"              # 'final' | 'best' | 'step:<n>' | 'epoch:<n>'
+  t.members = ()                 # ensemble: ('WORKDIR@WHICH', ...); replaces workdir/which
+  t.ensemble_mode = "logit_mean"  # logit_mean | prob_mean
 
   c.method = m = ml_collections.ConfigDict()
   m.name = "supervised"

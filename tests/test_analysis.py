@@ -21,8 +21,8 @@ def tiny():
     """A randomly initialised tiny_cnn and a fixed batch of random 16x16 images (normalised)."""
     model = kdjax.models.get("tiny_cnn", num_classes=NUM_CLASSES)
     x = jax.random.normal(jax.random.PRNGKey(1), (48, 16, 16, 3))
-    variables = model.init(jax.random.PRNGKey(0), x[:2], train=False)
-    logits, taps = model.apply(variables, x, train=False)
+    variables = jax.jit(lambda k, z: model.init(k, z, train=False))(jax.random.PRNGKey(0), x[:2])
+    logits, taps = jax.jit(lambda v, z: model.apply(v, z, train=False))(variables, x)
     return model, variables, x, logits, taps
 
 
@@ -176,9 +176,13 @@ MEAN = (0.5, 0.4, 0.45)
 def test_pgd_eps_zero_is_identity(tiny):
     model, variables, x, logits, _ = tiny
     y = jnp.argmax(logits, -1)
-    for kw in ({}, {"random_start": True, "rng": jax.random.PRNGKey(3)}, {"pixel_std": STD}):
-        xa = A.pgd(model, variables, x, y, eps=0.0, steps=3, step_size=0.1, **kw)
-        np.testing.assert_array_equal(xa, x)
+    np.testing.assert_array_equal(A.fgsm(model, variables, x, y, eps=0.0, pixel_std=STD), x)
+    xa = A.pgd(model, variables, x, y, eps=0.0, steps=4, step_size=0.1, random_start=True,
+               rng=jax.random.PRNGKey(3), pixel_std=STD, pixel_mean=MEAN)
+    np.testing.assert_array_equal(xa, jnp.clip(x, *[(np.float32(v) - np.asarray(MEAN, np.float32))
+                                                    / np.asarray(STD, np.float32) for v in (0, 1)]))
+    xa = A.pgd(model, variables, x, y, eps=0.0, steps=10, step_size=0.1)
+    np.testing.assert_array_equal(xa, x)
 
 
 def test_fgsm_and_pgd_respect_pixel_bounds(tiny):
@@ -222,7 +226,8 @@ def test_pgd_error_non_decreasing_in_eps_and_transfer(tiny):
     keys = jax.random.split(jax.random.PRNGKey(7), len(leaves))
     noisy = [p + 0.3 * jnp.std(p) * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys)]
     other = {**variables, "params": jax.tree_util.tree_unflatten(tree, noisy)}
-    res2 = A.transfer_success(model, variables, model, other, x, y, [0.0, 0.3], steps=3)
+    res2 = A.transfer_success(model, variables, model, other, x, y, [0.0, 0.3], steps=10,
+                              step_size_frac=0.25, batch_size=24)
     assert res2["target_error"][0] == pytest.approx(1 - res2["target_clean_accuracy"])
     assert res2["target_clean_accuracy"] > 0.3
     assert 0.0 <= res2["target_fooling_rate"][1] <= 1.0

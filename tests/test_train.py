@@ -198,3 +198,26 @@ def test_streamed_imagenet_path_on_mock_data(tmp_path):
   with tfds.testing.mock_data(num_examples=16):
     s = train_and_evaluate(cfg, str(tmp_path / "inet"))
   assert s["finished"] and s["step"] == 2 and s["last_top1"] is not None
+
+
+def test_snapshot_ensemble_teacher_from_kept_checkpoints(tmp_path, mock_cifar100):
+  from kdjax.train.teacher import EnsembleTeacher
+  twd = str(tmp_path / "teacher")
+  train_and_evaluate(tiny_run_config(num_epochs=2, keep_every_epochs=1), twd)
+  members = (f"{twd}@epoch:1", f"{twd}@epoch:2")
+  cfg = tiny_run_config(num_epochs=1)
+  cfg.teacher.members = members
+  cfg.method.terms.kd = dict(weight=0.9, temperature=4.0)
+  s = train_and_evaluate(cfg, str(tmp_path / "kd"))
+  assert [m["epoch"] for m in s["teacher"]["members"]] == [1, 2]
+  # The ensemble's logits are the mean of its members' logits (LeapLabTHU/CheckpointKD).
+  v1, m1 = load_model(twd, {"epoch": 1})
+  v2, _ = load_model(twd, {"epoch": 2})
+  net = models.get("tiny_cnn", num_classes=100)
+  x = jnp.asarray(np.random.RandomState(0).randn(3, 32, 32, 3), jnp.float32)
+  z1, z2 = net.apply(v1, x)[0], net.apply(v2, x)[0]
+  z, _ = EnsembleTeacher([net, net], "logit_mean").apply([v1, v2], x)
+  np.testing.assert_allclose(z, (z1 + z2) / 2, rtol=1e-5, atol=1e-5)
+  zp, _ = EnsembleTeacher([net, net], "prob_mean").apply([v1, v2], x)
+  np.testing.assert_allclose(jax.nn.softmax(zp), (jax.nn.softmax(z1) + jax.nn.softmax(z2)) / 2,
+                             rtol=1e-5, atol=1e-6)

@@ -17,12 +17,14 @@ units, e.g. ``info.std``) to give ``eps`` / ``step_size`` in ``[0, 1]`` pixel un
 valid pixel box ``[0, 1]`` (``[(0 − mean_c)/std_c, (1 − mean_c)/std_c]`` in model space).
 
 **Models.** ``model`` is a kdjax Flax module applied as ``model.apply(variables, x, train=False)``
-(the logits are the first output); with ``variables=None``, ``model`` is any callable
+(the logits are the first output); with ``variables=None``, ``model`` is any hashable callable
 ``x -> logits`` or ``x -> (logits, ...)``. All attacks are jittable (``eps`` / ``step_size`` may be
-traced; ``steps`` is static).
+traced; ``steps``, ``random_start``, ``pixel_std`` and ``pixel_mean`` are static) and run as one
+jitted kernel keyed on the (static) model, so sweeps over checkpoints and ε grids compile once.
 """
 from __future__ import annotations
 
+import functools
 from typing import Dict, Optional, Sequence
 
 import jax
@@ -64,9 +66,52 @@ def _scale_and_box(x, pixel_std, pixel_mean):
     return scale, ((0.0 - mean) / std, (1.0 - mean) / std)
 
 
+def _static_vec(v):
+    if v is None:
+        return None
+    return tuple(float(a) for a in np.ravel(np.asarray(v, dtype=np.float64)))
+
+
+@functools.partial(jax.jit, static_argnames=("model", "steps", "random_start", "pixel_std",
+                                             "pixel_mean"))
+def _pgd_kernel(model, variables, x, y, eps, step_size, rng, *, steps, random_start, pixel_std,
+                pixel_mean):
+    f = logits_fn(model, variables)
+    scale, box = _scale_and_box(x, pixel_std, pixel_mean)
+    bound = eps.astype(x.dtype) * scale
+    alpha = step_size.astype(x.dtype) * scale
+
+    def project(delta):
+        delta = jnp.clip(delta, -bound, bound)
+        if box is not None:
+            delta = jnp.clip(x + delta, box[0], box[1]) - x
+        return delta
+
+    def loss(xa):
+        logp = jax.nn.log_softmax(f(xa), axis=-1)
+        return -jnp.sum(jnp.take_along_axis(logp, y[:, None], axis=-1))
+
+    grad = jax.grad(loss)
+    if random_start:
+        delta = jax.random.uniform(rng, x.shape, x.dtype, -1.0, 1.0) * bound
+    else:
+        delta = jnp.zeros_like(x)
+    delta = project(delta)
+
+    def body(_, d):
+        return project(d + alpha * jnp.sign(grad(x + d)))
+
+    delta = jax.lax.fori_loop(0, steps, body, delta)
+    return x + delta
+
+
 def pgd(model, variables, x, y, *, eps, steps: int, step_size, rng=None,
         random_start: bool = False, pixel_std=None, pixel_mean=None) -> jax.Array:
     """L∞ projected gradient ascent on the cross-entropy (I-FGSM, or PGD with a random start).
+
+    The work is one jitted kernel with ``model`` (hashable Flax module or callable), ``steps``,
+    ``random_start``, ``pixel_std`` and ``pixel_mean`` static, so repeated calls with the same
+    model and shapes (e.g. over checkpoints or an ε grid) compile once.
 
     Args:
       model: kdjax module (with ``variables``) or callable ``x -> logits`` (``variables=None``).
@@ -84,39 +129,23 @@ def pgd(model, variables, x, y, *, eps, steps: int, step_size, rng=None,
     Returns:
       ``(B, H, W, C)`` adversarial images with ``|x' − x| ≤ eps / std_c`` per channel.
     """
-    if not isinstance(steps, int) or steps < 0:
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 0:
         raise ValueError(f"steps must be a non-negative Python int, got {steps!r}")
+    if random_start and rng is None:
+        raise ValueError("random_start=True needs rng")
+    if pixel_mean is not None and pixel_std is None:
+        raise ValueError("pixel_mean needs pixel_std")
+    if variables is None and not callable(model):
+        raise ValueError("with variables=None, model must be a callable x -> logits")
     x = jnp.asarray(x)
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise ValueError(f"x must be float (normalised images), got {x.dtype}")
     y = jnp.asarray(y).astype(jnp.int32)
-    f = logits_fn(model, variables)
-    scale, box = _scale_and_box(x, pixel_std, pixel_mean)
-    bound = jnp.asarray(eps, x.dtype) * scale
-    alpha = jnp.asarray(step_size, x.dtype) * scale
-
-    def project(delta):
-        delta = jnp.clip(delta, -bound, bound)
-        if box is not None:
-            delta = jnp.clip(x + delta, box[0], box[1]) - x
-        return delta
-
-    def loss(xa):
-        logp = jax.nn.log_softmax(f(xa), axis=-1)
-        return -jnp.sum(jnp.take_along_axis(logp, y[:, None], axis=-1))
-
-    grad = jax.grad(loss)
-    if random_start:
-        if rng is None:
-            raise ValueError("random_start=True needs rng")
-        delta = jax.random.uniform(rng, x.shape, x.dtype, -1.0, 1.0) * bound
-    else:
-        delta = jnp.zeros_like(x)
-    delta = project(delta)
-
-    def body(_, d):
-        return project(d + alpha * jnp.sign(grad(x + d)))
-
-    delta = jax.lax.fori_loop(0, steps, body, delta)
-    return x + delta
+    rng = jax.random.PRNGKey(0) if rng is None else rng
+    return _pgd_kernel(model, variables, x, y, jnp.asarray(eps, x.dtype),
+                       jnp.asarray(step_size, x.dtype), rng, steps=steps,
+                       random_start=bool(random_start), pixel_std=_static_vec(pixel_std),
+                       pixel_mean=_static_vec(pixel_mean))
 
 
 def fgsm(model, variables, x, y, *, eps, pixel_std=None, pixel_mean=None) -> jax.Array:
@@ -138,6 +167,11 @@ def ifgsm(model, variables, x, y, *, eps, steps: int = 5, step_size=None, pixel_
         step_size = eps / max(steps, 1)
     return pgd(model, variables, x, y, eps=eps, steps=steps, step_size=step_size,
                pixel_std=pixel_std, pixel_mean=pixel_mean)
+
+
+@functools.partial(jax.jit, static_argnames=("model",))
+def _predict(model, variables, x):
+    return jnp.argmax(logits_fn(model, variables)(x), axis=-1)
 
 
 def _safe_rate(num, den):
@@ -185,11 +219,12 @@ def transfer_success(source_model, source_variables, target_model, target_variab
     n = x.shape[0]
     bs = n if batch_size is None else int(batch_size)
     frac = (1.0 / max(steps, 1)) if step_size_frac is None else float(step_size_frac)
-    fs, ft = logits_fn(source_model, source_variables), logits_fn(target_model, target_variables)
-    pred_s = jax.jit(lambda xb: jnp.argmax(fs(xb), -1))
-    pred_t = jax.jit(lambda xb: jnp.argmax(ft(xb), -1))
+    def pred_s(xb):
+        return _predict(source_model, source_variables, xb)
 
-    @jax.jit
+    def pred_t(xb):
+        return _predict(target_model, target_variables, xb)
+
     def attack(xb, yb, eps, key):
         return pgd(source_model, source_variables, xb, yb, eps=eps, steps=steps,
                    step_size=eps * frac, rng=key, random_start=random_start,
@@ -207,8 +242,7 @@ def transfer_success(source_model, source_variables, target_model, target_variab
     for eps in eps_list:
         adv_s, adv_t = [], []
         for j, i in enumerate(range(0, n, bs)):
-            xa = attack(x[i:i + bs], jnp.asarray(y[i:i + bs]), jnp.asarray(eps, x.dtype),
-                        jax.random.fold_in(key, j))
+            xa = attack(x[i:i + bs], y[i:i + bs], float(eps), jax.random.fold_in(key, j))
             adv_s.append(np.asarray(pred_s(xa)))
             adv_t.append(np.asarray(pred_t(xa)))
         ok_s = np.concatenate(adv_s) == y

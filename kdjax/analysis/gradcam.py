@@ -18,6 +18,7 @@ examples are independent and one VJP of ``Σ_b z_{b, c_b}`` gives every example'
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Dict, Optional, Tuple
 
@@ -60,6 +61,22 @@ def _minmax(cam: jax.Array) -> jax.Array:
     return jnp.where(rng > 0, (cam - lo) / jnp.where(rng > 0, rng, 1.0), 0.0)
 
 
+@functools.partial(jax.jit, static_argnames=("model", "stage", "use_pred"))
+def _gradcam_kernel(model, variables, x, cls, *, stage, use_pred):
+    n = _num_stages(model)
+    feats = stage_features(model, variables, x, stage=stage)
+    if feats.ndim != 4:
+        raise ValueError(f"stage {stage} output must be (B, H, W, C), got shape {feats.shape}")
+    logits, vjp = jax.vjp(lambda a: _head_from(model, variables, a, stage, n), feats)
+    b, k = logits.shape
+    if use_pred:
+        cls = jnp.argmax(logits, axis=-1)
+    (grads,) = vjp(jax.nn.one_hot(cls, k, dtype=logits.dtype))
+    alpha = jnp.mean(grads, axis=(1, 2))  # (B, C)
+    cam = jax.nn.relu(jnp.einsum("bhwc,bc->bhw", feats, alpha))
+    return _minmax(cam), logits
+
+
 def gradcam(model, variables, x, *, stage: int, class_idx=None,
             return_logits: bool = False):
     """Grad-CAM maps of a kdjax model at the output of stage ``stage``.
@@ -76,22 +93,20 @@ def gradcam(model, variables, x, *, stage: int, class_idx=None,
 
     Returns:
       ``(B, h, w)`` maps in ``[0, 1]`` at the stage's spatial resolution (and the logits if asked).
-      Jittable with ``model``, ``stage`` and ``return_logits`` static.
+      Runs as one jitted kernel keyed on the (static, hashable) model and stage, so repeated
+      calls over batches or checkpoints compile once; also usable inside an outer ``jax.jit``.
     """
     n = _num_stages(model)
-    feats = stage_features(model, variables, x, stage=stage)
-    if feats.ndim != 4:
-        raise ValueError(f"stage {stage} output must be (B, H, W, C), got shape {feats.shape}")
-    logits, vjp = jax.vjp(lambda a: _head_from(model, variables, a, stage, n), feats)
-    b, k = logits.shape
-    if class_idx is None:
-        cls = jnp.argmax(logits, axis=-1)
-    else:
-        cls = jnp.broadcast_to(jnp.asarray(class_idx, jnp.int32), (b,))
-    (grads,) = vjp(jax.nn.one_hot(cls, k, dtype=logits.dtype))
-    alpha = jnp.mean(grads, axis=(1, 2))  # (B, C)
-    cam = jax.nn.relu(jnp.einsum("bhwc,bc->bhw", feats, alpha))
-    cam = _minmax(cam)
+    if not isinstance(stage, int) or isinstance(stage, bool) or not 0 <= stage <= n:
+        raise ValueError(f"stage must be an int in 0..{n}, got {stage!r}")
+    x = jnp.asarray(x)
+    if x.ndim != 4:
+        raise ValueError(f"expected (B, H, W, C) images, got shape {x.shape}")
+    b = x.shape[0]
+    use_pred = class_idx is None
+    cls = jnp.zeros((b,), jnp.int32) if use_pred else jnp.broadcast_to(
+        jnp.asarray(class_idx).astype(jnp.int32), (b,))
+    cam, logits = _gradcam_kernel(model, variables, x, cls, stage=stage, use_pred=use_pred)
     return (cam, logits) if return_logits else cam
 
 

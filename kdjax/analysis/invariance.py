@@ -63,17 +63,20 @@ def _blend(a, b, ratio):
     return jnp.clip(ratio * a + (1.0 - ratio) * b, 0.0, 1.0)
 
 
+@jax.jit
 def adjust_brightness(img, factor):
     """``clip(factor · img, 0, 1)`` (torchvision ``adjust_brightness``)."""
     return _blend(img, jnp.zeros_like(img), factor)
 
 
+@jax.jit
 def adjust_contrast(img, factor):
     """Blend with the mean grey level of the image (torchvision ``adjust_contrast``)."""
     mean = jnp.mean(rgb_to_grayscale(img), axis=(-3, -2, -1), keepdims=True)
     return _blend(img, mean, factor)
 
 
+@jax.jit
 def adjust_saturation(img, factor):
     """Blend with the grayscale image (torchvision ``adjust_saturation``); 1-channel: identity."""
     if img.shape[-1] == 1:
@@ -111,6 +114,7 @@ def _hsv2rgb(h, s, v):
     return jnp.stack([r, g, b], axis=-1)
 
 
+@jax.jit
 def adjust_hue(img, hue_factor):
     """Shift the hue by ``hue_factor ∈ [−0.5, 0.5]`` in HSV space (torchvision ``adjust_hue``).
 

@@ -63,8 +63,8 @@ _NORMALIZE_EPS = 1e-12  # torch.nn.functional.normalize default
 def _concrete_float(name: str, value) -> float:
     if isinstance(value, jax.core.Tracer):
         raise ValueError(f"{name} must be a concrete Python number, got a traced value")
-    if isinstance(value, bool):
-        raise ValueError(f"{name} must be a number, got bool {value!r}")
+    if isinstance(value, (bool, str, bytes)):
+        raise ValueError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
     try:
         v = float(value)
     except (TypeError, ValueError) as e:

@@ -43,8 +43,9 @@ def _import_torch():
   try:
     import torch  # noqa: PLC0415
   except ImportError:
-    raise TorchMissingError("Reading PyTorch .pth checkpoints needs torch: pip install kdjax[torch] "
-                      "(or convert the checkpoint to a .npz of name -> array).") from None
+    raise TorchMissingError("Reading PyTorch .pth checkpoints needs torch: pip install "
+                            "kdjax[torch] (or convert the checkpoint to a .npz of name -> "
+                            "array).") from None
   return torch
 
 
@@ -56,7 +57,7 @@ def _is_tensor_dict(d) -> bool:
 def _unwrap(obj, path: str) -> Dict[str, Any]:
   """Finds the state dict in a training checkpoint ({'model': sd}, {'state_dict': sd}, ...)."""
   if isinstance(obj, dict):
-    # mdistiller saves the whole distiller: keep the student's weights.
+    # RepDistiller/mdistiller: {'epoch', 'model', 'optimizer', ...}; others use 'state_dict'.
     for key in ("model", "state_dict", "model_state_dict", "net", "student"):
       if key in obj and isinstance(obj[key], dict) and not _is_tensor_dict(obj):
         return _unwrap(obj[key], path)
@@ -259,28 +260,44 @@ def infer_num_classes(sd: Dict[str, np.ndarray]) -> int:
   return int(np.shape(sd[linear[0]])[0])
 
 
-def _same_family(arch: str, num_classes: int):
-  from kdjax import models  # noqa: PLC0415
-  cls = type(models.get(arch, num_classes=num_classes))
-  for name in models.names():
-    if name != arch:
-      try:
-        if type(models.get(name, num_classes=num_classes)) is cls:
-          yield name
-      except Exception:  # noqa: BLE001
-        continue
+def _base(name: str) -> str:
+  return re.sub(r"(_\d+)+$", "", name)
 
 
 def _guess_arch(sd, arch: str, num_classes: int) -> Optional[str]:
-  """Another registered model of the same family that the checkpoint fits exactly, if any."""
-  n_keys = sum(1 for k in sd if not k.endswith(_IGNORED_LEAVES))
-  for name in _same_family(arch, num_classes):
-    shapes = model_variable_shapes(name, num_classes)
-    if len(shapes) != n_keys:
+  """Another registered model that the checkpoint fits exactly, if any.
+
+  Only families (module classes) whose top-level module names are the checkpoint's are searched,
+  ``arch``'s own first, members in registration order (shallow before deep); each candidate costs
+  one traced init.
+  """
+  from kdjax import models  # noqa: PLC0415
+  from kdjax.models import registry  # noqa: PLC0415
+  models.names()  # registers every family
+  families = {}
+  for name in registry._REGISTRY:  # noqa: SLF001 - registration order
+    try:
+      families.setdefault(type(models.get(name, num_classes=num_classes)), []).append(name)
+    except Exception:  # noqa: BLE001 - a model that cannot be built with these args
       continue
-    _, unmatched, missing, mismatched = _plan(sd, shapes)
-    if not (unmatched or missing or mismatched):
-      return name
+  keys = [k for k in sd if not k.endswith(_IGNORED_LEAVES)]
+  top = {_base(flax_module_path(k.rpartition(".")[0]).split("/")[0]) for k in keys}
+  own = type(models.get(arch, num_classes=num_classes))
+  for cls in [own] + [c for c in families if c is not own]:
+    members = families.get(cls, [])
+    rep = arch if cls is own else (members[0] if members else None)
+    if rep is None or {_base(p[1]) for p in model_variable_shapes(rep, num_classes)
+                       if len(p) > 2} != top:
+      continue
+    for name in members:
+      if name == arch:
+        continue
+      shapes = model_variable_shapes(name, num_classes)
+      if len(shapes) != len(keys):
+        continue
+      _, unmatched, missing, mismatched = _plan(sd, shapes)
+      if not (unmatched or missing or mismatched):
+        return name
   return None
 
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from kdjax import data as kdata
 from kdjax import models
-from kdjax.config import parse_which, validate
+from kdjax.config import validate
 from kdjax.data import augment
 from kdjax.methods import build_method
 from kdjax.train import checkpoint as ckpt_lib
@@ -32,34 +32,13 @@ from kdjax.train import state as state_lib
 from kdjax.train.logging import MetricWriter
 from kdjax.train.optim import make_optimizer
 from kdjax.train.step import make_steps
+from kdjax.train.teacher import load_teacher
 
 log = logging.getLogger("kdjax")
 
 
 class NonFiniteLossError(FloatingPointError):
   """The loss became NaN/inf; no checkpoint of the bad state was written."""
-
-
-@dataclasses.dataclass
-class Teacher:
-  module: object
-  variables: dict
-  meta: dict
-
-
-def load_teacher(tcfg, num_classes: int) -> Teacher:
-  """Loads the teacher named by ``config.teacher`` (a workdir + checkpoint selector)."""
-  if not tcfg.workdir:
-    raise ValueError("This method distils from a teacher but config.teacher.workdir is empty. "
-                     "Point it at a finished teacher run (launch/train_teacher.py) or an "
-                     "imported checkpoint (launch/import_teacher.py).")
-  variables, meta = ckpt_lib.load_model(tcfg.workdir, parse_which(tcfg.which))
-  if int(meta["num_classes"]) != num_classes:
-    raise ValueError(f"Teacher in {tcfg.workdir!r} has {meta['num_classes']} classes but the "
-                     f"dataset has {num_classes}.")
-  module = models.get(meta["arch"], num_classes=int(meta["num_classes"]),
-                      **dict(meta.get("model_kwargs") or {}))
-  return Teacher(module, variables, meta)
 
 
 def _tap_shapes(module, variables, x):
@@ -209,7 +188,7 @@ def train_and_evaluate(config, workdir: str, *, mesh=None, _step_hook=None) -> d
   # ---- models ----------------------------------------------------------------------------------
   student = models.get(config.model, num_classes=info.num_classes, **dict(config.model_kwargs))
   teacher = load_teacher(config.teacher, info.num_classes) if method.needs_teacher else None
-  if teacher is None and config.teacher.workdir:
+  if teacher is None and (config.teacher.workdir or config.teacher.members):
     log.warning("config.teacher.workdir is set but the method has no teacher term; ignoring it.")
   rng = jax.random.PRNGKey(config.seed)
   k_init, k_conn, k_run = jax.random.split(rng, 3)
@@ -230,8 +209,8 @@ def train_and_evaluate(config, workdir: str, *, mesh=None, _step_hook=None) -> d
   n_conn = models.count_params(conn_params)
   print(f"[kdjax] {config.model}: {n_params:,} params"
         + (f"; connectors {n_conn:,}" if n_conn else "")
-        + (f"; teacher {teacher.meta['arch']}: {models.count_params(teacher.variables['params']):,}"
-           f" params ({config.teacher.workdir}, step {teacher.meta['step']})" if teacher else "")
+        + (f"; teacher {teacher.meta['arch']} x{len(teacher.variables)}: {teacher.num_params:,}"
+           f" params (step {teacher.meta['step']} of {teacher.meta['workdir']})" if teacher else "")
         + f"; {mesh.devices.size} device(s); {steps_per_epoch} steps/epoch")
   if bs != config.optim.reference_batch_size:
     scale = bs / config.optim.reference_batch_size
@@ -381,8 +360,9 @@ def train_and_evaluate(config, workdir: str, *, mesh=None, _step_hook=None) -> d
       "last_agreement": last_eval.get("agreement"),
       "best_top1": run_meta["best_top1"] if run_meta["best_top1"] >= 0 else None,
       "best_epoch": run_meta["best_epoch"], "teacher_top1": teacher_metrics.get("top1"),
-      "teacher": (dict(workdir=config.teacher.workdir, arch=teacher.meta["arch"],
-                       step=teacher.meta["step"]) if teacher else None),
+      "teacher": (dict(workdir=teacher.meta["workdir"], arch=teacher.meta["arch"],
+                       step=teacher.meta["step"], members=teacher.meta["members"])
+                  if teacher else None),
       "train_seconds": time.time() - t_start, "num_devices": int(mesh.devices.size),
   }
   ckpt_lib.write_json(summary_path, summary)

@@ -1,0 +1,88 @@
+"""Distillation teachers: one checkpoint, a snapshot ensemble of one run's kept checkpoints, or a
+full ensemble of independent runs (checkpoint KD, Wang et al. NeurIPS 2022).
+
+``config.teacher``:
+  workdir / which   a single teacher: a run's workdir and 'final' | 'best' | 'step:N' | 'epoch:N'
+  members           ensemble members as 'WORKDIR' or 'WORKDIR@WHICH' strings; when non-empty it
+                    replaces workdir/which. A snapshot ensemble lists one run several times
+                    ('runs/t@epoch:60', 'runs/t@epoch:120', ...), a full ensemble lists runs.
+  ensemble_mode     'logit_mean' (z = mean_j z_j, as LeapLabTHU/CheckpointKD) or 'prob_mean'
+                    (z = log mean_j softmax(z_j): probabilities averaged at T = 1)
+
+The teacher is applied in inference mode; its variables are never part of the train state. Taps of
+an ensemble are those of its first member.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import List
+
+import jax
+import jax.numpy as jnp
+
+from kdjax import models
+from kdjax.config import parse_which
+from kdjax.train import checkpoint as ckpt_lib
+
+ENSEMBLE_MODES = ("logit_mean", "prob_mean")
+
+
+@dataclasses.dataclass
+class EnsembleTeacher:
+  """Duck-types a linen module: ``apply(variables_list, x, train=False) -> (logits, taps)``."""
+  modules: List
+  mode: str = "logit_mean"
+
+  def apply(self, variables, x, train=False, **kw):
+    outs = [m.apply(v, x, train=False, **kw) for m, v in zip(self.modules, variables)]
+    logits = jnp.stack([o[0] for o in outs])
+    if len(outs) == 1:
+      z = logits[0]
+    elif self.mode == "logit_mean":
+      z = logits.mean(0)
+    else:
+      z = jax.nn.logsumexp(jax.nn.log_softmax(logits, -1), axis=0) - jnp.log(len(outs))
+    return z, outs[0][1]
+
+
+@dataclasses.dataclass
+class Teacher:
+  module: EnsembleTeacher
+  variables: list
+  meta: dict            # first member's metadata + 'members'
+
+  @property
+  def num_params(self) -> int:
+    return sum(models.count_params(v["params"]) for v in self.variables)
+
+
+def _parse_member(spec: str):
+  workdir, _, which = spec.partition("@")
+  return workdir, parse_which(which or "final")
+
+
+def load_teacher(tcfg, num_classes: int) -> Teacher:
+  """Loads the teacher(s) named by ``config.teacher``."""
+  members = [_parse_member(s) for s in tcfg.members] if tcfg.members else []
+  if not members:
+    if not tcfg.workdir:
+      raise ValueError("This method distils from a teacher but config.teacher.workdir is empty. "
+                       "Point it at a finished teacher run (launch/train_teacher.py) or an "
+                       "imported checkpoint (launch/import_teacher.py).")
+    members = [(tcfg.workdir, parse_which(tcfg.which))]
+  if tcfg.ensemble_mode not in ENSEMBLE_MODES:
+    raise ValueError(f"teacher.ensemble_mode must be one of {ENSEMBLE_MODES}, got "
+                     f"{tcfg.ensemble_mode!r}.")
+  mods, variables, metas = [], [], []
+  for workdir, which in members:
+    v, meta = ckpt_lib.load_model(workdir, which)
+    if int(meta["num_classes"]) != num_classes:
+      raise ValueError(f"Teacher in {workdir!r} has {meta['num_classes']} classes but the "
+                       f"dataset has {num_classes}.")
+    mods.append(models.get(meta["arch"], num_classes=int(meta["num_classes"]),
+                           **dict(meta.get("model_kwargs") or {})))
+    variables.append(v)
+    metas.append(dict(meta, workdir=workdir))
+  meta = dict(metas[0], members=[{k: m.get(k) for k in ("workdir", "arch", "step", "epoch")}
+                                 for m in metas])
+  return Teacher(EnsembleTeacher(mods, tcfg.ensemble_mode), variables, meta)
