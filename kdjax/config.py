@@ -36,7 +36,7 @@ def base_config() -> ml_collections.ConfigDict:
   # Distillation teacher (empty workdir = supervised training).
   c.teacher = t = ml_collections.ConfigDict()
   t.workdir = ""
-  t.which = "final"              # 'final' | 'best' | 'step:<n>' | 'epoch:<n>'
+  t.which = "final"              # 'final' | 'best' | 'selected' | 'step:<n>' | 'epoch:<n>'
   t.members = ()                 # ensemble: ('WORKDIR@WHICH', ...); replaces workdir/which
   t.ensemble_mode = "logit_mean"  # logit_mean | prob_mean
 
@@ -104,9 +104,10 @@ def parse_which(which):
   if isinstance(which, int):
     return which
   which = str(which)
-  if which in ("final", "best"):
+  if which in ("final", "best", "selected"):
     return which
   for key in ("step", "epoch"):
     if which.startswith(key + ":"):
       return {key: int(which.split(":", 1)[1])}
-  raise ValueError(f"teacher.which must be 'final', 'best', 'step:<n>' or 'epoch:<n>', got {which!r}.")
+  raise ValueError("teacher.which must be 'final', 'best', 'selected', 'step:<n>' or "
+                   f"'epoch:<n>', got {which!r}.")

@@ -191,10 +191,12 @@ def test_pth_round_trip(tmp_path):
 
 # ------------------------------------------------------------------------------------- saving
 def test_save_teacher_round_trip(tmp_path):
-  from ml_collections import ConfigDict
-
+  from kdjax.config import base_config
   from kdjax.train.checkpoint import load_model
-  from kdjax.train.loop import load_teacher
+  try:
+    from kdjax.train.teacher import load_teacher
+  except ImportError:
+    from kdjax.train.loop import load_teacher
   fx = _fixture("resnet8")
   variables, report = it.convert("resnet8", recipe.state_dict(fx))
   workdir = os.path.join(str(tmp_path), "teacher")
@@ -206,9 +208,11 @@ def test_save_teacher_round_trip(tmp_path):
                   "model_kwargs": {}, "epoch": 0, "step": 0, "seed": None, "source": "x.pth"}
   jax.tree_util.tree_map(np.testing.assert_array_equal, back, variables)
   # The distillation loop accepts it as a teacher, and it computes the PyTorch logits.
-  teacher = load_teacher(ConfigDict({"workdir": workdir, "which": "final"}), 100)
-  logits, _ = jax.jit(lambda v, x: teacher.module.apply(v, x))(teacher.variables,
-                                                               _nhwc(fx["input"]))
+  tcfg = base_config().teacher
+  tcfg.workdir = workdir
+  teacher = load_teacher(tcfg, 100)
+  logits, _ = jax.jit(lambda v, x: teacher.module.apply(v, x, train=False))(
+      teacher.variables, _nhwc(fx["input"]))
   assert _rel_err(logits, fx["logits"]) <= RTOL
   with pytest.raises(ValueError, match="already holds model checkpoints"):
     it.save_teacher(variables, "resnet8", 100, "cifar100", workdir)
@@ -233,5 +237,6 @@ def test_launch_import_teacher(tmp_path):
   # A user error is one line on stderr, exit status 2, no traceback.
   r = _launch("--arch", "wrn_16_1", "--pth", pth, "--workdir", os.path.join(str(tmp_path), "u"))
   assert r.returncode == 2, r.stderr[-3000:]
-  assert r.stderr.startswith("kdjax: error: Cannot load this checkpoint into 'wrn_16_1'")
+  assert r.stderr.startswith("kdjax: error: Cannot load this checkpoint into 'wrn_16_1' "
+                             "(num_classes=100). The checkpoint matches 'resnet8' exactly")
   assert "Traceback" not in r.stderr

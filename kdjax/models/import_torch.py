@@ -218,6 +218,9 @@ def _plan(sd: Dict[str, np.ndarray], shapes):
       mismatched.append(f"{key}: checkpoint {tuple(np.shape(value))}, model expects "
                         f"{torch_want} ({'/'.join(path)} {want})")
       continue
+    if path in plan:
+      mismatched.append(f"{key} and {plan[path][0]} both map to {'/'.join(path)}")
+      continue
     plan[path] = (key, how)
   missing = ["/".join(p) for p in sorted((p for p in shapes if p not in plan),
                                          key=lambda p: (p[0] != "params", p))]

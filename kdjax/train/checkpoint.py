@@ -106,6 +106,9 @@ def kept_checkpoints(workdir: str) -> list[dict]:
 
 def _model_dir(workdir: str, which) -> tuple[str, int]:
   """Resolves ``which`` ('final' | 'best' | {'step': n} | {'epoch': n} | int step) to a dir."""
+  if which == "selected":
+    from kdjax.teachers.selection import selected_step
+    which = selected_step(workdir)
   sub = "best" if which == "best" else "kept"
   d = os.path.join(workdir, sub)
   if not os.path.isdir(d):
