@@ -30,6 +30,7 @@ def base_config() -> ml_collections.ConfigDict:
   d.eval_limit = 0
   d.crop_pad = 4                 # RandomCrop(padding=crop_pad); 0 disables
   d.flip = True                  # RandomHorizontalFlip
+  d.mixup_alpha = 0.0            # > 0: mixup with Beta(alpha, alpha) (teacher variant)
   d.image_size = 0               # streamed datasets (ImageNet): crop size; 0 = dataset default
   d.stream_threads = 4           # host decoding threads for streamed datasets
 
@@ -39,6 +40,7 @@ def base_config() -> ml_collections.ConfigDict:
   t.which = "final"              # 'final' | 'best' | 'selected' | 'step:<n>' | 'epoch:<n>'
   t.members = ()                 # ensemble: ('WORKDIR@WHICH', ...); replaces workdir/which
   t.ensemble_mode = "logit_mean"  # logit_mean | prob_mean
+  t.temperature = 1.0            # post-hoc calibration: teacher logits are divided by this
 
   c.method = m = ml_collections.ConfigDict()
   m.name = "supervised"

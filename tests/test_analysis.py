@@ -154,11 +154,11 @@ def test_gradcam_self_and_known_answer(tiny):
     lo, hi = ref.min(axis=(1, 2), keepdims=True), ref.max(axis=(1, 2), keepdims=True)
     ref = jnp.where(hi > lo, (ref - lo) / jnp.where(hi > lo, hi - lo, 1), 0)
     np.testing.assert_allclose(cam, ref, atol=1e-5)
-    # intermediate stage, jitted, same model -> identical maps and perfect agreement
-    f = jax.jit(lambda v, xx: A.gradcam(model, v, xx, stage=1, class_idx=3))
-    c1, c1b = f(variables, x), A.gradcam(model, variables, x, stage=1, class_idx=3)
+    # intermediate stage, same model twice -> identical maps and perfect agreement
+    c1 = A.gradcam(model, variables, x, stage=1, class_idx=3)
+    c1b = A.gradcam(model, variables, x, stage=1, class_idx=jnp.full((48,), 3))
     assert c1.shape == (48, 8, 8)
-    np.testing.assert_allclose(c1, c1b, atol=1e-6)
+    np.testing.assert_array_equal(c1, c1b)
     agr = A.cam_agreement(c1, c1b)
     nonconst = np.asarray(c1.max(axis=(1, 2)) > 0)
     assert nonconst.sum() > 10
@@ -240,10 +240,10 @@ def test_pgd_error_non_decreasing_in_eps_and_transfer(tiny):
     assert res["source_fooling_rate"] == err
     assert all(np.isnan(r) or r == 1.0 for r in res["transfer_fooling_rate"])
     # a "student": the same network with perturbed weights; attacks transfer partially
-    leaves, tree = jax.tree_util.tree_flatten(variables["params"])
-    keys = jax.random.split(jax.random.PRNGKey(7), len(leaves))
-    noisy = [p + 0.3 * jnp.std(p) * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys)]
-    other = {**variables, "params": jax.tree_util.tree_unflatten(tree, noisy)}
+    noise = np.random.default_rng(7)
+    other = {**variables, "params": jax.tree_util.tree_map(
+        lambda p: p + 0.3 * np.std(p) * noise.standard_normal(p.shape).astype(np.float32),
+        variables["params"])}
     res2 = A.transfer_success(model, variables, model, other, x, y, [0.0, 0.3], steps=10,
                               step_size_frac=0.25, batch_size=24)
     assert res2["target_error"][0] == pytest.approx(1 - res2["target_clean_accuracy"])
@@ -274,7 +274,8 @@ def test_color_jitter_identity_and_determinism():
     assert a.shape == x.shape and float(a.min()) >= 0 and float(a.max()) <= 1
     au = A.color_jitter(xu, key, **mags)
     assert au.dtype == np.uint8
-    assert np.abs(au.astype(int) - np.asarray(a * 255).round().astype(int)).max() <= 1
+    af = A.color_jitter(jnp.asarray(xu, jnp.float32) / 255.0, key, **mags)
+    assert np.abs(au.astype(int) - np.asarray(af * 255).round().astype(int)).max() <= 1
 
 
 def test_color_ops_known_answers():

@@ -37,6 +37,8 @@ class Batch(NamedTuple):
   labels: jnp.ndarray      # (B,) int
   index: jnp.ndarray       # (B,) dataset index of each example (CRD, analysis)
   epoch: Any = 1           # current epoch counted from 1 (scalar; DKD warm-up and friends)
+  mix_labels: Any = None   # mixup: the partner labels (B,) ...
+  mix_lam: Any = None      # ... and the mixing weight (scalar): CE = lam CE(y) + (1-lam) CE(y')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,6 +136,9 @@ class Method:
     logp = jax.nn.log_softmax(student.logits.astype(jnp.float32))
     k = student.logits.shape[-1]
     onehot = jax.nn.one_hot(batch.labels, k, dtype=logp.dtype)
+    if batch.mix_labels is not None:
+      onehot = batch.mix_lam * onehot + (1.0 - batch.mix_lam) * jax.nn.one_hot(
+          batch.mix_labels, k, dtype=logp.dtype)
     if self.label_smoothing:
       onehot = onehot * (1.0 - self.label_smoothing) + self.label_smoothing / k
     ce = -jnp.sum(onehot * logp, axis=-1)

@@ -66,3 +66,4 @@ def count_params(params) -> int:
 def _ensure_loaded():
   # Importing the families registers them.
   from kdjax.models import cifar, imagenet, tiny  # noqa: F401
+  from kdjax.teachers import sftn  # noqa: F401  (registers 'sftn')

@@ -247,7 +247,8 @@ def train_and_evaluate(config, workdir: str, *, mesh=None, _step_hook=None) -> d
   eval_tf = lambda im: augment.eval_transform(info, im)
   steps = make_steps(student=student, method=method, tx=tx, train_transform=train_tf,
                      eval_transform=eval_tf, teacher=teacher.module if teacher else None,
-                     connectors=conn_modules, steps_per_epoch=steps_per_epoch)
+                     connectors=conn_modules, steps_per_epoch=steps_per_epoch,
+                     mixup_alpha=float(dcfg.mixup_alpha))
   t_vars = parallel.put_replicated(teacher.variables, mesh) if teacher else {}
 
   writer = MetricWriter(workdir, tensorboard=config.tensorboard)

@@ -33,7 +33,8 @@ def _global_norm(tree):
 
 def make_steps(*, student, method: Method, tx, train_transform: Callable,
                eval_transform: Callable, teacher=None, connectors: Optional[dict] = None,
-               emit_norms: bool = True, steps_per_epoch: int = 1) -> StepFns:
+               emit_norms: bool = True, steps_per_epoch: int = 1,
+               mixup_alpha: float = 0.0) -> StepFns:
   """Builds the jitted steps.
 
   Args:
@@ -45,6 +46,9 @@ def make_steps(*, student, method: Method, tx, train_transform: Callable,
     teacher: the teacher linen module or None (supervised training).
     connectors: term key -> linen module for the method's trainable connectors.
     steps_per_epoch: to give losses the current epoch (``step // steps_per_epoch + 1``).
+    mixup_alpha: > 0 enables mixup (Zhang et al. 2018) on the augmented batch: ``x = lam x +
+      (1 - lam) x[perm]`` with ``lam ~ Beta(alpha, alpha)`` per batch, and the CE term mixes the
+      two labels (a calibrated-teacher variant of the calibration study).
   """
   connectors = connectors or {}
   use_teacher = teacher is not None and method.needs_teacher
@@ -52,6 +56,13 @@ def make_steps(*, student, method: Method, tx, train_transform: Callable,
   def core(state, images, labels, index, teacher_vars):
     rng = jax.random.fold_in(state.rng, state.step)
     x = train_transform(images, rng)
+    mix_labels = mix_lam = None
+    if mixup_alpha > 0:
+      k_lam, k_perm = jax.random.split(jax.random.fold_in(rng, 1))
+      mix_lam = jax.random.beta(k_lam, mixup_alpha, mixup_alpha)
+      perm = jax.random.permutation(k_perm, x.shape[0])
+      x = mix_lam * x + (1.0 - mix_lam) * x[perm]
+      mix_labels = labels[perm]
     if use_teacher:
       t_logits, t_taps = teacher.apply(teacher_vars, x, train=False)
       t_taps = {k: t_taps[k] for k in method.teacher_taps}
@@ -67,7 +78,8 @@ def make_steps(*, student, method: Method, tx, train_transform: Callable,
       conn = {k: (lambda *a, m=m, p=params["connectors"][k]: m.apply({"params": p}, *a))
               for k, m in connectors.items()}
       epoch = state.step // steps_per_epoch + 1
-      per_ex, metrics = method.loss(s_out, t_out, Batch(labels, index, epoch), connectors=conn)
+      per_ex, metrics = method.loss(s_out, t_out, Batch(labels, index, epoch, mix_labels, mix_lam),
+                                    connectors=conn)
       loss = per_ex.mean()
       metrics["accuracy"] = jnp.mean(jnp.argmax(logits, -1) == labels)
       if t_out is not None:

@@ -8,6 +8,9 @@ full ensemble of independent runs (checkpoint KD, Wang et al. NeurIPS 2022).
                     ('runs/t@epoch:60', 'runs/t@epoch:120', ...), a full ensemble lists runs.
   ensemble_mode     'logit_mean' (z = mean_j z_j, as LeapLabTHU/CheckpointKD) or 'prob_mean'
                     (z = log mean_j softmax(z_j): probabilities averaged at T = 1)
+  temperature       post-hoc temperature scaling (Guo et al. 2017): the teacher's logits are
+                    divided by it (fit it with ``kdjax.calibration.fit_temperature`` on held-out
+                    data; the calibration study does); 1 = off
 
 The teacher is applied in inference mode; its variables are never part of the train state. Taps of
 an ensemble are those of its first member.
@@ -32,6 +35,7 @@ class EnsembleTeacher:
   """Duck-types a linen module: ``apply(variables_list, x, train=False) -> (logits, taps)``."""
   modules: List
   mode: str = "logit_mean"
+  temperature: float = 1.0
 
   def apply(self, variables, x, train=False, **kw):
     outs = [m.apply(v, x, train=False, **kw) for m, v in zip(self.modules, variables)]
@@ -42,6 +46,8 @@ class EnsembleTeacher:
       z = logits.mean(0)
     else:
       z = jax.nn.logsumexp(jax.nn.log_softmax(logits, -1), axis=0) - jnp.log(len(outs))
+    if self.temperature != 1.0:
+      z = z / self.temperature
     return z, outs[0][1]
 
 
@@ -85,4 +91,7 @@ def load_teacher(tcfg, num_classes: int) -> Teacher:
     metas.append(dict(meta, workdir=workdir))
   meta = dict(metas[0], members=[{k: m.get(k) for k in ("workdir", "arch", "step", "epoch")}
                                  for m in metas])
-  return Teacher(EnsembleTeacher(mods, tcfg.ensemble_mode), variables, meta)
+  if not tcfg.temperature > 0:
+    raise ValueError(f"teacher.temperature must be > 0, got {tcfg.temperature}.")
+  return Teacher(EnsembleTeacher(mods, tcfg.ensemble_mode, float(tcfg.temperature)), variables,
+                 meta)
