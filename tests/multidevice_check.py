@@ -24,7 +24,7 @@ def run(devices, n_steps=4, batch=16):
   losses = []
   for _ in range(n_steps):
     idx = parallel.put_batch(rs.permutation(32)[:batch].astype(np.int32), mesh)
-    state, m = steps.train_indexed(state, im, lab, idx, tv)
+    state, m = steps.train_indexed(state, im, lab, parallel.put_replicated(np.arange(32, dtype=np.int32), mesh), idx, tv)
     losses.append(float(m["loss"]))
   return jax.device_get(state), losses, state
 

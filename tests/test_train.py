@@ -62,7 +62,7 @@ def test_kd_step_updates_student_only_and_matches_manual_loss():
   pt = jax.nn.softmax(t_logits / 4.)
   kl = 16. * np.sum(pt * (jnp.log(pt) - jax.nn.log_softmax(s_logits / 4.)), -1)
   expected = np.mean(0.1 * ce + 0.9 * kl)
-  new_state, metrics = steps.train_indexed(state, images, labels, idx, tv)
+  new_state, metrics = steps.train_indexed(state, images, labels, np.arange(32, dtype=np.int32), idx, tv)
   np.testing.assert_allclose(float(metrics["loss"]), expected, rtol=1e-5)
   assert int(new_state.step) == 1
   # The student moved, the teacher (passed in, never part of the state) did not.
@@ -76,9 +76,9 @@ def test_kd_step_updates_student_only_and_matches_manual_loss():
 def test_step_compiles_once_per_batch_shape():
   steps, state, tv, images, labels, *_ = _kd_setup()
   for i in range(3):
-    state, _ = steps.train_indexed(state, images, labels, jnp.arange(8) + 8 * i, tv)
+    state, _ = steps.train_indexed(state, images, labels, np.arange(32, dtype=np.int32), jnp.arange(8) + 8 * i, tv)
   assert steps.train_indexed._cache_size() == 1
-  state, _ = steps.train_indexed(state, images, labels, jnp.arange(4), tv)   # remainder batch
+  state, _ = steps.train_indexed(state, images, labels, np.arange(32, dtype=np.int32), jnp.arange(4), tv)   # remainder batch
   assert steps.train_indexed._cache_size() == 2
 
 
@@ -221,3 +221,37 @@ def test_snapshot_ensemble_teacher_from_kept_checkpoints(tmp_path, mock_cifar100
   zp, _ = EnsembleTeacher([net, net], "prob_mean").apply([v1, v2], x)
   np.testing.assert_allclose(jax.nn.softmax(zp), (jax.nn.softmax(z1) + jax.nn.softmax(z2)) / 2,
                              rtol=1e-5, atol=1e-6)
+
+
+def _register_visit_counter():
+  """A toy stateful term: its explicit state counts how often each dataset index was seen."""
+  from kdjax.methods.base import _TERMS, register_term
+  if "_visits" in _TERMS:
+    return
+
+  def init_state(num_examples, s_shapes, t_shapes, rng):
+    return {"visits": jnp.zeros((num_examples,), jnp.int32)}
+
+  def fn(s, t, batch, *, state):
+    new = {"visits": state["visits"].at[batch.index].add(1)}
+    return jnp.zeros(s.logits.shape[0]), new
+  register_term("_visits", needs_teacher=False, init_state=init_state)(fn)
+
+
+def test_stateful_term_state_is_carried_checkpointed_and_indexed_by_dataset_index(
+    tmp_path, fmnist_dir):
+  _register_visit_counter()
+  cfg = tiny_run_config(num_epochs=2, max_steps=3)
+  cfg.dataset.name, cfg.dataset.idx_dir = "fashion_mnist", fmnist_dir
+  cfg.dataset.eval_limit = 50
+  cfg.dataset.train_split = "train[10:30]"     # dataset indices 10..29 (real data: TFDS mock
+                                               # data ignores split slices)
+  cfg.method.terms._visits = dict(weight=1.0)
+  wd = str(tmp_path / "run")
+  train_and_evaluate(cfg, wd)                   # stops after 3 of 3 + 3 steps (checkpointed)
+  cfg.max_steps = 0
+  s = train_and_evaluate(cfg, wd)               # resumes: the state comes back from Orbax
+  visits = np.asarray(s["state"].method_state["_visits"]["visits"])
+  assert visits.shape == (30,)
+  np.testing.assert_array_equal(visits[:10], 0)
+  np.testing.assert_array_equal(visits[10:], 2)  # every example once per epoch, 2 epochs

@@ -61,16 +61,15 @@ def _minmax(cam: jax.Array) -> jax.Array:
     return jnp.where(rng > 0, (cam - lo) / jnp.where(rng > 0, rng, 1.0), 0.0)
 
 
-@functools.partial(jax.jit, static_argnames=("model", "stage", "use_pred"))
-def _gradcam_kernel(model, variables, x, cls, *, stage, use_pred):
+@functools.partial(jax.jit, static_argnames=("model", "stage"))
+def _gradcam_kernel(model, variables, x, cls, use_pred, *, stage):
     n = _num_stages(model)
     feats = stage_features(model, variables, x, stage=stage)
     if feats.ndim != 4:
         raise ValueError(f"stage {stage} output must be (B, H, W, C), got shape {feats.shape}")
     logits, vjp = jax.vjp(lambda a: _head_from(model, variables, a, stage, n), feats)
     b, k = logits.shape
-    if use_pred:
-        cls = jnp.argmax(logits, axis=-1)
+    cls = jnp.where(use_pred, jnp.argmax(logits, axis=-1).astype(jnp.int32), cls)
     (grads,) = vjp(jax.nn.one_hot(cls, k, dtype=logits.dtype))
     alpha = jnp.mean(grads, axis=(1, 2))  # (B, C)
     cam = jax.nn.relu(jnp.einsum("bhwc,bc->bhw", feats, alpha))
@@ -106,7 +105,7 @@ def gradcam(model, variables, x, *, stage: int, class_idx=None,
     use_pred = class_idx is None
     cls = jnp.zeros((b,), jnp.int32) if use_pred else jnp.broadcast_to(
         jnp.asarray(class_idx).astype(jnp.int32), (b,))
-    cam, logits = _gradcam_kernel(model, variables, x, cls, stage=stage, use_pred=use_pred)
+    cam, logits = _gradcam_kernel(model, variables, x, cls, jnp.asarray(use_pred), stage=stage)
     return (cam, logits) if return_logits else cam
 
 
@@ -160,10 +159,17 @@ def cam_agreement(map_a, map_b, *, top_frac: float = 0.2,
         raise ValueError(f"expected (B, H, W) maps with the same B, got {a.shape} and {b.shape}")
     if size is None:
         size = (max(a.shape[1], b.shape[1]), max(a.shape[2], b.shape[2]))
+    size = (int(size[0]), int(size[1]))
+    p = size[0] * size[1]
+    k = max(1, min(p, int(math.ceil(top_frac * p - 1e-9))))
+    return _cam_agreement_kernel(a, b, size=size, k=k)
+
+
+@functools.partial(jax.jit, static_argnames=("size", "k"))
+def _cam_agreement_kernel(a, b, *, size, k):
     a = _resize(a, size).reshape(a.shape[0], -1)
     b = _resize(b, size).reshape(b.shape[0], -1)
     p = a.shape[1]
-    k = max(1, min(p, int(math.ceil(top_frac * p - 1e-9))))
 
     def one(u, v):
         rho = _pearson(_avg_ranks(u), _avg_ranks(v))

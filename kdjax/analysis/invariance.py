@@ -224,14 +224,17 @@ def color_jitter(images, rng, *, brightness: float = 0.0, contrast: float = 0.0,
 # --------------------------------------------------------------------------------------------
 
 
-def _predict_fn(apply_fn, normalize_fn):
-    def f(x01):
-        x = normalize_fn(x01) if normalize_fn is not None else x01
-        out = apply_fn(x)
-        logits = out[0] if isinstance(out, (tuple, list)) else out
-        return jnp.argmax(logits, axis=-1)
+@functools.partial(jax.jit, static_argnames=("apply_fn", "normalize_fn"))
+def _predict(x01, *, apply_fn, normalize_fn):
+    x = normalize_fn(x01) if normalize_fn is not None else x01
+    out = apply_fn(x)
+    logits = out[0] if isinstance(out, (tuple, list)) else out
+    return jnp.argmax(logits, axis=-1)
 
-    return jax.jit(f)
+
+def _predict_fn(apply_fn, normalize_fn):
+    # Jitted with the (hashable) functions static: repeated calls with the same apply_fn compile once.
+    return functools.partial(_predict, apply_fn=apply_fn, normalize_fn=normalize_fn)
 
 
 def _to01(images):

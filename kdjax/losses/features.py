@@ -19,14 +19,16 @@ Conventions (methods.md §0.3, §7.2; anchors.md §4.4):
 * no ``stop_gradient`` is applied to the teacher inside the losses (the caller stops it); the
   reference's ``no_grad`` / ``.detach()`` on teacher-only terms therefore has the same effect;
 * ``F.normalize`` is ``x / max(‖x‖₂, 1e-12)`` with a NaN-free gradient at ``x = 0``;
-* hyper-parameters are keyword-only Python numbers, validated eagerly (``ValueError``); shape
+* hyper-parameters are keyword-only numbers, validated eagerly when concrete (``ValueError``;
+  continuous ones may also be traced, then they are not checked, as in ``logits.py``); shape
   mismatches raise ``ValueError`` naming both shapes; functions are jit-compatible and keep the
   floating dtype of their inputs (float32 / float64). Gram-type contractions use
   ``Precision.HIGHEST`` so TPU/GPU runs do not silently drop to bf16/TF32 matmuls.
 
 Multi-layer losses (AT, AB, FSP, NST, OH) take Python lists of maps and include the reference's
 layer sum and layer weights; VID is per layer (each layer has its own regressor and variances;
-RepDistiller sums the per-layer values).
+RepDistiller sums the per-layer values). KDSVD (RepDistiller ``distiller_zoo/KDSVD.py``) is not
+implemented: its SVD sign alignment and NaN masking have no stable gradient parity with torch.
 """
 from __future__ import annotations
 
@@ -60,9 +62,10 @@ _NORMALIZE_EPS = 1e-12  # torch.nn.functional.normalize default
 # --------------------------------------------------------------------------------------------
 
 
-def _concrete_float(name: str, value) -> float:
+def _concrete_float(name: str, value) -> float | None:
+    """``float(value)`` after checks, or None for a traced value (not checkable eagerly)."""
     if isinstance(value, jax.core.Tracer):
-        raise ValueError(f"{name} must be a concrete Python number, got a traced value")
+        return None
     if isinstance(value, (bool, str, bytes)):
         raise ValueError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
     try:
@@ -74,23 +77,28 @@ def _concrete_float(name: str, value) -> float:
     return v
 
 
-def _check_positive(name: str, value) -> float:
+def _check_positive(name: str, value):
+    """Returns the validated float, or the tracer itself (traced hyper-parameters are allowed)."""
     v = _concrete_float(name, value)
+    if v is None:
+        return value
     if not v > 0:
         raise ValueError(f"{name} must be > 0, got {value!r}")
     return v
 
 
-def _check_nonnegative(name: str, value) -> float:
+def _check_nonnegative(name: str, value):
     v = _concrete_float(name, value)
+    if v is None:
+        return value
     if not v >= 0:
         raise ValueError(f"{name} must be >= 0, got {value!r}")
     return v
 
 
-def _int_if_integral(p: float):
+def _int_if_integral(p):
     """Integer-valued exponents use ``integer_pow`` (exact for negative bases, like torch)."""
-    return int(p) if float(p).is_integer() else p
+    return int(p) if isinstance(p, float) and p.is_integer() else p
 
 
 def _dtype(*xs):
@@ -433,6 +441,8 @@ def ft(student_factor: jax.Array, teacher_factor: jax.Array, *, p1: float = 2,
       ValueError: on non-positive exponents or incompatible shapes.
     """
     p1 = _int_if_integral(_check_positive("p1", p1))
+    if isinstance(p2, jax.core.Tracer):
+        raise ValueError("p2 must be a concrete Python number (it selects the L1 branch)")
     p2 = _int_if_integral(_check_positive("p2", p2))
     s, t = _check_pair_maps("student_factor", student_factor, "teacher_factor", teacher_factor)
     s, t = _match_spatial("student_factor", s, "teacher_factor", t)

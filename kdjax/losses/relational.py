@@ -166,7 +166,8 @@ def cc_gaussian(student_embed: jax.Array, teacher_embed: jax.Array, *, gamma: fl
     Args:
       student_embed: ``(B, D)`` student embedding.
       teacher_embed: ``(B, D')`` teacher embedding (``D'`` may differ).
-      gamma: kernel parameter ``γ > 0`` (default 0.4, torchdistill's CIFAR/ImageNet configs).
+      gamma: kernel parameter ``γ > 0`` (default 0.4; the usual CC setting, unverified: our
+        reading — confirm against the paper / torchdistill config before citing it).
       p_order: expansion order ``P >= 1`` (a Python int; default 2).
 
     Returns:
@@ -187,7 +188,7 @@ def cc_gaussian(student_embed: jax.Array, teacher_embed: jax.Array, *, gamma: fl
         k = jnp.ones_like(r)
         for p in range(1, p_order + 1):
             k = k + ((2.0 * gamma) ** p / math.factorial(p)) * r**p
-        return k * math.exp(-2.0 * gamma)
+        return k * jnp.exp(-2.0 * jnp.asarray(gamma, r.dtype))
 
     dist = _safe_norm((kernel(e_s) - kernel(e_t)).reshape(-1), axis=0)
     return jnp.full((b,), dist / (b * b))

@@ -56,6 +56,7 @@ class TermSpec:
   teacher_taps: Tuple[str, ...] = ()
   needs_teacher: bool = True
   connector_fn: Optional[Callable] = None
+  init_state: Optional[Callable] = None
   doc: str = ""
 
 
@@ -63,14 +64,14 @@ _TERMS: Dict[str, TermSpec] = {}
 
 
 def register_term(name, *, student_taps=(), teacher_taps=(), needs_teacher=True,
-                  connector_fn=None):
+                  connector_fn=None, init_state=None):
   """Decorator registering a loss adapter as a method term (see :class:`TermSpec`)."""
 
   def deco(fn):
     if name in _TERMS:
       raise ValueError(f"method term {name!r} registered twice")
     _TERMS[name] = TermSpec(name, fn, tuple(student_taps), tuple(teacher_taps), needs_teacher,
-                            connector_fn, (fn.__doc__ or "").strip())
+                            connector_fn, init_state, (fn.__doc__ or "").strip())
     return fn
 
   return deco
@@ -118,6 +119,15 @@ class Method:
         out[t.key] = t.spec.connector_fn(student_shapes, teacher_shapes, **t.hparams)
     return out
 
+  def init_states(self, num_examples, student_shapes, teacher_shapes, rng) -> Dict[str, Any]:
+    """Initial explicit states of the stateful terms (term key -> pytree)."""
+    out = {}
+    for i, t in enumerate(self.terms):
+      if t.spec.init_state is not None:
+        out[t.key] = t.spec.init_state(num_examples, student_shapes, teacher_shapes,
+                                       jax.random.fold_in(rng, i), **t.hparams)
+    return out
+
   def check_shapes(self, student_shapes: Mapping, teacher_shapes: Optional[Mapping]):
     """Config-time check that the models provide every tap the terms need."""
     for t in self.terms:
@@ -131,8 +141,11 @@ class Method:
 
   # -- loss -------------------------------------------------------------------------------------
   def loss(self, student: Outputs, teacher: Optional[Outputs], batch: Batch, *,
-           connectors: Optional[Mapping[str, Callable]] = None):
-    """Per-example total loss ``(B,)`` and a dict of batch-mean metrics (unweighted terms)."""
+           connectors: Optional[Mapping[str, Callable]] = None,
+           states: Optional[Mapping[str, Any]] = None, return_states: bool = False):
+    """Per-example total loss ``(B,)`` and a dict of batch-mean metrics (unweighted terms); with
+    ``return_states`` also the updated term states."""
+    new_states = dict(states or {})
     logp = jax.nn.log_softmax(student.logits.astype(jnp.float32))
     k = student.logits.shape[-1]
     onehot = jax.nn.one_hot(batch.labels, k, dtype=logp.dtype)
@@ -151,16 +164,21 @@ class Method:
       kw = dict(t.hparams)
       if t.spec.connector_fn is not None:
         kw["connector"] = conn
-      v = t.spec.fn(student, teacher, batch, **kw)
+      if t.spec.init_state is not None:
+        v, new_states[t.key] = t.spec.fn(student, teacher, batch, state=new_states[t.key], **kw)
+      else:
+        v = t.spec.fn(student, teacher, batch, **kw)
       metrics[t.key] = v.mean()
       total = total + t.weight * v
+    if return_states:
+      return total, metrics, new_states
     return total, metrics
 
 
 def _check_hparams(key, spec: TermSpec, hparams: Mapping):
   sig = inspect.signature(spec.fn)
   allowed = [p.name for p in sig.parameters.values()
-             if p.kind == p.KEYWORD_ONLY and p.name != "connector"]
+             if p.kind == p.KEYWORD_ONLY and p.name not in ("connector", "state")]
   for h in hparams:
     if h not in allowed:
       close = difflib.get_close_matches(h, allowed, n=1)
@@ -168,7 +186,8 @@ def _check_hparams(key, spec: TermSpec, hparams: Mapping):
       raise ValueError(f"method.terms.{key}: unknown hyper-parameter {h!r} for loss "
                        f"{spec.name!r}.{hint} Allowed: {allowed}.")
   required = [p.name for p in sig.parameters.values()
-              if p.kind == p.KEYWORD_ONLY and p.default is p.empty and p.name != "connector"]
+              if p.kind == p.KEYWORD_ONLY and p.default is p.empty
+              and p.name not in ("connector", "state")]
   missing = [r for r in required if r not in hparams]
   if missing:
     raise ValueError(f"method.terms.{key}: loss {spec.name!r} needs {missing}.")
@@ -217,7 +236,8 @@ def _dry_run(self: Method, num_classes: int = 5, batch: int = 4):
   s = Outputs(jnp.zeros((batch, num_classes)), {})
   b = Batch(jnp.zeros((batch,), jnp.int32), jnp.arange(batch))
   for t in self.terms:
-    if t.spec.student_taps or t.spec.teacher_taps or t.spec.connector_fn is not None:
+    if (t.spec.student_taps or t.spec.teacher_taps or t.spec.connector_fn is not None
+        or t.spec.init_state is not None):
       continue
     try:
       jax.eval_shape(lambda s_, t_: t.spec.fn(s_, t_, b, **t.hparams), s, s)

@@ -5,10 +5,10 @@ Stage 1 is an ordinary supervised run of the train loop whose *model* is :class:
 as ``'sftn'``: a teacher plus one student branch per branch point ``i`` (default: every stage
 boundary ``1..N-1``)::
 
-  teacher stem -> stage 1 -> ... -> stage N -> head                        z_T  (the logits)
+  teacher stem -> stage 1 -> ... -> stage N -> head   z_T  (the logits)
                     |F_T^i
                     +-> [stop_gradient if detach_branch_input] -> Tr_i -> student stages i+1..N
-                        -> student head                                    z_R^i (taps['branch_logits'][k])
+                        -> student head   z_R^i  (taps['branch_logits'][k])
 
 ``Tr_i`` (methods.md §4.2, kimyuji/SFTN_kd ``FeatTrans``) maps the teacher stage-i map to the
 student stage-i shape: student map smaller -> ``Conv 3x3 stride 2 pad 1``; larger ->
@@ -80,7 +80,8 @@ def normalize_kwargs(kw, name: str = "kwargs") -> Pairs:
     try:
       items = [tuple(p) for p in kw]
     except TypeError:
-      raise ValueError(f"sftn {name} must be a mapping or (key, value) pairs, got {kw!r}.") from None
+      raise ValueError(
+          f"sftn {name} must be a mapping or (key, value) pairs, got {kw!r}.") from None
     if any(len(p) != 2 or not isinstance(p[0], str) for p in items):
       raise ValueError(f"sftn {name} must be (key, value) pairs with string keys, got {kw!r}.")
   return tuple(sorted((str(k), _freeze(v)) for k, v in items))
@@ -100,7 +101,8 @@ def stage_shapes(arch: str, kwargs: Pairs, num_classes: int,
                  input_shape: Tuple[int, ...]) -> Tuple[Tuple[int, ...], ...]:
   """``(H, W, C)`` of every stage's output (the input of the next stage) of ``arch`` at input
   ``(H, W, C)``, by ``jax.eval_shape`` (no FLOPs, no parameters materialised)."""
-  module = registry.get(arch, num_classes=num_classes, **dict(kwargs))
+  # parent=None: a detached module, also when called from inside SFTN.__call__.
+  module = registry.get(arch, num_classes=num_classes, parent=None, **dict(kwargs))
   x = jax.ShapeDtypeStruct((1,) + tuple(input_shape), jnp.float32)
   out = jax.eval_shape(
       lambda x: module.init_with_output(jax.random.PRNGKey(0), x, False, method=_walk_stages)[0],
@@ -272,8 +274,8 @@ def make_sftn(num_classes: int, teacher: str, student: str, branch_points=None,
   """
   tk = normalize_kwargs(teacher_kwargs, "teacher_kwargs")
   sk = normalize_kwargs(student_kwargs, "student_kwargs")
-  n_t = type(registry.get(teacher, num_classes=num_classes, **dict(tk))).num_stages
-  n_s = type(registry.get(student, num_classes=num_classes, **dict(sk))).num_stages
+  n_t = type(registry.get(teacher, num_classes=num_classes, parent=None, **dict(tk))).num_stages
+  n_s = type(registry.get(student, num_classes=num_classes, parent=None, **dict(sk))).num_stages
   if n_t != n_s:
     raise ValueError(
         f"SFTN needs a teacher and a student with the same number of stages: {teacher!r} has "
@@ -347,7 +349,7 @@ def export_teacher(sftn_workdir: str, out_workdir: str, which: Any = "final") ->
   out_vars = {"params": params["teacher"],
               "batch_stats": dict(variables.get("batch_stats") or {}).get("teacher", {})}
   num_classes = int(meta["num_classes"])
-  module = registry.get(t_arch, num_classes=num_classes, **tk)
+  module = registry.get(t_arch, num_classes=num_classes, parent=None, **tk)
   shape = tuple(kdata.info(meta["dataset"]).image_shape)
   ref = jax.eval_shape(lambda x: module.init(jax.random.PRNGKey(0), x, train=False),
                        jax.ShapeDtypeStruct((1,) + shape, jnp.float32))

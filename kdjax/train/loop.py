@@ -104,6 +104,8 @@ class InMemoryFeed:
     self.cfg, self.mesh = cfg, mesh
     self.images = parallel.put_replicated(split.images, mesh)
     self.labels = parallel.put_replicated(split.labels.astype(np.int32), mesh)
+    self.index = parallel.put_replicated(split.index.astype(np.int32), mesh)
+    self.index_space = int(split.index.max()) + 1 if self.n else 0
 
   def steps_per_epoch(self):
     bs = self.cfg.batch_size
@@ -116,7 +118,7 @@ class InMemoryFeed:
       yield parallel.put_batch(idx.astype(np.int32), self.mesh)
 
   def run(self, steps, state, item, t_vars):
-    return steps.train_indexed(state, self.images, self.labels, item, t_vars)
+    return steps.train_indexed(state, self.images, self.labels, self.index, item, t_vars)
 
 
 class StreamFeed:
@@ -178,6 +180,7 @@ def train_and_evaluate(config, workdir: str, *, mesh=None, _step_hook=None) -> d
     feed = StreamFeed(mk(dcfg.train_split, True, dcfg.train_limit, config.batch_size), mesh)
     test_stream = mk(dcfg.eval_split, False, dcfg.eval_limit, config.eval_batch_size)
     n_train = feed.stream.num_examples
+    feed.index_space = int(np.max(feed.stream._index)) + 1  # pylint: disable=protected-access
     eval_batches = lambda: stream_batches(test_stream)
   bs = config.batch_size
   steps_per_epoch = feed.steps_per_epoch()
@@ -224,7 +227,8 @@ def train_and_evaluate(config, workdir: str, *, mesh=None, _step_hook=None) -> d
             "it linearly.")
 
   tx, schedule = make_optimizer(config.optim, steps_per_epoch)
-  state = state_lib.create(params, batch_stats, tx, k_run)
+  method_state = method.init_states(feed.index_space, s_shapes, t_shapes, jax.random.fold_in(k_conn, 999))
+  state = state_lib.create(params, batch_stats, tx, k_run, method_state)
 
   # ---- checkpoints / resume -------------------------------------------------------------------
   ckpts = ckpt_lib.RunCheckpoints(workdir, async_save=config.async_checkpoint)

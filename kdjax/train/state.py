@@ -23,8 +23,10 @@ class TrainState:
   batch_stats: Any
   opt_state: Any
   rng: jnp.ndarray
+  method_state: Any = None
 
 
-def create(params, batch_stats, tx, rng) -> TrainState:
+def create(params, batch_stats, tx, rng, method_state=None) -> TrainState:
   return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
-                    opt_state=tx.init(params), rng=rng)
+                    opt_state=tx.init(params), rng=rng,
+                    method_state={} if method_state is None else method_state)

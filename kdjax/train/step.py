@@ -21,7 +21,7 @@ from kdjax.methods import Batch, Method, Outputs
 
 @dataclasses.dataclass
 class StepFns:
-  train_indexed: Callable   # (state, images, labels, idx, teacher_vars) -> (state, metrics)
+  train_indexed: Callable   # (state, images, labels, ds_index, idx, teacher_vars) -> (state, m)
   train_batch: Callable     # (state, batch{image,label,index}, teacher_vars) -> (state, metrics)
   eval_batch: Callable      # (variables, image, label, mask[, teacher_pred]) -> sums
   forward: Callable         # (variables, x) -> (logits, taps), eval mode
@@ -78,15 +78,17 @@ def make_steps(*, student, method: Method, tx, train_transform: Callable,
       conn = {k: (lambda *a, m=m, p=params["connectors"][k]: m.apply({"params": p}, *a))
               for k, m in connectors.items()}
       epoch = state.step // steps_per_epoch + 1
-      per_ex, metrics = method.loss(s_out, t_out, Batch(labels, index, epoch, mix_labels, mix_lam),
-                                    connectors=conn)
+      per_ex, metrics, new_ms = method.loss(
+          s_out, t_out, Batch(labels, index, epoch, mix_labels, mix_lam), connectors=conn,
+          states=state.method_state, return_states=True)
       loss = per_ex.mean()
       metrics["accuracy"] = jnp.mean(jnp.argmax(logits, -1) == labels)
       if t_out is not None:
         metrics["agreement"] = jnp.mean(jnp.argmax(logits, -1) == jnp.argmax(t_out.logits, -1))
-      return loss, (new_stats["batch_stats"], metrics)
+      return loss, (new_stats["batch_stats"], metrics, new_ms)
 
-    (loss, (new_stats, metrics)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    (loss, (new_stats, metrics, new_ms)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     metrics["loss"] = loss
@@ -95,11 +97,12 @@ def make_steps(*, student, method: Method, tx, train_transform: Callable,
       metrics["l2_params"] = _global_norm(params)
       metrics["l2_updates"] = _global_norm(updates)
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
-                              batch_stats=dict(state.batch_stats, student=new_stats))
+                              batch_stats=dict(state.batch_stats, student=new_stats),
+                              method_state=jax.lax.stop_gradient(new_ms))
     return new_state, metrics
 
-  def train_indexed(state, images, labels, idx, teacher_vars):
-    return core(state, images[idx], labels[idx], idx, teacher_vars)
+  def train_indexed(state, images, labels, ds_index, idx, teacher_vars):
+    return core(state, images[idx], labels[idx], ds_index[idx], teacher_vars)
 
   def train_batch(state, batch, teacher_vars):
     return core(state, batch["image"], batch["label"], batch["index"], teacher_vars)

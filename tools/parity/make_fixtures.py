@@ -6,16 +6,18 @@ For every architecture: builds the reference of ``tools/parity/torch_models.py``
 overwrites every parameter with the deterministic recipe of ``tests/golden/parity/recipe.py``
 (BN affine parameters random too), calibrates the BN running statistics with four train-mode
 forward passes on random batches (cumulative average; random weights with the default 0/1
-statistics would make deep residual nets' activations explode, up to 1e9 in resnet110), runs the eval-mode forward on a fixed random input with
-``is_feat=True`` and ``preact=False`` / ``preact=True`` and saves (compressed):
+statistics make deep residual nets' activations explode, up to 1e9 in resnet110), then runs the
+eval-mode forward on a fixed random input with ``is_feat=True`` and ``preact=False`` /
+``preact=True`` in float64 (the same module after ``.double()``; its float32 outputs must agree to
+1e-4, recorded as ``torch_float32_rel_err``) and saves (compressed):
 
 * ``sd_*``: the state-dict recipe (keys, kinds, shapes, seeds, CRC32 of every tensor) and the
   calibrated running statistics ``sd_value/<key>``;
 * ``input``: NCHW float32 (CIFAR: 2x3x32x32; ImageNet: 1x3x64x64);
-* ``logits``; ``feat_{i}`` = RepDistiller's ``feats[i]`` (NCHW, the last one is the pooled vector);
-  ``preact_feat_{i}`` for the stage entries i = 1..N of the ``preact=True`` list (absent where the
-  model ignores ``preact``: MobileNetV2);
-* ``arch``, ``num_classes``, ``preact_supported``.
+* ``logits``; ``feat_{i}`` = RepDistiller's ``feats[i]`` (NCHW, the last one is the pooled
+  vector); ``preact_feat_{i}`` for the stage entries i = 1..N of the ``preact=True`` list (absent
+  where the model ignores ``preact``: MobileNetV2); all float64 results rounded to float32;
+* ``arch``, ``num_classes``, ``preact_supported``, ``torch_float32_rel_err``.
 
 The test (tests/test_import_torch.py) rebuilds the state dict from the recipe, writes it as a
 ``.npz`` state dict, imports it with ``kdjax.models.import_torch`` and compares every output.
@@ -118,23 +120,43 @@ def calibrate_bn(model: nn.Module, input_shape, batches: int = 4) -> dict:
           if k.endswith(("running_mean", "running_var"))}
 
 
+def _f32(t):
+  return t.numpy().astype(np.float32)
+
+
+def _rel(a, b):
+  return float((a.double() - b).abs().max() / b.abs().max())
+
+
 def make(arch: str, out_dir: str) -> str:
   model, arrays = build(arch)
   rng = np.random.Generator(np.random.PCG64(1234))
   x = rng.standard_normal(INPUT_SHAPE[arch]).astype(np.float32)
   with torch.no_grad():
-    feats, logits = model(torch.from_numpy(x), is_feat=True, preact=False)
-    pfeats, plogits = model(torch.from_numpy(x), is_feat=True, preact=True)
+    # float32 forward (what a PyTorch user runs) ...
+    feats32, logits32 = model(torch.from_numpy(x), is_feat=True, preact=False)
+    pfeats32, _ = model(torch.from_numpy(x), is_feat=True, preact=True)
+    # ... and the same module in float64: the stored expectations (rounded to float32), so the
+    # test measures kdjax's own float32 error rather than the sum of two (deep nets such as
+    # resnet110 reach ~4e-5 relative error in float32 on either side).
+    model.double()
+    x64 = torch.from_numpy(x).double()
+    feats, logits = model(x64, is_feat=True, preact=False)
+    pfeats, plogits = model(x64, is_feat=True, preact=True)
   assert torch.equal(logits, plogits)
-  out = dict(arrays, input=x, logits=logits.numpy(), arch=np.array(arch),
+  torch32_err = max(_rel(a, b) for a, b in zip([logits32, *feats32, *pfeats32],
+                                               [logits, *feats, *pfeats]))
+  assert torch32_err <= 1e-4, (arch, torch32_err)
+  out = dict(arrays, input=x, logits=_f32(logits), arch=np.array(arch),
              num_classes=np.array(NUM_CLASSES[arch]),
-             preact_supported=np.array(arch not in torch_models.PREACT_UNSUPPORTED))
+             preact_supported=np.array(arch not in torch_models.PREACT_UNSUPPORTED),
+             torch_float32_rel_err=np.array(torch32_err))
   for i, f in enumerate(feats):
-    out[f"feat_{i}"] = f.numpy()
+    out[f"feat_{i}"] = _f32(f)
   if arch not in torch_models.PREACT_UNSUPPORTED:
     assert torch.equal(pfeats[0], feats[0]) and torch.equal(pfeats[-1], feats[-1])
     for i in range(1, len(feats) - 1):
-      out[f"preact_feat_{i}"] = pfeats[i].numpy()
+      out[f"preact_feat_{i}"] = _f32(pfeats[i])
   for k, v in out.items():
     if v.dtype.kind == "f":
       assert np.all(np.isfinite(v)), (arch, k)
@@ -155,7 +177,8 @@ def main():
     path = make(arch, a.out)
     with np.load(path) as f:
       scale = {k: float(np.abs(f[k]).max()) for k in f.files if k.startswith(("feat", "logits"))}
-    print(f"{arch:22s} {os.path.getsize(path) / 2**20:6.2f} MiB  max|.|: "
+    print(f"{arch:22s} {os.path.getsize(path) / 2**20:6.2f} MiB  torch float32 rel err "
+          f"{float(np.load(path)['torch_float32_rel_err']):.1e}  max|.|: "
           + " ".join(f"{k}={v:.3g}" for k, v in scale.items()))
 
 
