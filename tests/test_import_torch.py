@@ -244,3 +244,6 @@ def test_launch_import_teacher(tmp_path):
   assert r.stderr.startswith("kdjax: error: Cannot load this checkpoint into 'wrn_16_1' "
                              "(num_classes=100). The checkpoint matches 'resnet8' exactly")
   assert "Traceback" not in r.stderr
+  r = _launch("--arch", "resnet8", "--pth", pth, "--workdir", os.path.join(str(tmp_path), "v"),
+              "--dataset", "cifar10")
+  assert r.returncode == 2 and "checkpoint has 100 classes but dataset 'cifar10' has 10" in r.stderr

@@ -312,8 +312,8 @@ def convert(arch: str, state_dict: Dict[str, np.ndarray], num_classes: Optional[
     arch: a registered kdjax model name (``resnet32x4``, ``wrn_40_2``, ``resnet50_imagenet``...).
     state_dict: torch parameter name -> array (from :func:`load_torch_state_dict`).
     num_classes: defaults to the output size of the checkpoint's Linear layer.
-    guess: on failure, name another same-family architecture the checkpoint fits (costs a few
-      traced model inits).
+    guess: on failure, name another registered architecture the checkpoint fits exactly (costs a
+      few traced model inits).
 
   Returns:
     ``(variables, report)``: ``{'params': ..., 'batch_stats': ...}`` of float32 numpy arrays, and
@@ -390,9 +390,18 @@ def save_teacher(variables, arch: str, num_classes: int, dataset: str, workdir: 
 
 def import_teacher(arch: str, pth: str, workdir: str, dataset: str = "cifar100",
                    num_classes: Optional[int] = None) -> dict:
-  """``load_torch_state_dict`` + ``convert`` + ``save_teacher``; prints a one-line summary."""
+  """``load_torch_state_dict`` + ``convert`` + ``save_teacher``; prints a one-line summary.
+
+  ``dataset`` must be a registered kdjax dataset with the checkpoint's number of classes.
+  """
+  from kdjax import data  # noqa: PLC0415
+  info = data.info(dataset)
   sd = load_torch_state_dict(pth)
   variables, report = convert(arch, sd, num_classes)
+  if report["num_classes"] != info.num_classes:
+    raise ValueError(f"The checkpoint has {report['num_classes']} classes but dataset "
+                     f"{dataset!r} has {info.num_classes}; pass the dataset it was trained on "
+                     "(--dataset).")
   save_teacher(variables, arch, report["num_classes"], dataset, workdir,
                source=os.path.abspath(pth))
   print(f"[kdjax] imported {arch} ({report['num_params']:,} params, {report['num_classes']} "

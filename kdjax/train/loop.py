@@ -201,13 +201,15 @@ def train_and_evaluate(config, workdir: str, *, mesh=None, _step_hook=None) -> d
   t_shapes = _tap_shapes(teacher.module, teacher.variables, dummy) if teacher else None
   method.check_shapes(s_shapes, t_shapes)
   conn_modules = method.connectors(s_shapes, t_shapes)
-  conn_params = {}
+  conn_params, conn_stats = {}, {}
   for i, (key, (mod, init_shapes)) in enumerate(sorted(conn_modules.items())):
-    conn_params[key] = mod.init(jax.random.fold_in(k_conn, i),
-                                *[jnp.zeros(s, jnp.float32) for s in init_shapes])["params"]
+    cv = mod.init(jax.random.fold_in(k_conn, i), *[jnp.zeros(s, jnp.float32) for s in init_shapes])
+    conn_params[key] = cv["params"]
+    if "batch_stats" in cv:
+      conn_stats[key] = cv["batch_stats"]
   conn_modules = {k: m for k, (m, _) in conn_modules.items()}
   params = {"student": variables["params"], "connectors": conn_params}
-  batch_stats = {"student": variables.get("batch_stats", {})}
+  batch_stats = {"student": variables.get("batch_stats", {}), "connectors": conn_stats}
   n_params = models.count_params(variables["params"])
   n_conn = models.count_params(conn_params)
   print(f"[kdjax] {config.model}: {n_params:,} params"

@@ -27,6 +27,9 @@ class TrainState:
 
 
 def create(params, batch_stats, tx, rng, method_state=None) -> TrainState:
+  """``params``/``batch_stats``: ``{'student': ..., 'connectors': {term key: ...}}``."""
+  params = {"connectors": {}, **params}
+  batch_stats = {"connectors": {}, **batch_stats}
   return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
                     opt_state=tx.init(params), rng=rng,
                     method_state={} if method_state is None else method_state)

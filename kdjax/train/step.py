@@ -75,8 +75,19 @@ def make_steps(*, student, method: Method, tx, train_transform: Callable,
           {"params": params["student"], "batch_stats": state.batch_stats["student"]}, x,
           train=True, mutable=["batch_stats"])
       s_out = Outputs(logits, taps)
-      conn = {k: (lambda *a, m=m, p=params["connectors"][k]: m.apply({"params": p}, *a))
-              for k, m in connectors.items()}
+      conn_stats = dict(state.batch_stats.get("connectors", {}))
+
+      def make_conn(k, m):
+        def call(*a, **kw):
+          v = {"params": params["connectors"][k]}
+          if k in conn_stats:
+            v["batch_stats"] = conn_stats[k]
+            out, upd = m.apply(v, *a, mutable=["batch_stats"], **kw)
+            conn_stats[k] = upd["batch_stats"]
+            return out
+          return m.apply(v, *a, **kw)
+        return call
+      conn = {k: make_conn(k, m) for k, m in connectors.items()}
       epoch = state.step // steps_per_epoch + 1
       per_ex, metrics, new_ms = method.loss(
           s_out, t_out, Batch(labels, index, epoch, mix_labels, mix_lam), connectors=conn,
@@ -85,7 +96,8 @@ def make_steps(*, student, method: Method, tx, train_transform: Callable,
       metrics["accuracy"] = jnp.mean(jnp.argmax(logits, -1) == labels)
       if t_out is not None:
         metrics["agreement"] = jnp.mean(jnp.argmax(logits, -1) == jnp.argmax(t_out.logits, -1))
-      return loss, (new_stats["batch_stats"], metrics, new_ms)
+      return loss, ({"student": new_stats["batch_stats"], "connectors": conn_stats}, metrics,
+                    new_ms)
 
     (loss, (new_stats, metrics, new_ms)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
         state.params)
@@ -97,7 +109,7 @@ def make_steps(*, student, method: Method, tx, train_transform: Callable,
       metrics["l2_params"] = _global_norm(params)
       metrics["l2_updates"] = _global_norm(updates)
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
-                              batch_stats=dict(state.batch_stats, student=new_stats),
+                              batch_stats=new_stats,
                               method_state=jax.lax.stop_gradient(new_ms))
     return new_state, metrics
 
