@@ -51,3 +51,15 @@ __all__ = [
     "per_group_accuracy", "worst_group_accuracy", "accuracy_gap", "group_fairness_report",
     "ece", "calibration_report",
 ]
+
+# What-gets-distilled report over saved runs and the shifted / cue-conflict sets.
+from kdjax.analysis.cues import (  # noqa: E402
+    CUE_SETS,
+    build_shifted_sets,
+    cue_conflict,
+    load_tfds_set,
+)
+from kdjax.analysis.report import ALL_PROBES, analyze  # noqa: E402
+
+__all__ += ["analyze", "ALL_PROBES", "CUE_SETS", "build_shifted_sets", "cue_conflict",
+            "load_tfds_set"]

@@ -59,3 +59,26 @@ __all__ += [
     "overhaul_margin",
     "adaptive_avg_pool",
 ]
+
+# Contrastive representation distillation (kdjax.losses.contrastive): memory-bank NCE + queue.
+from kdjax.losses.contrastive import (  # noqa: E402
+    crd,
+    crd_enqueue,
+    crd_init_memory,
+    crd_nce,
+    crd_queue,
+    crd_sample_negatives,
+    crd_scores,
+    crd_update_memory,
+)
+
+__all__ += [
+    "crd",
+    "crd_scores",
+    "crd_nce",
+    "crd_update_memory",
+    "crd_init_memory",
+    "crd_sample_negatives",
+    "crd_queue",
+    "crd_enqueue",
+]

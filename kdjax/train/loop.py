@@ -197,6 +197,10 @@ def train_and_evaluate(config, workdir: str, *, mesh=None, _step_hook=None) -> d
   k_init, k_conn, k_run = jax.random.split(rng, 3)
   dummy = jnp.zeros((1,) + tuple(info.image_shape), jnp.float32)
   variables = student.init(k_init, dummy, train=False)
+  if getattr(student, "init_teacher_from", ""):     # SFTN fine-tune mode (pretrained teacher)
+    from kdjax.teachers.sftn import load_pretrained_teacher
+    variables = load_pretrained_teacher(variables, student.init_teacher_from,
+                                        expected_arch=student.teacher_arch)
   s_shapes = _tap_shapes(student, variables, dummy)
   t_shapes = _tap_shapes(teacher.module, teacher.variables, dummy) if teacher else None
   method.check_shapes(s_shapes, t_shapes)
@@ -270,7 +274,7 @@ def train_and_evaluate(config, workdir: str, *, mesh=None, _step_hook=None) -> d
 
   def model_meta(epoch, metrics):
     return {"arch": config.model, "num_classes": info.num_classes, "dataset": dcfg.name,
-            "model_kwargs": dict(config.model_kwargs), "epoch": epoch,
+            "model_kwargs": config.model_kwargs.to_dict(), "epoch": epoch,
             "step": int(state.step), "seed": config.seed, **{f"test_{k}": v for k, v in
                                                             metrics.items()}}
 
