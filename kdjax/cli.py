@@ -18,7 +18,11 @@ def _user_errors():
 
 
 def guarded(fn, *args, **kwargs):
-  """Calls ``fn``; user errors exit with status 2 and one message."""
+  """Calls ``fn``; user errors exit with status 2 and one message. Library INFO logs (Orbax's
+  per-save lines) are silenced unless ``KDJAX_VERBOSE=1``."""
+  if not os.environ.get("KDJAX_VERBOSE"):
+    from absl import logging as absl_logging
+    absl_logging.set_verbosity(absl_logging.WARNING)
   try:
     return fn(*args, **kwargs)
   except _user_errors() as e:  # noqa: BLE001

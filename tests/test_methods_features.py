@@ -65,6 +65,26 @@ def make_callables(modules, params, stats):
   return {k: make(k, m) for k, m in modules.items()}
 
 
+def init_variables(mod, init_shapes, seed):
+  """Connector variables with the shapes ``mod.init`` gives (abstract evaluation), filled from
+  numpy: the term-vs-by-hand checks need some values, and compiling the random initialisers of
+  every connector (as the trainer does once per run) would dominate this file's runtime."""
+  abstract = jax.eval_shape(
+      lambda: mod.init(jax.random.PRNGKey(0), *[jnp.zeros(s) for s in init_shapes]))
+  rs = np.random.RandomState(seed)
+
+  def fill(path, a):
+    names = [getattr(k, "key", None) for k in path]
+    if names[0] == "batch_stats":
+      return jnp.zeros(a.shape, a.dtype) if names[-1] == "mean" else jnp.ones(a.shape, a.dtype)
+    if names[-1] == "scale":
+      return jnp.asarray(1.0 + 0.1 * rs.randn(*a.shape), a.dtype)
+    fan_in = int(np.prod(a.shape[:-1])) if len(a.shape) >= 2 else 100
+    return jnp.asarray(rs.randn(*a.shape) / np.sqrt(fan_in), a.dtype)
+
+  return jax.tree_util.tree_map_with_path(fill, abstract)
+
+
 def run_term(loss, hp, s_name, t_name, *, weight=2.0, ce_weight=0.5, seed=0):
   """Builds a one-term method, initialises its connector / state like the trainer and evaluates
   ``Method.loss``. Returns a dict with everything the by-hand computation needs."""
@@ -75,7 +95,7 @@ def run_term(loss, hp, s_name, t_name, *, weight=2.0, ce_weight=0.5, seed=0):
   mods = method.connectors(s_shapes, t_shapes)
   params, stats = {}, {}
   for i, (k, (mod, init_shapes)) in enumerate(sorted(mods.items())):
-    cv = mod.init(jax.random.PRNGKey(100 + i), *[jnp.zeros(s) for s in init_shapes])
+    cv = init_variables(mod, init_shapes, 100 + i)
     params[k] = cv["params"]
     if "batch_stats" in cv:
       stats[k] = cv["batch_stats"]
@@ -324,7 +344,7 @@ def test_crd_second_call_keeps_z_fixed():
   method = build_method(dict(terms={"crd": dict(weight=0.8, feat_dim=8, nce_k=5)}))
   mods = method.connectors(s_shapes, t_shapes)
   mod, init_shapes = mods["crd"]
-  params = {"crd": mod.init(jax.random.PRNGKey(0), *[jnp.zeros(s) for s in init_shapes])["params"]}
+  params = {"crd": init_variables(mod, init_shapes, 0)["params"]}
   states = method.init_states(N_DATA, s_shapes, t_shapes, jax.random.PRNGKey(1))
   calls = make_callables({"crd": mod}, params, {})
   outs = []

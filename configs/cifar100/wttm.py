@@ -10,8 +10,8 @@ Recipe: the canonical RepDistiller schedule (methods.md §1): SGD 0.9, wd 5e-4, 
 240 epochs, lr x0.1 at 150/180/210; lr 0.05, or 0.01 when the student is MobileNetV2, ShuffleV1
 or ShuffleV2 (zkxufo/TTM ``train_student.py`` override).
 
-WTTM + CRD (``--distill crd --add wttm``, Table 8/9's "WTTM+CRD" column) is NOT provided: the CRD
-term (memory banks, contrastive sampling) is not wired as a method term yet. WTTM + ITRD likewise.
+WTTM + CRD (``--distill crd --add wttm``, Table 8/9's "WTTM+CRD" column) is
+``configs/cifar100/wttm_crd.py``. WTTM + ITRD is not provided yet (ITRD is not implemented).
 
 Launch (``PAIR`` is a key of ``PAIRS``, ``teacher-student``)::
 

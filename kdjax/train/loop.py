@@ -208,7 +208,7 @@ def train_and_evaluate(config, workdir: str, *, mesh=None, _step_hook=None) -> d
   conn_params, conn_stats = {}, {}
   for i, (key, (mod, init_shapes)) in enumerate(sorted(conn_modules.items())):
     cv = mod.init(jax.random.fold_in(k_conn, i), *[jnp.zeros(s, jnp.float32) for s in init_shapes])
-    conn_params[key] = cv["params"]
+    conn_params[key] = cv.get("params", {})
     if "batch_stats" in cv:
       conn_stats[key] = cv["batch_stats"]
   conn_modules = {k: m for k, (m, _) in conn_modules.items()}
