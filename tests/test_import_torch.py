@@ -170,9 +170,9 @@ def test_grouped_conv_layout():
   assert variables["params"]["layer1_1"]["conv2"]["kernel"].shape[2] == 1  # depthwise
 
 
+@pytest.mark.skipif(importlib.util.find_spec("torch") is not None,
+                    reason="torch is installed: the missing-torch message cannot be triggered")
 def test_pth_needs_torch(tmp_path):
-  if importlib.util.find_spec("torch") is not None:
-    pytest.skip("torch is installed")
   path = os.path.join(str(tmp_path), "ckpt.pth")
   open(path, "wb").close()
   with pytest.raises(ImportError, match=r"pip install kdjax\[torch\]"):

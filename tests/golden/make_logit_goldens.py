@@ -2,9 +2,9 @@
 
 NOT run by CI (CI only reads the fixture files). Needs torch; kdjax itself does not depend on it.
 
-    python3 -m venv /work/scratch/torchenv
-    /work/scratch/torchenv/bin/pip install torch==2.13.0 numpy
-    /work/scratch/torchenv/bin/python tests/golden/make_logit_goldens.py
+    python3 -m venv $TORCH_VENV   # any Python 3.11 venv outside the repo
+    $TORCH_VENV/bin/pip install torch==2.13.0 numpy
+    $TORCH_VENV/bin/python tests/golden/make_logit_goldens.py
 
 Each ``ref_*`` function below re-implements, line by line in float64 PyTorch, the computation of
 the reference file named in its docstring. For every (loss, case, hyper-parameters) entry we store:

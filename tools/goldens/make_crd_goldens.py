@@ -2,7 +2,7 @@
 
 NOT run by CI (CI only reads the fixture). Needs torch and numpy; kdjax does not depend on torch:
 
-    /work/scratch/torchenv/bin/python tools/goldens/make_crd_goldens.py
+    $TORCH_VENV/bin/python tools/goldens/make_crd_goldens.py
 
 Everything runs in float64. ``RefContrastMemory`` / ``RefContrastLoss`` below are HobbitLong/
 RepDistiller ``crd/memory.py`` ``ContrastMemory.forward`` and ``crd/criterion.py`` ``ContrastLoss``

@@ -3,7 +3,7 @@
 NOT run by CI (CI only reads the fixture files). Needs torch and numpy; kdjax does not depend on
 torch:
 
-    /work/scratch/torchenv/bin/python tools/goldens/make_feature_goldens.py
+    $TORCH_VENV/bin/python tools/goldens/make_feature_goldens.py
 
 (any Python with ``torch==2.13.0`` CPU and numpy works). Everything runs in float64.
 
