@@ -27,33 +27,14 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from kdjax.models.cifar.common import CifarNet, batch_norm, conv, dense, global_avg_pool
+from kdjax.models.cifar import resnet as cifar_resnet
 from kdjax.models.registry import register
 
 
-class BasicBlock(nn.Module):
-  """3x3/s-BN-ReLU-3x3-BN + shortcut, ReLU. Returns ``(out, preact)``."""
-
-  planes: int
-  stride: int = 1
-  downsample: bool = False
-  dtype: Any = jnp.float32
+class BasicBlock(cifar_resnet.BasicBlock):
+  """torchvision's BasicBlock: the same block as the CIFAR ResNets' (parameter names included)."""
 
   expansion = 1
-
-  @nn.compact
-  def __call__(self, x, train: bool):
-    ura = not train
-    out = conv(self.planes, 3, self.stride, 1, dtype=self.dtype, name="conv1")(x)
-    out = nn.relu(batch_norm(self.dtype, name="bn1")(out, use_running_average=ura))
-    out = conv(self.planes, 3, 1, 1, dtype=self.dtype, name="conv2")(out)
-    out = batch_norm(self.dtype, name="bn2")(out, use_running_average=ura)
-    residual = x
-    if self.downsample:
-      residual = conv(self.planes, 1, self.stride, 0, dtype=self.dtype,
-                      name="downsample_conv")(x)
-      residual = batch_norm(self.dtype, name="downsample_bn")(residual, use_running_average=ura)
-    preact = out + residual
-    return nn.relu(preact), preact
 
 
 class Bottleneck(nn.Module):
