@@ -132,6 +132,17 @@ def test_resume_after_interruption_gives_identical_parameters(tmp_path, mock_cif
   assert resumed["last_top1"] == pytest.approx(full["last_top1"])
 
 
+def test_relaunching_a_finished_run_keeps_its_summary(tmp_path, mock_cifar100):
+  wd = str(tmp_path / "run")
+  first = train_and_evaluate(tiny_run_config(num_epochs=1), wd)
+  again = train_and_evaluate(tiny_run_config(num_epochs=1), wd)
+  assert first["last_top1"] is not None
+  assert again["last_top1"] == pytest.approx(first["last_top1"])
+  assert again["best_top1"] == pytest.approx(first["best_top1"])
+  with open(os.path.join(wd, "summary.json")) as fh:
+    assert json.load(fh)["last_top1"] == pytest.approx(first["last_top1"])
+
+
 def test_max_steps_stops_midway_and_relaunch_finishes(tmp_path, mock_cifar100):
   wd = str(tmp_path / "run")
   part = train_and_evaluate(tiny_run_config(num_epochs=2, max_steps=4), wd)

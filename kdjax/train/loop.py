@@ -364,6 +364,14 @@ def train_and_evaluate(config, workdir: str, *, mesh=None, _step_hook=None) -> d
     writer.close()
 
   finished = step >= total_steps
+  if not last_eval and step == start_step and os.path.exists(summary_path):
+    # Nothing was trained or evaluated (a finished run launched again): keep the figures of the
+    # run that produced this state instead of overwriting them with nulls.
+    with open(summary_path) as fh:
+      prev = json.load(fh)
+    if prev.get("step") == step:
+      prev["state"] = state
+      return prev
   summary = {
       "model": config.model, "dataset": dcfg.name, "method": method.name, "seed": config.seed,
       "finished": finished, "step": step, "total_steps": total_steps,
