@@ -1,0 +1,160 @@
+"""Per-method cost table: the step time each distillation method adds over plain KD.
+
+resnet32x4 -> resnet8x4, batch 64, 32x32x3, 100 classes, SGD (the RepDistiller step). For every
+method the timed step is ``0.1 CE + 0.9 KD(T=4) + b * method`` with the method's term exactly as in
+its kdjax config (``configs/cifar100/repdistiller.py`` and the logit-method configs), connectors
+and explicit states (CRD memory banks over 50,000 CIFAR images, 16,384 negatives) included. The
+batch is already on device; teacher forward, student forward/backward, connectors and optimiser
+update are all inside the one jitted step. Reports compile time, median step time and the
+difference to the plain-KD step.
+
+  .venv/bin/python bench/method_cost.py [--methods kd,fitnet,crd] [--steps 2 --repeats 3]
+"""
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from configs.cifar100 import repdistiller  # noqa: E402
+from kdjax import models  # noqa: E402
+from kdjax.config import base_config  # noqa: E402
+from kdjax.methods import build_method  # noqa: E402
+from kdjax.train import state as state_lib  # noqa: E402
+from kdjax.train.optim import make_optimizer  # noqa: E402
+from kdjax.train.step import make_steps  # noqa: E402
+
+PAIR = "resnet32x4-resnet8x4"
+N_DATA = 50000
+KD = dict(weight=0.9, temperature=4.0)
+
+# Logit methods: the term as in their configs (weights of the published resnet32x4 -> 8x4 cells).
+LOGIT = {
+    "dkd": dict(loss="dkd", weight=1.0, alpha=1.0, beta=8.0, temperature=4.0, warmup_epochs=20),
+    "dist": dict(loss="dist", weight=1.0, beta=2.0, gamma=2.0, temperature=4.0),
+    "ttm": dict(loss="ttm", weight=1.0, gamma=0.1),
+    "wttm": dict(loss="wttm", weight=1.0, gamma=0.1),
+    "listmle": dict(loss="listmle", weight=1.0),
+    "pairwise_ranking": dict(loss="pairwise_ranking", weight=1.0),
+}
+
+
+def method_terms(name):
+  """``{term key: term dict}`` of the method (without the KD term added below)."""
+  if name == "kd":
+    return {}
+  if name in LOGIT:
+    return {name: dict(LOGIT[name])}
+  if name == "wttm_crd":
+    crd = dict(repdistiller.get_config(f"crd:{PAIR}").method.terms["crd"])
+    return {"wttm": dict(LOGIT["wttm"]), "crd": crd}
+  if name == "itrd":
+    return {"itrd": dict(weight=1.0)}
+  c = repdistiller.get_config(f"{name}:{PAIR}")
+  return {k: dict(v) for k, v in c.method.terms.items() if k != "kd"}
+
+
+def setup(name, batch):
+  t_mod = models.get("resnet32x4", num_classes=100)
+  s_mod = models.get("resnet8x4", num_classes=100)
+  x0 = jnp.zeros((1, 32, 32, 3))
+  tv = t_mod.init(jax.random.PRNGKey(1), x0)
+  sv = s_mod.init(jax.random.PRNGKey(0), x0)
+  terms = dict(kd=dict(KD), **method_terms(name))
+  method = build_method(dict(name=name, ce_weight=0.1, terms=terms))
+  shapes = lambda m, v: {k: a.shape for k, a in m.apply(v, x0, train=False)[1].items()}
+  s_shapes, t_shapes = shapes(s_mod, sv), shapes(t_mod, tv)
+  method.check_shapes(s_shapes, t_shapes)
+  conn = method.connectors(s_shapes, t_shapes)
+  c_params, c_stats = {}, {}
+  for i, (k, (mod, init_shapes)) in enumerate(sorted(conn.items())):
+    cv = mod.init(jax.random.PRNGKey(10 + i), *[jnp.zeros(s) for s in init_shapes])
+    c_params[k] = cv.get("params", {})
+    if "batch_stats" in cv:
+      c_stats[k] = cv["batch_stats"]
+  cfg = base_config()
+  tx, _ = make_optimizer(cfg.optim, steps_per_epoch=782)
+  ms = method.init_states(N_DATA, s_shapes, t_shapes, jax.random.PRNGKey(3))
+  state = state_lib.create({"student": sv["params"], "connectors": c_params},
+                           {"student": sv["batch_stats"], "connectors": c_stats}, tx,
+                           jax.random.PRNGKey(2), ms)
+  fns = make_steps(student=s_mod, method=method, tx=tx, teacher=t_mod,
+                   connectors={k: m for k, (m, _) in conn.items()},
+                   train_transform=lambda im, r: im, eval_transform=lambda im: im,
+                   emit_norms=False, steps_per_epoch=782)
+  rs = np.random.RandomState(0)
+  b = {"image": jnp.asarray(rs.randn(batch, 32, 32, 3).astype(np.float32)),
+       "label": jnp.asarray(rs.randint(0, 100, batch).astype(np.int32)),
+       "index": jnp.asarray(rs.choice(N_DATA, batch, replace=False).astype(np.int32))}
+  return fns, state, tv, b, models.count_params(c_params)
+
+
+def bench(name, batch, steps, repeats):
+  fns, state, tv, b, n_conn = setup(name, batch)
+  t0 = time.perf_counter()
+  compiled = fns.train_batch.lower(state, b, tv).compile()
+  compile_s = time.perf_counter() - t0
+  for _ in range(2):
+    state, m = compiled(state, b, tv)
+  jax.block_until_ready(m)
+  times = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    for _ in range(steps):
+      state, m = compiled(state, b, tv)
+    jax.block_until_ready(m)
+    times.append((time.perf_counter() - t0) / steps)
+  if not np.isfinite(float(m["loss"])):
+    raise FloatingPointError(f"{name}: non-finite loss in the benchmark step")
+  return dict(method=name, step_s=statistics.median(times), compile_s=compile_s,
+              connector_params=n_conn)
+
+
+DEFAULT = ("kd,fitnet,at,sp,cc,vid,rkd,pkt,ab,ft,fsp,nst,crd,dkd,dist,ttm,wttm,listmle,"
+           "pairwise_ranking,wttm_crd,itrd")
+
+
+def main():
+  ap = argparse.ArgumentParser()
+  ap.add_argument("--methods", default=DEFAULT)
+  ap.add_argument("--batch", type=int, default=64)
+  ap.add_argument("--steps", type=int, default=2)
+  ap.add_argument("--repeats", type=int, default=3)
+  a = ap.parse_args()
+  names = a.methods.split(",")
+  if names[0] != "kd":
+    names = ["kd"] + [n for n in names if n != "kd"]
+  rows = []
+  for n in names:
+    try:
+      rows.append(bench(n, a.batch, a.steps, a.repeats))
+    except (ValueError, KeyError) as e:       # e.g. a term not registered in this checkout
+      rows.append(dict(method=n, error=str(e).splitlines()[0][:120]))
+    r = rows[-1]
+    print(f"  {n:<18} " + (f"{1e3 * r['step_s']:8.0f} ms" if "step_s" in r else r["error"]),
+          flush=True)
+  kd = rows[0]["step_s"]
+  print(f"\nMethod cost over plain KD: resnet32x4 -> resnet8x4, batch {a.batch}, "
+        f"jax {jax.__version__} on {jax.devices()[0].platform} ({os.cpu_count()} cores), "
+        f"median of {a.repeats} x {a.steps} steps")
+  print("| method (0.1 CE + 0.9 KD + term) | step (ms) | added over KD (ms) | added (%) | "
+        "img/s | connector params | compile (s) |")
+  print("|---|---:|---:|---:|---:|---:|---:|")
+  for r in rows:
+    if "error" in r:
+      print(f"| {r['method']} | – | – | – | – | – | {r['error']} |")
+      continue
+    d = r["step_s"] - kd
+    print(f"| {r['method']} | {1e3 * r['step_s']:.0f} | {1e3 * d:+.0f} | {100 * d / kd:+.1f} | "
+          f"{a.batch / r['step_s']:.1f} | {r['connector_params']:,} | {r['compile_s']:.1f} |")
+  print(json.dumps(rows))
+
+
+if __name__ == "__main__":
+  main()
