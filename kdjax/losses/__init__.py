@@ -82,3 +82,8 @@ __all__ += [
     "crd_queue",
     "crd_enqueue",
 ]
+
+# ITRD (kdjax.losses.itrd): correlation + mutual-information batch losses.
+from kdjax.losses.itrd import itrd, itrd_correlation, itrd_mutual_information  # noqa: E402
+
+__all__ += ["itrd", "itrd_correlation", "itrd_mutual_information"]

@@ -708,3 +708,27 @@ def crd_queue_term(s, t, batch, *, connector=None, state=None, feat_dim: int = 1
   q_t, _ = _crd_lib.crd_enqueue(state["queue_t"], e_t, state["ptr"])
   return loss, dict(state, queue_s=q_s, queue_t=q_t, ptr=ptr,
                     z_s=z_s.astype(state["z_s"].dtype), z_t=z_t.astype(state["z_t"].dtype))
+
+
+# ---- ITRD ----------------------------------------------------------------------------------------
+def _itrd_connector(s_shapes, t_shapes, *, corr_weight=2.0, mi_weight=1.0, alpha=1.5):
+  _check_num("itrd", "alpha", alpha, lo=0, lo_open=True)
+  _check_num("itrd", "corr_weight", corr_weight, lo=0)
+  _check_num("itrd", "mi_weight", mi_weight, lo=0)
+  ss = _tap_shape(s_shapes, "pooled", "student", "itrd")
+  ts = _tap_shape(t_shapes, "pooled", "teacher", "itrd")
+  return _conn.LinearEmbed(int(ts[-1])), (ss,)
+
+
+@register_term("itrd", student_taps=("pooled",), teacher_taps=("pooled",),
+               connector_fn=_itrd_connector)
+def itrd_term(s, t, batch, *, connector=None, corr_weight: float = 2.0, mi_weight: float = 1.0,
+              alpha: float = 1.5):
+  """ITRD (Miles et al., BMVC 2022; zkxufo/TTM ``ITLoss``): ``λ_corr·L_corr + λ_mutual·L_mi`` on
+  the ``pooled`` features, the student mapped to the teacher's width by a trainable linear
+  ``Embed`` (the connector). zkxufo/TTM runs it on ``preact=True`` features; ``pooled`` is the
+  same tensor for every kdjax model (pooling happens after the last ReLU)."""
+  del batch
+  f_s = s.taps["pooled"]
+  return losses.itrd(f_s, connector(f_s), t.taps["pooled"], corr_weight=corr_weight,
+                     mi_weight=mi_weight, alpha=alpha)
