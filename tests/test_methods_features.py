@@ -607,3 +607,28 @@ def test_wttm_crd_configs(pair):
   assert line[0].split()[1:3] == [f"{gamma:g}", f"{beta:g}"]
   assert mod.PAIRS["vgg13-vgg8"][2:4] == (0.2, 4.0)     # the zkxufo/TTM README command
   _trace_method(m, student, teacher)
+
+
+@pytest.mark.parametrize("pair", ["resnet32x4-resnet8x4", "vgg13-MobileNetV2",
+                                  "wrn_40_2-ShuffleV1"])
+@pytest.mark.parametrize("itrd_only", [False, True])
+def test_wttm_itrd_configs(pair, itrd_only):
+  mod = _load("wttm_itrd")
+  assert set(mod.PAIRS) == set(ALL_13)
+  gamma, beta, pub_wttm_itrd, pub_itrd = mod.PAIRS[pair]
+  cfg = mod.get_config(("itrd:" if itrd_only else "") + pair)
+  validate(cfg)
+  m = build_method(cfg.method)
+  want = {"itrd": ("itrd", 1.0)} if itrd_only else {"itrd": ("itrd", 1.0),
+                                                    "wttm": ("wttm", beta)}
+  assert {t.key: (t.spec.name, t.weight) for t in m.terms} == want
+  line = [l for l in mod.__doc__.splitlines() if l.strip().startswith(pair + " ")]
+  assert len(line) == 1 and line[0].split()[1:5] == [f"{gamma:g}", f"{beta:g}",
+                                                     f"{pub_wttm_itrd:.2f}", f"{pub_itrd:.2f}"]
+  teacher = pair.split("-")[0]
+  _trace_method(m, cfg.model, teacher)
+
+
+def test_wttm_itrd_rejects_unknown_pair():
+  with pytest.raises(ValueError, match="Unknown pair"):
+    _load("wttm_itrd").get_config("itrd:resnet8-resnet8")
