@@ -256,8 +256,13 @@ def ojha(seeds, runs, out):
     os.makedirs(dst, exist_ok=True)
     src = os.path.join(runs, f"seed{s}", "analysis")
     for f in os.listdir(src):
-      if f.endswith((".md", ".png", ".json")):
+      if f.endswith(".png"):
         shutil.copy(os.path.join(src, f), os.path.join(dst, f))
+      elif f.endswith((".md", ".json")):      # workdirs relative to the repository
+        with open(os.path.join(src, f)) as fh:
+          text = fh.read().replace(ROOT + os.sep, "")
+        with open(os.path.join(dst, f), "w") as fh:
+          fh.write(text)
   models = ["teacher", "kd", "hint", "crd", "independent"]
   S = sorted(reps)
   r0 = reps[S[0]]
@@ -334,6 +339,15 @@ def ojha(seeds, runs, out):
     f = lambda v: f"{np.mean(v):.4g}" if v else "–"
     claim = claim.replace("|", "\\|")
     L.append(f"| {probe} | {stu} | {claim} | {h}/{len(ds)} | {f(dv)} | {f(iv)} |")
+  L += ["", "Summary (computed from the table above):", ""]
+  for stu in ("kd", "hint", "crd"):
+    rows_ = [(p_, c_, ds) for (p_, s_, c_), ds in claims.items() if s_ == stu]
+    allh = [f"{p_}: {c_}" for p_, c_, ds in rows_ if all(d["holds"] for d in ds)]
+    noneh = [f"{p_}: {c_}" for p_, c_, ds in rows_ if not any(d["holds"] for d in ds)]
+    L.append(f"- **{stu}**: the paper's direction holds in every seed for {len(allh)} of "
+             f"{len(rows_)} checks, in none for {len(noneh)}"
+             + (f" ({'; '.join(x.replace('|', chr(92) + '|') for x in noneh)})" if noneh else "")
+             + ".")
   L += ["", f"Figures of seed {S[0]}: [report](seed{S[0]}/report.md) — Grad-CAM overlays, "
         "agreement bars, adversarial transfer curves, consistency and shifted-set accuracy.", ""]
   for f in ("agreement.png", "adversarial_transfer.png", "gradcam_overlays.png"):
