@@ -110,10 +110,9 @@ def bench(name, batch, steps, repeats):
       state, m = compiled(state, b, tv)
     jax.block_until_ready(m)
     times.append((time.perf_counter() - t0) / steps)
-  if not np.isfinite(float(m["loss"])):
-    raise FloatingPointError(f"{name}: non-finite loss in the benchmark step")
+  # Repeating one batch with random weights can diverge (timing is unaffected): flag it.
   return dict(method=name, step_s=statistics.median(times), compile_s=compile_s,
-              connector_params=n_conn)
+              connector_params=n_conn, finite=bool(np.isfinite(float(m["loss"]))))
 
 
 DEFAULT = ("kd,fitnet,at,sp,cc,vid,rkd,pkt,ab,ft,fsp,nst,crd,dkd,dist,ttm,wttm,listmle,"
@@ -152,7 +151,8 @@ def main():
       continue
     d = r["step_s"] - kd
     print(f"| {r['method']} | {1e3 * r['step_s']:.0f} | {1e3 * d:+.0f} | {100 * d / kd:+.1f} | "
-          f"{a.batch / r['step_s']:.1f} | {r['connector_params']:,} | {r['compile_s']:.1f} |")
+          f"{a.batch / r['step_s']:.1f} | {r['connector_params']:,} | {r['compile_s']:.1f} |"
+          + ("" if r["finite"] else " (loss diverged on the repeated batch)"))
   print(json.dumps(rows))
 
 
