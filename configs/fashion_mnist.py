@@ -17,13 +17,4 @@ def get_config(arg: str = "kd"):
   qs = quickstart.get_config()
   if role not in ("teacher", "student", "kd"):
     raise ValueError(f"configs/fashion_mnist.py: unknown role {role!r}; use teacher|student|kd.")
-  c = qs[role]
-  if size == "quick":
-    c.dataset.train_limit = 2000
-    c.dataset.eval_limit = 1000
-    c.num_epochs = 1
-    c.optim.epochs = 1
-    c.progress = False
-  elif size:
-    raise ValueError(f"configs/fashion_mnist.py: unknown size {size!r}; use ',quick' or nothing.")
-  return c
+  return quickstart.apply_size(qs[role], size, "configs/fashion_mnist.py")

@@ -42,3 +42,17 @@ def get_config(arg: str = ""):
   c.kd.method.ce_weight = 0.1
   c.kd.method.terms.kd = dict(weight=0.9, temperature=4.0)
   return c
+
+
+def apply_size(c, size: str, where: str):
+  """``size`` suffix of the Fashion-MNIST configs: '' (as is) or 'quick' (2,000 training and
+  1,000 test examples, 1 epoch, no progress bar: a smoke test)."""
+  if size == "quick":
+    c.dataset.train_limit = 2000
+    c.dataset.eval_limit = 1000
+    c.num_epochs = 1
+    c.optim.epochs = 1
+    c.progress = False
+  elif size:
+    raise ValueError(f"{where}: unknown size {size!r}; use ',quick' or nothing.")
+  return c

@@ -11,7 +11,7 @@ import difflib
 import ml_collections
 
 # Sub-trees whose keys are free-form (validated by their own builders).
-_FREE_FORM = {"method.terms", "model_kwargs"}
+_FREE_FORM = {"method.terms", "method.init.terms", "model_kwargs"}
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -47,6 +47,16 @@ def base_config() -> ml_collections.ConfigDict:
   m.ce_weight = 1.0
   m.label_smoothing = 0.0
   m.terms = ml_collections.ConfigDict()
+  m.trainable = "student+connectors"   # main stage's trainable set (kdjax.methods.base)
+  # Optional init stage before the main one (RepDistiller's AB/FT/FSP pre-training): its own
+  # loss (ce_weight + terms), trainable set, epochs and constant lr (0 = optim.lr).
+  m.init = mi = ml_collections.ConfigDict()
+  mi.epochs = 0                  # 0 = no init stage; > 0: runs before num_epochs main epochs
+  mi.ce_weight = 0.0
+  mi.terms = ml_collections.ConfigDict()
+  mi.trainable = ""              # e.g. 'student_features+connectors' (required if epochs > 0)
+  mi.lr = 0.0
+  mi.milestones = ()             # init-stage epochs where its lr *= optim.decay; () = constant
 
   c.optim = o = ml_collections.ConfigDict()
   o.name = "sgd"
@@ -76,6 +86,14 @@ def base_config() -> ml_collections.ConfigDict:
   c.async_checkpoint = True
   c.progress = True              # tqdm progress bar
   c.tensorboard = True
+
+  # ---- online distillation (kdjax.train.online, launch/online.py; ignored by other runs) ----
+  c.online = on = ml_collections.ConfigDict()
+  on.mode = "dml"                # 'dml' (Zhang et al. 2018) | 'kdcl' (Guo et al. 2020)
+  on.peers = ()                  # K >= 2 model names, e.g. ('resnet32', 'resnet32')
+  on.temperature = ml_collections.FieldReference(None, field_type=float)  # None: DML 1, KDCL 3
+  on.weight = 1.0                # λ of the mimicry / ensemble-KD term
+  on.ensemble = "minlogit"       # KDCL teacher: 'minlogit' | 'naive' | 'linear'
   return c
 
 
@@ -99,6 +117,42 @@ def validate(config) -> None:
       raise ValueError(f"Unknown config key {path!r}.{hint}")
   if config.batch_size < 1 or config.num_epochs < 1:
     raise ValueError("config.batch_size and config.num_epochs must be >= 1.")
+
+
+# ---- online distillation ------------------------------------------------------------------------
+ONLINE_MODES = ("dml", "kdcl")
+ONLINE_DEFAULT_TEMPERATURE = {"dml": 1.0, "kdcl": 3.0}
+
+
+def validate_online(config) -> dict:
+  """Checks ``config.online`` (after :func:`validate`); returns the resolved settings
+  ``{mode, peers, temperature, weight, ensemble}`` with the mode's default temperature filled in."""
+  from kdjax import models
+  from kdjax.losses.online import ENSEMBLES
+  on = config.online
+  if on.mode not in ONLINE_MODES:
+    raise ValueError(f"config.online.mode must be one of {ONLINE_MODES}, got {on.mode!r}.")
+  peers = tuple(on.peers) if not isinstance(on.peers, str) else (on.peers,)
+  if len(peers) < 2:
+    raise ValueError(f"config.online.peers needs at least 2 model names (K >= 2 peers), got "
+                     f"{peers!r}; e.g. --config.online.peers='(\"resnet32\",\"resnet32\")'.")
+  known = models.names()
+  for p in peers:
+    if p not in known:
+      close = difflib.get_close_matches(str(p), known, n=3)
+      hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+      raise ValueError(f"Unknown model {p!r} in config.online.peers.{hint} Registered models: "
+                       f"{', '.join(known)}.")
+  t = on.temperature
+  t = ONLINE_DEFAULT_TEMPERATURE[on.mode] if t is None else float(t)
+  if not t > 0 or t != t or t == float("inf"):
+    raise ValueError(f"config.online.temperature must be a finite number > 0, got {t}.")
+  w = float(on.weight)
+  if not w >= 0 or w == float("inf"):
+    raise ValueError(f"config.online.weight must be a finite number >= 0, got {w}.")
+  if on.ensemble not in ENSEMBLES:
+    raise ValueError(f"config.online.ensemble must be one of {ENSEMBLES}, got {on.ensemble!r}.")
+  return dict(mode=on.mode, peers=peers, temperature=t, weight=w, ensemble=on.ensemble)
 
 
 def parse_which(which):

@@ -571,11 +571,21 @@ def test_repdistiller_configs_every_pair(method):
     weights = {t.key: t.weight for t in m.terms}
     if method == "kd":
       assert weights == {"kd": 0.9}
+    elif method in ("ab", "fsp"):       # init stage only (weight 1); the main stage is CE alone
+      assert weights == {} and m.trainable == ("student",)
     else:
       assert weights == {method: b}
+    if method in ("ab", "ft", "fsp"):   # RepDistiller's 30-epoch init stage (test_stages.py)
+      assert m.init.epochs == 30 and m.init.method.ce_weight == 0.0
+      assert {t.key: t.weight for t in m.init.method.terms} == {method: 1.0}
+    else:
+      assert m.init is None and m.trainable == ("student", "connectors")
+    if method != "kd":
       n = min(mod.num_stages(student), mod.num_stages(teacher))
       assert n == (4 if any(f in pair for f in ("vgg", "MobileNet", "ResNet50")) else 3)
     _trace_method(m, student, teacher)
+    if m.init is not None:
+      _trace_method(m.init.method, student, teacher)
 
 
 def test_repdistiller_config_rejects_bad_arguments():
@@ -632,3 +642,42 @@ def test_wttm_itrd_configs(pair, itrd_only):
 def test_wttm_itrd_rejects_unknown_pair():
   with pytest.raises(ValueError, match="Unknown pair"):
     _load("wttm_itrd").get_config("itrd:resnet8-resnet8")
+
+
+ITRD_MI_OFF = ("ResNet50-MobileNetV2", "ResNet50-vgg8", "wrn_40_2-ShuffleV1")
+
+
+@pytest.mark.parametrize("pair", ALL_13)
+def test_itrd_configs_per_pair_hyperparameters(pair):
+  """TTM paper Appendix A.5 (methods.md §3.2): β_corr 2, β_mi 0 for three pairs (1 otherwise),
+  α_it 1.01 same-architecture / 1.5 different-architecture, μ = -b = 1; ``itrd.py:PAIR`` is
+  ``wttm_itrd.py:itrd:PAIR``; docstring columns carry λ_mi, α_it and the published numbers."""
+  wi, it = _load("wttm_itrd"), _load("itrd")
+  assert set(it.PAIRS) == set(ALL_13)
+  teacher, student = pair.split("-")
+  mi, alpha = (0.0 if pair in ITRD_MI_OFF else 1.0), (1.01 if pair in ALL_13[:7] else 1.5)
+  want = dict(weight=1.0, corr_weight=2.0, mi_weight=mi, alpha=alpha)
+  for cfg in (wi.get_config(pair), wi.get_config("itrd:" + pair), it.get_config(pair)):
+    validate(cfg)
+    assert cfg.method.terms.itrd.to_dict() == want
+    assert cfg.model == student and cfg.teacher.workdir == f"runs/cifar100/teacher_{teacher}"
+    assert cfg.optim.lr == (0.01 if student in LOW_LR else 0.05) and cfg.num_epochs == 240
+    assert build_method(cfg.method).terms                     # builds
+  assert it.get_config(pair).to_dict() == wi.get_config("itrd:" + pair).to_dict()
+  line = [l for l in wi.__doc__.splitlines() if l.strip().startswith(pair + " ")]
+  assert len(line) == 1 and line[0].split()[5:7] == [f"{mi:g}", f"{alpha:g}"]
+  line = [l for l in it.__doc__.splitlines() if l.strip().startswith(pair + " ")]
+  assert len(line) == 1
+  cols = line[0].split()
+  assert cols[1:4] == [f"{mi:g}", f"{alpha:g}", f"{wi.PAIRS[pair][3]:.2f}"]
+  assert it.PAIRS[pair] == wi.PAIRS[pair][3]
+  assert cols[4] == (f"{it.README_ITRD[pair]:.2f}" if pair in it.README_ITRD else "=")
+  assert "launch.distill --config configs/cifar100/itrd.py:" in it.__doc__
+
+
+def test_itrd_config_rejects_unknown_pair_and_traces_an_mi_off_pair():
+  it = _load("itrd")
+  with pytest.raises(ValueError, match="Unknown pair"):
+    it.get_config("resnet8-resnet8")
+  cfg = it.get_config("ResNet50-vgg8")                        # λ_mi 0, embed 512 -> 2048
+  _trace_method(build_method(cfg.method), "vgg8", "ResNet50")

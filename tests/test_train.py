@@ -266,3 +266,17 @@ def test_stateful_term_state_is_carried_checkpointed_and_indexed_by_dataset_inde
   assert visits.shape == (30,)
   np.testing.assert_array_equal(visits[:10], 0)
   np.testing.assert_array_equal(visits[10:], 2)  # every example once per epoch, 2 epochs
+
+
+def test_scale_lr_for_batch(capsys):
+  from conftest import tiny_run_config
+  from kdjax.train.loop import scale_lr_for_batch
+  c = tiny_run_config(batch_size=16)            # lr 0.05 quoted for batch 8
+  scale_lr_for_batch(c)
+  assert c.optim.lr == 0.05 and "scale_lr_with_batch" in capsys.readouterr().out
+  c.optim.scale_lr_with_batch = True
+  scale_lr_for_batch(c)
+  assert abs(c.optim.lr - 0.1) < 1e-12 and "scaled linearly to 0.1" in capsys.readouterr().out
+  c = tiny_run_config()
+  scale_lr_for_batch(c)
+  assert c.optim.lr == 0.05 and capsys.readouterr().out == ""

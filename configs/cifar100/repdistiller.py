@@ -16,9 +16,9 @@ pair):
   vid     vid           1    0    1       vid@n                      VIDRegressor per stage
   rkd     rkd           1    0    1       rkd (25, 50)               -
   pkt     pkt           1    0    30000   pkt                        -
-  ab      abound        1    0    1       ab@n (preact stages)       see "not reproduced"
-  ft      factor        1    0    200     ft@n (last stage)          see "not reproduced"
-  fsp     fsp           1    0    50      fsp@n (stem + stages)      see "not reproduced"
+  ab      abound        1    0    (1)     ab@n (preact stages)       init stage, see below
+  ft      factor        1    0    200     ft@n (last stage)          init stage, see below
+  fsp     fsp           1    0    (50)    fsp@n (stem + stages)      init stage, see below
   nst     nst           1    0    50      nst@n                      -
   crd     crd           1    0    0.8     crd                        2 x Embed(128), memory banks
 
@@ -34,14 +34,22 @@ Recipe: the canonical RepDistiller schedule (methods.md §1): SGD 0.9, wd 5e-4, 
 or ShuffleV2 (silent override in train_student.py). RepDistiller reports the LAST-epoch top-1 of
 one run (kdjax records last and best).
 
-NOT reproduced (documented deviations, numbers not expected to match):
-* ab, fsp: RepDistiller trains them only in a 30-epoch INIT stage (student feature layers
-  [+ AB connector]) followed by 240 epochs of CE alone (``loss_kd = 0``; b unused). kdjax has no
-  init-stage mechanism yet; these configs train the term jointly with CE (weight b) for 240
-  epochs.
-* ft: RepDistiller pre-trains the Paraphraser for 30 epochs (init stage) and freezes it; here it
-  is trained jointly by a reconstruction loss inside the term (``paraphraser_recon_weight =
-  1/b``, so unit weight) while the Translator follows its detached factor.
+Two-stage methods (methods.md §7.3; RepDistiller ``helper/pretrain.py:init``, ``--init_epochs
+30``): ab, ft and fsp run a 30-epoch INIT stage (``config.method.init``, its own masked SGD at a
+constant lr, same momentum and weight decay) before the 240 main epochs (fresh optimiser state,
+lr schedule counted from the main stage's first epoch; 270 epochs in all):
+
+* ab: init = the AB hinge (weight 1: β not applied) trains the AB connectors + the student's
+  feature modules (``trainable = 'student_features+connectors'``: everything but the
+  classifier), lr = optim.lr; main = CE alone (``loss_kd = 0``: no method term, b unused), the
+  connector unused and not optimised (``method.trainable = 'student'``).
+* fsp: init = the FSP loss (weight 1) trains the student's feature modules
+  (``'student_features'``), lr = optim.lr; main = CE alone (b unused).
+* ft: init = the Paraphraser alone (``'connectors/ft/paraphraser'``) by MSE reconstruction of
+  the teacher's last stage (term ``ft_paraphraser`` under the same key ``ft``: one shared
+  connector), lr 0.01 for resnet/WRN students (pretrain.py's list), else optim.lr; main = CE +
+  200·FT with the Translator + student trainable and the Paraphraser frozen
+  (``method.trainable = 'student+connectors/ft/translator'``; ``paraphraser_recon_weight = 0``).
 * fsp is N/A (RepDistiller raises: channel counts differ) for wrn_40_2-wrn_40_1 (README prints
   0.00) and for every cross-architecture pair (no README row): ``get_config`` raises.
 
@@ -66,7 +74,7 @@ Published top-1 (RepDistiller README = anchors.md §5.1 / §5.2; "-" = N/A):
   resnet32x4-ShuffleV1   79.42  70.50  74.07  73.59  71.73  73.48  71.14  73.38  72.28  74.10  73.55  71.75  -      74.12  75.11
   resnet32x4-ShuffleV2   79.42  71.82  74.45  73.54  72.73  74.56  71.29  73.40  73.21  74.69  74.31  72.50  -      74.68  75.65
   wrn_40_2-ShuffleV1     75.61  70.50  74.83  73.73  73.32  74.52  71.38  73.61  72.21  73.89  73.34  72.03  -      74.89  76.05
-Runtime: 240 x 782 steps per run; use a GPU.
+Runtime: 240 x 782 steps per run (270 x 782 for ab, ft, fsp); use a GPU.
 """
 from kdjax import models
 from kdjax.config import base_config
@@ -87,12 +95,28 @@ METHODS = {
     "rkd": (1.0, 0.0, 1.0, False, dict(w_dist=25.0, w_angle=50.0)),
     "pkt": (1.0, 0.0, 30000.0, False, {}),
     "ab": (1.0, 0.0, 1.0, True, dict(margin=1.0)),
-    "ft": (1.0, 0.0, 200.0, True, dict(k=0.5, p1=2, p2=1, paraphraser_recon_weight=1 / 200)),
+    "ft": (1.0, 0.0, 200.0, True, dict(k=0.5, p1=2, p2=1, paraphraser_recon_weight=0.0)),
     "fsp": (1.0, 0.0, 50.0, True, {}),
     "nst": (1.0, 0.0, 50.0, True, {}),
     "crd": (1.0, 0.0, 0.8, False, dict(feat_dim=128, nce_k=16384, nce_t=0.07, nce_m=0.5,
                                        negatives="other_class")),
 }
+
+
+# Two-stage methods: RepDistiller's init stage (helper/pretrain.py:init, --init_epochs 30).
+# method -> (init term (loss name, its hparams), init trainable, main-stage trainable); the init
+# term has weight 1 (beta is not applied) and the method's key (FT: shares the ft connector).
+INIT_EPOCHS = 30
+INIT_STAGE = {
+    "ab": ("ab", dict(margin=1.0), "student_features+connectors", "student"),
+    "ft": ("ft_paraphraser", dict(k=0.5), "connectors/ft/paraphraser",
+           "student+connectors/ft/translator"),
+    "fsp": ("fsp", {}, "student_features", "student"),
+}
+# pretrain.py: lr 0.01 for the factor (FT) init stage with these students, else the main lr.
+FT_INIT_LR_001 = ("resnet8", "resnet14", "resnet20", "resnet32", "resnet44", "resnet56",
+                  "resnet110", "resnet8x4", "resnet32x4", "wrn_16_1", "wrn_16_2", "wrn_40_1",
+                  "wrn_40_2")
 
 
 def _row(*values):
@@ -170,8 +194,19 @@ def get_config(arg: str = "crd:resnet32x4-resnet8x4"):
       loss = staged_term(method, min(num_stages(student), num_stages(teacher)))
     else:
       loss = method
-    c.method.terms[method] = dict(loss=loss, weight=b, **hparams)
+    if method in INIT_STAGE:
+      init_loss, init_hp, init_trainable, main_trainable = INIT_STAGE[method]
+      n = min(num_stages(student), num_stages(teacher))
+      c.method.init.epochs = INIT_EPOCHS
+      c.method.init.ce_weight = 0.0
+      c.method.init.terms[method] = dict(loss=staged_term(init_loss, n), weight=1.0, **init_hp)
+      c.method.init.trainable = init_trainable
+      c.method.trainable = main_trainable
+    if method not in ("ab", "fsp"):                        # ab, fsp: main stage is CE alone
+      c.method.terms[method] = dict(loss=loss, weight=b, **hparams)
   c.optim.lr = 0.01 if student in LOW_LR else 0.05
+  if method in INIT_STAGE:
+    c.method.init.lr = 0.01 if method == "ft" and student in FT_INIT_LR_001 else c.optim.lr
   c.optim.milestones = (150, 180, 210)
   c.num_epochs = 240
   c.checkpoint_every_steps = 782 * 5

@@ -64,6 +64,27 @@ def random_crop_flip(images, rng, *, pad: int = 4, flip: bool = True):
   return out
 
 
+def rotation_views(images, rng, transform, *, num_views: int = 4):
+  """SSKD's rotated views (xuguodong03/SSKD ``cifar.py``): a random horizontal flip per example
+  (p = 0.5, shared by its views), then the rotations by ``k · 90°`` counter-clockwise
+  (``np.rot90`` of the HWC image, ``k = 0 .. num_views − 1``), every view through
+  ``transform(x, rng)`` (independent random crops: SSKD transforms each view separately).
+
+  Returns ``(num_views · B, H, W, C)`` with row ``b · num_views + k`` (``k = 0``: the normal
+  view), the layout of :class:`kdjax.methods.base.ViewSpec`. Needs square images.
+  """
+  images = jnp.asarray(images)
+  if images.ndim != 4 or images.shape[1] != images.shape[2]:
+    raise ValueError(f"rotation views need a (B, H, W, C) batch of square images, got shape "
+                     f"{images.shape}.")
+  if not 1 <= num_views <= 4:
+    raise ValueError(f"rotation views: num_views must be in 1..4, got {num_views}.")
+  flip_rng, rng = jax.random.split(rng)
+  x = random_flip(images, flip_rng)
+  views = jnp.stack([jnp.rot90(x, k, axes=(1, 2)) for k in range(num_views)], axis=1)
+  return transform(views.reshape((-1,) + images.shape[1:]), rng)
+
+
 def train_transform(info: DatasetInfo, images, rng, *, crop_pad: int = 4,
                     flip: bool = True):
   """Training-time batch transform -> float32 normalized images.

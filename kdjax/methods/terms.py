@@ -150,7 +150,7 @@ def sftn_term(s, t, batch, *, kl_weight: float = 3.0, ce_weight: float = 1.0,
 #
 # * ``at@n``, ``nst@n``, ``vid@n``: ``stage1..stage<n>`` (all stages of an n-stage model);
 # * ``ab@n``, ``oh@n``: ``preact_stage1..<n>``; ``fsp@n``: ``stem, stage1..<n>``;
-# * ``sp@n``, ``ft@n``: ``stage<n>`` (the last stage of an n-stage model);
+# * ``sp@n``, ``ft@n``, ``ft_paraphraser@n``: ``stage<n>`` (the last stage of an n-stage model);
 # * ``fitnet@k``: FitNet's ``hint_layer = k`` (``0`` = ``stem``, else ``stage<k>``).
 #
 # The bare names are RepDistiller's defaults for its 3-stage families: ``at`` = ``at@3`` ...,
@@ -172,7 +172,7 @@ from kdjax.losses import contrastive as _crd_lib  # noqa: E402
 STAGE_VARIANTS = (1, 2, 3, 4)
 DEFAULT_NUM_STAGES = 3
 DEFAULT_HINT_LAYER = 2
-_STAGED = ("at", "nst", "vid", "ab", "oh", "fsp", "sp", "ft")
+_STAGED = ("at", "nst", "vid", "ab", "oh", "fsp", "sp", "ft", "ft_paraphraser")
 
 
 def staged_term(name: str, n: int) -> str:
@@ -291,16 +291,24 @@ class OHConnectors(_nn.Module):
 class FTConnector(_nn.Module):
   """Factor transfer modules: the student's ``Translator`` and the teacher's ``Paraphraser``
   (RepDistiller ``Translator(s_shape, t_shape, k)``, ``Paraphraser(t_shape, k)``).
-  ``__call__(f_s, f_t, train)`` -> ``(factor_s, factor_t, reconstruction_t)``."""
+  ``__call__(f_s, f_t, train)`` -> ``(factor_s, factor_t, reconstruction_t)``;
+  ``paraphrase(f_t, train)`` -> ``(factor_t, reconstruction_t)`` (the paraphraser alone: FT's
+  init stage, term ``ft_paraphraser``). Parameters under ``translator/`` and ``paraphraser/``."""
   s_shape: tuple
   t_shape: tuple
   k: float = 0.5
 
-  @_nn.compact
+  def setup(self):
+    self.translator = _conn.Translator(self.s_shape, self.t_shape, self.k)
+    self.paraphraser = _conn.Paraphraser(self.t_shape, self.k)
+
   def __call__(self, f_s, f_t, train: bool = False):
-    factor_s = _conn.Translator(self.s_shape, self.t_shape, self.k, name="translator")(f_s, train)
-    factor_t, recon = _conn.Paraphraser(self.t_shape, self.k, name="paraphraser")(f_t, train)
+    factor_s = self.translator(f_s, train)
+    factor_t, recon = self.paraphraser(f_t, train)
     return factor_s, factor_t, recon
+
+  def paraphrase(self, f_t, train: bool = False):
+    return self.paraphraser(f_t, train)
 
 
 # ---- FitNet ----------------------------------------------------------------------------------
@@ -373,10 +381,11 @@ def _register_fsp(name, keys):
   fsp_term.__doc__ = (
       f"FSP matrices (RepDistiller ``FSP``) over consecutive taps {', '.join(keys)}; needs equal "
       f"channel counts at every tap (N/A for wrn_40_2->wrn_40_1 and cross-architecture pairs). "
-      f"NOTE: RepDistiller uses FSP ONLY in a 30-epoch init stage that trains the student's "
-      f"feature layers (``helper/pretrain.py``), followed by 240 epochs of CE alone. kdjax has no "
-      f"init-stage mechanism yet: this term trains FSP jointly with CE from the first step, "
-      f"which is NOT RepDistiller's protocol (its numbers are not expected to match).")
+      f"RepDistiller uses FSP ONLY in a 30-epoch init stage that trains the student's feature "
+      f"layers (``helper/pretrain.py``), followed by 240 epochs of CE alone: put this term in "
+      f"``method.init.terms`` (weight 1) with ``method.init.trainable = 'student_features'`` "
+      f"and leave it out of ``method.terms`` (``configs/cifar100/repdistiller.py``). In "
+      f"``method.terms`` it trains jointly with CE (not RepDistiller's protocol).")
   register_term(name, student_taps=keys, teacher_taps=keys)(fsp_term)
 
 
@@ -433,10 +442,13 @@ def _register_ab(name, keys):
 
   ab_term.__doc__ = (
       f"Activation-boundary loss (RepDistiller ``ABLoss`` + ``Connector``) on "
-      f"{', '.join(keys)}. NOTE: RepDistiller uses AB ONLY in a 30-epoch init stage (connector "
-      f"+ student feature layers, ``helper/pretrain.py``, β not applied) and then trains 240 "
-      f"epochs with CE alone (``loss_kd = 0``). kdjax has no init-stage mechanism yet: this term "
-      f"trains AB jointly with CE from the first step, which is NOT RepDistiller's protocol.")
+      f"{', '.join(keys)}. RepDistiller uses AB ONLY in a 30-epoch init stage (connector + "
+      f"student feature layers, ``helper/pretrain.py``, β not applied) and then trains 240 "
+      f"epochs with CE alone (``loss_kd = 0``, connector unused): put this term in "
+      f"``method.init.terms`` (weight 1) with ``method.init.trainable = "
+      f"'student_features+connectors'`` and leave it out of ``method.terms`` "
+      f"(``configs/cifar100/repdistiller.py``). In ``method.terms`` it trains jointly with CE "
+      f"(not RepDistiller's protocol).")
   register_term(name, student_taps=keys, teacher_taps=keys,
                 connector_fn=connector_fn)(ab_term)
 
@@ -470,17 +482,38 @@ def _register_ft(name, key):
 
   ft_term.__doc__ = (
       f"Factor transfer (RepDistiller ``FactorTransfer(p1=2, p2=1)``) on ``{key}``: "
-      f"``|φ(Translator(f_s)) − φ(Paraphraser(f_t))|``. NOTE: RepDistiller first PRE-TRAINS the "
+      f"``|φ(Translator(f_s)) − φ(Paraphraser(f_t))|``. RepDistiller first PRE-TRAINS the "
       f"paraphraser for 30 epochs (MSE reconstruction of the teacher's last stage, "
-      f"``helper/pretrain.py``) and freezes it for the 240-epoch main stage. kdjax has no "
-      f"init-stage mechanism yet, so here BOTH the Translator and the Paraphraser are "
-      f"trainable connector parameters from the first step: the FT term reaches the paraphraser "
-      f"only through ``paraphraser_recon_weight · MSE(reconstruction, f_t)`` (added to this "
-      f"term, default 0.005 = 1/b for RepDistiller's b = 200, i.e. a unit-weight reconstruction "
-      f"loss) while its factor is detached in the FT distance (``detach_teacher_factor``); a "
-      f"joint stand-in for the init stage, NOT RepDistiller's protocol.")
+      f"``helper/pretrain.py``) and freezes it for the 240-epoch main stage: give the init "
+      f"stage the term ``ft_paraphraser`` under the SAME key (it shares this connector) with "
+      f"``method.init.trainable = 'connectors/<key>/paraphraser'``, and this term "
+      f"``paraphraser_recon_weight = 0`` with ``method.trainable = "
+      f"'student+connectors/<key>/translator'`` (``configs/cifar100/repdistiller.py``). Without "
+      f"an init stage, both the Translator and the Paraphraser train from the first step: the "
+      f"FT term reaches the paraphraser only through ``paraphraser_recon_weight · "
+      f"MSE(reconstruction, f_t)`` (added to this term, default 0.005 = 1/b for RepDistiller's "
+      f"b = 200, i.e. a unit-weight reconstruction loss) while its factor is detached in the FT "
+      f"distance (``detach_teacher_factor``); a joint stand-in, not RepDistiller's protocol.")
   register_term(name, student_taps=(key,), teacher_taps=(key,),
                 connector_fn=connector_fn)(ft_term)
+  return connector_fn
+
+
+def _register_ft_paraphraser(name, key, ft_connector_fn):
+  def ft_paraphraser_term(s, t, batch, *, connector=None, k: float = 0.5):
+    del s, batch, k
+    f_t = t.taps[key]
+    _, recon = connector(f_t, train=True, method="paraphrase")
+    return jnp.mean(jnp.square(recon - f_t), axis=(1, 2, 3))
+
+  ft_paraphraser_term.__doc__ = (
+      f"FT's init stage (RepDistiller ``helper/pretrain.py``: ``nn.MSELoss()(Paraphraser(f_t)"
+      f"[1], f_t)``, 30 epochs): per-example MSE reconstruction of the teacher's ``{key}`` by the "
+      f"paraphraser. Its connector is the FT term's ``FTConnector`` (Translator + Paraphraser, "
+      f"built identically; only the paraphraser is applied), so under the FT term's key it "
+      f"trains the paraphraser the main stage's FT term then uses frozen. Reads no student tap.")
+  register_term(name, teacher_taps=(key,),
+                connector_fn=ft_connector_fn)(ft_paraphraser_term)
 
 
 # ---- OH -------------------------------------------------------------------------------------
@@ -535,7 +568,8 @@ for _n in STAGE_VARIANTS:
   _register_nst(f"nst@{_n}", _stages(_n))
   _register_vid(f"vid@{_n}", _stages(_n))
   _register_sp(f"sp@{_n}", f"stage{_n}")
-  _register_ft(f"ft@{_n}", f"stage{_n}")
+  _register_ft_paraphraser(f"ft_paraphraser@{_n}", f"stage{_n}",
+                           _register_ft(f"ft@{_n}", f"stage{_n}"))
   _register_fsp(f"fsp@{_n}", ("stem",) + _stages(_n))
   _register_ab(f"ab@{_n}", _preacts(_n))
   _register_oh(f"oh@{_n}", _preacts(_n))
@@ -543,7 +577,8 @@ _register_at("at", _stages(DEFAULT_NUM_STAGES))
 _register_nst("nst", _stages(DEFAULT_NUM_STAGES))
 _register_vid("vid", _stages(DEFAULT_NUM_STAGES))
 _register_sp("sp", f"stage{DEFAULT_NUM_STAGES}")
-_register_ft("ft", f"stage{DEFAULT_NUM_STAGES}")
+_register_ft_paraphraser("ft_paraphraser", f"stage{DEFAULT_NUM_STAGES}",
+                         _register_ft("ft", f"stage{DEFAULT_NUM_STAGES}"))
 _register_fsp("fsp", ("stem",) + _stages(DEFAULT_NUM_STAGES))
 _register_ab("ab", _preacts(DEFAULT_NUM_STAGES))
 _register_oh("oh", _preacts(DEFAULT_NUM_STAGES))
@@ -732,3 +767,104 @@ def itrd_term(s, t, batch, *, connector=None, corr_weight: float = 2.0, mi_weigh
   f_s = s.taps["pooled"]
   return losses.itrd(f_s, connector(f_s), t.taps["pooled"], corr_weight=corr_weight,
                      mi_weight=mi_weight, alpha=alpha)
+
+
+# ---- SSKD ----------------------------------------------------------------------------------------
+from kdjax.data import augment as _augment  # noqa: E402
+from kdjax.losses import selfsup as _selfsup  # noqa: E402
+from kdjax.methods.base import ViewSpec  # noqa: E402
+
+# SSKD's four rotations (0/90/180/270 degrees) of every training image; one object, so that every
+# SSKD term of a method declares the same view set.
+ROTATION_VIEWS = ViewSpec(
+    "rotation", 4, lambda images, rng, transform: _augment.rotation_views(images, rng, transform))
+
+
+class ProjHead(_nn.Module):
+  """SSKD's projection head (``wrapper.proj_head``): ``Linear(d, d) → ReLU → Linear(d, d)`` on
+  the pooled feature, PyTorch default init. Parameters ``fc1/``, ``fc2/``."""
+  dim: int
+
+  @_nn.compact
+  def __call__(self, x):
+    for i in (1, 2):
+      x = _nn.Dense(self.dim, kernel_init=_conn.torch_default_kernel,
+                    bias_init=_conn.torch_default_bias(self.dim), name=f"fc{i}")(x)
+      if i == 1:
+        x = _nn.relu(x)
+    return x
+
+
+class SSKDHeads(_nn.Module):
+  """The student's and the teacher's SSKD projection heads (``student_head/``,
+  ``teacher_head/``): ``__call__(f_s, f_t)`` -> both representations; ``teacher(f_t)`` -> the
+  teacher's alone (its self-supervision pre-training, term ``sskd_head``). The teacher head is
+  trained in the init stage and frozen afterwards (``configs/cifar100/sskd.py``)."""
+  s_dim: int
+  t_dim: int
+
+  def setup(self):
+    self.student_head = ProjHead(self.s_dim)
+    self.teacher_head = ProjHead(self.t_dim)
+
+  def __call__(self, f_s, f_t):
+    return self.student_head(f_s), self.teacher_head(f_t)
+
+  def teacher(self, f_t):
+    return self.teacher_head(f_t)
+
+
+def _sskd_heads(term):
+  def connector_fn(s_shapes, t_shapes, **hp):
+    for name in ("temperature",):
+      if name in hp:
+        _check_num(term, name, hp[name], lo=0, lo_open=True)
+    if "ratio" in hp:
+      _check_num(term, "ratio", hp["ratio"], lo=0)
+      if hp["ratio"] > 1:
+        raise ValueError(f"term {term}: ratio must be in [0, 1], got {hp['ratio']!r}.")
+    ss = _tap_shape(s_shapes, "pooled", "student", term)
+    ts = _tap_shape(t_shapes, "pooled", "teacher", term)
+    return SSKDHeads(int(ss[-1]), int(ts[-1])), (ss, ts)
+  return connector_fn
+
+
+@register_term("sskd_tf", views=ROTATION_VIEWS)
+def sskd_tf_term(s, t, batch, *, temperature: float = 4.0, ratio: float = 1.0):
+  """SSKD's KD on the rotated views (xuguodong03/SSKD ``loss3``, weight 2.7):
+  ``T² · batchmean_kept KL(p_t^T ‖ p_s^T)`` over the 3 rotated views of every example, a view
+  kept when the teacher ranks its label first, or among the ``ratio`` share of wrong views with
+  the best label rank (:func:`kdjax.losses.selfsup.sskd_transform_kd`). Trains on the four
+  rotations (the method's CE and other terms see the normal view)."""
+  _check_num("sskd_tf", "temperature", temperature, lo=0, lo_open=True)
+  _check_num("sskd_tf", "ratio", ratio, lo=0)
+  return _selfsup.sskd_transform_kd(s.logits, t.logits, batch.labels, temperature=temperature,
+                                    ratio=ratio, num_views=ROTATION_VIEWS.num_views)
+
+
+@register_term("sskd_ss", student_taps=("pooled",), teacher_taps=("pooled",),
+               connector_fn=_sskd_heads("sskd_ss"), views=ROTATION_VIEWS)
+def sskd_ss_term(s, t, batch, *, connector=None, temperature: float = 0.5, ratio: float = 0.75):
+  """SSKD's self-supervision KD (xuguodong03/SSKD ``loss4``, weight 10): cosine similarities of
+  each rotated view's projection to the batch's normal-view projections, student vs. teacher,
+  ``T² · batchmean_kept KL`` with error-level filtering (``ratio``)
+  (:func:`kdjax.losses.selfsup.sskd_similarity`). Connector :class:`SSKDHeads`: the student head
+  trains with the student; the teacher head comes from the init stage (term ``sskd_head`` under
+  the same key) and is frozen (``method.trainable = 'student+connectors/<key>/student_head'``)."""
+  del batch
+  r_s, r_t = connector(s.taps["pooled"], t.taps["pooled"])
+  return _selfsup.sskd_similarity(r_s, r_t, temperature=temperature, ratio=ratio,
+                                  num_views=ROTATION_VIEWS.num_views)
+
+
+@register_term("sskd_head", teacher_taps=("pooled",), connector_fn=_sskd_heads("sskd_head"),
+               views=ROTATION_VIEWS)
+def sskd_head_term(s, t, batch, *, connector=None):
+  """SSKD's teacher self-supervision head pre-training (``student.py``, 60 epochs, backbone
+  frozen, eval mode): each rotated view's projection must find its own example's normal view
+  among the batch, ``CE(cosine row, own index)`` (:func:`kdjax.losses.selfsup.sskd_head_ce`).
+  Reads no student output; its connector is the ``sskd_ss`` term's :class:`SSKDHeads` (same key:
+  one shared module), of which it applies the teacher head only."""
+  del s, batch
+  r_t = connector(t.taps["pooled"], method="teacher")
+  return _selfsup.sskd_head_ce(r_t, num_views=ROTATION_VIEWS.num_views)

@@ -15,7 +15,7 @@ import logging
 import math
 import os
 import time
-from typing import Optional
+from typing import Callable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -28,6 +28,7 @@ from kdjax.data import augment
 from kdjax.methods import build_method
 from kdjax.train import checkpoint as ckpt_lib
 from kdjax.train import parallel
+from kdjax.train import stages as stages_lib
 from kdjax.train import state as state_lib
 from kdjax.train.logging import MetricWriter
 from kdjax.train.optim import make_optimizer
@@ -147,16 +148,13 @@ def _keep_epochs(config) -> set:
   return keep
 
 
-def train_and_evaluate(config, workdir: str, *, mesh=None, _step_hook=None) -> dict:
-  """Runs (or resumes) one training run; returns the summary dict also written to
-  ``workdir/summary.json`` (last and best top-1, teacher accuracy, timings)."""
-  validate(config)
-  method = build_method(config.method)
-  mesh = mesh or parallel.make_mesh()
-  parallel.check_batch(config.batch_size, mesh)
-  os.makedirs(workdir, exist_ok=True)
+def load_data(config, mesh):
+  """The training feed and test batches of ``config.dataset`` (shared with kdjax.train.online).
 
-  # ---- data ------------------------------------------------------------------------------------
+  Fills in ``config.dataset.train_split/eval_split`` defaults. Returns ``(feed, eval_batches,
+  info, n_train)``: an :class:`InMemoryFeed` or :class:`StreamFeed`, a callable giving a fresh
+  iterable of ``(images, labels)`` test batches, the dataset info (``image_shape`` is the crop
+  size for streamed datasets) and the number of training examples."""
   dcfg = config.dataset
   info = kdata.info(dcfg.name)
   dcfg.train_split = dcfg.train_split or info.train_split
@@ -182,6 +180,78 @@ def train_and_evaluate(config, workdir: str, *, mesh=None, _step_hook=None) -> d
     n_train = feed.stream.num_examples
     feed.index_space = int(np.max(feed.stream._index)) + 1  # pylint: disable=protected-access
     eval_batches = lambda: stream_batches(test_stream)
+  return feed, eval_batches, info, n_train
+
+
+def scale_lr_for_batch(config) -> None:
+  """Warns when ``batch_size`` differs from the batch ``optim.lr`` is quoted for, and scales the
+  lr linearly (in ``config``) if ``optim.scale_lr_with_batch``."""
+  bs = config.batch_size
+  if bs != config.optim.reference_batch_size:
+    scale = bs / config.optim.reference_batch_size
+    if config.optim.scale_lr_with_batch:
+      config.optim.lr = config.optim.lr * scale
+      print(f"[kdjax] WARNING: batch {bs} != reference {config.optim.reference_batch_size}: "
+            f"lr scaled linearly to {config.optim.lr:g}.")
+    else:
+      print(f"[kdjax] WARNING: batch {bs} != the batch {config.optim.reference_batch_size} the "
+            f"lr {config.optim.lr:g} is quoted for; set optim.scale_lr_with_batch=True to scale "
+            "it linearly.")
+
+
+def run_epoch_steps(feed, run: Callable, state, *, epoch: int, step: int, stop_step: int,
+                    steps_per_epoch: int, config, record: Callable, check_and_log: Callable,
+                    save_state: Callable, step_hook=None, desc: str = ""):
+  """The steps of one epoch from ``step`` (a resumed run starts mid-epoch), shared by
+  :func:`train_and_evaluate` and ``kdjax.train.online``.
+
+  ``run(state, item) -> (state, metrics)`` is one jitted step, ``record(metrics)`` queues the
+  device metrics, ``check_and_log(step)`` fetches them (non-finite check + logging),
+  ``save_state(step, state)`` writes the resume checkpoint: every ``checkpoint_every_steps``
+  inside the epoch and when ``stop_step`` ends the epoch early. Returns ``(state, step,
+  epoch_done)``."""
+  offset = step - epoch * steps_per_epoch
+  bar = None
+  if config.progress:
+    from tqdm.auto import tqdm
+    bar = tqdm(total=steps_per_epoch, initial=offset, dynamic_ncols=True, leave=False, desc=desc)
+  for item in feed.epoch(epoch, offset):
+    if step >= stop_step:
+      break
+    if step_hook is not None:
+      step_hook(step)
+    state, metrics = run(state, item)
+    step += 1
+    record(metrics)
+    if step % config.log_every_steps == 0:
+      check_and_log(step)
+    if config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0 \
+        and step % steps_per_epoch:
+      check_and_log(step)
+      save_state(step, state)
+    if bar is not None:
+      bar.update(1)
+  if bar is not None:
+    bar.close()
+  check_and_log(step)
+  epoch_done = step == (epoch + 1) * steps_per_epoch
+  if not epoch_done:
+    save_state(step, state)
+  return state, step, epoch_done
+
+
+def train_and_evaluate(config, workdir: str, *, mesh=None, _step_hook=None) -> dict:
+  """Runs (or resumes) one training run; returns the summary dict also written to
+  ``workdir/summary.json`` (last and best top-1, teacher accuracy, timings)."""
+  validate(config)
+  method = build_method(config.method)
+  mesh = mesh or parallel.make_mesh()
+  parallel.check_batch(config.batch_size, mesh)
+  os.makedirs(workdir, exist_ok=True)
+
+  # ---- data ------------------------------------------------------------------------------------
+  dcfg = config.dataset
+  feed, eval_batches, info, n_train = load_data(config, mesh)
   bs = config.batch_size
   steps_per_epoch = feed.steps_per_epoch()
   if steps_per_epoch < 1:
@@ -221,30 +291,38 @@ def train_and_evaluate(config, workdir: str, *, mesh=None, _step_hook=None) -> d
         + (f"; teacher {teacher.meta['arch']} x{len(teacher.variables)}: {teacher.num_params:,}"
            f" params (step {teacher.meta['step']} of {teacher.meta['workdir']})" if teacher else "")
         + f"; {mesh.devices.size} device(s); {steps_per_epoch} steps/epoch")
-  if bs != config.optim.reference_batch_size:
-    scale = bs / config.optim.reference_batch_size
-    if config.optim.scale_lr_with_batch:
-      config.optim.lr = config.optim.lr * scale
-      print(f"[kdjax] WARNING: batch {bs} != reference {config.optim.reference_batch_size}: "
-            f"lr scaled linearly to {config.optim.lr:g}.")
-    else:
-      print(f"[kdjax] WARNING: batch {bs} != the batch {config.optim.reference_batch_size} the "
-            f"lr {config.optim.lr:g} is quoted for; set optim.scale_lr_with_batch=True to scale "
-            "it linearly.")
+  scale_lr_for_batch(config)
 
   tx, schedule = make_optimizer(config.optim, steps_per_epoch)
+  # Stages (kdjax.train.stages): the main stage's trainable set and an optional init stage,
+  # which counts as the first init_epochs epochs of the step counter (its own optimiser state).
+  plan = stages_lib.plan(method, config, tx, params, batch_stats, steps_per_epoch,
+                         feature_mask=lambda: stages_lib.student_feature_mask(student, variables,
+                                                                              dummy))
+  tx, init_epochs, init_steps = plan.main_tx, plan.init_epochs, plan.init_steps
+  total_steps += init_steps
   method_state = method.init_states(feed.index_space, s_shapes, t_shapes, jax.random.fold_in(k_conn, 999))
-  state = state_lib.create(params, batch_stats, tx, k_run, method_state)
+  state = state_lib.create(params, batch_stats, plan.init_tx if init_steps else tx, k_run,
+                           method_state)
 
   # ---- checkpoints / resume -------------------------------------------------------------------
   ckpts = ckpt_lib.RunCheckpoints(workdir, async_save=config.async_checkpoint)
   run_meta = {"best_top1": -1.0, "best_epoch": 0}
+  if init_steps:
+    run_meta.update(init_epochs=init_epochs, stage="init")
   cfg_path = os.path.join(workdir, "config.json")
   if ckpts.latest_step() is not None:
+    if init_steps and ckpts.latest_step() >= init_steps:   # saved in the main stage
+      state = state.replace(opt_state=tx.init(state.params))
     abstract = jax.tree_util.tree_map(
         lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=parallel.replicated(mesh)),
         state)
     state, saved_meta = ckpts.restore_state(abstract)
+    if saved_meta.get("init_epochs", 0) != init_epochs:
+      raise ValueError(
+          f"{workdir}/checkpoints was written with method.init.epochs = "
+          f"{saved_meta.get('init_epochs', 0)}, but the config now has {init_epochs}: resume "
+          "with the original value (or use a new --workdir).")
     run_meta.update({k: saved_meta[k] for k in run_meta if k in saved_meta})
     print(f"[kdjax] resumed from {workdir}/checkpoints/{int(state.step)}")
   else:
@@ -255,10 +333,19 @@ def train_and_evaluate(config, workdir: str, *, mesh=None, _step_hook=None) -> d
   train_tf = lambda im, r: augment.train_transform(info, im, r, crop_pad=dcfg.crop_pad,
                                                    flip=dcfg.flip)
   eval_tf = lambda im: augment.eval_transform(info, im)
+  # Methods with views (SSKD's rotations) flip once per example themselves.
+  view_tf = lambda im, r: augment.train_transform(info, im, r, crop_pad=dcfg.crop_pad, flip=False)
   steps = make_steps(student=student, method=method, tx=tx, train_transform=train_tf,
                      eval_transform=eval_tf, teacher=teacher.module if teacher else None,
                      connectors=conn_modules, steps_per_epoch=steps_per_epoch,
-                     mixup_alpha=float(dcfg.mixup_alpha))
+                     mixup_alpha=float(dcfg.mixup_alpha), stats_mask=plan.main_stats_mask,
+                     step_offset=init_steps, view_transform=view_tf)
+  init_fns = make_steps(student=student, method=method.init.method, tx=plan.init_tx,
+                        train_transform=train_tf, eval_transform=eval_tf,
+                        teacher=teacher.module if teacher else None, connectors=conn_modules,
+                        steps_per_epoch=steps_per_epoch, mixup_alpha=float(dcfg.mixup_alpha),
+                        stats_mask=plan.init_stats_mask,
+                        view_transform=view_tf) if init_steps else None
   t_vars = parallel.put_replicated(teacher.variables, mesh) if teacher else {}
 
   writer = MetricWriter(workdir, tensorboard=config.tensorboard)
@@ -306,45 +393,38 @@ def train_and_evaluate(config, workdir: str, *, mesh=None, _step_hook=None) -> d
           + " Lower optim.lr, check the teacher and the data normalisation, then relaunch.")
     last_checked_step = step
     mean = {k: float(np.mean([m[k] for m in host])) for k in host[-1]}
-    mean["lr"] = float(schedule(step - 1))
-    writer.write(step, mean, prefix="train/")
+    in_init = step <= init_steps      # flushed at every epoch end: never mixes stages
+    mean["lr"] = float(plan.init_schedule(step - 1) if in_init
+                       else schedule(step - 1 - init_steps))
+    writer.write(step, mean, prefix="init/" if in_init else "train/")
 
   step = start_step
   try:
     first_epoch = start_step // steps_per_epoch
-    for epoch in range(first_epoch, config.num_epochs):
+    for epoch in range(first_epoch, init_epochs + config.num_epochs):
       if step >= stop_step:
         break
-      offset = step - epoch * steps_per_epoch
-      bar = None
-      if config.progress:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=steps_per_epoch, initial=offset, desc=f"epoch {epoch + 1}/"
-                   f"{config.num_epochs}", leave=False, dynamic_ncols=True)
-      for item in feed.epoch(epoch, offset):
-        if step >= stop_step:
-          break
-        if _step_hook is not None:
-          _step_hook(step)
-        state, metrics = feed.run(steps, state, item, t_vars)
-        step += 1
-        pending.append(metrics)
-        if step % config.log_every_steps == 0:
-          check_and_log(step)
-        if config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0 \
-            and step % steps_per_epoch:
-          check_and_log(step)
-          ckpts.save_state(step, state, dict(run_meta, epoch=epoch))
-        if bar is not None:
-          bar.update(1)
-      if bar is not None:
-        bar.close()
-      check_and_log(step)
-      epoch_done = step == (epoch + 1) * steps_per_epoch
-      if not epoch_done:           # max_steps reached mid-epoch
-        ckpts.save_state(step, state, dict(run_meta, epoch=epoch))
+      in_init = epoch < init_epochs
+      cur_steps = init_fns if in_init else steps
+      state, step, epoch_done = run_epoch_steps(
+          feed, lambda st, item, fns=cur_steps: feed.run(fns, st, item, t_vars), state,
+          epoch=epoch, step=step, stop_step=stop_step, steps_per_epoch=steps_per_epoch,
+          config=config, record=lambda m: pending.append(m), check_and_log=check_and_log,
+          save_state=lambda s, st, ep=epoch: ckpts.save_state(s, st, dict(run_meta, epoch=ep)),
+          step_hook=_step_hook,
+          desc=(f"init epoch {epoch + 1}/{init_epochs}" if in_init else
+                f"epoch {epoch + 1 - init_epochs}/{config.num_epochs}"))
+      if not epoch_done:           # max_steps reached mid-epoch (state saved)
         break
-      e = epoch + 1
+      if in_init:                  # init stage: no evaluation; fresh optimiser after its end
+        if epoch + 1 == init_epochs:
+          state = state.replace(opt_state=parallel.put_replicated(tx.init(state.params), mesh))
+          run_meta["stage"] = "main"
+        print(f"[kdjax] init epoch {epoch + 1}/{init_epochs} done ({method.init.method.name}), "
+              f"{time.time() - t_start:.0f}s")
+        ckpts.save_state(step, state, dict(run_meta, epoch=epoch + 1))
+        continue
+      e = epoch + 1 - init_epochs    # the main stage's own epochs
       if e % config.eval_every_epochs == 0 or e == config.num_epochs or e in keep:
         last_eval, _ = evaluate(steps, model_vars(), eval_batches(), mesh,
                                 config.eval_batch_size, teacher_pred)
@@ -383,6 +463,7 @@ def train_and_evaluate(config, workdir: str, *, mesh=None, _step_hook=None) -> d
                        step=teacher.meta["step"], members=teacher.meta["members"])
                   if teacher else None),
       "train_seconds": time.time() - t_start, "num_devices": int(mesh.devices.size),
+      **({"init_epochs": init_epochs} if init_steps else {}),
   }
   ckpt_lib.write_json(summary_path, summary)
   summary["state"] = state

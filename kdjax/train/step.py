@@ -34,7 +34,8 @@ def _global_norm(tree):
 def make_steps(*, student, method: Method, tx, train_transform: Callable,
                eval_transform: Callable, teacher=None, connectors: Optional[dict] = None,
                emit_norms: bool = True, steps_per_epoch: int = 1,
-               mixup_alpha: float = 0.0) -> StepFns:
+               mixup_alpha: float = 0.0, stats_mask=None, step_offset: int = 0,
+               view_transform: Optional[Callable] = None) -> StepFns:
   """Builds the jitted steps.
 
   Args:
@@ -49,13 +50,30 @@ def make_steps(*, student, method: Method, tx, train_transform: Callable,
     mixup_alpha: > 0 enables mixup (Zhang et al. 2018) on the augmented batch: ``x = lam x +
       (1 - lam) x[perm]`` with ``lam ~ Beta(alpha, alpha)`` per batch, and the CE term mixes the
       two labels (a calibrated-teacher variant of the calibration study).
+    stats_mask: a stage with frozen modules (``kdjax.train.stages``): bool pytree over
+      ``state.batch_stats``, False where the old BatchNorm statistics are kept. None: all update.
+    step_offset: the step this stage starts at (the main stage after an init stage), so that
+      ``Batch.epoch`` counts the stage's own epochs.
+    view_transform: for a method with views (:class:`kdjax.methods.base.ViewSpec`, SSKD's
+      rotations): the train augmentation without its flip, applied to every view (the view
+      maker flips once per example); None = ``train_transform``.
   """
   connectors = connectors or {}
-  use_teacher = teacher is not None and method.needs_teacher
+  views = method.views
+  if views is not None and mixup_alpha > 0:
+    raise ValueError(f"method {method.name!r} trains on {views.num_views} {views.name} views per "
+                     "example, which kdjax does not combine with mixup: set "
+                     "dataset.mixup_alpha = 0.")
+  nv = views.num_views if views is not None else 1
+  normal = (lambda a: a[::nv]) if nv > 1 else (lambda a: a)
+  use_teacher = teacher is not None and method.loss_needs_teacher
 
   def core(state, images, labels, index, teacher_vars):
     rng = jax.random.fold_in(state.rng, state.step)
-    x = train_transform(images, rng)
+    if views is not None:       # (V·B, ...) rows b·V + v; v = 0 the normal view
+      x = views.make(images, rng, view_transform or train_transform)
+    else:
+      x = train_transform(images, rng)
     mix_labels = mix_lam = None
     if mixup_alpha > 0:
       k_lam, k_perm = jax.random.split(jax.random.fold_in(rng, 1))
@@ -88,19 +106,23 @@ def make_steps(*, student, method: Method, tx, train_transform: Callable,
           return m.apply(v, *a, **kw)
         return call
       conn = {k: make_conn(k, m) for k, m in connectors.items()}
-      epoch = state.step // steps_per_epoch + 1
+      epoch = (state.step - step_offset if step_offset else state.step) // steps_per_epoch + 1
       per_ex, metrics, new_ms = method.loss(
           s_out, t_out, Batch(labels, index, epoch, mix_labels, mix_lam), connectors=conn,
           states=state.method_state, return_states=True)
       loss = per_ex.mean()
-      metrics["accuracy"] = jnp.mean(jnp.argmax(logits, -1) == labels)
+      metrics["accuracy"] = jnp.mean(jnp.argmax(normal(logits), -1) == labels)
       if t_out is not None:
-        metrics["agreement"] = jnp.mean(jnp.argmax(logits, -1) == jnp.argmax(t_out.logits, -1))
+        metrics["agreement"] = jnp.mean(jnp.argmax(normal(logits), -1)
+                                        == jnp.argmax(normal(t_out.logits), -1))
       return loss, ({"student": new_stats["batch_stats"], "connectors": conn_stats}, metrics,
                     new_ms)
 
     (loss, (new_stats, metrics, new_ms)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
         state.params)
+    if stats_mask is not None:   # frozen modules keep their BatchNorm statistics
+      new_stats = jax.tree_util.tree_map(lambda keep_new, n, o: n if keep_new else o,
+                                         stats_mask, new_stats, state.batch_stats)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     metrics["loss"] = loss
