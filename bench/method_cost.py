@@ -105,24 +105,40 @@ def setup(name, batch):
   return fns, state, tv, b, models.count_params(c_params)
 
 
-def bench(name, batch, steps, repeats):
-  fns, state, tv, b, n_conn = setup(name, batch)
-  t0 = time.perf_counter()
-  compiled = fns.train_batch.lower(state, b, tv).compile()
-  compile_s = time.perf_counter() - t0
-  for _ in range(2):
-    state, m = compiled(state, b, tv)
-  jax.block_until_ready(m)
-  times = []
-  for _ in range(repeats):
+class Runner:
+  """One method's compiled step, its (donated) state and inputs."""
+
+  def __init__(self, name, batch):
+    fns, self.state, self.tv, self.b, self.n_conn = setup(name, batch)
+    t0 = time.perf_counter()
+    self.compiled = fns.train_batch.lower(self.state, self.b, self.tv).compile()
+    self.compile_s = time.perf_counter() - t0
+    self.time(2)                                    # warm-up
+
+  def time(self, steps):
     t0 = time.perf_counter()
     for _ in range(steps):
-      state, m = compiled(state, b, tv)
-    jax.block_until_ready(m)
-    times.append((time.perf_counter() - t0) / steps)
+      self.state, self.m = self.compiled(self.state, self.b, self.tv)
+    jax.block_until_ready(self.m)
+    return (time.perf_counter() - t0) / steps
+
+
+def bench(name, batch, steps, repeats, kd=None):
+  """Median step time of ``name``; with ``kd`` (the KD Runner) every repeat also times KD right
+  before the method, and the added cost is the median of the per-repeat ratios (paired, so slow
+  drifts of the machine's load cancel)."""
+  r = Runner(name, batch)
+  times, ratios = [], []
+  for _ in range(repeats):
+    t_kd = kd.time(steps) if kd is not None else None
+    times.append(r.time(steps))
+    if t_kd is not None:
+      ratios.append(times[-1] / t_kd)
   # Repeating one batch with random weights can diverge (timing is unaffected): flag it.
-  return dict(method=name, step_s=statistics.median(times), compile_s=compile_s,
-              connector_params=n_conn, finite=bool(np.isfinite(float(m["loss"]))))
+  out = dict(method=name, step_s=statistics.median(times), compile_s=r.compile_s,
+             connector_params=r.n_conn, finite=bool(np.isfinite(float(r.m["loss"]))),
+             ratio=statistics.median(ratios) if ratios else 1.0)
+  return out, r
 
 
 DEFAULT = ("kd,fitnet,at,sp,cc,vid,rkd,pkt,ab,ft,fsp,nst,crd,dkd,dist,ttm,wttm,listmle,"
@@ -139,10 +155,15 @@ def main():
   names = a.methods.split(",")
   if names[0] != "kd":
     names = ["kd"] + [n for n in names if n != "kd"]
-  rows = []
+  rows, kd_runner = [], None
   for n in names:
     try:
-      rows.append(bench(n, a.batch, a.steps, a.repeats))
+      row, runner = bench(n, a.batch, a.steps, a.repeats, kd=kd_runner)
+      rows.append(row)
+      if n == "kd":
+        kd_runner = runner
+      else:
+        del runner
     except (ValueError, KeyError) as e:       # e.g. a term not registered in this checkout
       rows.append(dict(method=n, error=str(e).splitlines()[0][:120]))
     r = rows[-1]
@@ -151,7 +172,8 @@ def main():
   kd = rows[0]["step_s"]
   print(f"\nMethod cost over plain KD: resnet32x4 -> resnet8x4, batch {a.batch}, "
         f"jax {jax.__version__} on {jax.devices()[0].platform} ({os.cpu_count()} cores), "
-        f"median of {a.repeats} x {a.steps} steps")
+        f"median of {a.repeats} x {a.steps} steps; 'added' = median over repeats of the method's "
+        "step / the KD step timed just before it")
   print("| method (0.1 CE + 0.9 KD + term) | step (ms) | added over KD (ms) | added (%) | "
         "img/s | connector params | compile (s) |")
   print("|---|---:|---:|---:|---:|---:|---:|")
@@ -159,8 +181,9 @@ def main():
     if "error" in r:
       print(f"| {r['method']} | – | – | – | – | – | {r['error']} |")
       continue
-    d = r["step_s"] - kd
-    print(f"| {r['method']} | {1e3 * r['step_s']:.0f} | {1e3 * d:+.0f} | {100 * d / kd:+.1f} | "
+    d = (r["ratio"] - 1.0) * kd
+    print(f"| {r['method']} | {1e3 * r['step_s']:.0f} | {1e3 * d:+.0f} | "
+          f"{100 * (r['ratio'] - 1.0):+.1f} | "
           f"{a.batch / r['step_s']:.1f} | {r['connector_params']:,} | {r['compile_s']:.1f} |"
           + ("" if r["finite"] else " (loss diverged on the repeated batch)"))
   print(json.dumps(rows))
