@@ -261,7 +261,7 @@ def test_fsp_and_oh_terms():
   with pytest.raises(ValueError, match="same number of channels"):
     run_term("fsp", {}, *HETERO)
 
-  r = run_term("oh", dict(scale=1e-3), *HOMO)
+  r = run_term("oh", dict(scale=1e-3, margins="batch"), *HOMO)   # (teacher-BN margins: test_oh_margins.py)
   keys = tuple(f"preact_{k}" for k in STAGES3)
   t_pre = [r["t"].taps[k] for k in keys]
   margins = [losses.overhaul_margin(jnp.std(x, axis=(0, 1, 2)), jnp.mean(x, axis=(0, 1, 2)))

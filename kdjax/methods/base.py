@@ -201,17 +201,24 @@ class Method:
         out.setdefault(key, (mod, shapes))
     return out
 
-  def init_states(self, num_examples, student_shapes, teacher_shapes, rng) -> Dict[str, Any]:
+  def init_states(self, num_examples, student_shapes, teacher_shapes, rng, *,
+                  teacher_variables=None) -> Dict[str, Any]:
     """Initial explicit states of the stateful terms (term key -> pytree), the init stage's
-    included (a key used by both stages shares one state)."""
+    included (a key used by both stages shares one state). ``teacher_variables`` (the loaded
+    teacher's variables, a list for an ensemble) reach the ``init_state`` functions that take a
+    ``teacher_variables`` keyword (OH's margins from the teacher's BatchNorms)."""
     out = {}
     if self.init is not None:
       out.update(self.init.method.init_states(num_examples, student_shapes, teacher_shapes,
-                                              jax.random.fold_in(rng, 1_000_003)))
+                                              jax.random.fold_in(rng, 1_000_003),
+                                              teacher_variables=teacher_variables))
     for i, t in enumerate(self.terms):
       if t.spec.init_state is not None:
+        kw = dict(t.hparams)
+        if "teacher_variables" in inspect.signature(t.spec.init_state).parameters:
+          kw["teacher_variables"] = teacher_variables
         out[t.key] = t.spec.init_state(num_examples, student_shapes, teacher_shapes,
-                                       jax.random.fold_in(rng, i), **t.hparams)
+                                       jax.random.fold_in(rng, i), **kw)
     return out
 
   def check_shapes(self, student_shapes: Mapping, teacher_shapes: Optional[Mapping]):

@@ -529,14 +529,41 @@ def _register_oh(name, keys):
                          f"{k} {a[1:]} to teacher {k} {b[1:]}: spatial sizes differ.")
     return OHConnectors(tuple(b[3] for b in ts)), ss
 
-  def init_state(num_examples, s_shapes, t_shapes, rng, **hp):
+  def init_state(num_examples, s_shapes, t_shapes, rng, *, teacher_variables=None,
+                 margins="bn", **hp):
     del num_examples, s_shapes, rng
     ts = [_map_shape(t_shapes, k, "teacher", term) for k in keys]
-    return {"margins": tuple(jnp.zeros((c[3],), jnp.float32) for c in ts),
-            "is_set": jnp.zeros((), jnp.int32)}
+    if margins == "batch":
+      return {"margins": tuple(jnp.zeros((c[3],), jnp.float32) for c in ts),
+              "is_set": jnp.zeros((), jnp.int32)}
+    if margins != "bn":
+      raise ValueError(f"term {term}: margins must be 'bn' (from the teacher's BatchNorm before "
+                       f"each ReLU, the reference) or 'batch', got {margins!r}.")
+    if teacher_variables is None:
+      raise ValueError(f"term {term}: margins='bn' needs the teacher's parameters (the trainer "
+                       "passes them to Method.init_states(..., teacher_variables=...)); or use "
+                       "margins='batch'.")
+    if isinstance(teacher_variables, (list, tuple)):
+      if len(teacher_variables) != 1:
+        raise ValueError(f"term {term}: margins='bn' needs ONE teacher, got an ensemble of "
+                         f"{len(teacher_variables)}: use margins='batch'.")
+      teacher_variables = teacher_variables[0]
+    from kdjax.models.bn_before_relu import bn_before_relu
+    try:
+      bns = bn_before_relu(teacher_variables["params"])
+    except ValueError as e:
+      raise ValueError(f"term {term}: {e}") from None
+    if len(bns) < len(keys) or any(g.shape != (c[3],) for (g, _), c in zip(bns, ts)):
+      raise ValueError(f"term {term}: the teacher's BNs before ReLU have "
+                       f"{[int(g.shape[0]) for g, _ in bns]} channels, its taps {list(keys)} "
+                       f"{[c[3] for c in ts]}: use margins='batch'.")
+    return {"margins": tuple(losses.overhaul_margin(g, b).astype(jnp.float32)
+                             for g, b in bns[:len(keys)]),
+            "is_set": jnp.ones((), jnp.int32)}
 
-  def oh_term(s, t, batch, *, connector=None, state=None, scale: float = 1e-3):
-    del batch
+  def oh_term(s, t, batch, *, connector=None, state=None, scale: float = 1e-3,
+              margins: str = "bn"):
+    del batch, margins
     t_pre = [t.taps[k] for k in keys]
     is_set = state["is_set"] > 0
     margins = []
@@ -551,14 +578,17 @@ def _register_oh(name, keys):
 
   oh_term.__doc__ = (
       f"Overhaul of feature distillation (clovaai/overhaul-distillation) on {', '.join(keys)} "
-      f"with OHConnector (conv1x1 + BN) per stage. DEVIATION: the official margins come from the "
-      f"teacher's BN before each ReLU (γ as std, β as mean); the tap protocol gives the terms no "
-      f"access to teacher parameters, so here the per-channel margin is "
+      f"with OHConnector (conv1x1 + BN) per stage. ``margins='bn'`` (default, the reference): "
+      f"the per-channel margin comes from the teacher's BN before each ReLU (γ as std, β as mean; "
+      f"mdistiller's ``get_bn_before_relu``, :mod:`kdjax.models.bn_before_relu`), computed once "
+      f"from the teacher's parameters when the term state is created. ``margins='batch'`` (for "
+      f"teachers without that mapping, e.g. ShuffleNets): the per-channel margin is "
       f"``overhaul_margin(std, mean)`` of the teacher's pre-activation tap over the FIRST batch "
       f"(B, H, W), then frozen in the term state (like CRD's Z). For BN-output pre-activations "
       f"(VGG, WRN) this estimates the same quantity; for ResNets (residual sum before the ReLU) "
-      f"it is the margin of the actual pre-activation rather than of ``bn2`` alone. Not golden "
-      f"against the official margins; no RepDistiller config uses it.")
+      f"it is the margin of the actual pre-activation rather than of ``bn2`` alone. The 'bn' "
+      f"margins are checked against mdistiller's on imported PyTorch teachers "
+      f"(``tests/test_oh_margins.py``).")
   register_term(name, student_taps=keys, teacher_taps=keys, connector_fn=connector_fn,
                 init_state=init_state)(oh_term)
 

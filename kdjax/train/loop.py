@@ -301,7 +301,9 @@ def train_and_evaluate(config, workdir: str, *, mesh=None, _step_hook=None) -> d
                                                                               dummy))
   tx, init_epochs, init_steps = plan.main_tx, plan.init_epochs, plan.init_steps
   total_steps += init_steps
-  method_state = method.init_states(feed.index_space, s_shapes, t_shapes, jax.random.fold_in(k_conn, 999))
+  method_state = method.init_states(feed.index_space, s_shapes, t_shapes,
+                                    jax.random.fold_in(k_conn, 999),
+                                    teacher_variables=teacher.variables if teacher else None)
   state = state_lib.create(params, batch_stats, plan.init_tx if init_steps else tx, k_run,
                            method_state)
 

@@ -64,6 +64,9 @@ def student_cfg(seed, kind, teacher=""):
   elif kind == "crd":
     c.method.name, c.method.ce_weight = "crd", 1.0
     c.method.terms.crd = dict(weight=0.1, nce_t=0.1, nce_k=32)
+  elif kind == "sskd":      # Xu et al. 2020 (configs/cifar100/sskd.py's loss; 1 head epoch)
+    from configs.cifar100 import sskd
+    sskd.sskd_method(c, head_epochs=1, head_lr=0.05, head_milestones=())
   elif kind == "fan":       # Fan et al. 2024: tau = 1.8, CE excluded (alpha = 1)
     c.method.name, c.method.ce_weight = "kl_tau1.8", 0.0
     c.method.terms.kl = dict(weight=1.0, teacher_temperature=1.8, student_temperature=1.8)
@@ -93,7 +96,8 @@ def main():
   ap = argparse.ArgumentParser()
   ap.add_argument("--seed", type=int, default=0)
   ap.add_argument("--out", default=os.path.join(ROOT, "runs", "evidence"))
-  ap.add_argument("--phases", default="all", help="all | ojha | issue5 (comma list)")
+  ap.add_argument("--phases", default="all",
+                  help="all | ojha | issue5 | zoo (comma list; all = ojha + issue5)")
   ap.add_argument("--num_examples", type=int, default=500, help="analysis probe images")
   ap.add_argument("--limit", type=int, default=LIMIT, help="training images (smoke runs: less)")
   ap.add_argument("--teacher_epochs", type=int, default=TEACHER_EPOCHS)
@@ -157,6 +161,8 @@ def main():
       run(c, d("fan", name))
     run(student_cfg(s, "fan", teacher), d("fan", "final"))
     run(student_cfg(s, "fan", d("sftn_teacher")), d("fan", "sftn"))
+  if "zoo" in phases:       # more of the zoo on the same teacher and recipe
+    run(student_cfg(s, "sskd", teacher), d("sskd"))
   print(f"[evidence] seed {s} done: {sorted(phases)}", flush=True)
 
 
