@@ -30,6 +30,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from kdjax.losses.logits import kl_per_example
+
 
 def _split(x, num_views: int, name: str):
   """``(V·B, ...)`` -> normal ``(B, ...)``, transformed ``((V−1)·B, ...)`` (SSKD's aug rows)."""
@@ -65,9 +67,10 @@ def error_filter(rank: jax.Array, ratio: float) -> jax.Array:
   return pos < n_keep
 
 
-def _kl_rows(log_q, p):
-  """``Σ_k p_k (log p_k − log q_k)`` per row, ``0 log 0 = 0`` (torch ``F.kl_div``)."""
-  return jnp.sum(jnp.where(p > 0, p * (jnp.log(jnp.where(p > 0, p, 1.0)) - log_q), 0.0), -1)
+def _kl_t2(student_scores, teacher_scores, temperature):
+  """``T² KL(softmax(t/T) ‖ softmax(s/T))`` per row: kdjax's one KL (``kl_per_example``)."""
+  return kl_per_example(student_scores, teacher_scores, teacher_temperature=temperature,
+                        student_temperature=temperature, t2_scale=True)
 
 
 def _per_example(kl_rows, keep, batch: int, num_views: int):
@@ -111,11 +114,9 @@ def sskd_transform_kd(student_logits: jax.Array, teacher_logits: jax.Array, labe
     raise ValueError(f"sskd_transform_kd: {student_logits.shape[0]} logit rows but {b} labels "
                      f"with num_views = {num_views}.")
   t_aug = jax.lax.stop_gradient(t_aug)
-  aug_labels = jnp.repeat(labels, num_views - 1)
-  p = jax.nn.softmax(t_aug / temperature, -1)
-  keep = error_filter(target_rank(p, aug_labels), ratio)
-  kl = _kl_rows(jax.nn.log_softmax(s_aug / temperature, -1), p) * temperature ** 2
-  return _per_example(kl, keep, b, num_views)
+  # The label's rank under softmax(z_t / T) is its rank under z_t (monotone).
+  keep = error_filter(target_rank(t_aug, jnp.repeat(labels, num_views - 1)), ratio)
+  return _per_example(_kl_t2(s_aug, t_aug, temperature), keep, b, num_views)
 
 
 def sskd_similarity(student_rep: jax.Array, teacher_rep: jax.Array, *, temperature: float = 0.5,
@@ -131,9 +132,7 @@ def sskd_similarity(student_rep: jax.Array, teacher_rep: jax.Array, *, temperatu
   s_sim, target, b = _similarity(student_rep, num_views, "sskd_similarity")
   t_sim, _, _ = _similarity(jax.lax.stop_gradient(teacher_rep), num_views, "sskd_similarity")
   keep = error_filter(target_rank(t_sim, target), ratio)
-  p = jax.nn.softmax(t_sim / temperature, -1)
-  kl = _kl_rows(jax.nn.log_softmax(s_sim / temperature, -1), p) * temperature ** 2
-  return _per_example(kl, keep, b, num_views)
+  return _per_example(_kl_t2(s_sim, t_sim, temperature), keep, b, num_views)
 
 
 def sskd_head_ce(rep: jax.Array, *, num_views: int = 4) -> jax.Array:

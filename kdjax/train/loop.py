@@ -183,6 +183,23 @@ def load_data(config, mesh):
   return feed, eval_batches, info, n_train
 
 
+def fetch_checked_means(pending, ckpts, workdir: str, first_step: int, step: int,
+                        fix: str) -> dict:
+  """Fetches the queued device metrics of steps ``(first_step, step]`` and returns their means;
+  raises :class:`NonFiniteLossError` (after the pending checkpoint writes finish, so the latest
+  good one stays intact) if any loss is non-finite. ``fix`` names what to change."""
+  host = jax.device_get(pending)
+  if not np.all(np.isfinite(np.array([m["loss"] for m in host]))):
+    ckpts.wait()
+    latest = ckpts.latest_step()
+    raise NonFiniteLossError(
+        f"The training loss became non-finite within steps [{first_step}, {step}] of "
+        f"{workdir}. No checkpoint of the bad state was written"
+        + (f"; the latest good one (step {latest}) is intact." if latest is not None else ".")
+        + f" {fix}, then relaunch.")
+  return {k: float(np.mean([m[k] for m in host])) for k in host[-1]}
+
+
 def scale_lr_for_batch(config) -> None:
   """Warns when ``batch_size`` differs from the batch ``optim.lr`` is quoted for, and scales the
   lr linearly (in ``config``) if ``optim.scale_lr_with_batch``."""
@@ -382,19 +399,10 @@ def train_and_evaluate(config, workdir: str, *, mesh=None, _step_hook=None) -> d
     nonlocal pending, last_checked_step
     if not pending:
       return
-    host = jax.device_get(pending)
+    mean = fetch_checked_means(pending, ckpts, workdir, last_checked_step, step,
+                               "Lower optim.lr, check the teacher and the data normalisation")
     pending = []
-    losses = np.array([m["loss"] for m in host])
-    if not np.all(np.isfinite(losses)):
-      ckpts.wait()
-      latest = ckpts.latest_step()
-      raise NonFiniteLossError(
-          f"The training loss became non-finite within steps [{last_checked_step}, {step}] of "
-          f"{workdir}. No checkpoint of the bad state was written"
-          + (f"; the latest good one (step {latest}) is intact." if latest is not None else ".")
-          + " Lower optim.lr, check the teacher and the data normalisation, then relaunch.")
     last_checked_step = step
-    mean = {k: float(np.mean([m[k] for m in host])) for k in host[-1]}
     in_init = step <= init_steps      # flushed at every epoch end: never mixes stages
     mean["lr"] = float(plan.init_schedule(step - 1) if in_init
                        else schedule(step - 1 - init_steps))

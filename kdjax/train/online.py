@@ -43,7 +43,6 @@ from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from kdjax import models
@@ -54,8 +53,8 @@ from kdjax.methods import build_method
 from kdjax.train import checkpoint as ckpt_lib
 from kdjax.train import parallel
 from kdjax.train.logging import MetricWriter
-from kdjax.train.loop import (NonFiniteLossError, StreamFeed, _keep_epochs, evaluate, load_data,
-                              run_epoch_steps, scale_lr_for_batch)
+from kdjax.train.loop import (StreamFeed, _keep_epochs, evaluate, fetch_checked_means,
+                              load_data, run_epoch_steps, scale_lr_for_batch)
 from kdjax.train.optim import make_optimizer
 from kdjax.train.state import TrainState
 from kdjax.train.step import make_steps
@@ -291,18 +290,10 @@ def train_online(config, workdir: str, *, mesh=None, _step_hook=None) -> dict:
     nonlocal pending, last_checked_step
     if not pending:
       return
-    host = jax.device_get(pending)
+    mean = fetch_checked_means(pending, ckpts, workdir, last_checked_step, step,
+                               "Lower optim.lr or online.weight, check the data normalisation")
     pending = []
-    if not np.all(np.isfinite(np.array([m["loss"] for m in host]))):
-      ckpts.wait()
-      latest = ckpts.latest_step()
-      raise NonFiniteLossError(
-          f"The training loss became non-finite within steps [{last_checked_step}, {step}] of "
-          f"{workdir}. No checkpoint of the bad state was written"
-          + (f"; the latest good one (step {latest}) is intact." if latest is not None else ".")
-          + " Lower optim.lr or online.weight, check the data normalisation, then relaunch.")
     last_checked_step = step
-    mean = {m: float(np.mean([h[m] for h in host])) for m in host[-1]}
     mean["lr"] = float(schedule(step - 1))
     writer.write(step, mean, prefix="train/")
 
