@@ -4,7 +4,8 @@ Builds a fixture of natural-looking JPEGs (smooth colour fields, shapes, texture
 500x375 or 375x500, PIL quality 90) in one ArrayRecord file (record = 4-byte label + JPEG bytes),
 then measures
 
-  * in this process, per image: JPEG decode alone; decode + RRC + flip (kdjax.data.stream's
+  * in this process, per image: reading the record (ArrayRecord, group_size 1, as TFDS writes
+    it); JPEG decode alone; decode + RRC + flip (kdjax.data.stream's
     transform, the one GrainStream applies); the same with PIL's JPEG draft mode (DCT-domain
     downscaling before the resize: faster, slightly different pixels; not what kdjax uses);
   * the Grain pipeline (ArrayRecord source -> decode + RRC + flip -> batch 32) with 0, 1, 2
@@ -135,7 +136,7 @@ def _self_cpu() -> float:
   return r.ru_utime + r.ru_stime
 
 
-def bench_in_process(records, repeat: int) -> dict:
+def bench_in_process(records, repeat: int, source=None) -> dict:
   from kdjax.data import stream  # pylint: disable=g-import-not-at-top
   out = {}
 
@@ -150,6 +151,8 @@ def bench_in_process(records, repeat: int) -> dict:
     out[name] = {"img_s_wall": len(records) / best[0], "img_per_cpu_s": len(records) / best[1],
                  "ms_per_img_cpu": 1000 * best[1] / len(records)}
 
+  if source is not None:   # TFDS's layout: ArrayRecord, group_size 1, one record per read
+    run("read (ArrayRecord)", lambda i, r: source[i])
   run("decode", lambda i, r: decode(r))
   run("decode+rrc+flip", lambda i, r: stream.train_image_transform(
       decode(r)[0], np.random.default_rng([0, i])))
@@ -214,7 +217,7 @@ def main(argv=None):
   src = ArrayRecordDataSource([path])
   records = [src[i] for i in range(len(src))]
   print(f"cores: {os.cpu_count()}, load average {os.getloadavg()[0]:.1f}")
-  rows = bench_in_process(records, repeat=2)
+  rows = bench_in_process(records, repeat=2, source=src)
   print("\nin-process, one image at a time (best of 2 passes):")
   print(f"{'stage':26s} {'img/s wall':>11s} {'img/CPU-s':>10s} {'ms CPU/img':>11s}")
   for k, v in rows.items():

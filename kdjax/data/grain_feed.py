@@ -39,7 +39,7 @@ def _grain():
   try:
     import grain  # pylint: disable=g-import-not-at-top
   except ImportError:
-    raise UserError("The Grain input pipeline needs grain: pip install 'grain>=0.2.12'.") \
+    raise UserError("The Grain input pipeline needs grain: pip install 'grain>=0.2.18'.") \
       from None
   from absl import flags  # pylint: disable=g-import-not-at-top
   if not flags.FLAGS.is_parsed():
