@@ -73,6 +73,9 @@ def test_deterministic_per_seed_epoch_and_epochs_differ():
   assert both          # 20 of 22 examples are used per epoch
   (b0, j0), (b1, j1) = at0[both[0]], at1[both[0]]
   assert not np.array_equal(e0[b0]["image"][j0], e1[b1]["image"][j1])
+  it = _stream()
+  _assert_same(list(it), e0)          # iterating advances the epoch, as HostStream
+  _assert_same(list(it), e1)
   e0_seed = _epoch(_stream(seed=4), 0)
   assert not np.array_equal(e0[0]["index"], e0_seed[0]["index"])
 

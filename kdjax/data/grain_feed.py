@@ -87,7 +87,7 @@ class GrainStream:
                shuffle: Optional[bool] = None, drop_remainder: Optional[bool] = None,
                num_workers: int = 0, worker_buffer_size: int = 2,
                limit: Optional[int] = None, source=None, process_index: Optional[int] = None,
-               process_count: Optional[int] = None):
+               process_count: Optional[int] = None, epoch: int = 0):
     self.info = get_info(name)
     self.name, self.split = name, split
     self.batch_size, self.seed, self.train = int(batch_size), int(seed), bool(train)
@@ -98,6 +98,7 @@ class GrainStream:
     if num_workers < 0:
       raise UserError(f"num_workers={num_workers} must be >= 0 (0: decode in this process).")
     self.num_workers, self.worker_buffer_size = int(num_workers), int(worker_buffer_size)
+    self.epoch = int(epoch)
     if process_index is None or process_count is None:
       import jax  # pylint: disable=g-import-not-at-top
       process_index = jax.process_index() if process_index is None else process_index
@@ -157,6 +158,12 @@ class GrainStream:
       close = getattr(it, "close", None)
       if close is not None:       # stops the worker processes
         close()
+
+  def __iter__(self) -> Iterator[dict]:
+    """One epoch, starting at ``epoch`` and advancing it (as HostStream)."""
+    epoch = self.epoch
+    self.epoch += 1
+    return self.iter_epoch(epoch)
 
 
 def _put(batch: dict, mesh, global_batch_size: int, process_count: int):
