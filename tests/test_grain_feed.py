@@ -138,6 +138,8 @@ def test_feed_device_batches_prefetch_and_resume():
   _assert_same([jax.device_get(b) for b in dev], host)
   tail = [jax.device_get(b) for b in feed.epoch(0, 2)]
   _assert_same(tail, host[2:])
+  with pytest.raises(UserError, match="global_mesh"):
+    grain_feed.GrainFeed(_stream(process_count=2, process_index=0), mesh)
   # Stopping early (max_steps) closes the host iterator.
   gen = feed.epoch(0, 0)
   next(gen)

@@ -189,6 +189,10 @@ class GrainFeed:
     if stream.process_count == 1 and stream.batch_size % mesh.devices.size:
       raise UserError(f"batch_size={stream.batch_size} is not divisible by the "
                       f"{mesh.devices.size} devices: use a multiple of {mesh.devices.size}.")
+    if stream.process_count > 1 and all(
+        d.process_index == stream.process_index for d in mesh.devices.flat):
+      raise UserError("With several processes the mesh must span every process's devices: "
+                      "build it with kdjax.distributed.global_mesh() (not jax.local_devices()).")
     self.index_space = int(np.max(stream.index)) + 1 if len(stream.index) else 0
 
   def steps_per_epoch(self) -> int:
