@@ -6,7 +6,8 @@ process's shard of the global batch.
 1. explicit arguments (``--coordinator``, ``--num_processes``, ``--process_id`` of a launcher);
 2. ``KDJAX_COORDINATOR`` (``host:port``), ``KDJAX_NUM_PROCESSES``, ``KDJAX_PROCESS_ID``
    (and jax's own ``JAX_COORDINATOR_ADDRESS``);
-3. SLURM (``srun``): ``SLURM_NTASKS``, ``SLURM_PROCID``, ``SLURM_LOCALID``, the first host of
+3. SLURM, inside an ``srun`` step (the variables jax's own detection requires are all set):
+   ``SLURM_NTASKS``, ``SLURM_PROCID``, ``SLURM_LOCALID``, the first host of
    ``SLURM_STEP_NODELIST`` and the port jax's own SLURM detection derives from ``SLURM_JOB_ID``
    (``JAX_COORDINATOR_PORT`` / ``KDJAX_COORDINATOR_PORT`` override it);
 4. Open MPI (``mpirun``): ``OMPI_COMM_WORLD_SIZE``, ``OMPI_COMM_WORLD_RANK``,
@@ -40,6 +41,8 @@ ENV_NUM_PROCESSES = "KDJAX_NUM_PROCESSES"
 ENV_PROCESS_ID = "KDJAX_PROCESS_ID"
 ENV_LOCAL_DEVICE_IDS = "KDJAX_LOCAL_DEVICE_IDS"
 ENV_CLUSTER = "KDJAX_CLUSTER"
+_SLURM_STEP_VARS = ("SLURM_JOB_ID", "SLURM_STEP_NODELIST", "SLURM_NTASKS", "SLURM_PROCID",
+                    "SLURM_LOCALID")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,8 +183,9 @@ def resolve(coordinator: Optional[str] = None, num_processes: Optional[int] = No
   if pid is None and _int(env, ENV_PROCESS_ID) is not None:
     pid, source = _int(env, ENV_PROCESS_ID), ("env" if source == "single" else source)
   # 3./4. launcher environments fill what is still unset.
-  slurm = all(k in env for k in ("SLURM_JOB_ID", "SLURM_NTASKS", "SLURM_PROCID")) and \
-      cluster in (None, "", "auto", "slurm")
+  # As jax's SlurmCluster: only inside an srun step (a batch script running python directly
+  # has SLURM_NTASKS of the whole job but no step node list, and is one process).
+  slurm = all(k in env for k in _SLURM_STEP_VARS) and cluster in (None, "", "auto", "slurm")
   ompi = all(k in env for k in ("OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK")) and \
       cluster in (None, "", "auto", "ompi")
   if cluster == "none":
@@ -192,12 +196,7 @@ def resolve(coordinator: Optional[str] = None, num_processes: Optional[int] = No
     local_pid = _int(env, "SLURM_LOCALID")
     tasks_per_node = slurm_tasks_per_node(env)
     if coord is None and n is not None and n > 1:
-      nodes = env.get("SLURM_STEP_NODELIST") or env.get("SLURM_JOB_NODELIST") or env.get(
-          "SLURM_NODELIST")
-      if not nodes:
-        raise UserError("SLURM job without SLURM_STEP_NODELIST/SLURM_JOB_NODELIST: launch with "
-                        f"srun or set {ENV_COORDINATOR}=host:port.")
-      coord = f"{first_slurm_host(nodes)}:{slurm_port(env)}"
+      coord = f"{first_slurm_host(env['SLURM_STEP_NODELIST'])}:{slurm_port(env)}"
     source = "slurm" if source == "single" else source
   elif ompi and None in (coord, n, pid):
     n = _int(env, "OMPI_COMM_WORLD_SIZE") if n is None else n

@@ -66,6 +66,9 @@ def test_slurm_env():
   # A one-task allocation (salloc + python) is a single process.
   assert not dist.resolve(env=dict(SLURM, SLURM_NTASKS="1", SLURM_PROCID="0")).multi_process
   assert dist.resolve(env=SLURM, cluster="none").source == "single"
+  # The batch script itself (python run without srun): the job's SLURM_NTASKS but no step.
+  batch = {k: v for k, v in SLURM.items() if k != "SLURM_STEP_NODELIST"}
+  assert dist.resolve(env=dict(batch, SLURM_PROCID="0")).source == "single"
 
 
 def test_ompi_env():
