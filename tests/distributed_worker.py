@@ -77,9 +77,13 @@ def train(mesh, process_id: int = 0) -> dict:
 
 def main(out: str, num_processes: int, process_id: int, port: int) -> None:
   from kdjax import distributed  # pylint: disable=g-import-not-at-top
-  spec = distributed.initialize(
-      coordinator=f"localhost:{port}" if num_processes > 1 else None,
-      num_processes=num_processes, process_id=process_id, initialization_timeout=60)
+  if os.environ.get("KDJAX_COORDINATOR"):   # the layout from the environment
+    spec = distributed.initialize(initialization_timeout=60)
+    assert spec.source == "env", spec
+  else:                                      # from explicit flags
+    spec = distributed.initialize(
+        coordinator=f"localhost:{port}" if num_processes > 1 else None,
+        num_processes=num_processes, process_id=process_id, initialization_timeout=60)
   import jax  # pylint: disable=g-import-not-at-top
   assert jax.process_count() == num_processes and jax.process_index() == process_id, spec
   assert jax.local_device_count() == 1

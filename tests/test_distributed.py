@@ -120,11 +120,20 @@ def _free_port() -> int:
 def _run(tmp_path, num_processes: int):
   out = str(tmp_path / f"p{num_processes}.npz")
   port = _free_port()
-  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=os.getcwd())
-  env.pop("XLA_FLAGS", None)
-  procs = [subprocess.Popen([sys.executable, WORKER, out, str(num_processes), str(i), str(port)],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-           for i in range(num_processes)]
+  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=os.path.dirname(os.path.dirname(WORKER)))
+  for k in list(env):     # a launcher's variables must not leak into the workers
+    if k.startswith(("XLA_FLAGS", "KDJAX_COORDINATOR", "KDJAX_NUM_PROCESSES", "KDJAX_PROCESS_ID",
+                     "SLURM_", "OMPI_", "JAX_COORDINATOR")):
+      env.pop(k)
+  procs = []
+  for i in range(num_processes):
+    # Process 0 gets the layout as flags, the others from KDJAX_* variables.
+    env_i = env if i == 0 else dict(env, KDJAX_COORDINATOR=f"localhost:{port}",
+                                    KDJAX_NUM_PROCESSES=str(num_processes),
+                                    KDJAX_PROCESS_ID=str(i))
+    procs.append(subprocess.Popen([sys.executable, WORKER, out, str(num_processes), str(i),
+                                   str(port)], env=env_i, stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT))
   return out, procs
 
 
@@ -148,8 +157,10 @@ def test_two_processes_equal_one_process(tmp_path):
   try:     # the 1-process run, here, on one device, while the two workers start
     import jax  # pylint: disable=g-import-not-at-top
     from jax.sharding import Mesh  # pylint: disable=g-import-not-at-top
-    sys.path.insert(0, os.path.dirname(WORKER))
-    import distributed_worker  # pylint: disable=g-import-not-at-top
+    import importlib.util  # pylint: disable=g-import-not-at-top
+    spec = importlib.util.spec_from_file_location("distributed_worker", WORKER)
+    distributed_worker = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(distributed_worker)
     a = distributed_worker.train(Mesh(np.asarray(jax.local_devices()[:1]), ("data",)))
   finally:
     _wait(p2)
