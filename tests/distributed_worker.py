@@ -9,10 +9,7 @@ from __future__ import annotations
 import os
 import sys
 
-os.environ.setdefault("JAX_PLATFORMS", "cpu")
-os.environ.pop("XLA_FLAGS", None)   # one CPU device per process
-
-import numpy as np  # noqa: E402
+import numpy as np
 
 GLOBAL_BATCH, STEPS, NUM_CLASSES, LR, IN_DIM, HIDDEN = 8, 4, 4, 0.1, 6, 16
 
@@ -97,4 +94,6 @@ def main(out: str, num_processes: int, process_id: int, port: int) -> None:
 
 
 if __name__ == "__main__":
+  os.environ.setdefault("JAX_PLATFORMS", "cpu")
+  os.environ.pop("XLA_FLAGS", None)   # one CPU device per process
   main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))
