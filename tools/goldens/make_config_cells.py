@@ -37,7 +37,7 @@ if ROOT not in sys.path:
   sys.path.insert(0, ROOT)
 
 from kdjax import models  # noqa: E402
-from kdjax.methods import build_method  # noqa: E402
+from kdjax.methods import BuildContext, build_method  # noqa: E402
 
 # dataset -> (image shape, classes, training examples: CRD's index space)
 DATASETS = {"cifar100": ((32, 32, 3), 100, 50000), "fashion_mnist": ((28, 28, 1), 10, 60000)}
@@ -131,46 +131,45 @@ def _config_rest(cfg):
 
 
 # ---- recording against the kdjax.methods API --------------------------------------------------
-def _canonical_loss(name):
-  return name.split("@")[0]
-
-
-def _term_record(term, s_taps, t_taps):
-  return {"loss": _canonical_loss(term.spec.name), "weight": term.weight,
+# The steps of kdjax.train.state.init_train_state (bind, connectors, term states), run abstractly
+# on the cached tap shapes.
+def _term_record(term):
+  return {"loss": term.spec.name, "weight": term.weight,
           "hparams": _plain({k: v for k, v in term.hparams.items() if k not in TAP_HPARAMS}),
-          "student_taps": list(s_taps), "teacher_taps": list(t_taps),
+          "student_taps": list(term.student_taps), "teacher_taps": list(term.teacher_taps),
           "views": term.spec.views.name if term.spec.views is not None else None}
 
 
-def _stage_terms(method, bound):
-  del bound
-  return {t.key: _term_record(t, t.spec.student_taps, t.spec.teacher_taps) for t in method.terms}
+def _stage_terms(method):
+  return {t.key: _term_record(t) for t in method.terms}
 
 
 def record(cfg):
   """The canonical record of the method ``cfg`` builds against its pair's models."""
-  method = build_method(cfg.method)
   ds = cfg.dataset.name
   _, _, num_examples = DATASETS[ds]
   _, s_vars, s_shapes = _abstract_model(cfg.model, dict(cfg.model_kwargs), ds)
+  method = build_method(cfg.method)
   t_arch = _teacher_arch(cfg) if method.needs_teacher else None
   t_vars, t_shapes = None, None
   if t_arch is not None:
     _, t_vars, t_shapes = _abstract_model(t_arch, {}, ds)
-  method.check_shapes(s_shapes, t_shapes)
-  conns = {}
-  for key, (mod, init_shapes) in sorted(method.connectors(s_shapes, t_shapes).items()):
-    args = [jax.ShapeDtypeStruct(s, jnp.float32) for s in init_shapes]
-    conns[key] = _shapes(jax.eval_shape(lambda *a: mod.init(jax.random.PRNGKey(0), *a), *args))
+  method = method.bind(s_shapes, t_shapes)
+  _, conn_params, conn_stats = jax.eval_shape(
+      lambda: method.init_connectors(s_shapes, t_shapes, jax.random.PRNGKey(0)))
+  conns = {k: _shapes({"params": conn_params[k],
+                       **({"batch_stats": conn_stats[k]} if k in conn_stats else {})})
+           for k in sorted(conn_params)}
   state = jax.eval_shape(
-      lambda tv: method.init_states(num_examples, s_shapes, t_shapes, jax.random.PRNGKey(0),
-                                    teacher_variables=tv), t_vars)
+      lambda tv: method.init_states(
+          BuildContext(num_examples, tv, s_shapes, t_shapes or {}), jax.random.PRNGKey(0)),
+      t_vars)
   init = None
   if method.init is not None:
     st = method.init
     init = {"epochs": st.epochs, "lr": st.lr, "milestones": list(st.milestones),
             "trainable": list(st.trainable), "ce_weight": st.method.ce_weight,
-            "terms": _stage_terms(st.method, None)}
+            "terms": _stage_terms(st.method)}
   views = method.views
   return {
       "teacher": t_arch,
@@ -178,7 +177,7 @@ def record(cfg):
                  "label_smoothing": method.label_smoothing,
                  "trainable": list(method.trainable),
                  "views": views.name if views is not None else None,
-                 "terms": _stage_terms(method, None)},
+                 "terms": _stage_terms(method)},
       "init": init,
       "connectors": conns,
       "state": {k: _shapes(v) for k, v in sorted(state.items())},
