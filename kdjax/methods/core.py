@@ -264,14 +264,15 @@ class Method:
     modules, params, stats = {}, {}, {}
     for i, (key, t) in enumerate(sorted(self.connector_terms().items())):
       if not t.resolved:
-        self._resolved_terms()
+        raise UserError(f"terms.{key} ({t.spec.name}): bind the method to the pair first "
+                        "(method.bind(student_shapes, teacher_shapes)).")
       s_in = tuple(jnp.zeros(student_shapes[k], jnp.float32) for k in t.student_taps)
       t_in = tuple(jnp.zeros((teacher_shapes or {})[k], jnp.float32) for k in t.teacher_taps)
       try:
         v = t.connector.init(jax.random.fold_in(rng, i), s_in, t_in, train=False)
       except UserError:
         raise
-      except ValueError as e:
+      except ValueError as e:        # a reference module's own shape check (losses.connectors)
         raise UserError(f"method terms.{key} ({t.spec.name}): {e}") from None
       modules[key] = t.connector
       params[key] = v.get("params", {})

@@ -46,10 +46,10 @@ def _crd_init_state(ctx: BuildContext, rng, *, feat_dim=128, nce_k=16384, nce_t=
     raise UserError(f"term crd: nce_m must be in [0, 1], got {nce_m!r}.")
   if negatives not in crd_lib.NEGATIVE_MODES:
     raise UserError(f"term crd: negatives must be one of {crd_lib.NEGATIVE_MODES}, got "
-                     f"{negatives!r}.")
+                    f"{negatives!r}.")
   if int(num_examples) < 2:
     raise UserError(f"term crd: needs a dataset index space of >= 2 examples, got "
-                     f"{num_examples}.")
+                    f"{num_examples}.")
   k_s, k_t, k_r = jax.random.split(jax.random.fold_in(rng, 0), 3)
   state = {
       "memory_s": crd_lib.crd_init_memory(k_s, int(num_examples), int(feat_dim)),
@@ -86,7 +86,7 @@ def crd_term(s, t, batch, *, connector=None, state=None, feat_dim: int = 128,
   del feat_dim
   if negatives not in crd_lib.NEGATIVE_MODES:
     raise UserError(f"crd negatives must be one of {crd_lib.NEGATIVE_MODES}, got "
-                     f"{negatives!r}.")
+                    f"{negatives!r}.")
   e_s, e_t = connector((s.taps["pooled"],), (t.taps["pooled"],))
   mem_s, mem_t = state["memory_s"], state["memory_t"]
   n = mem_s.shape[0]
