@@ -1,7 +1,7 @@
 """Named method recipes: ``preset(name, **kwargs)`` -> a ``config.method`` block (a dict).
 
 The recipes live in the family modules (``PRESETS`` in :mod:`kdjax.methods.logit`,
-:mod:`~kdjax.methods.at`, ...): a dict for a fixed recipe, a function for one with per-pair
+:mod:`~kdjax.methods.at`, ...; the package registers them on import): a dict for a fixed recipe, a function for one with per-pair
 hyper-parameters (``preset('ttm', gamma=0.1, beta=45.0)``). The RepDistiller benchmark's 13
 methods (``REPDISTILLER``: ``-r/-a/-b`` of ``scripts/run_cifar_distill.sh``, with AB / FT / FSP's
 30-epoch init stages of ``helper/pretrain.py``), SSKD, TTM/WTTM, DKD, DIST, ITRD and CRD are
@@ -16,15 +16,9 @@ import difflib
 from typing import Callable, Dict, Union
 
 from kdjax.errors import UserError
-from kdjax.methods import (ab, at, cc_rkd_pkt, crd, fitnet, ft, itrd, logit, nst_sp_fsp, oh,
-                           sskd, vid)
 
+# Filled by kdjax/methods/__init__.py with every family module's PRESETS (register_preset).
 PRESETS: Dict[str, Union[dict, Callable[..., dict]]] = {}
-for _mod in (logit, fitnet, at, nst_sp_fsp, vid, ab, ft, oh, cc_rkd_pkt, crd, itrd, sskd):
-  for _k, _v in _mod.PRESETS.items():
-    if _k in PRESETS:
-      raise ValueError(f"method preset {_k!r} defined twice")
-    PRESETS[_k] = _v
 
 # RepDistiller's CIFAR-100 benchmark, in its README's order.
 REPDISTILLER = ("kd", "fitnet", "at", "sp", "cc", "vid", "rkd", "pkt", "ab", "ft", "fsp", "nst",
