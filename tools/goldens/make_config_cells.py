@@ -191,9 +191,10 @@ def record_all():
 
 def main():
   recs = record_all()
-  with open(OUT, "w") as f:
-    json.dump(recs, f, indent=1, sort_keys=True)
-    f.write("\n")
+  with open(OUT, "w") as f:                 # one cell per line (readable diffs)
+    f.write("{\n" + ",\n".join(
+        f"{json.dumps(k)}: {json.dumps(recs[k], sort_keys=True, separators=(',', ':'))}"
+        for k in sorted(recs)) + "\n}\n")
   print(f"wrote {len(recs)} cells to {OUT}")
 
 
