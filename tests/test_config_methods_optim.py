@@ -72,7 +72,7 @@ def test_method_without_terms_is_supervised_and_label_smoothing():
 
 
 def test_missing_taps_are_reported_at_config_time():
-  from kdjax.methods.base import register_term, _TERMS
+  from kdjax.methods.registry import register_term, _TERMS
   if "_needs_stage9" not in _TERMS:
     register_term("_needs_stage9", student_taps=("stage9",))(
         lambda s, t, b: jnp.zeros(s.logits.shape[0]))
@@ -173,3 +173,81 @@ def test_logit_terms_wire_the_losses(term, kw, ref):
   y = rs.randint(0, 6, 5)
   total, _ = m.loss(Outputs(s, {}), Outputs(t, {}), Batch(y, np.arange(5), jnp.float32(5)))
   np.testing.assert_allclose(total, 2.0 * ref(s, t, y), rtol=1e-5, atol=1e-6)
+
+
+def test_registry_is_a_leaf_and_each_family_registers_its_terms():
+  import ast
+  src = open(os.path.join(ROOT, "kdjax", "methods", "registry.py")).read()
+  imported = [n.module or "" for n in ast.walk(ast.parse(src)) if isinstance(n, ast.ImportFrom)]
+  imported += [a.name for n in ast.walk(ast.parse(src)) if isinstance(n, ast.Import)
+               for a in n.names]
+  assert not [m for m in imported if m.startswith("kdjax")], imported
+  from kdjax.methods import get_term
+  for family, names in {"logit": ("kd", "ttm", "wttm", "dkd", "dist", "kl", "listmle",
+                                  "pairwise_ranking", "pld"),
+                        "fitnet": ("fitnet",), "at": ("at",), "nst_sp_fsp": ("nst", "sp", "fsp"),
+                        "vid": ("vid",), "ab": ("ab",), "ft": ("ft", "ft_paraphraser"),
+                        "oh": ("oh",), "cc_rkd_pkt": ("cc", "rkd", "pkt"),
+                        "crd": ("crd", "crd_queue"), "itrd": ("itrd",),
+                        "sskd": ("sskd_tf", "sskd_ss", "sskd_head"), "sftn": ("sftn",)}.items():
+    for n in names:
+      assert get_term(n).fn.__module__ == f"kdjax.methods.{family}", n
+  assert not [n for n in term_names() if "@" in n]
+
+
+def test_presets_build_and_unknown_presets_suggest():
+  from kdjax.methods import preset, preset_names
+  from kdjax.methods.presets import REPDISTILLER
+  args = {"ttm": dict(gamma=0.1, beta=45.0), "wttm": dict(gamma=0.1, beta=2.25),
+          "dkd": dict(beta=8.0)}
+  assert set(REPDISTILLER) <= set(preset_names())
+  for name in preset_names():
+    m = build_method(preset(name, **args.get(name, {})))
+    assert m.name == name
+  ab = build_method(preset("ab"))
+  assert ab.terms == () and ab.init.epochs == 30 and ab.trainable == ("student",)
+  with pytest.raises(ValueError, match="unknown method preset 'cdr'.*'crd'"):
+    preset("cdr")
+  with pytest.raises(ValueError, match="takes no arguments"):
+    preset("at", weight=1.0)
+
+
+def test_a_new_term_with_model_dependent_taps_and_a_connector_needs_no_trainer_change():
+  """How to add a method: one adapter + ``register_term`` (taps resolved against the pair, a
+  plain nn.Module connector init-ed on the taps, an init_state fed by BuildContext)."""
+  import flax.linen as nn
+  from kdjax import models
+  from kdjax.methods import common_stages, register_term
+  from kdjax.train.state import init_train_state
+
+  class LastStageProj(nn.Module):
+    @nn.compact
+    def __call__(self, s_taps, t_taps, train=False):
+      return nn.Dense(t_taps[0].shape[-1], name="proj")(s_taps[0])
+
+  def taps(s_shapes, t_shapes, **hp):
+    key = f"stage{common_stages(s_shapes, t_shapes)}"
+    return (key,), (key,)
+
+  if "_toy_last" not in term_names():
+    @register_term("_toy_last", taps=taps, connector=lambda **hp: LastStageProj(),
+                   init_state=lambda ctx, rng, **hp: {"n": jnp.zeros((ctx.num_examples,))})
+    def _toy(s, t, batch, *, connector=None, state=None, scale: float = 1.0):
+      (f_s,), (f_t,) = s.taps.values(), t.taps.values()
+      d = connector((f_s,), (f_t,), train=True) - f_t
+      return scale * jnp.mean(d * d, axis=(1, 2, 3)), state
+
+  student = models.get("tiny_cnn", num_classes=10, width=4)
+  teacher = models.get("tiny_cnn", num_classes=10, width=6)
+  x = jnp.zeros((1, 16, 16, 3))
+  tv = teacher.init(jax.random.PRNGKey(1), x)
+  m = build_method(dict(terms=dict(toy=dict(loss="_toy_last", weight=1.0))))
+  built = init_train_state(student, (teacher, tv), m, x, jax.random.PRNGKey(0),
+                           tx=optax.sgd(0.1), num_examples=7)
+  n = common_stages(built.student_shapes, built.teacher_shapes)
+  assert built.method.teacher_taps == (f"stage{n}",)
+  c_s, c_t = built.student_shapes[f"stage{n}"][-1], built.teacher_shapes[f"stage{n}"][-1]
+  assert built.state.params["connectors"]["toy"]["proj"]["kernel"].shape == (c_s, c_t)
+  assert built.state.method_state["toy"]["n"].shape == (7,)
+  with pytest.raises(ValueError, match="bind the method to the pair"):
+    _ = m.teacher_taps

@@ -111,10 +111,11 @@ def _step(method_name, dtype):
   assert (cfg.name, cfg.lr, cfg.momentum, cfg.nesterov, cfg.weight_decay) == (
       "sgd", 0.05, 0.9, False, 5e-4)
   tx, _ = make_optimizer(cfg, steps_per_epoch=1)
-  state = state_lib.create({"student": sv["params"], "connectors": {}},
-                           {"student": sv["batch_stats"], "connectors": {}}, tx,
-                           jax.random.PRNGKey(0))
-  fns = make_steps(student=student, method=method, tx=tx, teacher=teacher,
+  built = state_lib.init_train_state(student, (teacher, tv), method,
+                                     jnp.zeros((1, 32, 32, 3), dtype), jax.random.PRNGKey(0),
+                                     tx=tx, student_variables=sv)
+  state = built.state
+  fns = make_steps(student=student, method=built.method, tx=tx, teacher=teacher,
                    train_transform=lambda im, r: im, eval_transform=lambda im: im)
   batch = {"image": jnp.asarray(np.transpose(g["input"], (0, 2, 3, 1)), dtype),
            "label": jnp.asarray(g["labels"]), "index": jnp.arange(len(g["labels"]))}

@@ -17,7 +17,9 @@ clovaai/overhaul-distillation module layer by layer, with PyTorch semantics:
   parameters and inputs give a float64 computation.
 
 The loss functions that consume the outputs are in :mod:`kdjax.losses.features` and
-:mod:`kdjax.losses.relational`.
+:mod:`kdjax.losses.relational`. These are the reference modules (torch-parity tested); how a
+method wires them to its taps (one module per term, called as ``conn(student_taps, teacher_taps,
+train)`` and initialised on the pair's taps) lives with the method, in ``kdjax/methods/<family>.py``.
 """
 from __future__ import annotations
 
