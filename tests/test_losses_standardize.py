@@ -27,32 +27,42 @@ def _max_rel(got, want):
   return np.max(np.abs(got - want)) / max(np.max(np.abs(want)), 1e-30)
 
 
+def _all(s, t, y, temps, alpha, beta, t_dkd):
+  """Every checked quantity of one case, in one jitted program (compile time dominates)."""
+  fns = {f"lskd_T{int(T)}": (lambda a, b, T=T: losses.lskd(a, b, temperature=T)) for T in temps}
+  fns["lsdkd"] = lambda a, b: losses.lsdkd(a, b, y, alpha=alpha, beta=beta, temperature=t_dkd)
+  out = {"z_student": losses.standardize_logits(s), "z_teacher": losses.standardize_logits(t)}
+  for name, fn in fns.items():
+    out[name + "/per_ex"] = fn(s, t)
+    val, (gs, gt) = jax.value_and_grad(lambda a, b: fn(a, b).mean(), argnums=(0, 1))(s, t)
+    out[name], out[name + "/grad_student"], out[name + "/grad_teacher"] = val, gs, gt
+  return out
+
+
 @pytest.mark.parametrize("dtype,rtol", [(np.float64, 1e-5), (np.float32, 1e-4)])
 @pytest.mark.parametrize("tag", CASES)
 def test_standardised_losses_match_reference_values_and_gradients(tag, dtype, rtol):
   g = _g()
   alpha, beta, t_dkd = (float(v) for v in g["dkd_hparams"])
+  temps = tuple(float(T) for T in g["kd_temps"])
   with jax.enable_x64(dtype == np.float64):
     s = jnp.asarray(g[f"{tag}/student"], dtype)
     t = jnp.asarray(g[f"{tag}/teacher"], dtype)
     y = jnp.asarray(g[f"{tag}/labels"], jnp.int32)
-    for side, x in (("student", s), ("teacher", t)):
-      z = losses.standardize_logits(x)
-      assert z.dtype == dtype
-      assert _max_rel(z, g[f"{tag}/z_{side}"]) <= rtol
-    fns = {f"lskd_T{int(T)}": (lambda a, b, T=float(T): losses.lskd(a, b, temperature=T))
-           for T in g["kd_temps"]}
-    fns["lsdkd"] = lambda a, b: losses.lsdkd(a, b, y, alpha=alpha, beta=beta, temperature=t_dkd)
-    for name, fn in fns.items():
-      per_ex = fn(s, t)
-      assert per_ex.shape == (s.shape[0],) and per_ex.dtype == dtype
-      val, (gs, gt) = jax.value_and_grad(lambda a, b: fn(a, b).mean(), argnums=(0, 1))(s, t)
-      np.testing.assert_allclose(float(val), g[f"{tag}/{name}"], rtol=rtol)
-      assert _max_rel(gs, g[f"{tag}/{name}/grad_student"]) <= rtol, name
-      if f"{tag}/{name}/grad_teacher" in g:   # KD+LS only (torch's DKD one is NaN)
-        assert _max_rel(gt, g[f"{tag}/{name}/grad_teacher"]) <= rtol, name
-      else:
-        assert np.all(np.isfinite(gt))
+    fn = jax.jit(_all, static_argnums=(3, 4, 5, 6))
+    got = jax.device_get(fn(s, t, y, temps, alpha, beta, t_dkd))
+  for side in ("student", "teacher"):
+    assert got[f"z_{side}"].dtype == dtype
+    assert _max_rel(got[f"z_{side}"], g[f"{tag}/z_{side}"]) <= rtol
+  for name in [f"lskd_T{int(T)}" for T in temps] + ["lsdkd"]:
+    per_ex = got[name + "/per_ex"]
+    assert per_ex.shape == (s.shape[0],) and per_ex.dtype == dtype
+    np.testing.assert_allclose(float(got[name]), g[f"{tag}/{name}"], rtol=rtol)
+    assert _max_rel(got[name + "/grad_student"], g[f"{tag}/{name}/grad_student"]) <= rtol, name
+    if f"{tag}/{name}/grad_teacher" in g:   # KD+LS only (torch's DKD one is NaN)
+      assert _max_rel(got[name + "/grad_teacher"], g[f"{tag}/{name}/grad_teacher"]) <= rtol, name
+    else:
+      assert np.all(np.isfinite(got[name + "/grad_teacher"]))
 
 
 def test_standardisation_makes_kd_invariant_to_logit_scale_and_shift():
