@@ -25,11 +25,17 @@ taps, which reproduces mdistiller's and dvlab's per-model tables (e.g. resnet8x4
 """
 from __future__ import annotations
 
-from typing import Any, Sequence, Tuple
+from typing import Sequence, Tuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from kdjax import losses
+from kdjax.errors import UserError
+from kdjax.methods.core import common_stages
+from kdjax.methods.presets import register_preset
+from kdjax.methods.registry import register_term
 
 # torch's kaiming_uniform_(w, a=1): gain sqrt(2 / (1 + a²)) = 1, bound sqrt(3 / fan_in).
 kaiming_uniform_a1 = nn.initializers.variance_scaling(1.0, "fan_in", "uniform")
@@ -58,6 +64,12 @@ def resize_nearest(x: jax.Array, size: Tuple[int, int]) -> jax.Array:
   ih = jnp.minimum(jnp.floor(jnp.arange(oh) * (h / oh)).astype(jnp.int32), h - 1)
   iw = jnp.minimum(jnp.floor(jnp.arange(ow) * (w / ow)).astype(jnp.int32), w - 1)
   return x[:, ih][:, :, iw]
+
+
+def as_map(x: jax.Array) -> jax.Array:
+  """A pooled ``(B, C)`` feature as the ``(B, 1, 1, C)`` map mdistiller makes of it
+  (``pooled_feat.unsqueeze(-1).unsqueeze(-1)``); maps pass through."""
+  return x[:, None, None, :] if x.ndim == 2 else x
 
 
 def _bn(train: bool, name: str) -> nn.BatchNorm:
@@ -113,7 +125,7 @@ class ReviewKDConnector(nn.Module):
   @nn.compact
   def __call__(self, student_feats: Sequence[jax.Array], teacher_feats: Sequence[jax.Array],
                train: bool = True):
-    s, t = list(student_feats), list(teacher_feats)
+    s, t = [as_map(x) for x in student_feats], [as_map(x) for x in teacher_feats]
     if len(s) != len(t) or len(s) < 1:
       raise ValueError(f"ReviewKD: need one teacher map per student map, got {len(s)} and "
                        f"{len(t)}.")
@@ -125,3 +137,61 @@ class ReviewKDConnector(nn.Module):
       abf = ABF(mid, t[i].shape[-1], fuse=i < n - 1, name=f"abf{i}")
       outs[i], residual = abf(s[i], residual, out_size=t[i].shape[2], train=train)
     return outs
+
+
+# ---- the method term --------------------------------------------------------------------------
+DEFAULT_WARMUP_EPOCHS = 20
+
+
+def _taps(s_shapes, t_shapes, *, student_preact: bool = False, **_):
+  """Student ``stage1..N`` (``preact_stage1..N`` with ``student_preact``, mdistiller's
+  ``STU_PREACT``) + ``pooled``; teacher ``preact_stage1..N`` + ``pooled``; N = the pair's common
+  stage count."""
+  if not isinstance(student_preact, bool):
+    raise UserError(f"term reviewkd: student_preact must be a bool, got {student_preact!r}.")
+  n = common_stages(s_shapes, t_shapes)
+  if n == 0:
+    raise UserError(f"term reviewkd: the student and teacher share no 'stage1' tap (student has "
+                    f"{sorted(s_shapes)}, teacher {sorted(t_shapes)}): use models with stage "
+                    "taps.")
+  prefix = "preact_stage" if student_preact else "stage"
+  s_keys = tuple(f"{prefix}{i}" for i in range(1, n + 1)) + ("pooled",)
+  t_keys = tuple(f"preact_stage{i}" for i in range(1, n + 1)) + ("pooled",)
+  return s_keys, t_keys
+
+
+def _connector(*, max_mid_channels: int = MAX_MID_CHANNELS, **_):
+  if isinstance(max_mid_channels, bool) or not isinstance(max_mid_channels, int) or \
+      max_mid_channels < 1:
+    raise UserError(f"term reviewkd: max_mid_channels must be an int >= 1, got "
+                    f"{max_mid_channels!r}.")
+  return ReviewKDConnector(max_mid_channels=max_mid_channels)
+
+
+@register_term("reviewkd", taps=_taps, connector=_connector)
+def reviewkd_term(s, t, batch, *, connector=None, warmup_epochs: int = DEFAULT_WARMUP_EPOCHS,
+                  student_preact: bool = False, max_mid_channels: int = MAX_MID_CHANNELS):
+  """ReviewKD: ``min(epoch / warmup_epochs, 1) · HCL(ABF(student stages + pooled), teacher
+  pre-ReLU stages + pooled)`` per example (mdistiller ``ReviewKD``; ``warmup_epochs`` 20, 0 = no
+  warm-up; ``max_mid_channels`` caps the ABF width, mdistiller's 512)."""
+  del student_preact, max_mid_channels
+  if isinstance(warmup_epochs, bool) or not isinstance(warmup_epochs, (int, float)) or \
+      warmup_epochs < 0:
+    raise UserError(f"term reviewkd: warmup_epochs must be a number >= 0, got "
+                    f"{warmup_epochs!r}.")
+  s_feats = tuple(s.taps.values())
+  t_feats = tuple(as_map(v) for v in t.taps.values())
+  loss = losses.hcl(connector(s_feats, t_feats, train=True), t_feats)
+  if warmup_epochs:
+    loss = loss * losses.dkd_warmup_factor(jnp.asarray(batch.epoch, jnp.float32), warmup_epochs)
+  return loss
+
+
+# mdistiller configs/cifar100/reviewkd.yaml (resnet32x4 -> resnet8x4): CE 1, REVIEWKD_WEIGHT 5,
+# WARMUP_EPOCHS 20. Per-pair weights: configs/cifar100/reviewkd.py.
+PRESETS = {
+    "reviewkd": dict(ce_weight=1.0, terms=dict(reviewkd=dict(weight=5.0,
+                                                             warmup_epochs=DEFAULT_WARMUP_EPOCHS))),
+}
+for _name, _recipe in PRESETS.items():
+  register_preset(_name, _recipe)
