@@ -155,8 +155,8 @@ def record(cfg):
   if t_arch is not None:
     _, t_vars, t_shapes = _abstract_model(t_arch, {}, ds)
   method = method.bind(s_shapes, t_shapes)
-  _, conn_params, conn_stats = jax.eval_shape(
-      lambda: method.init_connectors(s_shapes, t_shapes, jax.random.PRNGKey(0)))
+  conn_params, conn_stats = jax.eval_shape(
+      lambda: method.init_connectors(s_shapes, t_shapes, jax.random.PRNGKey(0))[1:])
   conns = {k: _shapes({"params": conn_params[k],
                        **({"batch_stats": conn_stats[k]} if k in conn_stats else {})})
            for k in sorted(conn_params)}
