@@ -53,9 +53,10 @@ The README also prints CTKD+LS and MLKD+LS rows (e.g. resnet32x4 → resnet8x4: 
 MLKD+LS 78.28); kdjax has neither CTKD nor MLKD, so they have no config here.
 Runtime: 240 × 782 steps per run; use a GPU.
 """
-from kdjax.config import base_config
+from configs.cifar100 import common
+from kdjax.methods import apply_preset
 
-LOW_LR = ("MobileNetV2", "ShuffleV1", "ShuffleV2")
+LOW_LR = common.LOW_LR
 
 # pair -> (teacher, student, base temperature τ, kd weight w, published KD+LS top-1)
 KD_PAIRS = {
@@ -92,8 +93,6 @@ DKD_PAIRS = {
     "vgg13-MobileNetV2": ("vgg13", "MobileNetV2", 3.0, 9.0, 2.0, 69.98),
     "ResNet50-MobileNetV2": ("ResNet50", "MobileNetV2", 2.0, 15.0, 2.0, 70.45),
 }
-DKD_ALPHA0 = 1.0     # mdistiller CFG.DKD.ALPHA
-DKD_WARMUP = 20      # mdistiller CFG.DKD.WARMUP (epochs, counted from 1)
 
 
 def get_config(arg: str = "kd:resnet32x4-resnet8x4"):
@@ -101,26 +100,10 @@ def get_config(arg: str = "kd:resnet32x4-resnet8x4"):
   tables = {"kd": KD_PAIRS, "dkd": DKD_PAIRS}
   if base not in tables or not pair:
     raise ValueError(f"lskd config argument must be 'kd:PAIR' or 'dkd:PAIR', got {arg!r}.")
-  if pair not in tables[base]:
-    raise ValueError(f"Unknown pair {pair!r} for {base}+LS; choose one of "
-                     f"{sorted(tables[base])}.")
-  c = base_config()
-  if base == "kd":
-    teacher, student, tau, w, _ = KD_PAIRS[pair]
-    c.method.name = "lskd"
-    c.method.ce_weight = 0.1
-    c.method.terms.lskd = dict(weight=w, temperature=tau)
-  else:
-    teacher, student, tau, w, beta0, _ = DKD_PAIRS[pair]
-    c.method.name = "lsdkd"
-    c.method.ce_weight = 1.0
-    c.method.terms.lsdkd = dict(weight=1.0, alpha=w * DKD_ALPHA0, beta=w * beta0,
-                                temperature=tau, warmup_epochs=DKD_WARMUP)
-  c.model = student
-  c.dataset.name = "cifar100"
-  c.teacher.workdir = f"runs/cifar100/teacher_{teacher}"
-  c.optim.lr = 0.01 if student in LOW_LR else 0.05
-  c.optim.milestones = (150, 180, 210)
-  c.num_epochs = 240
-  c.checkpoint_every_steps = 782 * 5
+  row = common.parse_pair(pair, tables[base], f"{base}+LS")
+  c = common.recipe(row[1], row[0])
+  if base == "kd":      # CE 0.1 + w · lskd(τ)
+    apply_preset(c.method, "lskd", base_temp=row[2], kd_weight=row[3])
+  else:                 # CE 1 + warm-up(20) · lsdkd(α = w, β = w·β₀, τ)
+    apply_preset(c.method, "lsdkd", base_temp=row[2], kd_weight=row[3], beta=row[4])
   return c

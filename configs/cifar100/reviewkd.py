@@ -41,10 +41,10 @@ vgg13 → vgg8, Papers-with-Code's extraction of the paper):
 "--": the paper reports these pairs too; transcribe the number from its Table 1/2 before citing.
 Runtime: 240 × 782 steps per run; use a GPU.
 """
-from kdjax.config import base_config
+from configs.cifar100 import common
+from kdjax.methods import apply_preset
 
-LOW_LR = ("MobileNetV2", "ShuffleV1", "ShuffleV2")
-WARMUP_EPOCHS = 20   # mdistiller CFG.REVIEWKD.WARMUP_EPOCHS (dvlab --kd-warm-up 20)
+LOW_LR = common.LOW_LR
 
 # pair -> (teacher, student, HCL weight, published ReviewKD top-1 or None)
 PAIRS = {
@@ -62,18 +62,7 @@ PAIRS = {
 
 
 def get_config(pair: str = "resnet32x4-resnet8x4"):
-  if pair not in PAIRS:
-    raise ValueError(f"Unknown pair {pair!r}; choose one of {sorted(PAIRS)}.")
-  teacher, student, weight, _ = PAIRS[pair]
-  c = base_config()
-  c.model = student
-  c.dataset.name = "cifar100"
-  c.teacher.workdir = f"runs/cifar100/teacher_{teacher}"
-  c.method.name = "reviewkd"
-  c.method.ce_weight = 1.0
-  c.method.terms.reviewkd = dict(weight=weight, warmup_epochs=WARMUP_EPOCHS)
-  c.optim.lr = 0.01 if student in LOW_LR else 0.05
-  c.optim.milestones = (150, 180, 210)
-  c.num_epochs = 240
-  c.checkpoint_every_steps = 782 * 5
+  teacher, student, weight, _ = common.parse_pair(pair, PAIRS)
+  c = common.recipe(student, teacher)
+  apply_preset(c.method, "reviewkd", weight=weight)   # CE 1 + weight · warm-up(20) · HCL
   return c

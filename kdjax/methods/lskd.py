@@ -50,10 +50,23 @@ def lsdkd_term(s, t, batch, *, alpha: float = 9.0, beta: float = 72.0,
   return loss
 
 
-PRESETS = {
-    "lskd": dict(ce_weight=0.1, terms=dict(lskd=dict(weight=9.0, temperature=2.0))),
-    "lsdkd": dict(ce_weight=1.0, terms=dict(lsdkd=dict(weight=1.0, alpha=9.0, beta=72.0,
-                                                       temperature=2.0, warmup_epochs=20))),
-}
+def lskd_preset(*, base_temp: float = 2.0, kd_weight: float = 9.0, ce_weight: float = 0.1):
+  """KD + LS as ``tools/train.py --logit-stand --base-temp τ --kd-weight w`` sets it on the repo's
+  KD config: ``ce_weight · CE + w · lskd(τ)`` (the repo's KD CE weight 0.1)."""
+  return dict(name="lskd", ce_weight=ce_weight,
+              terms=dict(lskd=dict(weight=kd_weight, temperature=base_temp)))
+
+
+def lsdkd_preset(*, base_temp: float = 2.0, kd_weight: float = 9.0, beta: float = 8.0,
+                 alpha: float = 1.0, warmup_epochs: int = 20, ce_weight: float = 1.0):
+  """DKD + LS as ``tools/train.py --logit-stand --base-temp τ --kd-weight w`` sets it on
+  mdistiller's DKD config (α₀ = ``alpha``, β₀ = ``beta``): ``ce_weight · CE + min(epoch/20, 1) ·
+  lsdkd(α = w·α₀, β = w·β₀, τ)``."""
+  return dict(name="lsdkd", ce_weight=ce_weight,
+              terms=dict(lsdkd=dict(weight=1.0, alpha=kd_weight * alpha, beta=kd_weight * beta,
+                                    temperature=base_temp, warmup_epochs=warmup_epochs)))
+
+
+PRESETS = {"lskd": lskd_preset, "lsdkd": lsdkd_preset}
 for _name, _recipe in PRESETS.items():
   register_preset(_name, _recipe)

@@ -187,11 +187,15 @@ def reviewkd_term(s, t, batch, *, connector=None, warmup_epochs: int = DEFAULT_W
   return loss
 
 
-# mdistiller configs/cifar100/reviewkd.yaml (resnet32x4 -> resnet8x4): CE 1, REVIEWKD_WEIGHT 5,
-# WARMUP_EPOCHS 20. Per-pair weights: configs/cifar100/reviewkd.py.
-PRESETS = {
-    "reviewkd": dict(ce_weight=1.0, terms=dict(reviewkd=dict(weight=5.0,
-                                                             warmup_epochs=DEFAULT_WARMUP_EPOCHS))),
-}
+def reviewkd_preset(*, weight: float = 5.0, warmup_epochs: int = DEFAULT_WARMUP_EPOCHS,
+                    ce_weight: float = 1.0):
+  """ReviewKD: ``ce_weight · CE + weight · min(epoch/20, 1) · HCL`` (mdistiller
+  ``configs/cifar100/reviewkd.yaml``, resnet32x4 -> resnet8x4: CE 1, REVIEWKD_WEIGHT 5, warm-up
+  20; per-pair weights in configs/cifar100/reviewkd.py)."""
+  return dict(name="reviewkd", ce_weight=ce_weight,
+              terms=dict(reviewkd=dict(weight=weight, warmup_epochs=warmup_epochs)))
+
+
+PRESETS = {"reviewkd": reviewkd_preset}
 for _name, _recipe in PRESETS.items():
   register_preset(_name, _recipe)
