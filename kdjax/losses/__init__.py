@@ -97,3 +97,8 @@ __all__ += ["standardize_logits", "lskd", "lsdkd"]
 from kdjax.losses.review import hcl  # noqa: E402
 
 __all__ += ["hcl"]
+
+# NKD, normalized KD (kdjax.losses.nkd).
+from kdjax.losses.nkd import nkd  # noqa: E402
+
+__all__ += ["nkd"]
