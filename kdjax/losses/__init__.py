@@ -102,3 +102,8 @@ __all__ += ["hcl"]
 from kdjax.losses.nkd import nkd  # noqa: E402
 
 __all__ += ["nkd"]
+
+# CTKD, curriculum (learned, gradient-reversed) temperature (kdjax.losses.ctkd).
+from kdjax.losses.ctkd import ctkd, ctkd_lambda, ctkd_temperature, gradient_reversal  # noqa: E402
+
+__all__ += ["ctkd", "ctkd_lambda", "ctkd_temperature", "gradient_reversal"]

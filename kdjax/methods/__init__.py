@@ -16,4 +16,4 @@ from kdjax.methods.presets import apply_preset, preset, preset_names, register_p
 __all__ = ["Batch", "BuildContext", "Method", "Outputs", "Stage", "Term", "TermSpec", "ViewSpec",
            "apply_preset", "build_method", "common_stages", "connector_calls", "get_term",
            "preset", "preset_names", "register_preset", "register_term", "term_names"]
-from kdjax.methods import lskd, nkd, reviewkd  # noqa: F401,E402  (LS, NKD, ReviewKD)
+from kdjax.methods import ctkd, lskd, nkd, reviewkd  # noqa: F401,E402  (new families)
