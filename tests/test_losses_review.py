@@ -73,11 +73,14 @@ def test_abf_chain_and_hcl_match_reference_values_and_gradients(tag, dtype, rtol
   with jax.enable_x64(dtype == np.float64):
     n, s, t, params = _case(g, tag, dtype)
     conn = ReviewKDConnector()
-    variables = conn.init(jax.random.PRNGKey(0), s, t, train=True)
-    # the module builds exactly the reference's parameter set (no more, no fewer, same shapes)
-    got_shapes = jax.tree.map(jnp.shape, variables["params"])
+    # abstract init (cheap): the module builds exactly the reference's parameter set (no more,
+    # no fewer, same shapes); BatchNorm starts from mean 0 / var 1 as in torch
+    variables = jax.eval_shape(lambda: conn.init(jax.random.PRNGKey(0), s, t, train=True))
+    got_shapes = jax.tree.map(lambda a: a.shape, variables["params"])
     assert got_shapes == jax.tree.map(jnp.shape, params)
-    stats = variables["batch_stats"]
+    stats = jax.tree_util.tree_map_with_path(
+        lambda path, a: (jnp.zeros if path[-1].key == "mean" else jnp.ones)(a.shape, a.dtype),
+        variables["batch_stats"])
 
     def loss_fn(p, feats):
       outs, upd = conn.apply({"params": p, "batch_stats": stats}, feats, t, train=True,
