@@ -21,7 +21,12 @@ dvlab scripts use 0.6 … 8 per pair), warm-up 20 epochs (epoch counted from 1),
 Channels and sizes (mdistiller's ``IN_CHANNELS``, ``OUT_CHANNELS``, ``SHAPES``, ``OUT_SHAPES``) are
 not configured: the connector reads them from the pair's taps when it is initialised on dummy
 taps, which reproduces mdistiller's and dvlab's per-model tables (e.g. resnet8x4: in
-``[64, 128, 256, 256]``, shapes ``[1, 8, 16, 32]``).
+``[64, 128, 256, 256]``, shapes ``[1, 8, 16, 32]``; tests/test_methods_reviewkd.py checks seven
+student families against dvlab's ``build_review_kd``).
+
+Term ``reviewkd(warmup_epochs=20, student_preact=False, max_mid_channels=512)``; its taps are
+resolved against the pair (N = the common stage count). Preset ``reviewkd(weight=5.0)``; per-pair
+configs and published numbers: ``configs/cifar100/reviewkd.py``.
 """
 from __future__ import annotations
 
