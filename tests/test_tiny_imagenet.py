@@ -146,7 +146,8 @@ def _load_arrays_reads_tiny_imagenet() -> bool:
 
 # Strict: once kdjax/data/arrays.py dispatches (the source check), the mark turns itself off.
 @pytest.mark.xfail(not _load_arrays_reads_tiny_imagenet(), strict=True,
-                   raises=kdata.DatasetNotFoundError, reason="kdjax.data.load_arrays does not dispatch to kdjax.data.tiny_imagenet "
+                   raises=kdata.DatasetNotFoundError,
+                   reason="kdjax.data.load_arrays does not dispatch to kdjax.data.tiny_imagenet "
                    "yet (kdjax/data/arrays.py, outside this branch's files)")
 def test_train_loop_reads_the_directory(fake_root, tmp_path):
   from conftest import tiny_run_config

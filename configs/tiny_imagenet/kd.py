@@ -49,7 +49,7 @@ def recipe(arch: str):
   c = base_config()
   c.model = arch
   c.dataset.name = "tiny_imagenet"
-  c.dataset.crop_pad = 0          # mdistiller: RandomRotation(20) + flip, no crop (no rotation here)
+  c.dataset.crop_pad = 0          # mdistiller: RandomRotation(20) + flip, no crop; no rotation
   c.dataset.flip = True
   c.batch_size = 256
   c.eval_batch_size = 500
