@@ -2,8 +2,9 @@
 
 7x7 stride-2 conv stem + BN + ReLU, 3x3 stride-2 max pooling, four stages of BasicBlocks
 ([2, 2, 2, 2] / [3, 4, 6, 3]) or Bottlenecks ([3, 4, 6, 3] / [3, 4, 23, 3] / [3, 8, 36, 3] for
-50 / 101 / 152, expansion 4, stride on the 3x3 conv: torchvision's "ResNet v1.5"), global average pooling, ``Linear``. A stage's first block gets a
-1x1 conv + BN shortcut when its stride or width changes. Initialisers as torchvision
+50 / 101 / 152, expansion 4, stride on the 3x3 conv: torchvision's "ResNet v1.5"), global average
+pooling, ``Linear``. A stage's first block gets a 1x1 conv + BN shortcut when its stride or width
+changes. Initialisers as torchvision
 (``kaiming_normal_(fan_out)`` convs, BN 1/0, default ``Linear``). Parameter counts with 1000
 classes equal torchvision's: 11,689,512 / 21,797,672 / 25,557,032 / 44,549,160 / 60,192,808.
 
