@@ -21,9 +21,13 @@ released ImageNet recipe of that method):
   T 0.07, momentum 0.5; negatives from other classes as mdistiller's ImageNet sampler), batch 256,
   lr 0.1.
 * ``reviewkd``: mdistiller ``configs/imagenet/*/reviewkd.yaml``: CE 1 + w·HCL with w 1.0 (R34 ->
-  R18) / 8.0 (R50 -> MBv1), warm-up 1 epoch, ``STU_PREACT`` True (student pre-ReLU stages),
-  ABF width ``MAX_MID_CHANNEL`` 512 / 256; channels and sizes (mdistiller's IN/OUT_CHANNELS,
-  SHAPES [1, 7, 14, 28, 56]) follow from the taps. Batch 256, lr 0.1.
+  R18) / 8.0 (R50 -> MBv1), warm-up 1 epoch, ``STU_PREACT`` True (student pre-ReLU stages);
+  channels and sizes (mdistiller's IN/OUT_CHANNELS, SHAPES [1, 7, 14, 28, 56]) follow from the
+  taps. ABF width 512 / 256 as the original (dvlab-research/ReviewKD ``ImageNet/models/
+  reviewkd.py`` ``build_review_kd``: ``mid_channel`` 512 for resnet18, 256 for mobilenet; the
+  mdistiller yaml's ``MAX_MID_CHANNEL 256`` says the same, but mdistiller's ``ReviewKD.py`` reads
+  it and then uses ``min(512, C)``, i.e. 512). Batch 256, lr 0.1 (dvlab: 4 x 64, lr 0.1, 100
+  epochs, x0.1 at 30/60/90, wd 1e-4).
 * ``dkd``: mdistiller ``configs/imagenet/*/dkd.yaml``: CE 1, α 1, β 0.5 (R34 -> R18) / 2.0
   (R50 -> MBv1), T 1, warm-up 1 epoch; batch 512, lr 0.2.
 
