@@ -65,9 +65,11 @@ R50 76.16 / MBv1 68.87 in Table 5; Table 7 teachers R50 76.13, R101 77.37, R152 
   dist:resnet152-resnet18                 72.24
   wttm:resnet152-resnet18                 72.39
 
-Table 5's KD row is the CRD paper's reprint, Table 7's KD row the DIST paper's (both R34 ->
-R18); the recipes behind the reprinted rows are those papers' own, so a kdjax run of a baseline
-cell reproduces the released recipe, not necessarily the printed number. Runtime: 100 x 5005
+The baseline rows are reprints (our reading): Table 5's R34 -> R18 KD 70.66 is the CRD paper's
+(top-1 error 29.34), its R50 -> MBv1 KD 70.50 mdistiller's README, ReviewKD's 71.61 / 72.56 the
+dvlab-research/ReviewKD README's, DKD's 71.70 / 72.05 mdistiller's; Table 7's KD row (71.21 for
+R34 -> R18) comes from the DIST paper's own KD runs. Each cell uses the released ImageNet recipe of
+its method, so a kdjax run reproduces that recipe, not necessarily the printed number. Runtime: 100 x 5005
 steps (batch 256); use GPUs.
 """
 from configs.imagenet import common
