@@ -55,6 +55,12 @@ _INFOS = {
         mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
         train_split='train', eval_split='validation', num_train=1_281_167,
         num_eval=50_000, in_memory=False),
+    # Directory of the original zip (kdjax.data.tiny_imagenet); mean/std as mdistiller's loader.
+    'tiny_imagenet': DatasetInfo(
+        name='tiny_imagenet', num_classes=200, image_shape=(64, 64, 3),
+        mean=(0.4802, 0.4481, 0.3975), std=(0.2302, 0.2265, 0.2262),
+        train_split='train', eval_split='validation', num_train=100_000,
+        num_eval=10_000, in_memory=True),
 }
 
 KNOWN_DATASETS = tuple(_INFOS)

@@ -52,8 +52,13 @@ PARAM_COUNTS = {  # anchors §3 (100 classes) and torchvision (1000 classes)
     "ShuffleV2": 1_355_528, "ResNet50": 23_705_252,
     "resnet18_imagenet": 11_689_512, "resnet34_imagenet": 21_797_672,
     "resnet50_imagenet": 25_557_032, "mobilenetv1_imagenet": 4_231_976,
+    "resnet101_imagenet": 44_549_160, "resnet152_imagenet": 60_192_808,
 }
 NUM_CLASSES = {**{a: 100 for a in torch_models.CIFAR}, **{a: 1000 for a in torch_models.IMAGENET}}
+# PyTorch's own float32-vs-float64 error bound. The 33- and 50-block ResNet-101/152 accumulate
+# float32 rounding through their deep third stage (measured 3e-4 on stage4 for resnet101 with
+# the recipe's random weights); their kdjax test compares against a multiple of the stored error.
+TORCH32_MAX_REL_ERR = {"resnet101_imagenet": 2e-3, "resnet152_imagenet": 2e-3}
 INPUT_SHAPE = {**{a: (2, 3, 32, 32) for a in torch_models.CIFAR},
                **{a: (1, 3, 64, 64) for a in torch_models.IMAGENET}}
 
@@ -146,7 +151,7 @@ def make(arch: str, out_dir: str) -> str:
   assert torch.equal(logits, plogits)
   torch32_err = max(_rel(a, b) for a, b in zip([logits32, *feats32, *pfeats32],
                                                [logits, *feats, *pfeats]))
-  assert torch32_err <= 1e-4, (arch, torch32_err)
+  assert torch32_err <= TORCH32_MAX_REL_ERR.get(arch, 1e-4), (arch, torch32_err)
   out = dict(arrays, input=x, logits=_f32(logits), arch=np.array(arch),
              num_classes=np.array(NUM_CLASSES[arch]),
              preact_supported=np.array(arch not in torch_models.PREACT_UNSUPPORTED),

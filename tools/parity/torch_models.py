@@ -4,7 +4,7 @@ Re-implementations, written for this repository, of
 
 * the 22 CIFAR constructors of HobbitLong/RepDistiller ``models/`` (resnet.py, resnetv2.py,
   wrn.py, vgg.py (``*_bn``), mobilenetv2.py (``mobile_half``), ShuffleNetv1.py, ShuffleNetv2.py),
-* torchvision's ResNet18/34/50 (v1.5: stride on the Bottleneck's 3x3 conv),
+* torchvision's ResNet18/34/50/101/152 (v1.5: stride on the Bottleneck's 3x3 conv),
 * mdistiller's ImageNet MobileNetV1 (``mdistiller/models/imagenet/mobilenetv1.py``).
 
 Module and parameter names reproduce the originals' ``state_dict`` keys exactly (that is what the
@@ -560,6 +560,8 @@ IMAGENET = {
     "resnet18_imagenet": lambda k: TVResNet(TVBasicBlock, (2, 2, 2, 2), k),
     "resnet34_imagenet": lambda k: TVResNet(TVBasicBlock, (3, 4, 6, 3), k),
     "resnet50_imagenet": lambda k: TVResNet(TVBottleneck, (3, 4, 6, 3), k),
+    "resnet101_imagenet": lambda k: TVResNet(TVBottleneck, (3, 4, 23, 3), k),
+    "resnet152_imagenet": lambda k: TVResNet(TVBottleneck, (3, 8, 36, 3), k),
     "mobilenetv1_imagenet": MobileNetV1,
 }
 # RepDistiller ignores ``preact`` for MobileNetV2.

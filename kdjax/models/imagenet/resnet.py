@@ -1,20 +1,21 @@
-"""ImageNet ResNets in torchvision's layout: ``resnet18/34/50_imagenet``.
+"""ImageNet ResNets in torchvision's layout: ``resnet18/34/50/101/152_imagenet``.
 
 7x7 stride-2 conv stem + BN + ReLU, 3x3 stride-2 max pooling, four stages of BasicBlocks
-([2, 2, 2, 2] / [3, 4, 6, 3]) or Bottlenecks ([3, 4, 6, 3], expansion 4, stride on the 3x3 conv:
-torchvision's "ResNet v1.5"), global average pooling, ``Linear``. A stage's first block gets a
-1x1 conv + BN shortcut when its stride or width changes. Initialisers as torchvision
+([2, 2, 2, 2] / [3, 4, 6, 3]) or Bottlenecks ([3, 4, 6, 3] / [3, 4, 23, 3] / [3, 8, 36, 3] for
+50 / 101 / 152, expansion 4, stride on the 3x3 conv: torchvision's "ResNet v1.5"), global average
+pooling, ``Linear``. A stage's first block gets a 1x1 conv + BN shortcut when its stride or width
+changes. Initialisers as torchvision
 (``kaiming_normal_(fan_out)`` convs, BN 1/0, default ``Linear``). Parameter counts with 1000
-classes equal torchvision's: 11,689,512 / 21,797,672 / 25,557,032.
+classes equal torchvision's: 11,689,512 / 21,797,672 / 25,557,032 / 44,549,160 / 60,192,808.
 
 Taps (NHWC; at 224x224 input), as mdistiller's ImageNet ResNet (``feats`` / ``preact_feats``):
 
 * ``stem``: relu(bn1(conv1(x))) **before** the max pool, 112x112x64. The max pool runs at the
   start of ``apply_stage(1)``.
 * ``stage{i}``: layer_i outputs (post-ReLU): 56x56x64, 28x28x128, 14x14x256, 7x7x512 (x4 channels
-  for resnet50).
+  for resnet50/101/152).
 * ``preact_stage{i}``: the residual sum of layer_i's last block before its final ReLU.
-* ``pooled``: global average of ``stage4``: 512 (2048 for resnet50).
+* ``pooled``: global average of ``stage4``: 512 (2048 for resnet50/101/152).
 
 Parameter names follow torchvision's state-dict keys: ``layer1_0/conv1`` = ``layer1.0.conv1``,
 ``downsample_conv``/``downsample_bn`` = ``downsample.0``/``downsample.1``, ``fc``.
@@ -124,3 +125,13 @@ def resnet34_imagenet(num_classes: int, **kw) -> ImageNetResNet:
 @register("resnet50_imagenet")
 def resnet50_imagenet(num_classes: int, **kw) -> ImageNetResNet:
   return ImageNetResNet(num_classes=num_classes, block="bottleneck", layers=(3, 4, 6, 3), **kw)
+
+
+@register("resnet101_imagenet")
+def resnet101_imagenet(num_classes: int, **kw) -> ImageNetResNet:
+  return ImageNetResNet(num_classes=num_classes, block="bottleneck", layers=(3, 4, 23, 3), **kw)
+
+
+@register("resnet152_imagenet")
+def resnet152_imagenet(num_classes: int, **kw) -> ImageNetResNet:
+  return ImageNetResNet(num_classes=num_classes, block="bottleneck", layers=(3, 8, 36, 3), **kw)
