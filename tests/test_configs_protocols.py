@@ -96,7 +96,28 @@ def cells():
   return out
 
 
-EXTRA_CELLS = []       # further families append a () -> [(id, cfg, teacher)] function
+def _calibration_cells():
+  out = []
+  for ds in ("cifar100", "cifar10"):
+    m = _mod(f"{ds}.calibration_population")
+    for arch in m.CAPACITY:
+      for sched in m.SCHEDULES:
+        out.append((f"{ds}/calibration_population:teacher:{arch},{sched}",
+                    m.get_config(f"teacher:{arch},{sched}"), None))
+    for loss in m.LOSSES:
+      for arch in ("resnet110", "MobileNetV2"):
+        arg = f"resnet8x4,{loss},{arch},short100"
+        out.append((f"{ds}/calibration_population:{arg}", m.get_config(arg), arch))
+  t10 = _mod("cifar10.teacher")
+  for arch in ("resnet56", "resnet110", "wrn_40_2", "resnet32x4"):
+    out.append((f"cifar10/teacher:{arch}", t10.get_config(arch), None))
+  kd10 = _mod("cifar10.kd")
+  for p, (t, _) in kd10.PAIRS.items():
+    out.append((f"cifar10/kd:{p}", kd10.get_config(p), t))
+  return out
+
+
+EXTRA_CELLS = [_calibration_cells]   # further families: () -> [(id, cfg, teacher)]
 
 
 def _cells():
@@ -153,3 +174,22 @@ def test_ensemble_kd_matches_checkpointkd_torch():
     w = ckd_method.ensemble_kd(zs, zt, temperature=t, weights=(2.0, 2.0, 0.0))
     np.testing.assert_allclose(w, ckd_method.ensemble_kd(zs, zt[:, :2], temperature=t),
                                rtol=1e-12)
+
+
+# ---------------------------------------------------------------------------- calibration
+def test_calibration_population_schedules():
+  m = _mod("cifar100.calibration_population")
+  short = m.get_config("teacher:resnet110,short100")
+  assert (short.num_epochs, tuple(short.optim.milestones)) == (100, (50, 75))
+  assert min(short.optim.milestones) == 50          # first decay after epoch 50
+  full = m.get_config("teacher:resnet110,full")
+  assert (full.num_epochs, tuple(full.optim.milestones)) == (240, (150, 180, 210))
+  s = m.get_config("resnet8x4,spearman,wrn_40_2,full")
+  assert s.teacher.workdir == "runs/cifar100/calib_teacher_wrn_40_2_full"
+  assert s.method.ce_weight == 0.0 and list(s.method.terms) == ["spearman"]
+  assert (s.num_epochs, s.optim.lr) == (200, 0.03)
+  c10 = _mod("cifar10.calibration_population").get_config("resnet20,kl,resnet56,full")
+  assert c10.dataset.name == "cifar10" and c10.teacher.workdir.startswith("runs/cifar10/")
+  for bad in ("teacher:resnet9,full", "teacher:resnet56,long", "resnet8x4,mse,resnet56,full"):
+    with pytest.raises(ValueError):
+      m.get_config(bad)
