@@ -28,10 +28,10 @@ B = 2
 
 
 @functools.lru_cache(maxsize=None)
-def _abstract(name, dataset):
+def _abstract(name, dataset, kwargs=()):
   shape, classes, _ = DATASETS[dataset]
-  mod = models.get(name, num_classes=classes)
-  x = jax.ShapeDtypeStruct((1,) + shape, jnp.float32)
+  mod = models.get(name, num_classes=classes, **dict(kwargs))
+  x = jax.ShapeDtypeStruct((B,) + shape, jnp.float32)      # taps at batch B, whatever the layout
   variables = jax.eval_shape(lambda x: mod.init(jax.random.PRNGKey(0), x, train=False), x)
   _, taps = jax.eval_shape(lambda v, x: mod.apply(v, x, train=False), variables, x)
   return variables, {k: tuple(v.shape) for k, v in taps.items()}
@@ -43,8 +43,8 @@ def build_cell(cfg, teacher_arch):
   validate(cfg)
   ds = cfg.dataset.name
   _, classes, n = DATASETS[ds]
-  assert not dict(cfg.model_kwargs)
-  _, s_shapes = _abstract(cfg.model, ds)
+  kwargs = tuple(sorted(dict(cfg.model_kwargs).items()))
+  _, s_shapes = _abstract(cfg.model, ds, kwargs)
   method = build_method(cfg.method)
   t_vars, t_shapes = None, None
   if method.needs_teacher:
@@ -52,23 +52,23 @@ def build_cell(cfg, teacher_arch):
     t_vars, t_shapes = _abstract(teacher_arch, ds)
     members = len(cfg.teacher.members)
     if members:     # the ensemble teacher's member logits (kdjax/train/teacher.py)
-      t_shapes = dict(t_shapes, member_logits=(1, members, classes))
+      t_shapes = dict(t_shapes, member_logits=(B, members, classes))
       t_vars = [t_vars] * members
   bound = method.bind(s_shapes, t_shapes)
 
   def outs(shapes, keys):
-    return Outputs(jnp.zeros((B, classes)), {k: jnp.zeros((B,) + shapes[k][1:]) for k in keys})
+    return Outputs(jnp.zeros((B, classes)), {k: jnp.zeros(shapes[k]) for k in keys})
 
-  def run(rng):
+  def run(rng, tv):
     mods, params, stats = bound.init_connectors(s_shapes, t_shapes, rng)
-    states = bound.init_states(BuildContext(n, t_vars, s_shapes, t_shapes or {}), rng)
+    states = bound.init_states(BuildContext(n, tv, s_shapes, t_shapes or {}), rng)
     calls, _ = connector_calls(mods, params, stats)
     t_out = outs(t_shapes, bound.teacher_taps) if bound.loss_needs_teacher else None
     return bound.loss(outs(s_shapes, bound.student_taps), t_out,
                       Batch(jnp.zeros((B,), jnp.int32), jnp.arange(B)),
                       connectors=calls, states=states, return_states=True)
 
-  total, metrics, _ = jax.eval_shape(run, jax.random.PRNGKey(0))
+  total, metrics, _ = jax.eval_shape(run, jax.random.PRNGKey(0), t_vars)
   assert total.shape == (B,)
   return bound, metrics
 
@@ -117,7 +117,33 @@ def _calibration_cells():
   return out
 
 
-EXTRA_CELLS = [_calibration_cells]   # further families: () -> [(id, cfg, teacher)]
+def _sftn_oh_rco_cells():
+  out = []
+  s2 = _mod("cifar100.sftn_stage2")
+  for method in s2.METHODS:
+    for p, (t, student) in s2.PAIRS.items():
+      if s2._na(method, p):
+        with pytest.raises(ValueError, match="N/A"):
+          s2.get_config(f"{method}:{p}")
+        continue
+      out.append((f"sftn_stage2:{method}:{p}", s2.get_config(f"{method}:{p}"), t))
+      out.append((f"sftn_stage2:{method}:{p},standard", s2.get_config(f"{method}:{p},standard"), t))
+  for arg in ("kd:resnet32x4-ShuffleV2,branch:resnet8x4", "at:resnet32x4-ShuffleV1,branch:ShuffleV2",
+              "crd:resnet32x4-resnet8x4,branch:ShuffleV1"):
+    out.append((f"sftn_stage2:{arg}", s2.get_config(arg), arg.split(":")[1].split("-")[0]))
+  s1 = _mod("cifar100.sftn_stage1")
+  for p, (t, _) in s1.PAIRS.items():
+    out.append((f"sftn_stage1:{p}", s1.get_config(p), t))
+  oh = _mod("cifar100.oh")
+  for p, (t, _) in oh.PAIRS.items():
+    out.append((f"oh:{p}", oh.get_config(p), t))
+  rco = _mod("cifar100.rco")
+  for p, row in rco.PAIRS.items():
+    out.append((f"rco:{p}", rco.get_config(p), row[0]))
+  return out
+
+
+EXTRA_CELLS = [_calibration_cells, _sftn_oh_rco_cells]   # further families: () -> [(id, cfg, teacher)]
 
 
 def _cells():
@@ -193,3 +219,31 @@ def test_calibration_population_schedules():
   for bad in ("teacher:resnet9,full", "teacher:resnet56,long", "resnet8x4,mse,resnet56,full"):
     with pytest.raises(ValueError):
       m.get_config(bad)
+
+
+# ---------------------------------------------------------------------------- SFTN / OH
+def test_sftn_protocol_values():
+  s2 = _mod("cifar100.sftn_stage2")
+  c = s2.get_config("at:resnet32x4-resnet8x4")
+  assert c.method.ce_weight == 1.0 and c.method.terms.at.weight == 1000.0
+  assert dict(c.method.terms.kd) == dict(weight=1.0, temperature=4.0, t2_scale=True)
+  assert c.teacher.workdir == "runs/cifar100/sftn_teacher_resnet32x4-resnet8x4"
+  assert s2.get_config("at:resnet32x4-resnet8x4,standard").teacher.workdir == (
+      "runs/cifar100/teacher_resnet32x4")
+  u = s2.get_config("kd:resnet32x4-ShuffleV2,branch:resnet8x4")
+  assert u.model == "ShuffleV2" and u.optim.lr == 0.01
+  assert u.teacher.workdir == "runs/cifar100/sftn_teacher_resnet32x4-resnet8x4"
+  kd = s2.get_config("kd:resnet32x4-resnet8x4")     # KD alone: RepDistiller's r 0.1, a 0.9
+  assert kd.method.ce_weight == 0.1 and kd.method.terms.kd.weight == 0.9
+  ab = s2.get_config("ab:resnet32x4-resnet8x4")     # init stage kept, KD added to the main stage
+  assert ab.method.init.epochs == 30 and "kd" in ab.method.terms
+  for bad in ("kd:resnet32x4-ShuffleV2,branch:ShuffleV2", "kd:resnet32x4-ShuffleV2,branch:vgg8",
+              "oh:resnet32x4-ShuffleV1", "dkd:resnet32x4-resnet8x4", "kd:resnet32x4-ShuffleV2,x"):
+    with pytest.raises(ValueError):
+      s2.get_config(bad)
+  s1 = _mod("cifar100.sftn_stage1")
+  assert s1.get_config("resnet32x4-ShuffleV1").optim.lr == 0.01
+  assert s1.get_config("resnet32x4-resnet8x4").optim.lr == 0.05
+  o = _mod("cifar100.oh").get_config("wrn_40_2-wrn_16_2")
+  assert (o.num_epochs, o.optim.lr, o.optim.nesterov, tuple(o.optim.milestones)) == (
+      200, 0.1, True, (100, 150))
