@@ -5,10 +5,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from kdjax import losses
+from conftest import tiny_run_config
+from kdjax import losses, models
 from kdjax.errors import UserError
 from kdjax.methods import Batch, Outputs, build_method
 from kdjax.methods import monitors
+from kdjax.train import state as state_lib
+from kdjax.train.optim import make_optimizer
+from kdjax.train.step import make_steps
 
 
 
@@ -108,3 +112,39 @@ def test_monitor_teacher_need_and_validation():
     build_method(dict(terms=dict(ttm_stats=dict(weight=1.0, gamma=0.25))))
   with pytest.raises(UserError, match="gamma"):
     build_method(dict(terms=dict(ttm_stats=dict(gamma=2.0))))
+
+
+def test_train_step_logs_monitor_metrics():
+  """Through kdjax.train.step: the monitor's metrics come out of the jitted step, the loss and
+  the update are those of the method without it, and a CE-only method with a teacher monitor
+  runs the teacher (no step change needed)."""
+  with jax.enable_x64(False):
+    student = models.get("tiny_cnn", num_classes=10)
+    teacher = models.get("tiny_cnn", num_classes=10, width=12)
+    x0 = jnp.zeros((1, 16, 16, 3))
+    sv = student.init(jax.random.PRNGKey(0), x0)
+    tv = teacher.init(jax.random.PRNGKey(1), x0)
+    tx, _ = make_optimizer(tiny_run_config().optim, steps_per_epoch=10)
+    rs = np.random.RandomState(0)
+    images = rs.randint(0, 255, (16, 16, 16, 3)).astype(np.uint8)
+    labels = rs.randint(0, 10, (16,)).astype(np.int32)
+    out = {}
+    for name, terms in (("plain", dict(ttm=dict(weight=45.0, gamma=0.1))),
+                        ("mon", dict(ttm=dict(weight=45.0, gamma=0.1), ttm_stats=dict(gamma=0.1))),
+                        ("ce_mon", dict(ttm_stats=dict(gamma=0.25)))):
+      method = build_method(dict(name=name, ce_weight=1.0, terms=terms))
+      fresh = jax.tree_util.tree_map(jnp.array, sv)      # the step donates its state
+      st = state_lib.create({"student": fresh["params"], "connectors": {}},
+                            {"student": fresh["batch_stats"]}, tx, jax.random.PRNGKey(7))
+      steps = make_steps(student=student, method=method, tx=tx,
+                         train_transform=lambda im, r: im.astype(jnp.float32) / 255.,
+                         eval_transform=lambda im: im.astype(jnp.float32) / 255.,
+                         teacher=teacher)
+      out[name] = steps.train_indexed(st, images, labels, np.arange(16, dtype=np.int32),
+                                      jnp.arange(8), tv)
+    (s_plain, m_plain), (s_mon, m_mon), (_, m_ce) = out["plain"], out["mon"], out["ce_mon"]
+    np.testing.assert_array_equal(m_plain["loss"], m_mon["loss"])
+    jax.tree_util.tree_map(np.testing.assert_array_equal, s_plain.params, s_mon.params)
+    np.testing.assert_allclose(m_mon["ttm_stats/ttm_kl"], m_mon["ttm"], rtol=1e-6)
+    assert set(m_ce) >= {"ttm_stats/entropy", "ttm_stats/ttm_kl", "agreement"}
+    assert float(m_ce["ttm_stats/entropy"]) > 0
