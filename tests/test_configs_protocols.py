@@ -127,7 +127,9 @@ def _sftn_oh_rco_cells():
           s2.get_config(f"{method}:{p}")
         continue
       out.append((f"sftn_stage2:{method}:{p}", s2.get_config(f"{method}:{p}"), t))
-      out.append((f"sftn_stage2:{method}:{p},standard", s2.get_config(f"{method}:{p},standard"), t))
+      # the control differs only in teacher.workdir (same architecture): not built twice
+      std = s2.get_config(f"{method}:{p},standard")
+      assert std.teacher.workdir == f"runs/cifar100/teacher_{t}"
   for arg in ("kd:resnet32x4-ShuffleV2,branch:resnet8x4", "at:resnet32x4-ShuffleV1,branch:ShuffleV2",
               "crd:resnet32x4-resnet8x4,branch:ShuffleV1"):
     out.append((f"sftn_stage2:{arg}", s2.get_config(arg), arg.split(":")[1].split("-")[0]))
