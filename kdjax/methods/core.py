@@ -178,7 +178,7 @@ class Method:
   @property
   def loss_needs_teacher(self) -> bool:
     """Whether this method's own loss reads the teacher (the step runs it)."""
-    return any(t.spec.needs_teacher and t.weight != 0 for t in self.terms)
+    return any(t.spec.needs_teacher and (t.weight != 0 or t.spec.monitor) for t in self.terms)
 
   @property
   def is_bound(self) -> bool:
@@ -323,6 +323,13 @@ class Method:
     total = self.ce_weight * ce
     metrics = {"ce": ce.mean()}
     for t in self._resolved_terms():
+      if t.spec.monitor:       # metrics only: stop-gradient outputs, no loss
+        s_in = _select(student, t.student_taps, "student", t)
+        t_in = _select(teacher, t.teacher_taps, "teacher", t)
+        vals = t.spec.fn(jax.lax.stop_gradient(s_in), jax.lax.stop_gradient(t_in), batch,
+                         **t.hparams)
+        metrics.update({f"{t.key}/{n}": jnp.mean(v) for n, v in vals.items()})
+        continue
       if t.weight == 0:
         continue
       kw = dict(t.hparams)
@@ -468,12 +475,17 @@ def _build_terms(terms_cfg, prefix: str) -> Tuple[Term, ...]:
       hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
       raise UserError(f"{prefix}.{key}: unknown loss {loss_name!r}.{hint} "
                       f"Registered: {sorted(_TERMS)}.")
+    spec = _TERMS[loss_name]
+    if spec.monitor:
+      if float(tc.get("weight", 0.0)) != 0:
+        raise UserError(f"{prefix}.{key} ({loss_name}) is a monitor (metrics only, no loss): "
+                        f"drop its 'weight' or set it to 0, got {tc['weight']!r}.")
+      tc.setdefault("weight", 0.0)
     if "weight" not in tc:
       raise UserError(f"{prefix}.{key} has no 'weight'.")
     weight = float(tc.pop("weight"))
     if weight < 0:
       raise UserError(f"{prefix}.{key}.weight must be >= 0, got {weight}.")
-    spec = _TERMS[loss_name]
     _check_hparams(key, spec, tc, prefix)
     conn = None
     if spec.connector is not None:

@@ -23,6 +23,11 @@ parameter shapes follow from the taps (no shape inference by hand).
 
 A term with explicit state (CRD's memory banks) gives ``init_state(ctx, rng, **hparams)``, where
 ``ctx`` is the run's :class:`BuildContext`.
+
+A *monitor* (``monitor=True``) adds no loss: its ``fn`` returns a dict ``name -> (B,)`` of
+per-example values, evaluated on stop-gradient outputs and logged as the batch-mean metrics
+``<term key>/<name>`` (TTM's H(q) and D(p_hat || q), :mod:`kdjax.methods.monitors`). Its weight is
+0 (the default) and it runs anyway; ``needs_teacher`` makes the step run the teacher for it.
 """
 from __future__ import annotations
 
@@ -73,6 +78,7 @@ class TermSpec:
   init_state: Optional[Callable] = None    # (ctx: BuildContext, rng, **hparams) -> pytree
   doc: str = ""
   views: Optional[ViewSpec] = None
+  monitor: bool = False                    # metrics only, no loss (see the module docstring)
 
   @property
   def static_taps(self) -> bool:
@@ -93,7 +99,8 @@ _TERMS: Dict[str, TermSpec] = {}
 
 def register_term(name: str, *, student_taps=(), teacher_taps=(), taps: Optional[Callable] = None,
                   needs_teacher: bool = True, connector: Optional[Callable] = None,
-                  init_state: Optional[Callable] = None, views: Optional[ViewSpec] = None):
+                  init_state: Optional[Callable] = None, views: Optional[ViewSpec] = None,
+                  monitor: bool = False):
   """Decorator registering a loss adapter as the method term ``name`` (see the module docstring).
   Give either static ``student_taps`` / ``teacher_taps`` or a ``taps`` function."""
   if taps is not None and (student_taps or teacher_taps):
@@ -105,7 +112,7 @@ def register_term(name: str, *, student_taps=(), teacher_taps=(), taps: Optional
       raise ValueError(f"method term {name!r} registered twice")
     _TERMS[name] = TermSpec(name, fn, tuple(student_taps), tuple(teacher_taps), taps,
                             needs_teacher, connector, init_state, (fn.__doc__ or "").strip(),
-                            views)
+                            views, monitor)
     return fn
 
   return deco

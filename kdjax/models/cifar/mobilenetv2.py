@@ -114,3 +114,11 @@ class MobileNetV2(CifarNet):
 def mobilenetv2(num_classes: int, **kw) -> MobileNetV2:
   """RepDistiller ``mobile_half`` (= ``mobilenetv2_T_w(6, 0.5)``)."""
   return MobileNetV2(num_classes=num_classes, **kw)
+
+
+@register("mobilenetv2_075")
+def mobilenetv2_075(num_classes: int, **kw) -> MobileNetV2:
+  """CheckpointKD's student ``mobilenetv2_075`` (LeapLabTHU/CheckpointKD ``models/mobilenetv2.py``:
+  ``MobileNetV2(T=6, width_mult=0.75)``, the same network as RepDistiller's with width 0.75);
+  parity: ``tests/test_mobilenetv2_075.py``."""
+  return MobileNetV2(num_classes=num_classes, width_mult=0.75, **kw)

@@ -1,0 +1,1 @@
+"""CIFAR-10 configs (the calibration paper's second dataset)."""
