@@ -50,13 +50,18 @@ class Adversarial(base.Probe):
     info, teacher, bs, y = ctx.info, ctx.teacher, ctx.batch_size, ctx.labels
     clean_ok = {r.name: ctx.logits[r.name].argmax(-1) == y for r in ctx.runs}
     n_eps = len(eps_list)
-    # preds[attack][model]: list over batches of (E, b) predicted classes
-    preds = {a: {r.name: [] for r in ctx.runs} for a in attacks}
-    sp = ctx.spans()
+    # Every reported rate counts only images some model classifies correctly when clean; the
+    # others are not attacked (their adversarial predictions would enter no number).
+    attacked = np.flatnonzero(np.any([clean_ok[r.name] for r in ctx.runs], axis=0))
+    # preds[attack][model]: (E, N) predicted classes on the adversarial images (-1: not attacked)
+    preds = {a: {r.name: np.full((n_eps, len(y)), -1, np.int64) for r in ctx.runs}
+             for a in attacks}
+    sp = base.spans(len(attacked), bs)
     with ctx.bar(len(sp), self.name) as bar:
       for a, b in sp:
-        xb = ctx.normalize(base.pad_to(ctx.images[a:b], bs))
-        yb = base.pad_to(y[a:b], bs)
+        rows = attacked[a:b]
+        xb = ctx.normalize(base.pad_to(ctx.images[rows], bs))
+        yb = base.pad_to(y[rows], bs)
         xp, xf = attack_sweep(teacher.module, teacher.variables, xb, yb, eps_list=eps_list,
                               steps=steps if "pgd" in attacks else 0, step_size_frac=frac,
                               fgsm="fgsm" in attacks, pixel_std=info.std, pixel_mean=info.mean)
@@ -64,22 +69,20 @@ class Adversarial(base.Probe):
         for r in ctx.runs:
           done = {}  # eps = 0 gives the same images for both attacks: classify them once
           for atk in attacks:
-            row = []
             for j in range(n_eps):
               key = ("any", j) if eps_list[j] == 0 else (atk, j)
               if key not in done:
                 done[key] = ctx.predict(r, adv[atk][j], pixels=False).argmax(-1)[:b - a]
-              row.append(done[key])
-            preds[atk][r.name].append(np.stack(row))
+              preds[atk][r.name][j, rows] = done[key]
         bar.update()
     out = {"eps": eps_list, "eps_255": [e * 255 for e in eps_list], "pgd_steps": steps,
            "pgd_step_frac": frac, "units": "[0, 1] pixels (per-channel std/mean of the dataset)",
-           "crafted_on": "teacher", "attacks": {}}
+           "crafted_on": "teacher", "num_attacked": int(len(attacked)), "attacks": {}}
     for attack in attacks:
       res = {"teacher_fooling_rate": [], "fooling_rate": {s.name: [] for s in ctx.students},
              "transfer_rate": {s.name: [] for s in ctx.students},
              "num_teacher_fooled": {s.name: [] for s in ctx.students}}
-      adv_ok_all = {k: np.concatenate(v, axis=1) == y for k, v in preds[attack].items()}
+      adv_ok_all = {k: v == y for k, v in preds[attack].items()}
       for j in range(n_eps):
         adv_ok = {k: v[j] for k, v in adv_ok_all.items()}
         t_ok, t_adv = clean_ok[teacher.name], adv_ok[teacher.name]
