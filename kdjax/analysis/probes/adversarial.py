@@ -125,7 +125,7 @@ class Adversarial(base.Probe):
       ax.set_ylim(-2, 102)
       ax.set_title(f"{atk} crafted on teacher")
       ax.legend(fontsize=6)
-    ctx.save_figure(fig, self.name, "adversarial_transfer.png")
+    ctx.save_figure(fig, self.name, self.figure_name("adversarial_transfer.png"))
 
   def markdown(self, ctx, result):
     L = []

@@ -46,7 +46,7 @@ class Agreement(base.Probe):
     ax.set_ylabel("top-1 agreement with teacher (%)")
     ax.set_ylim(0, 100)
     ax.set_title("Agreement")
-    ctx.save_figure(fig, self.name, "agreement.png")
+    ctx.save_figure(fig, self.name, self.figure_name("agreement.png"))
 
   def markdown(self, ctx, result):
     names = [s.name for s in ctx.students]

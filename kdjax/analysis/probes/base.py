@@ -98,6 +98,11 @@ class Probe:
   def markdown(self, ctx: "Context", result: dict) -> List[str]:
     raise NotImplementedError
 
+  def figure_name(self, fname: str) -> str:
+    """``fname``, prefixed with the probe's name when it is not its type's default entry (so
+    two entries of one type do not overwrite each other's PNGs)."""
+    return fname if self.name == self.type_name else f"{self.name}_{fname}"
+
   @property
   def section_title(self) -> str:
     return self.title if self.name == self.type_name else f"{self.title} ({self.name})"

@@ -68,7 +68,7 @@ class CKA(base.Probe):
                                           "last stage": [cka[n]["last_stage"] for n in names]},
                       "linear CKA with teacher")
     axes[0, 0].set_title("CKA")
-    ctx.save_figure(fig, self.name, "cka.png")
+    ctx.save_figure(fig, self.name, self.figure_name("cka.png"))
 
   def markdown(self, ctx, result):
     st = result["students"]

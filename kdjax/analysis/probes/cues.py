@@ -115,7 +115,7 @@ class Cues(base.Probe):
     axes[0, 1].set_title("Consensus with teacher")
     for ax in axes[0]:
       ax.set_ylim(0, 100)
-    ctx.save_figure(fig, self.name, "shifted_accuracy.png")
+    ctx.save_figure(fig, self.name, self.figure_name("shifted_accuracy.png"))
 
   def markdown(self, ctx, result):
     names = [s.name for s in ctx.students]

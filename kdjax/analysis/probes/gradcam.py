@@ -84,7 +84,7 @@ class GradCAM(base.Probe):
         axes[i, j].set_title(f"{r.name} ({r.role[0].upper()})", fontsize=7)
       for ax in axes[i]:
         ax.axis("off")
-    ctx.save_figure(fig, self.name, "gradcam_overlays.png")
+    ctx.save_figure(fig, self.name, self.figure_name("gradcam_overlays.png"))
 
   def markdown(self, ctx, result):
     st = result["students"]

@@ -84,7 +84,7 @@ class Invariance(base.Probe):
                       "prediction unchanged (%)", ctx.colors())
     axes[0, 0].set_ylim(0, 100)
     axes[0, 0].set_title("Colour-jitter consistency")
-    ctx.save_figure(fig, self.name, "consistency.png")
+    ctx.save_figure(fig, self.name, self.figure_name("consistency.png"))
 
   def markdown(self, ctx, result):
     L = [base.table(["model \\ jitter"] + result["labels"],
