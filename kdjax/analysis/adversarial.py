@@ -34,6 +34,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from kdjax.analysis._predict import predict_classes
+
 __all__ = ["fgsm", "ifgsm", "pgd", "attack_sweep", "transfer_success", "logits_fn"]
 
 
@@ -190,11 +192,6 @@ def ifgsm(model, variables, x, y, *, eps, steps: int = 5, step_size=None, pixel_
                pixel_std=pixel_std, pixel_mean=pixel_mean)
 
 
-@functools.partial(jax.jit, static_argnames=("model",))
-def _predict(model, variables, x):
-    return jnp.argmax(logits_fn(model, variables)(x), axis=-1)
-
-
 def attack_sweep(model, variables, x, y, *, eps_list: Sequence[float], steps: int,
                  step_size_frac: float, fgsm: bool = True, pixel_std=None, pixel_mean=None):
   """I-FGSM / PGD (no random start) at every radius of ``eps_list`` and FGSM, for one batch.
@@ -297,34 +294,25 @@ def transfer_success(source_model, source_variables, target_model, target_variab
     n = x.shape[0]
     bs = n if batch_size is None else int(batch_size)
     frac = (1.0 / max(steps, 1)) if step_size_frac is None else float(step_size_frac)
-    def pred_s(xb):
-        return _predict(source_model, source_variables, xb)
-
-    def pred_t(xb):
-        return _predict(target_model, target_variables, xb)
-
     def attack(xb, yb, eps, key):
         return pgd(source_model, source_variables, xb, yb, eps=eps, steps=steps,
                    step_size=eps * frac, rng=key, random_start=random_start,
                    pixel_std=pixel_std, pixel_mean=pixel_mean)
 
-    def batched(fn, *arrays):
-        return np.concatenate([np.asarray(fn(*(a[i:i + bs] for a in arrays)))
-                               for i in range(0, n, bs)])
+    def pred(model, variables, xs):
+        return predict_classes(model, variables, xs, batch_size=bs)
 
-    clean_s = batched(pred_s, x) == y
-    clean_t = batched(pred_t, x) == y
+    clean_s = pred(source_model, source_variables, x) == y
+    clean_t = pred(target_model, target_variables, x) == y
     key = jax.random.PRNGKey(0) if rng is None else rng
     out = {k: [] for k in ("eps", "source_error", "target_error", "source_fooling_rate",
                            "target_fooling_rate", "transfer_fooling_rate", "num_source_fooled")}
     for eps in eps_list:
-        adv_s, adv_t = [], []
-        for j, i in enumerate(range(0, n, bs)):
-            xa = attack(x[i:i + bs], y[i:i + bs], float(eps), jax.random.fold_in(key, j))
-            adv_s.append(np.asarray(pred_s(xa)))
-            adv_t.append(np.asarray(pred_t(xa)))
-        ok_s = np.concatenate(adv_s) == y
-        ok_t = np.concatenate(adv_t) == y
+        xa = np.concatenate([np.asarray(attack(x[i:i + bs], y[i:i + bs], float(eps),
+                                               jax.random.fold_in(key, j)))
+                             for j, i in enumerate(range(0, n, bs))])
+        ok_s = pred(source_model, source_variables, xa) == y
+        ok_t = pred(target_model, target_variables, xa) == y
         fooled = clean_s & clean_t & ~ok_s
         out["eps"].append(float(eps))
         out["source_error"].append(float(np.mean(~ok_s)))
