@@ -6,7 +6,7 @@ Pure functions over model outputs or kdjax model apply-functions::
   linear_cka(x, y, *, unbiased=False), CKAAccumulator                     (cka.py)
   gradcam(model, variables, x, *, stage, class_idx=None), cam_agreement,
   cam_preference                                                          (gradcam.py)
-  fgsm, ifgsm, pgd, transfer_success                                      (adversarial.py)
+  fgsm, ifgsm, pgd, attack_sweep, transfer_success                        (adversarial.py)
   color_jitter, prediction_consistency, transform_consistency             (invariance.py)
   per_group_accuracy, worst_group_accuracy, accuracy_gap,
   group_fairness_report                                                   (fairness.py)
