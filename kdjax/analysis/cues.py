@@ -31,6 +31,9 @@ from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
+from kdjax.data import DatasetNotFoundError
+from kdjax.data import arrays as arrays_lib
+
 __all__ = [
     "CUE_SETS", "ShiftedSet", "inverted", "texture_noise", "gaussian_blur", "edges",
     "cue_conflict", "class_tint", "grayscale", "build_shifted_sets", "load_tfds_set",
@@ -274,8 +277,6 @@ def load_tfds_set(name: str, split: str, *, data_dir: Optional[str] = None,
         and how to prepare one).
       ValueError: a missing feature key or an incompatible channel count.
     """
-    from kdjax.data import DatasetNotFoundError
-    from kdjax.data import arrays as arrays_lib
     where = data_dir if data_dir is not None else "~/tensorflow_datasets (or $TFDS_DATA_DIR)"
     try:
         source = arrays_lib.open_tfds_source(name, split, data_dir)

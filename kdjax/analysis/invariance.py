@@ -32,6 +32,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from kdjax.analysis._predict import predict_classes
+
 __all__ = [
     "color_jitter",
     "adjust_brightness",
@@ -224,19 +226,6 @@ def color_jitter(images, rng, *, brightness: float = 0.0, contrast: float = 0.0,
 # --------------------------------------------------------------------------------------------
 
 
-@functools.partial(jax.jit, static_argnames=("apply_fn", "normalize_fn"))
-def _predict(x01, *, apply_fn, normalize_fn):
-    x = normalize_fn(x01) if normalize_fn is not None else x01
-    out = apply_fn(x)
-    logits = out[0] if isinstance(out, (tuple, list)) else out
-    return jnp.argmax(logits, axis=-1)
-
-
-def _predict_fn(apply_fn, normalize_fn):
-    # Jitted with the (hashable) functions static: repeated calls with the same apply_fn compile once.
-    return functools.partial(_predict, apply_fn=apply_fn, normalize_fn=normalize_fn)
-
-
 def _to01(images):
     images = jnp.asarray(images)
     if images.dtype == jnp.uint8:
@@ -272,14 +261,16 @@ def transform_consistency(apply_fn: Callable, images01, rng, *, transform: Calla
     x = _to01(images01)
     n = x.shape[0]
     bs = n if batch_size is None else int(batch_size)
-    predict = _predict_fn(apply_fn, normalize_fn)
+    def predict(xs):
+        return predict_classes(apply_fn, None, xs, batch_size=bs, preprocess=normalize_fn)
+
+    base = predict(x)
     agree = []
     for j, i in enumerate(range(0, n, bs)):
         xb = x[i:i + bs]
-        base = predict(xb)
-        views = [predict(transform(xb, jax.random.fold_in(jax.random.fold_in(rng, v), j))) == base
-                 for v in range(int(n_views))]
-        agree.append(np.asarray(jnp.stack(views, axis=1)))
+        views = [predict(transform(xb, jax.random.fold_in(jax.random.fold_in(rng, v), j))) ==
+                 base[i:i + bs] for v in range(int(n_views))]
+        agree.append(np.stack(views, axis=1))
     a = np.concatenate(agree)
     return float(np.mean(a.all(axis=1)) if require_all else np.mean(a))
 

@@ -148,11 +148,15 @@ def main():
     run(student_cfg(s, "hint", teacher), d("hint"))
     run(student_cfg(s, "crd", teacher), d("crd"))
     if not os.path.exists(d("analysis", "report.json")):
-      from kdjax.analysis.report import analyze
-      analyze(teacher, {"kd": d("kd"), "hint": d("hint"), "crd": d("crd")}, d("independent"),
-              d("analysis"), num_examples=a.num_examples, seed=s,
-              eps_list=(0.0, 2 / 255, 4 / 255, 8 / 255), pgd_steps=5, pgd_step_frac=0.0,
-              progress=False)
+      from kdjax import analysis
+      c = analysis.base_config()
+      c.teacher, c.independent, c.out_dir = teacher, d("independent"), d("analysis")
+      c.distilled = ",".join(f"{k}={d(k)}" for k in ("kd", "hint", "crd"))
+      c.num_examples, c.seed, c.progress = a.num_examples, s, False
+      c.probes.adversarial.eps_list = (0.0, 2 / 255, 4 / 255, 8 / 255)
+      c.probes.adversarial.pgd_steps = 5
+      c.probes.adversarial.pgd_step_frac = 0.0
+      analysis.analyze(c)
 
   if "issue5" in phases:
     for name, spec in ((f"epoch{e}", (teacher, f"epoch:{e}")) for e in range(1, TEACHER_EPOCHS)):
