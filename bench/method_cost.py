@@ -2,12 +2,12 @@
 
 resnet32x4 -> resnet8x4, batch 64, 32x32x3, 100 classes, SGD (the RepDistiller step). For every
 method the timed step is ``0.1 CE + 0.9 KD(T=4) + b * method`` with the method's term exactly as in
-its kdjax config (``configs/cifar100/repdistiller.py`` and the logit-method configs), connectors
+its library preset (``kdjax.methods.preset``, which ``configs/cifar100/*.py`` use too), connectors
 and explicit states (CRD memory banks over 50,000 CIFAR images, 16,384 negatives) included. AB and
 FSP train their term only in RepDistiller's 30-epoch init stage (the main stage is CE alone): their
 rows time that term inside the KD step, i.e. the cost of one init-stage step's term. FT's row is
 its main-stage term (the paraphraser's init stage is cheaper). SSKD's row is its main stage
-(``configs/cifar100/sskd.py``: 4 rotated views, so student and teacher run on 4 x 64 images; its
+(preset ``'sskd'``: 4 rotated views, so student and teacher run on 4 x 64 images; its
 0.9 KD on the normal views is the KD term every row has). The
 batch is already on device; teacher forward, student forward/backward, connectors and optimiser
 update are all inside the one jitted step. Reports compile time, median step time and the
@@ -27,10 +27,9 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from configs.cifar100 import repdistiller, sskd  # noqa: E402
 from kdjax import models  # noqa: E402
 from kdjax.config import base_config  # noqa: E402
-from kdjax.methods import build_method  # noqa: E402
+from kdjax.methods import build_method, preset, preset_names  # noqa: E402
 from kdjax.train import state as state_lib  # noqa: E402
 from kdjax.train.optim import make_optimizer  # noqa: E402
 from kdjax.train.step import make_steps  # noqa: E402
@@ -39,35 +38,32 @@ PAIR = "resnet32x4-resnet8x4"
 N_DATA = 50000
 KD = dict(weight=0.9, temperature=4.0)
 
-# Logit methods: the term as in their configs (weights of the published resnet32x4 -> 8x4 cells).
-LOGIT = {
-    "dkd": dict(loss="dkd", weight=1.0, alpha=1.0, beta=8.0, temperature=4.0, warmup_epochs=20),
-    "dist": dict(loss="dist", weight=1.0, beta=2.0, gamma=2.0, temperature=4.0),
-    "ttm": dict(loss="ttm", weight=1.0, gamma=0.1),
-    "wttm": dict(loss="wttm", weight=1.0, gamma=0.1),
-    "listmle": dict(loss="listmle", weight=1.0),
-    "pairwise_ranking": dict(loss="pairwise_ranking", weight=1.0),
-}
+# The library's presets (kdjax.methods.preset, as configs/ use them), with the per-pair
+# hyper-parameters of the resnet32x4 -> resnet8x4 cells of configs/cifar100/{dkd,ttm,wttm,itrd}.py.
+PRESET_ARGS = {"dkd": dict(beta=8.0), "ttm": dict(gamma=0.1, beta=100.0),
+               "wttm": dict(gamma=0.1, beta=3.0), "itrd": dict(alpha=1.01, mi_weight=1.0)}
+# Terms without a preset (calibration study's ranking losses).
+EXTRA = {"listmle": dict(weight=1.0), "pairwise_ranking": dict(weight=1.0)}
+
+
+def _preset_terms(name):
+  recipe = preset(name, **PRESET_ARGS.get(name, {}))
+  terms = {k: dict(v) for k, v in recipe["terms"].items() if k != "kd"}
+  # AB / FSP: the term lives in the init stage only (the main stage is CE alone).
+  return terms or {k: dict(v) for k, v in recipe.get("init", {}).get("terms", {}).items()}
 
 
 def method_terms(name):
   """``{term key: term dict}`` of the method (without the KD term added below)."""
   if name == "kd":
     return {}
-  if name in LOGIT:
-    return {name: dict(LOGIT[name])}
+  if name in EXTRA:
+    return {name: dict(EXTRA[name])}
   if name == "wttm_crd":
-    crd = dict(repdistiller.get_config(f"crd:{PAIR}").method.terms["crd"])
-    return {"wttm": dict(LOGIT["wttm"]), "crd": crd}
-  if name == "itrd":
-    return {"itrd": dict(weight=1.0)}
-  if name == "sskd":
-    c = sskd.get_config(PAIR)
-    return {k: dict(v) for k, v in c.method.terms.items() if k != "kd"}
-  c = repdistiller.get_config(f"{name}:{PAIR}")
-  terms = {k: dict(v) for k, v in c.method.terms.items() if k != "kd"}
-  # AB / FSP: the term lives in the init stage only (the main stage is CE alone).
-  return terms or {k: dict(v) for k, v in c.method.init.terms.items()}
+    return {**_preset_terms("wttm"), **_preset_terms("crd")}
+  if name not in preset_names():
+    raise ValueError(f"no preset {name!r}")
+  return _preset_terms(name)
 
 
 def setup(name, batch):
@@ -75,34 +71,20 @@ def setup(name, batch):
   s_mod = models.get("resnet8x4", num_classes=100)
   x0 = jnp.zeros((1, 32, 32, 3))
   tv = t_mod.init(jax.random.PRNGKey(1), x0)
-  sv = s_mod.init(jax.random.PRNGKey(0), x0)
   terms = dict(kd=dict(KD), **method_terms(name))
   method = build_method(dict(name=name, ce_weight=0.1, terms=terms))
-  shapes = lambda m, v: {k: a.shape for k, a in m.apply(v, x0, train=False)[1].items()}
-  s_shapes, t_shapes = shapes(s_mod, sv), shapes(t_mod, tv)
-  method.check_shapes(s_shapes, t_shapes)
-  conn = method.connectors(s_shapes, t_shapes)
-  c_params, c_stats = {}, {}
-  for i, (k, (mod, init_shapes)) in enumerate(sorted(conn.items())):
-    cv = mod.init(jax.random.PRNGKey(10 + i), *[jnp.zeros(s) for s in init_shapes])
-    c_params[k] = cv.get("params", {})
-    if "batch_stats" in cv:
-      c_stats[k] = cv["batch_stats"]
-  cfg = base_config()
-  tx, _ = make_optimizer(cfg.optim, steps_per_epoch=782)
-  ms = method.init_states(N_DATA, s_shapes, t_shapes, jax.random.PRNGKey(3))
-  state = state_lib.create({"student": sv["params"], "connectors": c_params},
-                           {"student": sv["batch_stats"], "connectors": c_stats}, tx,
-                           jax.random.PRNGKey(2), ms)
-  fns = make_steps(student=s_mod, method=method, tx=tx, teacher=t_mod,
-                   connectors={k: m for k, (m, _) in conn.items()},
+  tx, _ = make_optimizer(base_config().optim, steps_per_epoch=782)
+  built = state_lib.init_train_state(s_mod, (t_mod, tv), method, x0, jax.random.PRNGKey(0),
+                                     tx=tx, num_examples=N_DATA)
+  fns = make_steps(student=s_mod, method=built.method, tx=tx, teacher=t_mod,
+                   connectors=built.connectors,
                    train_transform=lambda im, r: im, eval_transform=lambda im: im,
                    emit_norms=False, steps_per_epoch=782)
   rs = np.random.RandomState(0)
   b = {"image": jnp.asarray(rs.randn(batch, 32, 32, 3).astype(np.float32)),
        "label": jnp.asarray(rs.randint(0, 100, batch).astype(np.int32)),
        "index": jnp.asarray(rs.choice(N_DATA, batch, replace=False).astype(np.int32))}
-  return fns, state, tv, b, models.count_params(c_params)
+  return fns, built.state, tv, b, models.count_params(built.params["connectors"])
 
 
 class Runner:

@@ -72,7 +72,7 @@ def test_method_without_terms_is_supervised_and_label_smoothing():
 
 
 def test_missing_taps_are_reported_at_config_time():
-  from kdjax.methods.base import register_term, _TERMS
+  from kdjax.methods.registry import register_term, _TERMS
   if "_needs_stage9" not in _TERMS:
     register_term("_needs_stage9", student_taps=("stage9",))(
         lambda s, t, b: jnp.zeros(s.logits.shape[0]))

@@ -1,4 +1,4 @@
-"""Feature / relational / contrastive method terms (kdjax.methods.terms), CRD and their configs.
+"""Feature / relational / contrastive method terms (kdjax.methods families), CRD and their configs.
 
 * every new term builds through ``build_method`` and ``Method.loss`` on tap dicts with the shapes
   of real kdjax models (``jax.eval_shape``) and equals its ``kdjax.losses`` function applied by
@@ -24,8 +24,7 @@ from kdjax import losses, models
 from kdjax.config import validate
 from kdjax.losses import connectors as conn
 from kdjax.losses import contrastive as C
-from kdjax.methods import Batch, Outputs, build_method
-from kdjax.methods.terms import staged_term
+from kdjax.methods import Batch, BuildContext, Outputs, build_method, connector_calls
 from kdjax.train import state as state_lib
 from kdjax.train.step import make_steps
 
@@ -50,70 +49,61 @@ def random_outputs(shapes, seed, batch=B):
   return Outputs(jnp.asarray(rs.randn(batch, 100).astype(np.float32)), taps)
 
 
-def make_callables(modules, params, stats):
-  """Connector callables as ``kdjax.train.step`` builds them (BN stats mutable, updated)."""
-  def make(k, m):
-    def call(*a, **kw):
-      v = {"params": params[k]}
-      if k in stats:
-        v["batch_stats"] = stats[k]
-        out, upd = m.apply(v, *a, mutable=["batch_stats"], **kw)
-        stats[k] = upd["batch_stats"]
-        return out
-      return m.apply(v, *a, **kw)
-    return call
-  return {k: make(k, m) for k, m in modules.items()}
-
-
-def init_variables(mod, init_shapes, seed):
-  """Connector variables with the shapes ``mod.init`` gives (abstract evaluation), filled from
-  numpy: the term-vs-by-hand checks need some values, and compiling the random initialisers of
-  every connector (as the trainer does once per run) would dominate this file's runtime."""
-  abstract = jax.eval_shape(
-      lambda: mod.init(jax.random.PRNGKey(0), *[jnp.zeros(s) for s in init_shapes]))
-  rs = np.random.RandomState(seed)
-
-  def fill(path, a):
-    names = [getattr(k, "key", None) for k in path]
-    if names[0] == "batch_stats":
-      return jnp.zeros(a.shape, a.dtype) if names[-1] == "mean" else jnp.ones(a.shape, a.dtype)
-    if names[-1] == "scale":
-      return jnp.asarray(1.0 + 0.1 * rs.randn(*a.shape), a.dtype)
-    fan_in = int(np.prod(a.shape[:-1])) if len(a.shape) >= 2 else 100
-    return jnp.asarray(rs.randn(*a.shape) / np.sqrt(fan_in), a.dtype)
-
-  return jax.tree_util.tree_map_with_path(fill, abstract)
-
-
-def run_term(loss, hp, s_name, t_name, *, weight=2.0, ce_weight=0.5, seed=0):
-  """Builds a one-term method, initialises its connector / state like the trainer and evaluates
-  ``Method.loss``. Returns a dict with everything the by-hand computation needs."""
-  s_shapes, t_shapes = tap_shapes(s_name), tap_shapes(t_name)
-  method = build_method(dict(name="t", ce_weight=ce_weight,
-                             terms={"term": dict(loss=loss, weight=weight, **hp)}))
-  method.check_shapes(s_shapes, t_shapes)
-  mods = method.connectors(s_shapes, t_shapes)
+def init_variables(method, s_shapes, t_shapes, seed):
+  """``(modules, params, stats)`` of a bound method's connectors with the shapes
+  ``Method.init_connectors`` gives (abstract evaluation), filled from numpy: the term-vs-by-hand
+  checks need some values, and compiling the random initialisers of every connector (as the
+  trainer does once per run) would dominate this file's runtime."""
+  modules = method.connectors()
+  a_params, a_stats = jax.eval_shape(
+      lambda: method.init_connectors(s_shapes, t_shapes, jax.random.PRNGKey(0))[1:])
   params, stats = {}, {}
-  for i, (k, (mod, init_shapes)) in enumerate(sorted(mods.items())):
-    cv = init_variables(mod, init_shapes, 100 + i)
+  for i, k in enumerate(sorted(modules)):
+    rs = np.random.RandomState(seed + i)
+
+    def fill(path, a):
+      names = [getattr(p, "key", None) for p in path]
+      if names[0] == "batch_stats":
+        return jnp.zeros(a.shape, a.dtype) if names[-1] == "mean" else jnp.ones(a.shape, a.dtype)
+      if names[-1] == "scale":
+        return jnp.asarray(1.0 + 0.1 * rs.randn(*a.shape), a.dtype)
+      fan_in = int(np.prod(a.shape[:-1])) if len(a.shape) >= 2 else 100
+      return jnp.asarray(rs.randn(*a.shape) / np.sqrt(fan_in), a.dtype)
+
+    tree = {"params": a_params[k], **({"batch_stats": a_stats[k]} if k in a_stats else {})}
+    cv = jax.tree_util.tree_map_with_path(fill, tree)
     params[k] = cv["params"]
     if "batch_stats" in cv:
       stats[k] = cv["batch_stats"]
-  states = method.init_states(N_DATA, s_shapes, t_shapes, jax.random.PRNGKey(5))
+  return modules, params, stats
+
+
+def ctx(n, s_shapes, t_shapes, teacher_variables=None):
+  return BuildContext(n, teacher_variables, s_shapes, t_shapes or {})
+
+
+def run_term(loss, hp, s_name, t_name, *, weight=2.0, ce_weight=0.5, seed=0):
+  """Builds a one-term method, binds it to the pair, initialises its connector / state as
+  ``init_train_state`` does and evaluates ``Method.loss``. Returns a dict with everything the
+  by-hand computation needs."""
+  s_shapes, t_shapes = tap_shapes(s_name), tap_shapes(t_name)
+  method = build_method(dict(name="t", ce_weight=ce_weight,
+                             terms={"term": dict(loss=loss, weight=weight, **hp)}))
+  method = method.bind(s_shapes, t_shapes)
+  mods, params, stats = init_variables(method, s_shapes, t_shapes, 100)
+  states = method.init_states(ctx(N_DATA, s_shapes, t_shapes), jax.random.PRNGKey(5))
   s_out, t_out = random_outputs(s_shapes, seed), random_outputs(t_shapes, seed + 1)
   t_out = Outputs(t_out.logits, {k: t_out.taps[k] for k in method.teacher_taps})
   labels = jnp.arange(B) % 7
   batch = Batch(labels, jnp.array([3, 7, 11, 19])[:B], 1)
-  stats_in = jax.tree_util.tree_map(lambda a: a, stats)
-  total, metrics, new_states = method.loss(
-      s_out, t_out, batch, connectors=make_callables({k: m for k, (m, _) in mods.items()},
-                                                     params, stats),
-      states=states, return_states=True)
+  calls, new_stats = connector_calls(mods, params, stats)
+  total, metrics, new_states = method.loss(s_out, t_out, batch, connectors=calls, states=states,
+                                           return_states=True)
   ce = -jnp.take_along_axis(jax.nn.log_softmax(s_out.logits), labels[:, None], 1)[:, 0]
   return dict(method=method, total=total, metrics=metrics, s=s_out, t=t_out, batch=batch,
-              params=params.get("term"), stats=stats_in.get("term"), new_stats=stats.get("term"),
+              params=params.get("term"), stats=stats.get("term"), new_stats=new_stats.get("term"),
               states=states.get("term"), new_states=new_states.get("term"), ce=ce,
-              weight=weight, ce_weight=ce_weight, module=mods.get("term", (None,))[0])
+              weight=weight, ce_weight=ce_weight, module=mods.get("term"))
 
 
 def check_value(r, expected, rtol=1e-5, atol=1e-6):
@@ -154,10 +144,9 @@ def test_fitnet_term_is_mse_of_convreg(pair):
   assert not np.allclose(r["stats"]["reg"]["bn"]["mean"], r["new_stats"]["reg"]["bn"]["mean"])
 
 
-def test_fitnet_hint_layer_variants_read_their_stage():
-  assert staged_term("fitnet", 2) == "fitnet" and staged_term("fitnet", 0) == "fitnet@0"
+def test_fitnet_hint_layer_reads_its_stage():
   for k, tap in ((0, "stem"), (1, "stage1"), (3, "stage3")):
-    r = run_term(staged_term("fitnet", k), {}, *HOMO)
+    r = run_term("fitnet", dict(hint_layer=k), *HOMO)
     assert r["method"].teacher_taps == (tap,)
     ss = tap_shapes(HOMO[0])[tap]
     reg = bn_apply(conn.ConvReg(ss, ss), r["params"]["reg"], r["stats"]["reg"], r["s"].taps[tap],
@@ -175,21 +164,29 @@ def test_multistage_terms_sum_over_all_stages(pair, name):
   check_value(r, getattr(losses, name)(s, t, **hp))
 
 
-def test_four_stage_variant_reads_stage4_and_missing_taps_are_reported():
-  r = run_term("at@4", {}, "vgg8", "vgg13")
+def test_all_layers_of_a_four_stage_pair_read_stage4_and_bad_layers_are_reported():
+  r = run_term("at", {}, "vgg8", "vgg13")
   keys = ("stage1", "stage2", "stage3", "stage4")
   assert r["method"].teacher_taps == keys
   check_value(r, losses.at([r["s"].taps[k] for k in keys], [r["t"].taps[k] for k in keys]))
-  m = build_method(dict(terms={"at": dict(loss="at@4", weight=1.0)}))
-  with pytest.raises(ValueError, match=r"needs teacher taps \['stage4'\]"):
-    m.check_shapes(tap_shapes("vgg8"), tap_shapes("resnet8x4"))
+  # 'all' of a 4-stage student and a 3-stage teacher = their common stages 1..3
+  m = build_method(dict(terms={"at": dict(weight=1.0)})).bind(tap_shapes("vgg8"),
+                                                              tap_shapes("resnet8x4"))
+  assert m.teacher_taps == STAGES3 and m.student_taps == STAGES3
+  m = build_method(dict(terms={"at": dict(weight=1.0, layers=(1, 4))}))
+  with pytest.raises(ValueError, match=r"method.terms.at: term at: layers must be .* in 1..3"):
+    m.bind(tap_shapes("vgg8"), tap_shapes("resnet8x4"))
+  r = run_term("at", dict(layers=(2, 3)), *HOMO)
+  assert r["method"].student_taps == ("stage2", "stage3")
+  check_value(r, losses.at([r["s"].taps[k] for k in ("stage2", "stage3")],
+                           [r["t"].taps[k] for k in ("stage2", "stage3")]))
 
 
 @pytest.mark.parametrize("pair", PAIRS_UNDER_TEST)
 def test_sp_reads_last_stage(pair):
   r = run_term("sp", {}, *pair)
   check_value(r, losses.sp(r["s"].taps["stage3"], r["t"].taps["stage3"]))
-  r4 = run_term("sp@4", {}, "vgg8", "vgg13")
+  r4 = run_term("sp", {}, "vgg8", "vgg13")
   check_value(r4, losses.sp(r4["s"].taps["stage4"], r4["t"].taps["stage4"]))
 
 
@@ -275,26 +272,34 @@ def test_fsp_and_oh_terms():
     np.testing.assert_allclose(m_new, m, rtol=1e-6)
 
 
+def _init_connectors(m, s_shapes, t_shapes):
+  m = m.bind(s_shapes, t_shapes)
+  return jax.eval_shape(lambda: m.init_connectors(s_shapes, t_shapes, jax.random.PRNGKey(0))[1:])
+
+
 def test_connectors_raise_clear_errors_when_shapes_cannot_be_bridged():
   bad_s = {"stage2": (1, 4, 4, 8), "stem": (1, 8, 8, 8)}
   bad_t = {"stage2": (1, 16, 16, 8), "stem": (1, 8, 8, 8)}
   m = build_method(dict(terms={"fitnet": dict(weight=1.0)}))
-  with pytest.raises(ValueError, match="ConvReg cannot bridge student stage2"):
-    m.connectors(bad_s, bad_t)
+  with pytest.raises(ValueError, match="ConvReg cannot bridge student"):
+    _init_connectors(m, {"stage1": bad_s["stage2"], **bad_s}, {"stage1": bad_t["stage2"], **bad_t})
   m = build_method(dict(terms={"oh": dict(loss="oh", weight=1.0)}))
   with pytest.raises(ValueError, match="spatial sizes differ"):
-    m.connectors(tap_shapes("vgg8"), tap_shapes("resnet8x4"))
-  m = build_method(dict(terms={"ab": dict(loss="ab@1", weight=1.0)}))
+    _init_connectors(m, tap_shapes("vgg8"), tap_shapes("resnet8x4"))
+  m = build_method(dict(terms={"ab": dict(loss="ab", weight=1.0, layers=(1,))}))
   with pytest.raises(ValueError, match="AB connector cannot bridge"):
-    m.connectors({"preact_stage1": (1, 4, 4, 8)}, {"preact_stage1": (1, 16, 16, 8)})
+    _init_connectors(m, {"preact_stage1": (1, 4, 4, 8)}, {"preact_stage1": (1, 16, 16, 8)})
   with pytest.raises(ValueError, match="unknown hyper-parameter 'hint'"):
     build_method(dict(terms={"fitnet": dict(weight=1.0, hint=3)}))
-  m = build_method(dict(terms={"crd": dict(weight=1.0, nce_t=-1.0)}))
+  with pytest.raises(ValueError, match="feat_dim must be >= 1"):
+    build_method(dict(terms={"crd": dict(weight=1.0, feat_dim=0)}))
+  s, t = tap_shapes("resnet8"), tap_shapes("resnet14")
+  m = build_method(dict(terms={"crd": dict(weight=1.0, nce_t=-1.0)})).bind(s, t)
   with pytest.raises(ValueError, match="nce_t must be > 0"):
-    m.init_states(10, tap_shapes("resnet8"), tap_shapes("resnet14"), jax.random.PRNGKey(0))
-  m = build_method(dict(terms={"crd": dict(weight=1.0, negatives="hard")}))
+    m.init_states(ctx(10, s, t), jax.random.PRNGKey(0))
+  m = build_method(dict(terms={"crd": dict(weight=1.0, negatives="hard")})).bind(s, t)
   with pytest.raises(ValueError, match="negatives must be one of"):
-    m.init_states(10, tap_shapes("resnet8"), tap_shapes("resnet14"), jax.random.PRNGKey(0))
+    m.init_states(ctx(10, s, t), jax.random.PRNGKey(0))
 
 
 # --------------------------------------------------------------------------------------------
@@ -342,11 +347,10 @@ def test_crd_term_matches_pure_loss_and_updates_exactly_the_batch_rows(pair, neg
 def test_crd_second_call_keeps_z_fixed():
   s_shapes, t_shapes = tap_shapes("resnet8"), tap_shapes("resnet14")
   method = build_method(dict(terms={"crd": dict(weight=0.8, feat_dim=8, nce_k=5)}))
-  mods = method.connectors(s_shapes, t_shapes)
-  mod, init_shapes = mods["crd"]
-  params = {"crd": init_variables(mod, init_shapes, 0)["params"]}
-  states = method.init_states(N_DATA, s_shapes, t_shapes, jax.random.PRNGKey(1))
-  calls = make_callables({"crd": mod}, params, {})
+  method = method.bind(s_shapes, t_shapes)
+  mods, params, stats = init_variables(method, s_shapes, t_shapes, 0)
+  states = method.init_states(ctx(N_DATA, s_shapes, t_shapes), jax.random.PRNGKey(1))
+  calls, _ = connector_calls(mods, params, stats)
   outs = []
   for seed in (0, 1):
     s_out, t_out = random_outputs(s_shapes, seed), random_outputs(t_shapes, seed + 10)
@@ -436,35 +440,22 @@ def test_jitted_step_with_fitnet_and_crd_moves_connectors_and_memory():
   student = models.get("tiny_cnn", num_classes=10, width=8)
   teacher = models.get("tiny_cnn", num_classes=10, width=12)
   x0 = jnp.zeros((1, 16, 16, 3))
-  sv = student.init(jax.random.PRNGKey(0), x0)
   tv = teacher.init(jax.random.PRNGKey(1), x0)
-  shapes = lambda m, v: {k: a.shape for k, a in
-                         jax.eval_shape(lambda: m.apply(v, x0))[1].items()}
-  s_shapes, t_shapes = shapes(student, sv), shapes(teacher, tv)
   method = build_method(dict(name="fitnet_crd", ce_weight=1.0, terms=dict(
       fitnet=dict(weight=1.0),
       crd=dict(weight=0.8, feat_dim=16, nce_k=7, negatives="other_class"))))
-  method.check_shapes(s_shapes, t_shapes)
-  mods = method.connectors(s_shapes, t_shapes)
-  c_params, c_stats = {}, {}
-  for i, (k, (mod, init_shapes)) in enumerate(sorted(mods.items())):
-    cv = mod.init(jax.random.PRNGKey(10 + i), *[jnp.zeros(s) for s in init_shapes])
-    c_params[k] = cv["params"]
-    if "batch_stats" in cv:
-      c_stats[k] = cv["batch_stats"]
-  assert set(c_stats) == {"fitnet"}
   n = 32
-  ms0 = method.init_states(n, s_shapes, t_shapes, jax.random.PRNGKey(2))
   tx = optax.sgd(0.1, momentum=0.9)
-  state = state_lib.create({"student": sv["params"], "connectors": c_params},
-                           {"student": sv["batch_stats"], "connectors": c_stats}, tx,
-                           jax.random.PRNGKey(3), ms0)
+  built = state_lib.init_train_state(student, (teacher, tv), method, x0, jax.random.PRNGKey(0),
+                                     tx=tx, num_examples=n)
+  state = built.state
+  assert set(state.batch_stats["connectors"]) == {"fitnet"}
   before = jax.tree_util.tree_map(np.array, (state.params, state.batch_stats,
                                              state.method_state))
-  steps = make_steps(student=student, method=method, tx=tx,
+  steps = make_steps(student=student, method=built.method, tx=tx,
                      train_transform=lambda im, r: im.astype(jnp.float32) / 255.,
                      eval_transform=lambda im: im.astype(jnp.float32) / 255., teacher=teacher,
-                     connectors={k: m for k, (m, _) in mods.items()})
+                     connectors=built.connectors)
   rs = np.random.RandomState(0)
   images = rs.randint(0, 255, (n, 16, 16, 3)).astype(np.uint8)
   labels = rs.randint(0, 10, (n,)).astype(np.int32)
@@ -517,26 +508,20 @@ RD_WEIGHTS = {"kd": (0.1, 0.9), "fitnet": (1, 100), "at": (1, 1000), "sp": (1, 3
 
 
 def _trace_method(method, s_name, t_name):
-  """Connectors built and initialised, states initialised and the loss traced (abstractly) on
-  the real tap shapes: every shape error surfaces here."""
+  """Bound to the pair, connectors initialised, states initialised and the loss traced
+  (abstractly) on the real tap shapes: every shape error surfaces here."""
   s_shapes, t_shapes = tap_shapes(s_name), tap_shapes(t_name)
-  method.check_shapes(s_shapes, t_shapes)
-  mods = method.connectors(s_shapes, t_shapes)
+  method = method.bind(s_shapes, t_shapes)
 
   def run():
-    params, stats = {}, {}
-    for k, (mod, init_shapes) in mods.items():
-      cv = mod.init(jax.random.PRNGKey(0), *[jnp.zeros((2,) + s[1:]) for s in init_shapes])
-      params[k] = cv["params"]
-      if "batch_stats" in cv:
-        stats[k] = cv["batch_stats"]
-    states = method.init_states(64, s_shapes, t_shapes, jax.random.PRNGKey(0))
+    mods, params, stats = method.init_connectors(s_shapes, t_shapes, jax.random.PRNGKey(0))
+    states = method.init_states(ctx(64, s_shapes, t_shapes), jax.random.PRNGKey(0))
     s = Outputs(jnp.zeros((2, 100)), {k: jnp.ones((2,) + v[1:]) for k, v in s_shapes.items()})
     t = Outputs(jnp.zeros((2, 100)), {k: jnp.ones((2,) + t_shapes[k][1:])
                                       for k in method.teacher_taps})
-    return method.loss(s, t, Batch(jnp.zeros(2, jnp.int32), jnp.arange(2)),
-                       connectors=make_callables({k: m for k, (m, _) in mods.items()}, params,
-                                                 stats), states=states)[0]
+    calls, _ = connector_calls(mods, params, stats)
+    return method.loss(s, t, Batch(jnp.zeros(2, jnp.int32), jnp.arange(2)), connectors=calls,
+                       states=states)[0]
 
   out = jax.eval_shape(run)
   assert out.shape == (2,)
@@ -580,8 +565,10 @@ def test_repdistiller_configs_every_pair(method):
       assert {t.key: t.weight for t in m.init.method.terms} == {method: 1.0}
     else:
       assert m.init is None and m.trainable == ("student", "connectors")
-    if method != "kd":
-      n = min(mod.num_stages(student), mod.num_stages(teacher))
+    if method in ("at", "nst", "vid"):   # layers='all' = RepDistiller's feat[1:-1] of the pair
+      n = len(m.bind(tap_shapes(student), tap_shapes(teacher)).terms[0].student_taps)
+      assert n == min(models.get(student, num_classes=100).num_stages,
+                      models.get(teacher, num_classes=100).num_stages)
       assert n == (4 if any(f in pair for f in ("vgg", "MobileNet", "ResNet50")) else 3)
     _trace_method(m, student, teacher)
     if m.init is not None:
@@ -595,7 +582,7 @@ def test_repdistiller_config_rejects_bad_arguments():
   with pytest.raises(ValueError, match="Unknown pair"):
     mod.get_config("crd:resnet32x4-resnet20")
   cfg = mod.get_config("fitnet:vgg13-MobileNetV2")
-  assert cfg.method.terms.fitnet.loss == "fitnet"
+  assert "loss" not in cfg.method.terms.fitnet and cfg.method.terms.fitnet.hint_layer == 2
   assert mod.get_config("crd:resnet32x4-resnet8x4").method.terms.crd.nce_k == 16384
 
 

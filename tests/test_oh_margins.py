@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from kdjax import losses, models
-from kdjax.methods import build_method
+from kdjax.methods import Batch, BuildContext, Outputs, build_method
 from kdjax.models.bn_before_relu import bn_before_relu, bn_before_relu_paths
 from kdjax.models.import_torch import flax_module_path
+from kdjax.train.state import init_train_state
 
 GOLDEN = np.load(os.path.join(os.path.dirname(__file__), "golden", "oh_margins.npz"))
 ARCHS = ("resnet8x4", "wrn_16_2", "vgg8", "MobileNetV2", "ResNet50")
@@ -75,22 +76,21 @@ def test_oh_term_state_holds_the_teacher_bn_margins():
   s_mod = models.get("resnet8x4", num_classes=100)
   sv = s_mod.init(jax.random.PRNGKey(1), jnp.zeros((1, 32, 32, 3)))
   method = build_method(dict(terms={"oh": dict(loss="oh", weight=1.0)}))
-  states = method.init_states(10, _shapes(s_mod, sv), _shapes(t_mod, tv), jax.random.PRNGKey(0),
-                              teacher_variables=[tv])
+  built = init_train_state(s_mod, (t_mod, tv), method, jnp.zeros((1, 32, 32, 3)),
+                           jax.random.PRNGKey(0), student_variables=sv)
+  states, method = built.method_state, built.method
   assert int(states["oh"]["is_set"]) == 1
   for i, mg in enumerate(states["oh"]["margins"]):
     np.testing.assert_allclose(mg, GOLDEN[f"resnet8x4/margin{i}"], rtol=1e-5, atol=1e-6)
   # the loss uses them (not a first-batch estimate): compare with losses.oh by hand
-  from kdjax.methods import Batch, Outputs
-  from kdjax.methods.terms import OHConnectors
   rs = np.random.RandomState(0)
   keys = ("preact_stage1", "preact_stage2", "preact_stage3")
   sh = _shapes(t_mod, tv)
   t_taps = {k: jnp.asarray(rs.randn(2, *sh[k][1:]), jnp.float32) for k in keys}
   s_taps = {k: jnp.asarray(rs.randn(2, *sh[k][1:]), jnp.float32) for k in keys}
-  mods = method.connectors(_shapes(s_mod, sv), sh)
-  mod, init_shapes = mods["oh"]
-  cv = mod.init(jax.random.PRNGKey(3), *[jnp.zeros(s) for s in init_shapes])
+  mod = built.connectors["oh"]
+  cv = {"params": built.params["connectors"]["oh"],
+        "batch_stats": built.batch_stats["connectors"]["oh"]}
 
   def conn(*a, **kw):
     out, _ = mod.apply(cv, *a, mutable=["batch_stats"], **kw)
@@ -100,7 +100,8 @@ def test_oh_term_state_holds_the_teacher_bn_margins():
   total, metrics = method.loss(Outputs(logits, s_taps), Outputs(logits, t_taps),
                                Batch(jnp.zeros((2,), jnp.int32), jnp.arange(2)),
                                connectors={"oh": conn}, states=states)
-  want = losses.oh(list(conn(*[s_taps[k] for k in keys], train=True)),
+  want = losses.oh(list(conn(tuple(s_taps[k] for k in keys), tuple(t_taps[k] for k in keys),
+                             train=True)),
                    [t_taps[k] for k in keys], list(states["oh"]["margins"]), scale=1e-3)
   np.testing.assert_allclose(metrics["oh"], want.mean(), rtol=1e-5)
 
@@ -109,22 +110,23 @@ def test_oh_bn_margins_clear_errors():
   s_mod = models.get("resnet8", num_classes=10)
   sv = s_mod.init(jax.random.PRNGKey(1), jnp.zeros((1, 32, 32, 3)))
   sh = _shapes(s_mod, sv)
-  method = build_method(dict(terms={"oh": dict(loss="oh", weight=1.0)}))
-  with pytest.raises(ValueError, match="needs the teacher's parameters"):
-    method.init_states(10, sh, sh, jax.random.PRNGKey(0))
+  bn = build_method(dict(terms={"oh": dict(loss="oh", weight=1.0)})).bind(sh, sh)
+  batch = build_method(dict(terms={"oh": dict(loss="oh", weight=1.0, margins="batch")})).bind(
+      sh, sh)
+  with pytest.raises(ValueError, match="needs the teacher's variables"):
+    bn.init_states(BuildContext(10, None, sh, sh), jax.random.PRNGKey(0))
   with pytest.raises(ValueError, match="ONE teacher"):
-    method.init_states(10, sh, sh, jax.random.PRNGKey(0), teacher_variables=[sv, sv])
+    bn.init_states(BuildContext(10, [sv, sv], sh, sh), jax.random.PRNGKey(0))
   with pytest.raises(ValueError, match="margins must be"):
-    build_method(dict(terms={"oh": dict(loss="oh", weight=1.0, margins="stats")})).init_states(
-        10, sh, sh, jax.random.PRNGKey(0), teacher_variables=[sv])
-  batch = build_method(dict(terms={"oh": dict(loss="oh", weight=1.0, margins="batch")}))
-  assert int(batch.init_states(10, sh, sh, jax.random.PRNGKey(0))["oh"]["is_set"]) == 0
+    build_method(dict(terms={"oh": dict(loss="oh", weight=1.0, margins="stats")})).bind(
+        sh, sh).init_states(BuildContext(10, [sv], sh, sh), jax.random.PRNGKey(0))
+  assert int(batch.init_states(BuildContext(10, None, sh, sh),
+                               jax.random.PRNGKey(0))["oh"]["is_set"]) == 0
   # a teacher family without a mapping: the term's error names the fix
   t_mod = models.get("ShuffleV1", num_classes=10)
   tv = t_mod.init(jax.random.PRNGKey(2), jnp.zeros((1, 32, 32, 3)))
+  tsh = _shapes(t_mod, tv)
   with pytest.raises(ValueError, match="term oh: .*margins='batch'"):
-    method.init_states(10, _shapes(t_mod, tv), _shapes(t_mod, tv), jax.random.PRNGKey(0),
-                       teacher_variables=[tv])
-  st = batch.init_states(10, _shapes(t_mod, tv), _shapes(t_mod, tv), jax.random.PRNGKey(0),
-                         teacher_variables=[tv])
+    bn.bind(tsh, tsh).init_states(BuildContext(10, [tv], tsh, tsh), jax.random.PRNGKey(0))
+  st = batch.bind(tsh, tsh).init_states(BuildContext(10, [tv], tsh, tsh), jax.random.PRNGKey(0))
   assert int(st["oh"]["is_set"]) == 0

@@ -20,7 +20,7 @@ from kdjax import losses
 from kdjax.data import augment
 from kdjax.losses import selfsup
 from kdjax.methods import Batch, Outputs, build_method
-from kdjax.methods.terms import ROTATION_VIEWS
+from kdjax.methods.sskd import ROTATION_VIEWS
 from kdjax.train.loop import train_and_evaluate
 from test_stages import _changed_leaves, _np, _run, _setup, _to_main
 
@@ -76,7 +76,7 @@ def test_method_loss_is_the_reference_combination():
   y = jnp.asarray(rs.randint(0, k, b))
   w1 = jnp.asarray(rs.randn(6, 6), jnp.float32)
   w2 = jnp.asarray(rs.randn(9, 9), jnp.float32)
-  conn = {"ss": lambda fs, ft: (fs @ w1, ft @ w2)}
+  conn = {"ss": lambda s_taps, t_taps, train=False: (s_taps[0] @ w1, t_taps[0] @ w2)}
   per_ex, metrics = method.loss(Outputs(s_log, {"pooled": s_pool}),
                                 Outputs(t_log, {"pooled": t_pool}),
                                 Batch(y, jnp.arange(b)), connectors=conn)

@@ -25,10 +25,9 @@ from conftest import tiny_run_config
 from kdjax import models
 from kdjax.config import validate
 from kdjax.methods import build_method
-from kdjax.methods.terms import FTConnector
 from kdjax.train import stages
 from kdjax.train import state as state_lib
-from kdjax.train.loop import _tap_shapes, train_and_evaluate
+from kdjax.train.loop import train_and_evaluate
 from kdjax.train.optim import make_optimizer
 from kdjax.train.step import make_steps
 
@@ -69,30 +68,18 @@ def _setup(method_cfg, t_width=12):
   student = models.get("tiny_cnn", num_classes=10)
   teacher = models.get("tiny_cnn", num_classes=10, width=t_width)
   x = jnp.zeros((1, 16, 16, 3))
-  sv = student.init(jax.random.PRNGKey(0), x)
   tv = teacher.init(jax.random.PRNGKey(1), x)
-  method = build_method(method_cfg)
-  s_shapes, t_shapes = _tap_shapes(student, sv, x), _tap_shapes(teacher, tv, x)
-  method.check_shapes(s_shapes, t_shapes)
-  mods = method.connectors(s_shapes, t_shapes)
-  conn_params, conn_stats = {}, {}
-  for i, (k, (mod, shapes)) in enumerate(sorted(mods.items())):
-    cv = mod.init(jax.random.PRNGKey(10 + i), *[jnp.zeros(s) for s in shapes])
-    conn_params[k] = cv["params"]
-    if "batch_stats" in cv:
-      conn_stats[k] = cv["batch_stats"]
-  params = {"student": sv["params"], "connectors": conn_params}
-  batch_stats = {"student": sv["batch_stats"], "connectors": conn_stats}
+  built = state_lib.init_train_state(student, (teacher, tv), build_method(method_cfg), x,
+                                     jax.random.PRNGKey(0), num_examples=32)
+  method, mods, sv = built.method, built.connectors, built.student_variables
   cfg = tiny_run_config()
   tx, _ = make_optimizer(cfg.optim, SPE)
-  plan = stages.plan(method, cfg, tx, params, batch_stats, SPE,
+  plan = stages.plan(method, cfg, tx, built.params, built.batch_stats, SPE,
                      feature_mask=lambda: stages.student_feature_mask(student, sv, x))
-  state = state_lib.create(params, batch_stats, plan.init_tx if plan.init_steps else plan.main_tx,
-                           jax.random.PRNGKey(7),
-                           method.init_states(32, s_shapes, t_shapes, jax.random.PRNGKey(3)))
+  state = built.create(plan.init_tx if plan.init_steps else plan.main_tx)
   common = dict(student=student, train_transform=lambda im, r: im.astype(jnp.float32) / 255.,
                 eval_transform=lambda im: im.astype(jnp.float32) / 255., teacher=teacher,
-                connectors={k: m for k, (m, _) in mods.items()}, steps_per_epoch=SPE)
+                connectors=mods, steps_per_epoch=SPE)
   init_fns = (make_steps(method=method.init.method, tx=plan.init_tx,
                          stats_mask=plan.init_stats_mask, **common) if plan.init_steps else None)
   main_fns = make_steps(method=method, tx=plan.main_tx, stats_mask=plan.main_stats_mask,
@@ -160,7 +147,7 @@ def test_default_trainable_keeps_the_normal_path():
 # --------------------------------------------------------------------------------------------
 # AB, FSP, FT stages on one jitted step each
 # --------------------------------------------------------------------------------------------
-AB_INIT = dict(epochs=2, terms=dict(ab=dict(loss="ab@2", weight=1.0, margin=1.0)),
+AB_INIT = dict(epochs=2, terms=dict(ab=dict(loss="ab", weight=1.0, margin=1.0)),
                trainable="student_features+connectors")
 
 
@@ -195,7 +182,7 @@ def test_ab_init_trains_features_and_connector_main_is_ce_only():
 
 def test_fsp_init_trains_student_features_main_is_ce_only():
   env = _setup(_method_cfg(
-      init=dict(epochs=1, terms=dict(fsp=dict(loss="fsp@2", weight=1.0)),
+      init=dict(epochs=1, terms=dict(fsp=dict(loss="fsp", weight=1.0)),
                 trainable="student_features"), trainable="student"), t_width=8)
   state = env["state"]
   p0 = _np(state.params)
@@ -212,9 +199,9 @@ def test_fsp_init_trains_student_features_main_is_ce_only():
 
 
 FT_CFG = _method_cfg(
-    terms=dict(ft=dict(loss="ft@2", weight=200.0, k=0.5, paraphraser_recon_weight=0.0)),
+    terms=dict(ft=dict(loss="ft", weight=200.0, k=0.5, paraphraser_recon_weight=0.0)),
     trainable="student+connectors/ft/translator",
-    init=dict(epochs=2, terms=dict(ft=dict(loss="ft_paraphraser@2", weight=1.0, k=0.5)),
+    init=dict(epochs=2, terms=dict(ft=dict(loss="ft_paraphraser", weight=1.0, k=0.5)),
               trainable="connectors/ft/paraphraser", lr=0.01))
 
 
@@ -227,8 +214,7 @@ def test_ft_init_trains_only_the_paraphraser_then_it_stays_frozen():
   # init loss = MSE reconstruction of the teacher's stage2 by the paraphraser (by hand)
   x = env["images"][:8].astype(np.float32) / 255.
   f_t = env["teacher"].apply(env["tv"], x, train=False)[1]["stage2"]
-  _, recon = env["mods"]["ft"][0].apply({"params": p0["connectors"]["ft"]}, f_t,
-                                       method=FTConnector.paraphrase)
+  _, _, recon = env["mods"]["ft"].apply({"params": p0["connectors"]["ft"]}, (), (f_t,))
   state, ms = _run(env["init_fns"], env, state, 3)
   np.testing.assert_allclose(ms[0]["loss"], float(jnp.mean(jnp.square(recon - f_t))),
                              rtol=1e-5)
@@ -253,22 +239,22 @@ def test_ft_init_trains_only_the_paraphraser_then_it_stays_frozen():
 # config-time errors
 # --------------------------------------------------------------------------------------------
 BAD_INIT = [
-    (dict(epochs=2, terms=dict(ab=dict(loss="ab@2", weight=1.0)), trainable="student", lrr=0.1),
+    (dict(epochs=2, terms=dict(ab=dict(loss="ab", weight=1.0)), trainable="student", lrr=0.1),
      r"Unknown key\(s\) \['lrr'\] in config.method.init"),
     (dict(epochs=-1), r"method.init.epochs must be an integer >= 0"),
     (dict(epochs=2.5), r"method.init.epochs must be an integer >= 0"),
     (dict(epochs=2, trainable="student"), r"the init stage has no loss"),
-    (dict(epochs=2, terms=dict(ab=dict(loss="ab@2", weight=1.0))),
+    (dict(epochs=2, terms=dict(ab=dict(loss="ab", weight=1.0))),
      r"method.init.trainable is not set"),
-    (dict(epochs=2, terms=dict(ab=dict(loss="ab@2", weight=1.0)), trainable="student_feature"),
+    (dict(epochs=2, terms=dict(ab=dict(loss="ab", weight=1.0)), trainable="student_feature"),
      r"unknown selector 'student_feature'. Did you mean 'student_features'"),
-    (dict(epochs=2, terms=dict(ab=dict(loss="ab@2", weight=1.0)), trainable="student+"),
+    (dict(epochs=2, terms=dict(ab=dict(loss="ab", weight=1.0)), trainable="student+"),
      r"method.init.trainable = 'student\+': give one or more selectors"),
     (dict(epochs=2, terms=dict(ab=dict(loss="abb", weight=1.0)), trainable="student"),
      r"method.init.terms.ab: unknown loss 'abb'"),
-    (dict(epochs=2, terms=dict(ab=dict(loss="ab@2", weight=1.0, margn=1.0)), trainable="student"),
+    (dict(epochs=2, terms=dict(ab=dict(loss="ab", weight=1.0, margn=1.0)), trainable="student"),
      r"method.init.terms.ab: unknown hyper-parameter 'margn'"),
-    (dict(epochs=2, terms=dict(ab=dict(loss="ab@2", weight=1.0)), trainable="student", lr=-1.0),
+    (dict(epochs=2, terms=dict(ab=dict(loss="ab", weight=1.0)), trainable="student", lr=-1.0),
      r"method.init.lr must be >= 0"),
 ]
 
@@ -289,11 +275,11 @@ def test_invalid_stage_configs_at_build_time():
     _setup(dict(FT_CFG, init=dict(FT_CFG["init"], trainable="connectors/ft/paraphrazer")))
   with pytest.raises(ValueError, match=r"method.init.trainable = 'connectors' selects no "
                                        r"parameters"):
-    _setup(_method_cfg(init=dict(epochs=1, terms=dict(fsp=dict(loss="fsp@2", weight=1.0)),
+    _setup(_method_cfg(init=dict(epochs=1, terms=dict(fsp=dict(loss="fsp", weight=1.0)),
                                  trainable="connectors")), t_width=8)
   # the init term shares the main term's connector: both must build the same module
   bad = dict(FT_CFG, init=dict(FT_CFG["init"], terms=dict(
-      ft=dict(loss="ft_paraphraser@2", weight=1.0, k=0.25))))
+      ft=dict(loss="ft_paraphraser", weight=1.0, k=0.25))))
   with pytest.raises(ValueError, match=r"method.init.terms.ft and method.terms.ft share the "
                                        r"connector 'ft'"):
     _setup(bad)
@@ -320,7 +306,7 @@ def _ab_run_config(teacher_wd, **over):
   cfg.method.name = "ab_two_stage"
   cfg.method.trainable = "student"
   cfg.method.init.epochs = 2
-  cfg.method.init.terms.ab = dict(loss="ab@2", weight=1.0, margin=1.0)
+  cfg.method.init.terms.ab = dict(loss="ab", weight=1.0, margin=1.0)
   cfg.method.init.trainable = "student_features+connectors"
   cfg.method.init.lr = 0.02
   return cfg
@@ -415,15 +401,12 @@ def test_repdistiller_two_stage_configs_resolve(arg):
   x = jnp.zeros((1, 32, 32, 3))
   sv = jax.eval_shape(lambda: s_mod.init(jax.random.PRNGKey(0), x, train=False))
   tv = jax.eval_shape(lambda: t_mod.init(jax.random.PRNGKey(0), x, train=False))
-  s_shapes = {k: v.shape for k, v in jax.eval_shape(
-      lambda v: s_mod.apply(v, x, train=False), sv)[1].items()}
-  t_shapes = {k: v.shape for k, v in jax.eval_shape(
-      lambda v: t_mod.apply(v, x, train=False), tv)[1].items()}
-  method.check_shapes(s_shapes, t_shapes)
-  conn = {k: jax.eval_shape(lambda m=m, sh=sh: m.init(jax.random.PRNGKey(0),
-                                                      *[jnp.zeros(s) for s in sh]))
-          for k, (m, sh) in method.connectors(s_shapes, t_shapes).items()}
-  params = {"student": sv["params"], "connectors": {k: v["params"] for k, v in conn.items()}}
+  s_shapes = state_lib.tap_shapes(s_mod, sv, x)
+  t_shapes = state_lib.tap_shapes(t_mod, tv, x)
+  method = method.bind(s_shapes, t_shapes)
+  c_params, _ = jax.eval_shape(
+      lambda: method.init_connectors(s_shapes, t_shapes, jax.random.PRNGKey(0))[1:])
+  params = {"student": sv["params"], "connectors": c_params}
   feats = functools.partial(stages.student_feature_mask, s_mod, sv, x)
   main = stages.trainable_mask(method.trainable, params, connector_keys=method.connector_keys(),
                                feature_mask=feats)

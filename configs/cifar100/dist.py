@@ -32,9 +32,9 @@ runs and best vs last epoch not stated there):
   (lr 0.01), wrn_40_2-ShuffleV1 76.40 (lr 0.01).
 Runtime: 240 x 782 steps per run; use a GPU.
 """
-from kdjax.config import base_config
+from configs.cifar100 import common
+from kdjax.methods import apply_preset
 
-LOW_LR = ("MobileNetV2", "ShuffleV1", "ShuffleV2")
 CE_WEIGHT = 1.0      # -r 1 (ori_loss_weight)
 DIST_WEIGHT = 2.0    # -b 2 (kd_loss_weight); unverified for the TTM-cited numbers, see docstring
 
@@ -57,18 +57,8 @@ PAIRS = {
 
 
 def get_config(pair: str = "resnet32x4-resnet8x4"):
-  if pair not in PAIRS:
-    raise ValueError(f"Unknown pair {pair!r}; choose one of {sorted(PAIRS)}.")
-  teacher, student, _ = PAIRS[pair]
-  c = base_config()
-  c.model = student
-  c.dataset.name = "cifar100"
-  c.teacher.workdir = f"runs/cifar100/teacher_{teacher}"
-  c.method.name = "dist"
-  c.method.ce_weight = CE_WEIGHT
-  c.method.terms.dist = dict(weight=DIST_WEIGHT, beta=1.0, gamma=1.0, temperature=4.0)
-  c.optim.lr = 0.01 if student in LOW_LR else 0.05
-  c.optim.milestones = (150, 180, 210)
-  c.num_epochs = 240
-  c.checkpoint_every_steps = 782 * 5
+  teacher, student, _ = common.parse_pair(pair, PAIRS)
+  c = common.recipe(student, teacher)
+  apply_preset(c.method, "dist", ce_weight=CE_WEIGHT, weight=DIST_WEIGHT, beta=1.0, gamma=1.0,
+               temperature=4.0)
   return c

@@ -34,9 +34,9 @@ Published DKD top-1 (mdistiller README, mean of 5 runs per mdistiller#42):
                                           the repo ships res32x4_shuv2.yaml)
 Runtime: 240 x 782 steps per run; use a GPU.
 """
-from kdjax.config import base_config
+from configs.cifar100 import common
+from kdjax.methods import apply_preset
 
-LOW_LR = ("MobileNetV2", "ShuffleV1", "ShuffleV2")
 NOT_PUBLISHED = ("resnet110-resnet20", "ResNet50-vgg8")
 
 # pair -> (teacher, student, beta, published DKD top-1)
@@ -59,18 +59,7 @@ def get_config(pair: str = "resnet32x4-resnet8x4"):
   if pair in NOT_PUBLISHED:
     raise ValueError(f"mdistiller has no DKD config for {pair!r} (no published number); "
                      f"choose one of {sorted(PAIRS)}.")
-  if pair not in PAIRS:
-    raise ValueError(f"Unknown pair {pair!r}; choose one of {sorted(PAIRS)}.")
-  teacher, student, beta, _ = PAIRS[pair]
-  c = base_config()
-  c.model = student
-  c.dataset.name = "cifar100"
-  c.teacher.workdir = f"runs/cifar100/teacher_{teacher}"
-  c.method.name = "dkd"
-  c.method.ce_weight = 1.0
-  c.method.terms.dkd = dict(weight=1.0, alpha=1.0, beta=beta, temperature=4.0, warmup_epochs=20)
-  c.optim.lr = 0.01 if student in LOW_LR else 0.05
-  c.optim.milestones = (150, 180, 210)
-  c.num_epochs = 240
-  c.checkpoint_every_steps = 782 * 5
+  teacher, student, beta, _ = common.parse_pair(pair, PAIRS)
+  c = common.recipe(student, teacher)
+  apply_preset(c.method, "dkd", beta=beta)      # CE 1, alpha 1, beta, T 4, warm-up 20
   return c

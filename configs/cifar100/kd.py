@@ -17,7 +17,8 @@ Published KD top-1 (RepDistiller README, CIFAR-100):
   resnet32x4-resnet8x4 73.33, wrn_40_2-wrn_16_2 74.92, wrn_40_2-wrn_40_1 73.54.
 Runtime: 240 x 782 steps; ~21 min per epoch for r32x4->r8x4 on the 2-core CPU: use a GPU.
 """
-from kdjax.config import base_config
+from configs.cifar100 import common
+from kdjax.methods import apply_preset
 
 # pair -> (teacher, student, published KD top-1, published teacher, published student)
 PAIRS = {
@@ -31,17 +32,7 @@ PAIRS = {
 
 
 def get_config(pair: str = "resnet32x4-resnet8x4"):
-  if pair not in PAIRS:
-    raise ValueError(f"Unknown pair {pair!r}; choose one of {sorted(PAIRS)}.")
-  teacher, student, published, _, _ = PAIRS[pair]
-  c = base_config()
-  c.model = student
-  c.dataset.name = "cifar100"
-  c.teacher.workdir = f"runs/cifar100/teacher_{teacher}"
-  c.method.name = "kd"
-  c.method.ce_weight = 0.1
-  c.method.terms.kd = dict(weight=0.9, temperature=4.0, t2_scale=True)
-  c.optim.lr = 0.05
-  c.num_epochs = 240
-  c.checkpoint_every_steps = 782 * 5
+  teacher, student, _, _, _ = common.parse_pair(pair, PAIRS)
+  c = common.recipe(student, teacher)           # every student here trains at lr 0.05
+  apply_preset(c.method, "kd")                  # 0.1 CE + 0.9 T^2 KL, T = 4
   return c

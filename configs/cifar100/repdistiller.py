@@ -10,24 +10,26 @@ pair):
   method  --distill     r    a    b       kdjax term (loss)          extra
   kd      kd            0.1  0.9  0       kd (T = 4)                 -
   fitnet  hint          1    0    100     fitnet (hint_layer 2)      ConvReg connector
-  at      attention     1    0    1000    at@n (p = 2)               -
-  sp      similarity    1    0    3000    sp@n (last stage)          -
+  at      attention     1    0    1000    at (p = 2, all stages)     -
+  sp      similarity    1    0    3000    sp (last stage)            -
   cc      correlation   1    0    0.02    cc                         2 x LinearEmbed(128)
-  vid     vid           1    0    1       vid@n                      VIDRegressor per stage
+  vid     vid           1    0    1       vid (all stages)           VIDRegressor per stage
   rkd     rkd           1    0    1       rkd (25, 50)               -
   pkt     pkt           1    0    30000   pkt                        -
-  ab      abound        1    0    (1)     ab@n (preact stages)       init stage, see below
-  ft      factor        1    0    200     ft@n (last stage)          init stage, see below
-  fsp     fsp           1    0    (50)    fsp@n (stem + stages)      init stage, see below
-  nst     nst           1    0    50      nst@n                      -
+  ab      abound        1    0    (1)     ab (preact stages)         init stage, see below
+  ft      factor        1    0    200     ft (last stage)            init stage, see below
+  fsp     fsp           1    0    (50)    fsp (stem + stages)        init stage, see below
+  nst     nst           1    0    50      nst (all stages)           -
   crd     crd           1    0    0.8     crd                        2 x Embed(128), memory banks
 
-``n`` is the number of stages of the pair (3 for CIFAR ResNet / WRN / ShuffleNet, 4 for VGG,
-MobileNetV2, ResNet50; ``kdjax.methods.terms.staged_term``). CRD: feat_dim 128, nce_k 16384,
-nce_t 0.07, nce_m 0.5, ``mode='exact'`` (train_student.py defaults); negatives
-``'other_class'`` (approximates ``CIFAR100InstanceSample``: other-class indices; kdjax draws
-with replacement and learns the labels of the index space during the first epoch; the reference
-draws without replacement from the known labels).
+The recipes are the library's presets (``kdjax.methods.preset(method)``, one per family module).
+"All stages" is RepDistiller's ``feat[1:-1]``: ``stage1..N`` with N the pair's common stage count
+(3 for CIFAR ResNet / WRN / ShuffleNet, 4 for VGG, MobileNetV2, ResNet50; resolved when the method
+is bound to the models, ``layers='all'``), "last stage" its ``feat[-2]`` (``layer='last'``). CRD:
+feat_dim 128, nce_k 16384, nce_t 0.07, nce_m 0.5, ``mode='exact'`` (train_student.py defaults);
+negatives ``'other_class'`` (approximates ``CIFAR100InstanceSample``: other-class indices; kdjax
+draws with replacement and learns the labels of the index space during the first epoch; the
+reference draws without replacement from the known labels).
 
 Recipe: the canonical RepDistiller schedule (methods.md §1): SGD 0.9, wd 5e-4, batch 64,
 240 epochs, lr x0.1 at 150/180/210; lr 0.05, or 0.01 when the student is MobileNetV2, ShuffleV1
@@ -76,47 +78,13 @@ Published top-1 (RepDistiller README = anchors.md §5.1 / §5.2; "-" = N/A):
   wrn_40_2-ShuffleV1     75.61  70.50  74.83  73.73  73.32  74.52  71.38  73.61  72.21  73.89  73.34  72.03  -      74.89  76.05
 Runtime: 240 x 782 steps per run (270 x 782 for ab, ft, fsp); use a GPU.
 """
-from kdjax import models
-from kdjax.config import base_config
-from kdjax.methods.terms import staged_term
+from configs.cifar100 import common
+from kdjax.methods import apply_preset, ft, presets
 
-LOW_LR = ("MobileNetV2", "ShuffleV1", "ShuffleV2")
-METHOD_ORDER = ("kd", "fitnet", "at", "sp", "cc", "vid", "rkd", "pkt", "ab", "ft", "fsp", "nst",
-                "crd")
-
-# method -> (r = ce_weight, a = KD weight, b = method weight, staged?, term hyper-parameters)
-METHODS = {
-    "kd": (0.1, 0.9, 0.0, False, {}),
-    "fitnet": (1.0, 0.0, 100.0, False, {}),
-    "at": (1.0, 0.0, 1000.0, True, dict(p=2.0)),
-    "sp": (1.0, 0.0, 3000.0, True, {}),
-    "cc": (1.0, 0.0, 0.02, False, dict(feat_dim=128)),
-    "vid": (1.0, 0.0, 1.0, True, dict(init_pred_var=5.0, eps=1e-5)),
-    "rkd": (1.0, 0.0, 1.0, False, dict(w_dist=25.0, w_angle=50.0)),
-    "pkt": (1.0, 0.0, 30000.0, False, {}),
-    "ab": (1.0, 0.0, 1.0, True, dict(margin=1.0)),
-    "ft": (1.0, 0.0, 200.0, True, dict(k=0.5, p1=2, p2=1, paraphraser_recon_weight=0.0)),
-    "fsp": (1.0, 0.0, 50.0, True, {}),
-    "nst": (1.0, 0.0, 50.0, True, {}),
-    "crd": (1.0, 0.0, 0.8, False, dict(feat_dim=128, nce_k=16384, nce_t=0.07, nce_m=0.5,
-                                       negatives="other_class")),
-}
-
-
-# Two-stage methods: RepDistiller's init stage (helper/pretrain.py:init, --init_epochs 30).
-# method -> (init term (loss name, its hparams), init trainable, main-stage trainable); the init
-# term has weight 1 (beta is not applied) and the method's key (FT: shares the ft connector).
-INIT_EPOCHS = 30
-INIT_STAGE = {
-    "ab": ("ab", dict(margin=1.0), "student_features+connectors", "student"),
-    "ft": ("ft_paraphraser", dict(k=0.5), "connectors/ft/paraphraser",
-           "student+connectors/ft/translator"),
-    "fsp": ("fsp", {}, "student_features", "student"),
-}
-# pretrain.py: lr 0.01 for the factor (FT) init stage with these students, else the main lr.
-FT_INIT_LR_001 = ("resnet8", "resnet14", "resnet20", "resnet32", "resnet44", "resnet56",
-                  "resnet110", "resnet8x4", "resnet32x4", "wrn_16_1", "wrn_16_2", "wrn_40_1",
-                  "wrn_40_2")
+LOW_LR = common.LOW_LR
+METHOD_ORDER = presets.REPDISTILLER
+INIT_EPOCHS = 30                       # --init_epochs 30 (ab, ft, fsp; kdjax.methods.preset)
+FT_INIT_LR_001 = ft.INIT_LR_001_STUDENTS   # pretrain.py: FT's init stage at lr 0.01 for these
 
 
 def _row(*values):
@@ -154,19 +122,13 @@ PAIRS = {
 }
 
 
-def num_stages(model_name: str) -> int:
-  """The model's number of stages (``num_stages`` class attribute of the kdjax zoo module)."""
-  return int(models.get(model_name, num_classes=100).num_stages)
-
-
 def parse(arg: str):
   """``'METHOD:TEACHER-STUDENT'`` -> ``(method, pair)``; raises ValueError on unknown values."""
   method, sep, pair = str(arg).partition(":")
-  if not sep or method not in METHODS:
+  if not sep or method not in METHOD_ORDER:
     raise ValueError(f"Expected 'METHOD:TEACHER-STUDENT' with METHOD in {list(METHOD_ORDER)}; "
                      f"got {arg!r}.")
-  if pair not in PAIRS:
-    raise ValueError(f"Unknown pair {pair!r}; choose one of {sorted(PAIRS)}.")
+  common.parse_pair(pair, PAIRS)
   return method, pair
 
 
@@ -178,36 +140,9 @@ def get_config(arg: str = "crd:resnet32x4-resnet8x4"):
         f"{method} is N/A for {pair} in RepDistiller: FSP needs equal channel counts at every "
         "tap (its FSP matrices are compared elementwise), which holds only for the "
         "same-architecture pairs other than wrn_40_2-wrn_40_1.")
-  r, a, b, staged, hparams = METHODS[method]
-  c = base_config()
-  c.model = student
-  c.dataset.name = "cifar100"
-  c.teacher.workdir = f"runs/cifar100/teacher_{teacher}"
+  c = common.recipe(student, teacher)
+  apply_preset(c.method, method)
   c.method.name = f"repdistiller_{method}"
-  c.method.ce_weight = r
-  if a:
-    c.method.terms.kd = dict(weight=a, temperature=4.0, t2_scale=True)
-  if method != "kd":
-    if method == "fitnet":
-      loss = staged_term("fitnet", 2)                      # --hint_layer 2 (default)
-    elif staged:
-      loss = staged_term(method, min(num_stages(student), num_stages(teacher)))
-    else:
-      loss = method
-    if method in INIT_STAGE:
-      init_loss, init_hp, init_trainable, main_trainable = INIT_STAGE[method]
-      n = min(num_stages(student), num_stages(teacher))
-      c.method.init.epochs = INIT_EPOCHS
-      c.method.init.ce_weight = 0.0
-      c.method.init.terms[method] = dict(loss=staged_term(init_loss, n), weight=1.0, **init_hp)
-      c.method.init.trainable = init_trainable
-      c.method.trainable = main_trainable
-    if method not in ("ab", "fsp"):                        # ab, fsp: main stage is CE alone
-      c.method.terms[method] = dict(loss=loss, weight=b, **hparams)
-  c.optim.lr = 0.01 if student in LOW_LR else 0.05
-  if method in INIT_STAGE:
+  if c.method.init.epochs:                    # ab, ft, fsp: helper/pretrain.py's lr
     c.method.init.lr = 0.01 if method == "ft" and student in FT_INIT_LR_001 else c.optim.lr
-  c.optim.milestones = (150, 180, 210)
-  c.num_epochs = 240
-  c.checkpoint_every_steps = 782 * 5
   return c

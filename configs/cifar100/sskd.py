@@ -49,7 +49,8 @@ the numbers are not expected to match to the decimal). SSKD reports the best-epo
 Runtime: 60 x 782 head steps (teacher forward only) + 240 x 782 student steps on 4 x 64 images:
 about 4x a KD run; use a GPU.
 """
-from kdjax.config import base_config
+from configs.cifar100 import common
+from kdjax.methods import apply_preset
 
 # pair -> (teacher, student, published SSKD top-1, SSKD's teacher, SSKD's student baseline)
 PAIRS = {
@@ -65,39 +66,22 @@ PAIRS = {
     "resnet32x4-ShuffleV2": ("resnet32x4", "ShuffleV2", 78.61, 79.63, 73.12),
     "wrn_40_2-ShuffleV1": ("wrn_40_2", "ShuffleV1", 77.40, 76.46, 70.77),
 }
-LOW_LR = ("MobileNetV2", "ShuffleV1", "ShuffleV2")   # command.sh: --lr 0.01
+
+
+LOW_LR = common.LOW_LR   # command.sh: --lr 0.01
 
 
 def sskd_method(c, *, head_epochs: int = 60, head_lr: float = 0.05,
                 head_milestones=(30, 45)):
-  """Fills ``c.method`` with SSKD's loss and its teacher-head init stage (also used by the
-  Fashion-MNIST smoke configs with fewer head epochs)."""
-  c.method.name = "sskd"
-  c.method.ce_weight = 0.1
-  c.method.terms.kd = dict(weight=0.9, temperature=4.0)
-  c.method.terms.tf = dict(loss="sskd_tf", weight=2.7, temperature=4.0, ratio=1.0)
-  c.method.terms.ss = dict(loss="sskd_ss", weight=10.0, temperature=0.5, ratio=0.75)
-  c.method.trainable = "student+connectors/ss/student_head"
-  c.method.init.epochs = head_epochs
-  c.method.init.ce_weight = 0.0
-  c.method.init.terms.ss = dict(loss="sskd_head", weight=1.0)
-  c.method.init.trainable = "connectors/ss/teacher_head"
-  c.method.init.lr = head_lr
-  c.method.init.milestones = tuple(head_milestones)
+  """Fills ``c.method`` with SSKD's loss and its teacher-head init stage (preset ``'sskd'``; also
+  used by the Fashion-MNIST smoke configs with fewer head epochs)."""
+  apply_preset(c.method, "sskd", head_epochs=head_epochs, head_lr=head_lr,
+               head_milestones=head_milestones)
   return c
 
 
 def get_config(pair: str = "resnet32x4-resnet8x4"):
-  if pair not in PAIRS:
-    raise ValueError(f"Unknown pair {pair!r}; choose one of {sorted(PAIRS)}.")
-  teacher, student, _, _, _ = PAIRS[pair]
-  c = base_config()
-  c.model = student
-  c.dataset.name = "cifar100"
-  c.teacher.workdir = f"runs/cifar100/teacher_{teacher}"
+  teacher, student, _, _, _ = common.parse_pair(pair, PAIRS)
+  c = common.recipe(student, teacher)
   sskd_method(c)
-  c.optim.lr = 0.01 if student in LOW_LR else 0.05
-  c.optim.milestones = (150, 180, 210)
-  c.num_epochs = 240
-  c.checkpoint_every_steps = 782 * 5
   return c

@@ -17,22 +17,16 @@ resnet8x4 72.50, vgg8 70.36, MobileNetV2 64.60, ShuffleV1 70.50, ShuffleV2 71.82
 Runtime: ~240 epochs x 782 steps; on the 2-core CPU machines this is days (use a GPU).
 Kept checkpoints every 20 epochs serve checkpoint-KD.
 """
-from kdjax.config import base_config
+from configs.cifar100 import common
 
 PUBLISHED = {"wrn_40_2": 75.61, "resnet56": 72.34, "resnet110": 74.31, "resnet32x4": 79.42,
              "vgg13": 74.64, "ResNet50": 79.34, "wrn_16_2": 73.26, "wrn_40_1": 71.98,
              "resnet20": 69.06, "resnet32": 71.14, "resnet8x4": 72.50, "vgg8": 70.36,
              "MobileNetV2": 64.60, "ShuffleV1": 70.50, "ShuffleV2": 71.82}
-LOW_LR = ("MobileNetV2", "ShuffleV1", "ShuffleV2")
+LOW_LR = common.LOW_LR
 
 
 def get_config(arch: str = "resnet32x4"):
-  c = base_config()
-  c.model = arch
-  c.dataset.name = "cifar100"
-  c.optim.lr = 0.01 if arch in LOW_LR else 0.05
-  c.num_epochs = 240
-  c.optim.milestones = (150, 180, 210)
+  c = common.recipe(arch)
   c.keep_every_epochs = 20
-  c.checkpoint_every_steps = 782 * 5
   return c

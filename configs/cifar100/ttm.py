@@ -35,9 +35,8 @@ std over 5 runs; different architectures: mean over 3 runs; best vs last epoch n
   wrn_40_2-ShuffleV1       0.3   8     75.39   (lr 0.01)
 Runtime: 240 x 782 steps per run; use a GPU.
 """
-from kdjax.config import base_config
-
-LOW_LR = ("MobileNetV2", "ShuffleV1", "ShuffleV2")
+from configs.cifar100 import common
+from kdjax.methods import apply_preset
 
 # pair -> (teacher, student, gamma, beta, published mean top-1, published std or None)
 PAIRS = {
@@ -58,18 +57,8 @@ PAIRS = {
 
 
 def get_config(pair: str = "vgg13-vgg8"):
-  if pair not in PAIRS:
-    raise ValueError(f"Unknown pair {pair!r}; choose one of {sorted(PAIRS)}.")
-  teacher, student, gamma, beta, _, _ = PAIRS[pair]
-  c = base_config()
-  c.model = student
-  c.dataset.name = "cifar100"
-  c.teacher.workdir = f"runs/cifar100/teacher_{teacher}"
-  c.method.name = "ttm"
-  c.method.ce_weight = 1.0                                   # -r 1
-  c.method.terms.ttm = dict(weight=beta, gamma=gamma)        # -b beta --ttm_l gamma; -a 0
-  c.optim.lr = 0.01 if student in LOW_LR else 0.05
-  c.optim.milestones = (150, 180, 210)
-  c.num_epochs = 240
-  c.checkpoint_every_steps = 782 * 5
+  teacher, student, gamma, beta, _, _ = common.parse_pair(pair, PAIRS)
+  c = common.recipe(student, teacher)
+  # -r 1 -a 0 -b beta --ttm_l gamma: the TTM term alone
+  apply_preset(c.method, "ttm", gamma=gamma, beta=beta)
   return c

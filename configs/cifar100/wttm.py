@@ -11,7 +11,8 @@ Recipe: the canonical RepDistiller schedule (methods.md §1): SGD 0.9, wd 5e-4, 
 or ShuffleV2 (zkxufo/TTM ``train_student.py`` override).
 
 WTTM + CRD (``--distill crd --add wttm``, Table 8/9's "WTTM+CRD" column) is
-``configs/cifar100/wttm_crd.py``. WTTM + ITRD is not provided yet (ITRD is not implemented).
+``configs/cifar100/wttm_crd.py``; WTTM + ITRD is ``configs/cifar100/wttm_itrd.py`` and ITRD
+alone ``configs/cifar100/itrd.py``.
 
 Launch (``PAIR`` is a key of ``PAIRS``, ``teacher-student``)::
 
@@ -37,9 +38,8 @@ std over 5 runs; different architectures: mean over 3 runs; best vs last epoch n
   wrn_40_2-ShuffleV1       0.3   3     75.42   (lr 0.01)
 Runtime: 240 x 782 steps per run; use a GPU.
 """
-from kdjax.config import base_config
-
-LOW_LR = ("MobileNetV2", "ShuffleV1", "ShuffleV2")
+from configs.cifar100 import common
+from kdjax.methods import apply_preset
 
 # pair -> (teacher, student, gamma, beta, published mean top-1, published std or None)
 PAIRS = {
@@ -60,18 +60,8 @@ PAIRS = {
 
 
 def get_config(pair: str = "resnet32x4-resnet8x4"):
-  if pair not in PAIRS:
-    raise ValueError(f"Unknown pair {pair!r}; choose one of {sorted(PAIRS)}.")
-  teacher, student, gamma, beta, _, _ = PAIRS[pair]
-  c = base_config()
-  c.model = student
-  c.dataset.name = "cifar100"
-  c.teacher.workdir = f"runs/cifar100/teacher_{teacher}"
-  c.method.name = "wttm"
-  c.method.ce_weight = 1.0                                   # -r 1
-  c.method.terms.wttm = dict(weight=beta, gamma=gamma)       # -b beta --ttm_l gamma; -a 0
-  c.optim.lr = 0.01 if student in LOW_LR else 0.05
-  c.optim.milestones = (150, 180, 210)
-  c.num_epochs = 240
-  c.checkpoint_every_steps = 782 * 5
+  teacher, student, gamma, beta, _, _ = common.parse_pair(pair, PAIRS)
+  c = common.recipe(student, teacher)
+  # -r 1 -a 0 -b beta --ttm_l gamma: the WTTM term alone
+  apply_preset(c.method, "wttm", gamma=gamma, beta=beta)
   return c

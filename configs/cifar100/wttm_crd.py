@@ -37,11 +37,11 @@ columns are means over 5 runs, cross-architecture over 3; best vs last epoch not
   wrn_40_2-ShuffleV1       0.2   0.16  76.86   (lr 0.01)
 Runtime: 240 x 782 steps per run; use a GPU.
 """
-from kdjax.config import base_config
+from configs.cifar100 import common
+from kdjax.methods import crd as crd_family
 
-LOW_LR = ("MobileNetV2", "ShuffleV1", "ShuffleV2")
 CRD_WEIGHT = 0.8                                   # -b 0.8 (paper's μ)
-CRD_HPARAMS = dict(feat_dim=128, nce_k=16384, nce_t=0.07, nce_m=0.5, negatives="other_class")
+CRD_HPARAMS = crd_family.CRD_HPARAMS               # RepDistiller train_student.py defaults
 
 # pair -> (teacher, student, gamma, beta, published WTTM+CRD top-1)
 PAIRS = {
@@ -62,19 +62,10 @@ PAIRS = {
 
 
 def get_config(pair: str = "vgg13-vgg8"):
-  if pair not in PAIRS:
-    raise ValueError(f"Unknown pair {pair!r}; choose one of {sorted(PAIRS)}.")
-  teacher, student, gamma, beta, _ = PAIRS[pair]
-  c = base_config()
-  c.model = student
-  c.dataset.name = "cifar100"
-  c.teacher.workdir = f"runs/cifar100/teacher_{teacher}"
+  teacher, student, gamma, beta, _ = common.parse_pair(pair, PAIRS)
+  c = common.recipe(student, teacher)
   c.method.name = "wttm_crd"
   c.method.ce_weight = 1.0                                        # -r 1
   c.method.terms.crd = dict(weight=CRD_WEIGHT, **CRD_HPARAMS)     # --distill crd -b 0.8
   c.method.terms.wttm = dict(weight=beta, gamma=gamma)            # --add wttm -a beta --ttm_l
-  c.optim.lr = 0.01 if student in LOW_LR else 0.05
-  c.optim.milestones = (150, 180, 210)
-  c.num_epochs = 240
-  c.checkpoint_every_steps = 782 * 5
   return c

@@ -87,3 +87,23 @@ __all__ += [
 from kdjax.losses.itrd import itrd, itrd_correlation, itrd_mutual_information  # noqa: E402
 
 __all__ += ["itrd", "itrd_correlation", "itrd_mutual_information"]
+
+# Logit standardisation (kdjax.losses.standardize): Z-score pre-process for KD / DKD.
+from kdjax.losses.standardize import lsdkd, lskd, standardize_logits  # noqa: E402
+
+__all__ += ["standardize_logits", "lskd", "lsdkd"]
+
+# ReviewKD's hierarchical context loss (kdjax.losses.review).
+from kdjax.losses.review import hcl  # noqa: E402
+
+__all__ += ["hcl"]
+
+# NKD, normalized KD (kdjax.losses.nkd).
+from kdjax.losses.nkd import nkd  # noqa: E402
+
+__all__ += ["nkd"]
+
+# CTKD, curriculum (learned, gradient-reversed) temperature (kdjax.losses.ctkd).
+from kdjax.losses.ctkd import ctkd, ctkd_lambda, ctkd_temperature, gradient_reversal  # noqa: E402
+
+__all__ += ["ctkd", "ctkd_lambda", "ctkd_temperature", "gradient_reversal"]

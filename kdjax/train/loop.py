@@ -281,26 +281,17 @@ def train_and_evaluate(config, workdir: str, *, mesh=None, _step_hook=None) -> d
   if teacher is None and (config.teacher.workdir or config.teacher.members):
     log.warning("config.teacher.workdir is set but the method has no teacher term; ignoring it.")
   rng = jax.random.PRNGKey(config.seed)
-  k_init, k_conn, k_run = jax.random.split(rng, 3)
+  k_init = jax.random.split(rng, 3)[0]          # (init, connectors, run): init_train_state
   dummy = jnp.zeros((1,) + tuple(info.image_shape), jnp.float32)
   variables = student.init(k_init, dummy, train=False)
   if getattr(student, "init_teacher_from", ""):     # SFTN fine-tune mode (pretrained teacher)
     from kdjax.teachers.sftn import load_pretrained_teacher
     variables = load_pretrained_teacher(variables, student.init_teacher_from,
                                         expected_arch=student.teacher_arch)
-  s_shapes = _tap_shapes(student, variables, dummy)
-  t_shapes = _tap_shapes(teacher.module, teacher.variables, dummy) if teacher else None
-  method.check_shapes(s_shapes, t_shapes)
-  conn_modules = method.connectors(s_shapes, t_shapes)
-  conn_params, conn_stats = {}, {}
-  for i, (key, (mod, init_shapes)) in enumerate(sorted(conn_modules.items())):
-    cv = mod.init(jax.random.fold_in(k_conn, i), *[jnp.zeros(s, jnp.float32) for s in init_shapes])
-    conn_params[key] = cv.get("params", {})
-    if "batch_stats" in cv:
-      conn_stats[key] = cv["batch_stats"]
-  conn_modules = {k: m for k, (m, _) in conn_modules.items()}
-  params = {"student": variables["params"], "connectors": conn_params}
-  batch_stats = {"student": variables.get("batch_stats", {}), "connectors": conn_stats}
+  built = state_lib.init_train_state(student, teacher, method, dummy, rng,
+                                     num_examples=feed.index_space, student_variables=variables)
+  method, conn_modules = built.method, built.connectors      # the method bound to the pair
+  params, batch_stats, conn_params = built.params, built.batch_stats, built.params["connectors"]
   n_params = models.count_params(variables["params"])
   n_conn = models.count_params(conn_params)
   print(f"[kdjax] {config.model}: {n_params:,} params"
@@ -318,11 +309,7 @@ def train_and_evaluate(config, workdir: str, *, mesh=None, _step_hook=None) -> d
                                                                               dummy))
   tx, init_epochs, init_steps = plan.main_tx, plan.init_epochs, plan.init_steps
   total_steps += init_steps
-  method_state = method.init_states(feed.index_space, s_shapes, t_shapes,
-                                    jax.random.fold_in(k_conn, 999),
-                                    teacher_variables=teacher.variables if teacher else None)
-  state = state_lib.create(params, batch_stats, plan.init_tx if init_steps else tx, k_run,
-                           method_state)
+  state = built.create(plan.init_tx if init_steps else tx)
 
   # ---- checkpoints / resume -------------------------------------------------------------------
   ckpts = ckpt_lib.RunCheckpoints(workdir, async_save=config.async_checkpoint)

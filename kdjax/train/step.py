@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from kdjax.methods import Batch, Method, Outputs
+from kdjax.methods import Batch, Method, Outputs, connector_calls
 
 
 @dataclasses.dataclass
@@ -40,7 +40,8 @@ def make_steps(*, student, method: Method, tx, train_transform: Callable,
 
   Args:
     student: the student linen module (kdjax model protocol).
-    method: the declarative :class:`~kdjax.methods.Method`.
+    method: the declarative :class:`~kdjax.methods.Method`, bound to the pair
+      (``init_train_state(...).method``).
     tx: optax transformation for ``state.params``.
     train_transform: ``(uint8 images, rng) -> float images`` (augmentation + normalisation).
     eval_transform: ``uint8 images -> float images``.
@@ -54,7 +55,7 @@ def make_steps(*, student, method: Method, tx, train_transform: Callable,
       ``state.batch_stats``, False where the old BatchNorm statistics are kept. None: all update.
     step_offset: the step this stage starts at (the main stage after an init stage), so that
       ``Batch.epoch`` counts the stage's own epochs.
-    view_transform: for a method with views (:class:`kdjax.methods.base.ViewSpec`, SSKD's
+    view_transform: for a method with views (:class:`kdjax.methods.ViewSpec`, SSKD's
       rotations): the train augmentation without its flip, applied to every view (the view
       maker flips once per example); None = ``train_transform``.
   """
@@ -93,19 +94,8 @@ def make_steps(*, student, method: Method, tx, train_transform: Callable,
           {"params": params["student"], "batch_stats": state.batch_stats["student"]}, x,
           train=True, mutable=["batch_stats"])
       s_out = Outputs(logits, taps)
-      conn_stats = dict(state.batch_stats.get("connectors", {}))
-
-      def make_conn(k, m):
-        def call(*a, **kw):
-          v = {"params": params["connectors"][k]}
-          if k in conn_stats:
-            v["batch_stats"] = conn_stats[k]
-            out, upd = m.apply(v, *a, mutable=["batch_stats"], **kw)
-            conn_stats[k] = upd["batch_stats"]
-            return out
-          return m.apply(v, *a, **kw)
-        return call
-      conn = {k: make_conn(k, m) for k, m in connectors.items()}
+      conn, conn_stats = connector_calls(connectors, params["connectors"],
+                                         state.batch_stats.get("connectors", {}))
       epoch = (state.step - step_offset if step_offset else state.step) // steps_per_epoch + 1
       per_ex, metrics, new_ms = method.loss(
           s_out, t_out, Batch(labels, index, epoch, mix_labels, mix_lam), connectors=conn,
