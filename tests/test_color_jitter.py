@@ -112,3 +112,16 @@ def test_dataset_train_transform_selects_jitter_and_keeps_crop_flip_draws():
   assert float(jnp.abs(j - p).max()) > 0.1
   step = jax.jit(augment.dataset_train_transform(info, jit_cfg))
   np.testing.assert_allclose(step(raw, rng), j, atol=1e-4)   # ~1e-6 x 1/std (normalised units)
+
+
+def test_jitter_teacher_config_selects_the_papers_jitter():
+  from configs.ojha import jitter_teacher  # pylint: disable=g-import-not-at-top
+  c = jitter_teacher.get_config("imagenet")
+  assert c.model == "resnet50_imagenet" and c.dataset.name == "imagenet2012"
+  assert augment.jitter_magnitudes(c.dataset.color_jitter) == (0.4, 0.4, 0.4, 0.2)
+  assert augment.jitter_magnitudes(jitter_teacher.get_config("imagenet,control").dataset
+                                   .color_jitter) is None
+  s = jitter_teacher.get_config("cifar100,resnet56")
+  assert s.model == "resnet56" and augment.jitter_magnitudes(s.dataset.color_jitter) is not None
+  with pytest.raises(ValueError):
+    jitter_teacher.get_config("mnist")
