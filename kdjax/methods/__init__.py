@@ -17,3 +17,4 @@ __all__ = ["Batch", "BuildContext", "Method", "Outputs", "Stage", "Term", "TermS
            "apply_preset", "build_method", "common_stages", "connector_calls", "get_term",
            "preset", "preset_names", "register_preset", "register_term", "term_names"]
 from kdjax.methods import ctkd, lskd, nkd, reviewkd  # noqa: F401,E402  (new families)
+from kdjax.methods import noisy_labels  # noqa: F401,E402  (Ojha et al. App. 11.2 control)
