@@ -1,13 +1,21 @@
 r"""What gets distilled: analysis-suite settings (Ojha et al., "What Knowledge Gets Distilled in
 Knowledge Distillation?", NeurIPS 2023; methods.md §6).
 
-The suite (``kdjax.analysis.report.analyze``) compares a teacher, one or more distilled students
+The suite (``kdjax.analysis.analyze(config)``) compares a teacher, one or more distilled students
 and an independently trained student (all kdjax workdirs on one dataset):
 
   python -m launch.analyze --config configs/analysis.py:fmnist \
       --teacher runs/fm/teacher --distilled kd=runs/fm/kd,hint=runs/fm/hint,crd=runs/fm/crd \
       --independent runs/fm/student --out runs/fm/analysis [--num_examples 2000] \
-      [--probes agreement,cka,gradcam,adversarial,invariance,cues,calibration,fairness]
+      [--probes agreement,cka,gradcam,adversarial,invariance,cues,calibration,fairness] \
+      [--config.probes.adversarial.pgd_steps=5]
+
+The config is ``kdjax.analysis.base_config()``: the runs (``teacher``, ``distilled``,
+``independent``, ``out_dir``; the flags above fill them), the evaluation set (``num_examples``,
+``batch_size``, ``which``, ...) and one entry per probe, ``probes.<name> = {type, **settings}``
+(``type`` resolves the probe module of ``kdjax/analysis/probes/``; its settings are that
+module's ``defaults()``). A second entry of the same type with other settings is a second
+section, e.g. ``c.probes.ifgsm = dict(c.probes.adversarial, pgd_steps=5, pgd_step_frac=0.2)``.
 
 Settings (``:SETTING``):
 
@@ -26,8 +34,9 @@ Settings (``:SETTING``):
   strengths 0.3–0.6 of §6.3.3). Needs ImageNet (``imagenet2012`` prepared for TFDS) and, for
   the unseen-domain consensus, the Geirhos et al. (2021) sets (sketch, stylized, edge,
   silhouette, cue-conflict) prepared as TFDS datasets with ImageNet labels
-  (``--config.ood_sets=NAME:SPLIT,... --config.ood_data_dir=DIR``); FairFace for the fairness
-  probe (``--config.fairness_dataset=NAME:SPLIT --config.fairness_group_key=race``). None of
+  (``--config.probes.cues.ood_sets="('NAME:SPLIT',)" --config.probes.cues.ood_data_dir=DIR``);
+  FairFace for the fairness probe (``--config.probes.fairness.dataset=NAME:SPLIT
+  --config.probes.fairness.group_key=race``). None of
   these are on this machine: the run stops with a message naming the missing dataset.
 
 The paper's claims (methods.md §6.1, §6.3), which the report checks direction-wise with its own
@@ -44,74 +53,32 @@ numbers (distilled vs independent student):
 * transfer is strong CNN → CNN and weak Transformer → CNN; CKA with the teacher and
   decision-boundary similarity rise with distillation.
 """
-import ml_collections
-
-# Ojha et al.'s colour-jitter teacher: brightness/contrast/saturation ~ U[0, 0.4], hue ~ U[0, 0.2].
-PAPER_JITTER = {"brightness": 0.4, "contrast": 0.4, "saturation": 0.4, "hue": 0.2}
-ALL_PROBES = ("agreement", "cka", "gradcam", "adversarial", "invariance", "cues", "calibration",
-              "fairness")
-CUE_SETS = ("inverted", "noise", "blur", "edge", "cue_conflict", "color_biased", "grayscale")
-
-
-def _base():
-  c = ml_collections.ConfigDict()
-  c.setting = ""
-  c.probes = ALL_PROBES
-  c.num_examples = 1000          # seeded random subset of the evaluation split (0 = all)
-  c.batch_size = 250
-  c.which = "final"              # checkpoint of every run: final | best | <step>
-  c.eval_split = ""              # default: the dataset's evaluation split
-  c.image_size = 0               # streamed datasets (ImageNet): crop size; 0 = default
-  c.data_dir = ""                # TFDS data_dir
-  c.idx_dir = ""                 # (Fashion-)MNIST IDX directory
-  c.seed = 0
-  # adversarial transfer: crafted on the teacher, eps in [0, 1] pixel units
-  c.eps_list = (0.0, 1 / 255, 2 / 255, 4 / 255, 8 / 255)
-  c.pgd_steps = 10
-  c.pgd_step_frac = 0.25         # step = frac * eps; 0 = 1 / pgd_steps (I-FGSM)
-  c.attacks = ("pgd", "fgsm")
-  # invariance
-  c.jitter = (dict(PAPER_JITTER),)
-  c.jitter_views = 1
-  # cues / domain shift
-  c.cue_sets = CUE_SETS
-  c.noise_sigma = 0.2
-  c.blur_sigma = 1.5
-  c.tint_strength = 0.6
-  c.ood_sets = ()                # external TFDS sets 'NAME[:SPLIT]' with the models' labels
-  c.ood_data_dir = ""
-  # fairness ('' = the class label is the group)
-  c.fairness_dataset = ""        # 'NAME[:SPLIT]' of a TFDS set with a group feature
-  c.fairness_group_key = "race"
-  c.fairness_label_key = "label"
-  c.fairness_data_dir = ""
-  # calibration / figures
-  c.ece_bins = 15
-  c.num_overlays = 4
-  return c
+from kdjax.analysis import base_config
+from kdjax.analysis.probes.invariance import PAPER_JITTER
 
 
 def get_config(setting: str = "fmnist"):
-  c = _base()
+  c = base_config()
   c.setting = setting
+  p = c.probes
   if setting == "fmnist":
     pass
   elif setting == "cifar100":
     c.num_examples = 5000
-    c.eps_list = (0.0, 2 / 255, 4 / 255, 8 / 255)
-    c.pgd_steps = 5
-    c.pgd_step_frac = 0.2        # I-FGSM, 5 steps of eps / 5 (paper protocol)
+    p.adversarial.eps_list = (0.0, 2 / 255, 4 / 255, 8 / 255)
+    p.adversarial.pgd_steps = 5
+    p.adversarial.pgd_step_frac = 0.2   # I-FGSM, 5 steps of eps / 5 (paper protocol)
   elif setting == "imagenet":
-    c.num_examples = 5000        # paper: 5,000 random validation images
+    c.num_examples = 5000               # paper: 5,000 random validation images
     c.batch_size = 100
-    c.eps_list = (0.0, 2 / 255, 4 / 255, 8 / 255)
-    c.pgd_steps = 5
-    c.pgd_step_frac = 0.2
+    p.adversarial.eps_list = (0.0, 2 / 255, 4 / 255, 8 / 255)
+    p.adversarial.pgd_steps = 5
+    p.adversarial.pgd_step_frac = 0.2
     # paper magnitudes, then the extra strengths 0.3-0.6 (applied to brightness / contrast /
     # saturation with hue 0.2: our reading of §6.3.3)
-    c.jitter = (dict(PAPER_JITTER),) + tuple(
+    p.invariance.jitter = (dict(PAPER_JITTER),) + tuple(
         dict(brightness=m, contrast=m, saturation=m, hue=0.2) for m in (0.3, 0.5, 0.6))
-    c.cue_sets = ("noise", "blur", "edge", "cue_conflict", "grayscale")
+    p.cues.sets = ("noise", "blur", "edge", "cue_conflict", "grayscale")
   else:
     raise ValueError(f"configs/analysis.py: unknown setting {setting!r}; "
                      "use fmnist | cifar100 | imagenet.")

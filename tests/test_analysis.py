@@ -258,6 +258,35 @@ def test_pgd_error_non_decreasing_in_eps_and_transfer(tiny):
     assert 0.0 <= res2["transfer_fooling_rate"][1] <= 1.0
 
 
+def test_attack_sweep_equals_pgd_and_fgsm_per_eps(tiny):
+    """The report's one-kernel sweep (shared first gradient, no gradient at eps = 0) makes the same
+    images as pgd() / fgsm() called at each radius."""
+    model, variables, x, logits, _ = tiny
+    y = jnp.argmax(logits, -1)
+    mean, std = np.asarray(MEAN, np.float32), np.asarray(STD, np.float32)
+    x_box = (jnp.clip(x * std + mean, 0, 1) - mean) / std
+    eps_list = (0.0, 2 / 255, 8 / 255, 0.1)
+    xp, xf = A.attack_sweep(model, variables, x_box, y, eps_list=eps_list, steps=4,
+                            step_size_frac=0.3, pixel_std=STD, pixel_mean=MEAN)
+    assert xp.shape == xf.shape == (4,) + x.shape
+    for i, eps in enumerate(eps_list):
+        ref_p = A.pgd(model, variables, x_box, y, eps=eps, steps=4, step_size=eps * 0.3,
+                      pixel_std=STD, pixel_mean=MEAN)
+        ref_f = A.fgsm(model, variables, x_box, y, eps=eps, pixel_std=STD, pixel_mean=MEAN)
+        # Same float32 arithmetic; 1e-6 (normalised units) allows a last-bit difference from
+        # XLA fusing the kernel differently, while a flipped gradient sign moves a pixel by
+        # 2 * step >= 2e-3 and fails.
+        np.testing.assert_allclose(xp[i], ref_p, atol=1e-6, rtol=0)
+        np.testing.assert_allclose(xf[i], ref_f, atol=1e-6, rtol=0)
+    assert float(jnp.max(jnp.abs(xp[3] - x_box))) > 0.1  # the attack moved the images
+    # Without the pixel box, and PGD only.
+    xp, xf = A.attack_sweep(model, variables, x, y, eps_list=(0.05,), steps=2,
+                            step_size_frac=0.5, fgsm=False, pixel_std=STD)
+    assert xf is None
+    np.testing.assert_allclose(xp[0], A.pgd(model, variables, x, y, eps=0.05, steps=2,
+                                            step_size=0.025, pixel_std=STD), atol=1e-6, rtol=0)
+
+
 # ------------------------------------------------------------------------------- invariance
 
 

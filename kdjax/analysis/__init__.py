@@ -11,10 +11,13 @@ Pure functions over model outputs or kdjax model apply-functions::
   per_group_accuracy, worst_group_accuracy, accuracy_gap,
   group_fairness_report                                                   (fairness.py)
 
+The report (:func:`analyze`, :func:`base_config`) runs the probes of :mod:`kdjax.analysis.probes`
+(one module each, resolved by ``type=`` like big_vision's evaluators).
+
 Calibration transfer (teacher vs. student ECE, methods.md §2) uses :mod:`kdjax.calibration`;
 ``ece`` and ``calibration_report`` are re-exported here for convenience.
 """
-from kdjax.analysis.adversarial import fgsm, ifgsm, logits_fn, pgd, transfer_success
+from kdjax.analysis.adversarial import attack_sweep, fgsm, ifgsm, logits_fn, pgd, transfer_success
 from kdjax.analysis.agreement import (
     js_divergence,
     kl_divergence,
@@ -45,7 +48,7 @@ __all__ = [
     "top1_agreement", "kl_divergence", "js_divergence", "per_class_agreement",
     "linear_cka", "CKAAccumulator", "gram_linear", "hsic_biased", "hsic_unbiased",
     "gradcam", "cam_agreement", "cam_preference", "stage_features",
-    "fgsm", "ifgsm", "pgd", "transfer_success", "logits_fn",
+    "fgsm", "ifgsm", "pgd", "attack_sweep", "transfer_success", "logits_fn",
     "color_jitter", "adjust_brightness", "adjust_contrast", "adjust_saturation", "adjust_hue",
     "rgb_to_grayscale", "prediction_consistency", "transform_consistency",
     "per_group_accuracy", "worst_group_accuracy", "accuracy_gap", "group_fairness_report",
@@ -59,7 +62,7 @@ from kdjax.analysis.cues import (  # noqa: E402
     cue_conflict,
     load_tfds_set,
 )
-from kdjax.analysis.report import ALL_PROBES, analyze  # noqa: E402
+from kdjax.analysis.report import ALL_PROBES, analyze, base_config  # noqa: E402
 
-__all__ += ["analyze", "ALL_PROBES", "CUE_SETS", "build_shifted_sets", "cue_conflict",
-            "load_tfds_set"]
+__all__ += ["analyze", "base_config", "ALL_PROBES", "CUE_SETS", "build_shifted_sets",
+            "cue_conflict", "load_tfds_set"]

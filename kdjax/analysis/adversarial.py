@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["fgsm", "ifgsm", "pgd", "transfer_success", "logits_fn"]
+__all__ = ["fgsm", "ifgsm", "pgd", "attack_sweep", "transfer_success", "logits_fn"]
 
 
 def logits_fn(model, variables=None):
@@ -172,6 +172,98 @@ def ifgsm(model, variables, x, y, *, eps, steps: int = 5, step_size=None, pixel_
 @functools.partial(jax.jit, static_argnames=("model",))
 def _predict(model, variables, x):
     return jnp.argmax(logits_fn(model, variables)(x), axis=-1)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "zero", "steps", "fgsm", "pixel_std",
+                                             "pixel_mean"))
+def _sweep_kernel(model, variables, x, y, eps, step_size, *, zero, steps, fgsm, pixel_std,
+                  pixel_mean):
+  f = logits_fn(model, variables)
+  scale, box = _scale_and_box(x, pixel_std, pixel_mean)
+
+  def loss(xa):
+    logp = jax.nn.log_softmax(f(xa), axis=-1)
+    return -jnp.sum(jnp.take_along_axis(logp, y[:, None], axis=-1))
+
+  grad = jax.grad(loss)
+
+  def project(delta, bound):
+    delta = jnp.clip(delta, -bound, bound)
+    if box is not None:
+      delta = jnp.clip(x + delta, box[0], box[1]) - x
+    return delta
+
+  # The start of every attack (no random start): project(0) = clip(x, box) - x for any ε, so
+  # the first gradient is shared by all radii and by FGSM.
+  d0 = project(jnp.zeros_like(x), jnp.zeros((), x.dtype))
+  g0 = jnp.sign(grad(x + d0))
+
+  def one(args):  # one radius ε > 0: (PGD image, FGSM image)
+    e, s = args
+    bound, alpha = e * scale, s * scale
+    f = x + project(d0 + bound * g0, bound) if fgsm else x
+    if steps == 0:
+      return x + d0, f
+
+    def body(_, d):
+      return project(d + alpha * jnp.sign(grad(x + d)), bound)
+
+    d1 = project(d0 + alpha * g0, bound)
+    return x + jax.lax.fori_loop(1, steps, body, d1), f
+
+  nz = [i for i, z in enumerate(zero) if not z]
+  if nz:  # the radii one after another (lax.map): one compiled attack body for all of them
+    idx = jnp.asarray(nz)
+    p_nz, f_nz = jax.lax.map(one, (eps[idx], step_size[idx]))
+  pgd_out, fgsm_out = [], []
+  for i, is_zero in enumerate(zero):
+    if is_zero:  # ε = 0: every step projects back onto d0 (bit-identical to running them)
+      pgd_out.append(x + d0)
+      fgsm_out.append(x + d0)
+    else:
+      pgd_out.append(p_nz[nz.index(i)])
+      fgsm_out.append(f_nz[nz.index(i)])
+  return jnp.stack(pgd_out), (jnp.stack(fgsm_out) if fgsm else None)
+
+
+def attack_sweep(model, variables, x, y, *, eps_list: Sequence[float], steps: int,
+                 step_size_frac: float, fgsm: bool = True, pixel_std=None, pixel_mean=None):
+  """I-FGSM / PGD (no random start) at every radius of ``eps_list`` and FGSM, in one kernel.
+
+  Equals :func:`pgd` with ``step_size = eps * step_size_frac`` and :func:`fgsm` at each ``eps``
+  (same arithmetic; ``tests/test_analysis.py`` checks it), computed with less work: every attack
+  starts from the same point, so the first sign-gradient is computed once for all radii and
+  for FGSM, and ``eps = 0`` needs no gradient at all (each step projects back onto the start).
+  ``model`` and the static arguments key one compiled function for a whole evaluation set.
+
+  Args:
+    model, variables, x, y, pixel_std, pixel_mean: as :func:`pgd`.
+    eps_list: radii (units as in :func:`pgd`).
+    steps: PGD steps (``>= 0``).
+    step_size_frac: PGD step as a fraction of each ``eps``.
+    fgsm: also return FGSM images.
+
+  Returns:
+    ``(pgd_images, fgsm_images)``: ``(E, B, H, W, C)`` each (``fgsm_images`` None when
+    ``fgsm=False``).
+  """
+  if not isinstance(steps, int) or isinstance(steps, bool) or steps < 0:
+    raise ValueError(f"steps must be a non-negative Python int, got {steps!r}")
+  if pixel_mean is not None and pixel_std is None:
+    raise ValueError("pixel_mean needs pixel_std")
+  x = jnp.asarray(x)
+  if not jnp.issubdtype(x.dtype, jnp.floating):
+    raise ValueError(f"x must be float (normalised images), got {x.dtype}")
+  y = jnp.asarray(y).astype(jnp.int32)
+  eps_list = [float(e) for e in eps_list]
+  if any(not e >= 0 for e in eps_list):
+    raise ValueError(f"eps_list must hold radii >= 0, got {eps_list}")
+  # The same float32 scalars pgd() builds: eps, and the step eps * frac rounded once.
+  eps = jnp.stack([jnp.asarray(e, x.dtype) for e in eps_list])
+  step = jnp.stack([jnp.asarray(e * float(step_size_frac), x.dtype) for e in eps_list])
+  return _sweep_kernel(model, variables, x, y, eps, step, zero=tuple(e == 0 for e in eps_list),
+                       steps=steps, fgsm=bool(fgsm), pixel_std=_static_vec(pixel_std),
+                       pixel_mean=_static_vec(pixel_mean))
 
 
 def _safe_rate(num, den):
