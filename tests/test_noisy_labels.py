@@ -107,3 +107,20 @@ def test_jitted_train_step_without_teacher():
   moved = jax.tree_util.tree_map(lambda a, b: not np.allclose(a, b), p0,
                                  jax.device_get(new_state.params["student"]))
   assert any(jax.tree_util.tree_leaves(moved))
+
+
+def test_control_configs_build_a_teacher_free_method():
+  from configs.ojha import noisy_labels as cfg  # pylint: disable=g-import-not-at-top
+  from kdjax.config import validate  # pylint: disable=g-import-not-at-top
+  for arg, model in (("imagenet", "resnet18_imagenet"), ("fashion_mnist,quick", "resnet8")):
+    c = cfg.get_config(arg)
+    validate(c)
+    m = build_method(c.method)
+    assert c.model == model and not m.needs_teacher and c.teacher.workdir == ""
+    (term,) = m.terms
+    assert term.spec.name == "noisy_labels" and term.weight == 0.5 and m.ce_weight == 0.5
+    assert dict(term.hparams)["noise_variance"] == 0.2
+    assert dict(term.hparams)["label_temperature"] == 0.15
+  assert cfg.get_config("imagenet").num_epochs == 100
+  with pytest.raises(ValueError):
+    cfg.get_config("cifar100")
