@@ -158,3 +158,31 @@ def test_fairface_subset_on_a_fake_tree(tmp_path):
 def test_fairface_absent_names_the_layout(tmp_path):
   with pytest.raises(UserError, match="file,age,gender,race"):
     D.fairface_subset(tmp_path, "student")
+
+
+def _write_idx(path, arr):
+  import struct  # pylint: disable=g-import-not-at-top
+  code = {np.dtype(np.uint8): 0x08}[arr.dtype]
+  with open(path, "wb") as f:
+    f.write(bytes([0, 0, code, arr.ndim]) + b"".join(struct.pack(">I", d) for d in arr.shape))
+    f.write(arr.tobytes())
+
+
+def test_load_digit_domain_from_fake_mnist_idx_files(tmp_path):
+  x, y = _digits(30)
+  for prefix, (xi, yi) in (("train", (x[:20], y[:20])), ("t10k", (x[20:], y[20:]))):
+    _write_idx(tmp_path / f"{prefix}-images-idx3-ubyte", xi)
+    _write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte", yi.astype(np.uint8))
+  tr = D.load_digit_domain("mnist_domains", "train", idx_dir=str(tmp_path))
+  assert tr.images.shape == (60, 28, 28, 3) and tr.info.num_classes == 10
+  np.testing.assert_array_equal(tr.labels, np.tile(y[:20], 3))
+  assert len(set(tr.index.tolist())) == 60
+  te = D.load_digit_domain("mnist_m", "test", idx_dir=str(tmp_path))
+  assert te.images.shape == (10, 28, 28, 3) and te.info.mean == D.load_digit_domain(
+      "mnist_m", "train", idx_dir=str(tmp_path)).info.mean        # train statistics
+  rgb = D.load_digit_domain("mnist_rgb", "train", idx_dir=str(tmp_path))
+  np.testing.assert_allclose(rgb.info.mean, [x[:20].mean() / 255] * 3, rtol=1e-6)
+  with pytest.raises(UserError):
+    D.load_digit_domain("svhn", "train", idx_dir=str(tmp_path))
+  with pytest.raises(FileNotFoundError, match="IDX"):
+    D.load_digit_domain("mnist_color", "train", idx_dir=str(tmp_path / "none"))

@@ -42,12 +42,14 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from kdjax.data.arrays import load_arrays
+from kdjax.data.arrays import ArraySplit, load_arrays
+from kdjax.data.registry import DatasetInfo
 from kdjax.errors import UserError
 
 __all__ = [
     "CLASS_PALETTE", "DomainSplit", "FAIRFACE_COUNTS", "FAIRFACE_RACES", "FairFaceSubset",
-    "KNOWN_DOMAINS", "digit_domains", "fairface_subset", "load_images", "load_mnist",
+    "DIGIT_DOMAINS", "KNOWN_DOMAINS", "digit_domains", "fairface_subset", "load_digit_domain",
+    "load_images", "load_mnist",
     "lodo_split", "mnist_color", "mnist_m", "procedural_textures", "to_rgb",
 ]
 
@@ -204,6 +206,63 @@ def load_mnist(split: str = "train", *, idx_dir=None, data_dir=None):
   (:func:`kdjax.data.load_arrays`; raises its DatasetNotFoundError naming how to get them)."""
   s = load_arrays("mnist", split, idx_dir=idx_dir, data_dir=data_dir)
   return s.images[..., 0], s.labels
+
+
+# Digit-domain datasets buildable from MNIST: name -> domain ids of :func:`digit_domains`.
+DIGIT_DOMAINS = {"mnist_rgb": (0,), "mnist_color": (1,), "mnist_m": (2,), "mnist_domains": (0, 1, 2)}
+_STATS_N = 10_000   # training digits the normalisation statistics are computed on
+
+
+def _domain_images(x, y, name, seed, textures, color_mode):
+  ims, labs, doms = [], [], []
+  for d in DIGIT_DOMAINS[name]:
+    if d == 0:
+      ims.append(to_rgb(x))
+    elif d == 1:
+      ims.append(mnist_color(x, y, seed=seed, mode=color_mode)[0])
+    else:
+      ims.append(mnist_m(x, y, seed=seed + 1, textures=textures)[0])
+    labs.append(y)
+    doms.append(np.full(len(y), d, np.int32))
+  return np.concatenate(ims), np.concatenate(labs), np.concatenate(doms)
+
+
+def load_digit_domain(name: str, split: str = "train", *, idx_dir=None, data_dir=None,
+                      seed: int = 0, limit: int | None = None, textures=None,
+                      color_mode: str = "random") -> ArraySplit:
+  """An :class:`~kdjax.data.ArraySplit` of a digit domain built from MNIST (offline).
+
+  ``name``: ``mnist_rgb`` (MNIST, grey replicated to RGB: the students' set), ``mnist_color``,
+  ``mnist_m`` (MNIST-M-style) or ``mnist_domains`` (their union: the teacher's set; rows ordered
+  by domain, ``index = domain · N + i``). ``split``: ``train`` or ``test`` (MNIST's); the test
+  split draws its colours / patches with ``seed + 1000``. ``limit``: the first ``limit`` MNIST
+  digits. ``info.mean`` / ``info.std`` are per-channel statistics of this dataset's images built
+  from the first 10,000 *training* digits (so train and test share one normalisation).
+  Raises kdjax's DatasetNotFoundError (naming the IDX files) when MNIST is absent.
+  """
+  if name not in DIGIT_DOMAINS:
+    raise UserError(f"unknown digit domain {name!r}; use one of {sorted(DIGIT_DOMAINS)}.")
+  if split not in ("train", "test"):
+    raise UserError(f"digit domains have splits 'train' and 'test', got {split!r}.")
+  x, y = load_mnist(split, idx_dir=idx_dir, data_dir=data_dir)
+  if limit:
+    x, y = x[:int(limit)], y[:int(limit)]
+  s_seed = seed if split == "train" else seed + 1000
+  images, labels, dom = _domain_images(x, y, name, s_seed, textures, color_mode)
+  if split == "train" and len(x) >= _STATS_N:
+    ref = images if len(x) == _STATS_N else _domain_images(x[:_STATS_N], y[:_STATS_N], name,
+                                                           seed, textures, color_mode)[0]
+  else:
+    tx, ty = load_mnist("train", idx_dir=idx_dir, data_dir=data_dir)
+    ref = _domain_images(tx[:_STATS_N], ty[:_STATS_N], name, seed, textures, color_mode)[0]
+  ref = ref.reshape(-1, 3).astype(np.float64) / 255.0
+  info = DatasetInfo(name=name, num_classes=10, image_shape=(28, 28, 3),
+                     mean=tuple(float(v) for v in ref.mean(0)),
+                     std=tuple(float(v) for v in ref.std(0)), train_split="train",
+                     eval_split="test", num_train=None, num_eval=None, in_memory=True)
+  n = len(y)
+  index = (dom.astype(np.int64) * n + np.tile(np.arange(n), len(DIGIT_DOMAINS[name])))
+  return ArraySplit(images, labels, index.astype(np.int32), info, split)
 
 
 # ---- PACS / VLCS leave-one-domain-out -------------------------------------------------------------
