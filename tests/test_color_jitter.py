@@ -5,6 +5,7 @@ import ml_collections
 import numpy as np
 import pytest
 
+from configs.ojha import jitter_teacher
 from kdjax.analysis import invariance
 from kdjax.data import augment, registry
 from kdjax.errors import UserError
@@ -115,7 +116,6 @@ def test_dataset_train_transform_selects_jitter_and_keeps_crop_flip_draws():
 
 
 def test_jitter_teacher_config_selects_the_papers_jitter():
-  from configs.ojha import jitter_teacher  # pylint: disable=g-import-not-at-top
   c = jitter_teacher.get_config("imagenet")
   assert c.model == "resnet50_imagenet" and c.dataset.name == "imagenet2012"
   assert augment.jitter_magnitudes(c.dataset.color_jitter) == (0.4, 0.4, 0.4, 0.2)

@@ -7,7 +7,9 @@ import numpy as np
 import optax
 import pytest
 
+from configs.ojha import noisy_labels as cfg
 from kdjax import models
+from kdjax.config import validate
 from kdjax.losses import noisy_labels as nl
 from kdjax.methods import Batch, Outputs, build_method, preset
 from kdjax.train.state import init_train_state
@@ -110,8 +112,6 @@ def test_jitted_train_step_without_teacher():
 
 
 def test_control_configs_build_a_teacher_free_method():
-  from configs.ojha import noisy_labels as cfg  # pylint: disable=g-import-not-at-top
-  from kdjax.config import validate  # pylint: disable=g-import-not-at-top
   for arg, model in (("imagenet", "resnet18_imagenet"), ("fashion_mnist,quick", "resnet8")):
     c = cfg.get_config(arg)
     validate(c)
