@@ -38,14 +38,16 @@ def teacher(tmp_path, mock_cifar100):
   return wd
 
 
-def test_member_equals_the_same_run_trained_alone(tmp_path, teacher):
+@pytest.mark.parametrize("impl", ["vmap", "map"])
+def test_member_equals_the_same_run_trained_alone(tmp_path, teacher, impl):
   """Member seed 3 of a {0, 3} run vs train_and_evaluate(seed=3): 10 KD steps (two epochs of
   40 mock images, batch 8). Every parameter and BN statistic agrees to 1e-4 of its tensor's
   largest magnitude: under vmap the convolutions are batched (another summation order), float32
-  rounding (~1e-7 relative per op) grows through 10 SGD steps to ~1e-6..1e-5; a wrong seed, data
+  rounding (~1e-7 relative per op) grows through 10 SGD steps to ~1e-6..1e-5 (lax.map runs the
+  single-run computation itself and agrees more tightly); a wrong seed, data
   order or augmentation key gives O(1) differences (checked against member seed 0 below)."""
   cfg = _kd_config(teacher)
-  out = train_members(cfg, [0, 3], str(tmp_path / "members"))
+  out = train_members(cfg, [0, 3], str(tmp_path / "members"), impl=impl)
   cfg.seed = 3
   alone = train_and_evaluate(cfg, str(tmp_path / "alone3"))
   got = member(out["state"], 1)
@@ -87,7 +89,7 @@ def test_shared_data_members_differ_by_init_only(tmp_path, teacher):
   """Shared mode: member 0 is the seed-0 run (its own data and init); all members see seed 0's
   batches, so they share one teacher forward."""
   cfg = _kd_config(teacher, num_epochs=1)
-  out = train_members(cfg, [0, 5], str(tmp_path / "shared"), shared_data=True)
+  out = train_members(cfg, [0, 5], str(tmp_path / "shared"), shared_data=True, impl="vmap")
   cfg.seed = 0
   alone = train_and_evaluate(cfg, str(tmp_path / "alone0"))
   assert _max_rel(member(out["state"], 0).params, alone["state"].params) < 1e-4

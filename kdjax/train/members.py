@@ -117,15 +117,41 @@ def init_member(*, seed: int, student, method, teacher, dummy, tx_for, index_spa
   return state_lib.create(params, batch_stats, tx, k_run, method_state), tx
 
 
-def make_member_step(train_indexed, num_members: int, *, shared_data: bool):
+IMPLS = ("auto", "vmap", "map")
+
+
+def resolve_impl(impl: str) -> str:
+  """'auto' = 'vmap' on accelerators, 'map' on CPU: under vmap the members' convolutions become
+  grouped convolutions (``feature_group_count = N``), whose gradient XLA:CPU runs 2-3x slower
+  than N separate convolutions (bench/members.py); on a GPU they fill the chip."""
+  if impl not in IMPLS:
+    raise UserError(f"members: impl must be one of {IMPLS}, got {impl!r}.")
+  if impl == "auto":
+    return "map" if jax.default_backend() == "cpu" else "vmap"
+  return impl
+
+
+def make_member_step(train_indexed, num_members: int, *, shared_data: bool, impl: str = "vmap"):
   """The jitted step of ``num_members`` stacked states from the single-run step
   ``train_indexed(state, images, labels, ds_index, idx, teacher_vars)``.
 
   Seed mode: ``idx`` is ``(N, B)`` (one index vector per member) and everything in the state is
   mapped. Shared mode: ``idx`` is ``(B,)`` and the step counter and RNG key are unmapped (taken
   from member 0, identical for all), so the augmented batch, and the teacher forward on it, carry
-  no member axis and are computed once."""
-  if not shared_data:
+  no member axis and are computed once (``impl='vmap'``).
+
+  ``impl='vmap'``: ``jax.vmap`` over the member axis (one batched computation). ``impl='map'``:
+  ``jax.lax.map`` (the members one after another inside the same jitted step: one compilation,
+  one dispatch, each member's computation exactly a single run's; the teacher forward runs per
+  member)."""
+  if impl == "map":
+    def step(state, images, labels, ds_index, idx, t_vars):
+      if shared_data:
+        return jax.lax.map(lambda st: train_indexed(st, images, labels, ds_index, idx, t_vars),
+                           state)
+      return jax.lax.map(lambda a: train_indexed(a[0], images, labels, ds_index, a[1], t_vars),
+                         (state, idx))
+  elif not shared_data:
     mapped = jax.vmap(train_indexed, in_axes=(0, None, None, None, 0, None))
 
     def step(state, images, labels, ds_index, idx, t_vars):
@@ -149,10 +175,12 @@ def _mean_std(xs):
 
 
 def train_members(config, seeds: Sequence[int], workdir: str, *, shared_data: bool = False,
-                  mesh=None) -> dict:
+                  impl: str = "auto", mesh=None) -> dict:
   """Trains (or resumes) ``len(seeds)`` members of the run ``config`` in one vmapped step;
-  returns the joint summary (also ``workdir/summary.json``). ``config.seed`` is ignored."""
+  returns the joint summary (also ``workdir/summary.json``). ``config.seed`` is ignored.
+  ``impl``: see :func:`make_member_step` and :func:`resolve_impl`."""
   validate(config)
+  impl = resolve_impl(impl)
   seeds = [int(s) for s in seeds]
   if not seeds or len(set(seeds)) != len(seeds):
     raise UserError(f"members: seeds must be a non-empty list of distinct integers, got {seeds}.")
@@ -205,7 +233,7 @@ def train_members(config, seeds: Sequence[int], workdir: str, *, shared_data: bo
   plan = plans["main"]
   conn = {k: m for k, (m, _) in conn_modules.items()}
   print(f"[kdjax] members: {n} x {config.model} (seeds {seeds}"
-        + (", shared data order/augmentation" if shared_data else "") + ")"
+        + (", shared data order/augmentation" if shared_data else "") + f"; jax.{impl}" + ")"
         + (f"; teacher {teacher.meta['arch']} ({teacher.meta['workdir']})" if teacher else "")
         + f"; {steps_per_epoch} steps/epoch")
 
@@ -243,7 +271,7 @@ def train_members(config, seeds: Sequence[int], workdir: str, *, shared_data: bo
                      connectors=conn, steps_per_epoch=steps_per_epoch,
                      mixup_alpha=float(dcfg.mixup_alpha), stats_mask=plan.main_stats_mask,
                      view_transform=view_tf)
-  mstep = make_member_step(steps.train_indexed, n, shared_data=shared_data)
+  mstep = make_member_step(steps.train_indexed, n, shared_data=shared_data, impl=impl)
   t_vars = parallel.put_replicated(teacher.variables, mesh) if teacher else {}
   teacher_metrics, teacher_pred = {}, None
   if teacher is not None:
@@ -268,9 +296,8 @@ def train_members(config, seeds: Sequence[int], workdir: str, *, shared_data: bo
       yield jax.device_put(idx, idx_sharding(idx.shape[-1]))
 
   def mvars(i):
-    return {"params": state.params["student"], "batch_stats": state.batch_stats["student"]} \
-        if i is None else {"params": member(state.params["student"], i),
-                           "batch_stats": member(state.batch_stats["student"], i)}
+    return {"params": member(state.params["student"], i),
+            "batch_stats": member(state.batch_stats["student"], i)}
 
   def model_meta(i, epoch, metrics, step):
     return {"arch": config.model, "num_classes": info.num_classes, "dataset": dcfg.name,
@@ -372,7 +399,7 @@ def train_members(config, seeds: Sequence[int], workdir: str, *, shared_data: bo
     ckpt_lib.write_json(os.path.join(mdirs[i], "summary.json"), ms)
     per.append(ms)
   summary = {"model": config.model, "dataset": dcfg.name, "method": method.name, "seeds": seeds,
-             "shared_data": bool(shared_data), "finished": finished, "step": step,
+             "shared_data": bool(shared_data), "impl": impl, "finished": finished, "step": step,
              "total_steps": total_steps, "member_workdirs": mdirs,
              "teacher_top1": teacher_metrics.get("top1"), "train_seconds": seconds}
   for key in ("last_top1", "best_top1", "last_agreement"):
