@@ -1,7 +1,7 @@
 """Throughput of N students in one jitted KD step (kdjax.train.members) vs N separate runs.
 
-For each pair, implementation (``--impl``: ``vmap`` = ``jax.vmap`` over the member axis, ``map``
-= ``jax.lax.map``, the members one after another inside one step) and N in --members: the
+For each pair, implementation (``--impl``: ``vmap`` = ``jax.vmap`` over the member axis, ``unroll``
+= the single step written out once per member inside one jit) and N in --members: the
 jitted member step of ``kdjax.train.members`` (the normal KD step of
 ``kdjax.train.step.make_steps`` mapped over members; seed mode: every member has its
 own batch, so the teacher forward is mapped too; ``--shared``: one batch for all members, one
@@ -109,7 +109,7 @@ def main():
   ap.add_argument("--steps", type=int, default=3)
   ap.add_argument("--repeats", type=int, default=3)
   ap.add_argument("--shared", action="store_true", help="one batch (and teacher forward) for all")
-  ap.add_argument("--impl", default="vmap,map", help="member step implementations to time")
+  ap.add_argument("--impl", default="vmap,unroll", help="member step implementations to time")
   a = ap.parse_args()
   rows = []
   for p in a.pairs.split(","):

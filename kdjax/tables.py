@@ -233,3 +233,17 @@ def run_table(family, out: str, *, module_doc: str = "", command: str = "",
   res = write_table(family, out, aggregate(family, out, published), command=command)
   res["seconds"] = time.time() - t0
   return res
+
+
+def paired_gain(out: str, family, cell: str, baseline: str, key: str = "last_top1") -> dict:
+  """Per-seed ``cell - baseline`` differences of ``key`` over the seeds both finished (the same
+  seed means the same initialisation, data order and augmentation): mean ± std, and how many
+  seeds are positive."""
+  diffs = {}
+  for s in _cell_seeds(family, cell):
+    a, b = _finished(cell_dir(out, cell, s)), _finished(cell_dir(out, baseline, s))
+    if a is not None and b is not None and a.get(key) is not None and b.get(key) is not None:
+      diffs[s] = float(a[key]) - float(b[key])
+  m, sd, n = _ms(list(diffs.values()))
+  return {"per_seed": diffs, "mean": m, "std": sd, "n": n,
+          "positive": sum(d > 0 for d in diffs.values())}

@@ -18,8 +18,9 @@ from kdjax import cli
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Run config file (path[:arg]).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Joint run directory (members in seed<S>/).")
 _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "The members' seeds.")
-_IMPL = flags.DEFINE_enum("impl", "auto", ["auto", "vmap", "map"], "Member step: jax.vmap "
-                          "(accelerators), jax.lax.map (CPU), auto = by backend.")
+_IMPL = flags.DEFINE_enum("impl", "auto", ["auto", "vmap", "unroll"], "Member step: jax.vmap "
+                          "(accelerators) or one unrolled copy per member (CPU); auto = by "
+                          "backend.")
 _SHARED = flags.DEFINE_bool("shared_data", False, "All members use seeds[0]'s data order and "
                             "augmentation (one teacher forward per step).")
 

@@ -38,12 +38,12 @@ def teacher(tmp_path, mock_cifar100):
   return wd
 
 
-@pytest.mark.parametrize("impl", ["vmap", "map"])
+@pytest.mark.parametrize("impl", ["vmap", "unroll"])
 def test_member_equals_the_same_run_trained_alone(tmp_path, teacher, impl):
   """Member seed 3 of a {0, 3} run vs train_and_evaluate(seed=3): 10 KD steps (two epochs of
   40 mock images, batch 8). Every parameter and BN statistic agrees to 1e-4 of its tensor's
   largest magnitude: under vmap the convolutions are batched (another summation order), float32
-  rounding (~1e-7 relative per op) grows through 10 SGD steps to ~1e-6..1e-5 (lax.map runs the
+  rounding (~1e-7 relative per op) grows through 10 SGD steps to ~1e-6..1e-5 (unroll runs the
   single-run computation itself and agrees more tightly); a wrong seed, data
   order or augmentation key gives O(1) differences (checked against member seed 0 below)."""
   cfg = _kd_config(teacher)

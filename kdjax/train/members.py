@@ -117,17 +117,18 @@ def init_member(*, seed: int, student, method, teacher, dummy, tx_for, index_spa
   return state_lib.create(params, batch_stats, tx, k_run, method_state), tx
 
 
-IMPLS = ("auto", "vmap", "map")
+IMPLS = ("auto", "vmap", "unroll")
 
 
 def resolve_impl(impl: str) -> str:
-  """'auto' = 'vmap' on accelerators, 'map' on CPU: under vmap the members' convolutions become
-  grouped convolutions (``feature_group_count = N``), whose gradient XLA:CPU runs 2-3x slower
-  than N separate convolutions (bench/members.py); on a GPU they fill the chip."""
+  """'auto' = 'vmap' on accelerators, 'unroll' on CPU: under vmap the members' convolutions
+  become grouped convolutions (``feature_group_count = N``), which XLA:CPU runs 2-3x slower than
+  N separate ones (bench/members.py, docs/members.md); on a GPU they fill the chip. (``lax.map``
+  was measured too: 6x slower than a single step on XLA:CPU even for N = 1.)"""
   if impl not in IMPLS:
     raise UserError(f"members: impl must be one of {IMPLS}, got {impl!r}.")
   if impl == "auto":
-    return "map" if jax.default_backend() == "cpu" else "vmap"
+    return "unroll" if jax.default_backend() == "cpu" else "vmap"
   return impl
 
 
@@ -140,17 +141,16 @@ def make_member_step(train_indexed, num_members: int, *, shared_data: bool, impl
   from member 0, identical for all), so the augmented batch, and the teacher forward on it, carry
   no member axis and are computed once (``impl='vmap'``).
 
-  ``impl='vmap'``: ``jax.vmap`` over the member axis (one batched computation). ``impl='map'``:
-  ``jax.lax.map`` (the members one after another inside the same jitted step: one compilation,
-  one dispatch, each member's computation exactly a single run's; the teacher forward runs per
-  member)."""
-  if impl == "map":
+  ``impl='vmap'``: ``jax.vmap`` over the member axis (one batched computation). ``impl='unroll'``:
+  the single-run step written out once per member inside the same jitted step (one dispatch,
+  each member's computation exactly a single run's, compile time grows with N; the teacher
+  forward runs per member unless ``shared_data``, where XLA's common-subexpression elimination
+  may merge the identical teacher forwards)."""
+  if impl == "unroll":
     def step(state, images, labels, ds_index, idx, t_vars):
-      if shared_data:
-        return jax.lax.map(lambda st: train_indexed(st, images, labels, ds_index, idx, t_vars),
-                           state)
-      return jax.lax.map(lambda a: train_indexed(a[0], images, labels, ds_index, a[1], t_vars),
-                         (state, idx))
+      outs = [train_indexed(member(state, i), images, labels, ds_index,
+                            idx if shared_data else idx[i], t_vars) for i in range(num_members)]
+      return stack([o[0] for o in outs]), stack([o[1] for o in outs])
   elif not shared_data:
     mapped = jax.vmap(train_indexed, in_axes=(0, None, None, None, 0, None))
 

@@ -1,0 +1,81 @@
+r"""The quickstart table: KD helps a student whose labelled data is scarce (offline Fashion-MNIST).
+
+  python -m launch.quickstart --workdir runs/quickstart            # = bash scripts/quickstart.sh
+  python -m launch.table --config configs/fmnist_quickstart.py --out runs/quickstart
+
+Setting (chosen by measurement, docs/quickstart.md): the teacher (resnet14) is trained once on
+all 60,000 training images for one epoch; the student (resnet8) sees only the first 1,000 of them,
+alone (CE) or with KD from that teacher (Hinton et al. 2015 with RepDistiller's weights: 0.1 CE +
+0.9 T^2 KL, T = 4), with the same budget (20 epochs of 1,000 images, batch 128, SGD lr 0.1
+cosine, wd 5e-4, crop + flip), the same seeds (0, 1, 2: the same initialisation, data order and
+augmentation per seed for both students) and the full 10,000-image test set. The seeds of each
+student cell train together in one jitted step (kdjax.train.members). Not a paper setting: no
+published number (Fashion-MNIST is not in the papers' tables).
+"""
+import ml_collections
+
+from kdjax.config import base_config
+
+TEACHER, STUDENT = "resnet14", "resnet8"
+TEACHER_LIMIT, TEACHER_EPOCHS = 0, 1        # 0 = all 60,000 training images
+STUDENT_LIMIT, STUDENT_EPOCHS = 1000, 20
+SEEDS = (0, 1, 2)
+
+
+def run_config(model: str, *, train_limit: int, epochs: int, eval_every: int):
+  c = base_config()
+  c.model = model
+  c.dataset.name = "fashion_mnist"
+  c.dataset.train_limit = train_limit
+  c.dataset.crop_pad = 2
+  c.dataset.flip = True
+  c.batch_size = 128
+  c.optim.reference_batch_size = 128
+  c.optim.lr = 0.1
+  c.optim.schedule = "cosine"
+  c.optim.epochs = epochs
+  c.num_epochs = epochs
+  c.eval_every_epochs = eval_every
+  c.log_every_steps = 50
+  c.progress = False
+  c.tensorboard = False
+  return c
+
+
+def kd_method(c):
+  c.method.name = "kd"
+  c.method.ce_weight = 0.1
+  c.method.terms.kd = dict(weight=0.9, temperature=4.0)
+  return c
+
+
+def get_config(arg: str = ""):
+  """``arg``: '' (the quickstart) or 'quick' (a smoke test: 2,000 teacher / 500 student images,
+  2 student epochs, 1,000 test images, seeds 0 and 1)."""
+  if arg not in ("", "quick"):
+    raise ValueError(f"configs/fmnist_quickstart.py: unknown arg {arg!r}; use '' or 'quick'.")
+  quick = arg == "quick"
+  t_limit = 2000 if quick else TEACHER_LIMIT
+  s_limit, s_epochs = (500, 2) if quick else (STUDENT_LIMIT, STUDENT_EPOCHS)
+  f = ml_collections.ConfigDict()
+  f.name = "fmnist_quickstart" + ("_quick" if quick else "")
+  f.setting = (f"Fashion-MNIST: teacher {TEACHER} on {t_limit or 60000:,} images x "
+               f"{TEACHER_EPOCHS} epoch; student {STUDENT} on the first {s_limit:,} images x "
+               f"{s_epochs} epochs, alone vs KD (0.1 CE + 0.9 KD, T=4), same budget and seeds; "
+               "full 10k test set")
+  f.seeds = (0, 1) if quick else SEEDS
+  f.order = ("teacher", "student", "kd")
+  f.cells = ml_collections.ConfigDict()
+  teacher = run_config(TEACHER, train_limit=t_limit, epochs=TEACHER_EPOCHS, eval_every=1)
+  student = run_config(STUDENT, train_limit=s_limit, epochs=s_epochs,
+                       eval_every=max(1, s_epochs // 2))
+  if quick:
+    for c in (teacher, student):
+      c.dataset.eval_limit = 1000
+  f.cells.teacher = ml_collections.ConfigDict(dict(run=teacher, seeds=(0,), label="teacher"))
+  f.cells.student = ml_collections.ConfigDict(dict(run=student, members=True,
+                                                   label="student alone"))
+  f.cells.kd = ml_collections.ConfigDict(dict(run=kd_method(student.copy_and_resolve_references()),
+                                              teacher_cell="teacher", members=True,
+                                              label="student + KD"))
+  return f
