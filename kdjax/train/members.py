@@ -3,7 +3,8 @@
 ``train_members(config, seeds, workdir)`` trains the run ``config`` once per seed in ``seeds``,
 all members together: the train state of every member is stacked along a leading *member* axis
 and the normal train step (:func:`kdjax.train.step.make_steps`, imported, unchanged) is mapped
-over it with ``jax.vmap`` inside one ``jax.jit`` (state donated). Member ``i`` is exactly the run
+over it inside one ``jax.jit`` (state donated): with ``jax.vmap`` on accelerators, written out
+once per member on CPU (``impl``, :func:`resolve_impl`). Member ``i`` is exactly the run
 ``config`` with ``seed = seeds[i]`` as :func:`kdjax.train.loop.train_and_evaluate` would train
 it: the same initialisation (``split(PRNGKey(seed), 3)`` → init, connector and run keys), data
 order (``batch_indices(seed, epoch)``) and augmentation key (``fold_in(run key, step)``). Under
@@ -123,8 +124,9 @@ IMPLS = ("auto", "vmap", "unroll")
 def resolve_impl(impl: str) -> str:
   """'auto' = 'vmap' on accelerators, 'unroll' on CPU: under vmap the members' convolutions
   become grouped convolutions (``feature_group_count = N``), which XLA:CPU runs 2-3x slower than
-  N separate ones (bench/members.py, docs/members.md); on a GPU they fill the chip. (``lax.map``
-  was measured too: 6x slower than a single step on XLA:CPU even for N = 1.)"""
+  N separate ones (measured by bench/members.py); on a GPU, where one small student leaves most
+  of the chip idle, the batched computation is the point (not measured yet: no GPU was
+  available). ``lax.map`` was measured too: 6x slower than one step on XLA:CPU even for N = 1."""
   if impl not in IMPLS:
     raise UserError(f"members: impl must be one of {IMPLS}, got {impl!r}.")
   if impl == "auto":
