@@ -54,6 +54,15 @@ def published_numbers(doc: Optional[str]) -> dict:
   return out
 
 
+def module_doc(path: str) -> str:
+  """The docstring of the config module at ``path`` (where its published numbers are)."""
+  import importlib.util
+  spec = importlib.util.spec_from_file_location("_family", path)
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  return mod.__doc__ or ""
+
+
 def cell_dir(out: str, cell: str, seed: int) -> str:
   return os.path.join(out, "cells", cell, f"seed{int(seed)}")
 

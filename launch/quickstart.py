@@ -39,7 +39,7 @@ def quickstart(family, workdir: str, doc: str = "") -> dict:
 def main(argv):
   del argv
   path = config_flags.get_config_filename(flags.FLAGS["config"])
-  from launch.table import module_doc
+  from kdjax.tables import module_doc
   cli.guarded(quickstart, _CONFIG.value, _WORKDIR.value, module_doc(path))
 
 

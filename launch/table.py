@@ -5,7 +5,6 @@ r"""Runs a config family's table: cells x seeds, resumable, Markdown + CSV + JSO
 Relaunching the same command skips finished (cell, seed) runs and resumes interrupted ones; the
 table is rewritten after every cell (OUT/table.md, table.csv, table.json).
 """
-import importlib.util
 import os
 import shlex
 import sys
@@ -18,13 +17,6 @@ from kdjax import cli
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Family config (path[:arg]).")
 _OUT = flags.DEFINE_string("out", None, "Output directory (default runs/tables/<family name>).")
 _CELLS = flags.DEFINE_list("cells", [], "Only these cells (default: all, in the family's order).")
-
-
-def module_doc(path: str) -> str:
-  spec = importlib.util.spec_from_file_location("_family", path)
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  return mod.__doc__ or ""
 
 
 def _run(family, out, doc, command, only):
@@ -41,6 +33,7 @@ def main(argv):
   path = config_flags.get_config_filename(flags.FLAGS["config"])
   out = _OUT.value or os.path.join("runs", "tables", _CONFIG.value.name)
   command = "python -m launch.table " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+  from kdjax.tables import module_doc
   cli.guarded(_run, _CONFIG.value, out, module_doc(path), command, _CELLS.value)
 
 
