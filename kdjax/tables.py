@@ -185,12 +185,13 @@ def markdown(family, rows, command: str = "") -> str:
             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
   for r in rows:
     n = len(r["seeds"])
+    sd = (lambda k: r[k] if n > 1 else None)     # one seed: no ± (a std of 0 would mislead)
     lines.append(
         f"| {r['label']} | {r['model']} | {r['method']} | {n}/{len(r['seeds_planned'])} | "
-        f"{_fmt(r['last_top1_mean'], r['last_top1_std'])} | "
-        f"{_fmt(r['best_top1_mean'], r['best_top1_std'])} | "
+        f"{_fmt(r['last_top1_mean'], sd('last_top1_std'))} | "
+        f"{_fmt(r['best_top1_mean'], sd('best_top1_std'))} | "
         f"{_fmt(r['teacher_top1_mean'], r['teacher_top1_std'] or None)} | "
-        f"{_fmt(r['last_agreement_mean'], r['last_agreement_std'])} | "
+        f"{_fmt(r['last_agreement_mean'], sd('last_agreement_std'))} | "
         f"{_fmt(r['train_seconds_mean'], None, 0)} | "
         f"{_fmt(r['published'], None)} |")
   lines.append("")
