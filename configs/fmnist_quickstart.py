@@ -42,10 +42,12 @@ def run_config(model: str, *, train_limit: int, epochs: int, eval_every: int):
   return c
 
 
-def kd_method(c):
+def kd_method(c, ce_weight: float = 0.1, kd_weight: float = 0.9, temperature: float = 4.0):
+  """Hinton KD: ``ce_weight * CE + kd_weight * T^2 KL(p_t^T || p_s^T)`` (default RepDistiller's
+  0.1 / 0.9, T = 4)."""
   c.method.name = "kd"
-  c.method.ce_weight = 0.1
-  c.method.terms.kd = dict(weight=0.9, temperature=4.0)
+  c.method.ce_weight = ce_weight
+  c.method.terms.kd = dict(weight=kd_weight, temperature=temperature)
   return c
 
 
