@@ -5,8 +5,8 @@ r"""The quickstart table: KD helps a student whose labelled data is scarce (offl
 
 Setting (chosen by measurement, docs/quickstart.md): the teacher (resnet14) is trained once on
 all 60,000 training images for one epoch; the student (resnet8) sees only the first 500 of them,
-alone (CE) or with KD from that teacher (Hinton et al. 2015 with RepDistiller's weights: 0.1 CE +
-0.9 T^2 KL, T = 4), with the same budget (40 epochs of 500 images = 160 steps of batch 128, SGD
+alone (CE) or with KD from that teacher (Hinton et al. 2015: 0.5 CE + 0.5 T^2 KL, T = 4;
+RepDistiller's 0.1 / 0.9 was measured too and was no better at this budget), with the same budget (40 epochs of 500 images = 160 steps of batch 128, SGD
 lr 0.1 cosine, wd 5e-4, crop + flip), the same seeds (0, 1, 2: the same initialisation, data
 order and augmentation per seed for both students) and the full 10,000-image test set, evaluated
 after the last epoch. Not a paper setting: no published number (Fashion-MNIST is not in the
@@ -63,7 +63,7 @@ def get_config(arg: str = ""):
   f.name = "fmnist_quickstart" + ("_quick" if quick else "")
   f.setting = (f"Fashion-MNIST: teacher {TEACHER} on {t_limit or 60000:,} images x "
                f"{TEACHER_EPOCHS} epoch; student {STUDENT} on the first {s_limit:,} images x "
-               f"{s_epochs} epochs, alone vs KD (0.1 CE + 0.9 KD, T=4), same budget and seeds; "
+               f"{s_epochs} epochs, alone vs KD (0.5 CE + 0.5 KD, T=4), same budget and seeds; "
                "full 10k test set")
   f.seeds = (0, 1) if quick else SEEDS
   f.order = ("teacher", "student", "kd")
@@ -80,7 +80,10 @@ def get_config(arg: str = ""):
   # on a GPU set --config.cells.student.members=True --config.cells.kd.members=True
   f.cells.student = ml_collections.ConfigDict(dict(run=student, members=False,
                                                    label="student alone"))
-  f.cells.kd = ml_collections.ConfigDict(dict(run=kd_method(student.copy_and_resolve_references()),
+  # 0.5 CE + 0.5 KD: measured against RepDistiller's 0.1 / 0.9 on the same 3 seeds
+  # (docs/quickstart.md); 0.1 / 0.9 is tuned for 240 epochs, here it was noisier and no better
+  f.cells.kd = ml_collections.ConfigDict(dict(run=kd_method(student.copy_and_resolve_references(),
+                                                            ce_weight=0.5, kd_weight=0.5),
                                               teacher_cell="teacher", members=False,
                                               label="student + KD"))
   return f
