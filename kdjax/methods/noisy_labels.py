@@ -13,7 +13,6 @@ temperature 1 (design decision).
 from __future__ import annotations
 
 from kdjax.losses import noisy_labels as nl
-from kdjax.methods.presets import register_preset
 from kdjax.methods.registry import register_term
 
 
@@ -42,5 +41,3 @@ def noisy_labels_preset(*, ce_weight: float = 0.5, weight: float = 0.5,
 
 
 PRESETS = {"noisy_labels": noisy_labels_preset}
-for _name, _recipe in PRESETS.items():
-  register_preset(_name, _recipe)
