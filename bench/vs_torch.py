@@ -42,7 +42,7 @@ sys.path.insert(0, ROOT)
 
 DEFAULT_TORCH_PY = "/work/torchvenv/bin/python"
 TORCH_VARIANTS = ("eager", "channels_last", "compile", "compile_cl", "bf16_cl")
-KDJAX_VARIANTS = ("step", "loop", "loop_bare")
+KDJAX_VARIANTS = ("step", "loop", "loop_bare")   # also: step_bf16
 
 
 def _load():
@@ -87,10 +87,14 @@ class KdjaxRunner:
     self.items = {}
 
   def setup(self, key, pair, batch, variant, steps_per_epoch=4, **opts):
+    steps_per_epoch = int(os.environ.get("KDJAX_BENCH_EPOCH_STEPS", steps_per_epoch))
     import jax  # pylint: disable=import-outside-toplevel
     import kd_setup  # pylint: disable=import-outside-toplevel
     t0 = time.perf_counter()
-    if variant == "step":
+    if variant in ("step", "step_bf16"):
+      if variant == "step_bf16":   # kdjax.precision 'bfloat16' for student and teacher
+        import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+        opts = dict(opts, student_dtype=jnp.bfloat16, teacher_dtype=jnp.bfloat16)
       s = kd_setup.make_kd_step(pair, batch, **opts)
       t1 = time.perf_counter()
       compile_s = kd_setup.compile_step(s)
@@ -108,16 +112,17 @@ class KdjaxRunner:
       t1 = time.perf_counter()
       first = L["warm"]()   # compile + first step (the jit compiles on first call)
       t2 = t3 = time.perf_counter()
-      compile_s = first
+      compile_s = first if variant == "loop" else None   # loop_bare shares loop's compile
       if variant == "loop":
         self.items[key] = lambda n, L=L: _loop_steps(L, n)
       else:
         self.items[key] = L["bare"]
       loss = None
-    del jax, loss
+    del loss
     return {"ok": True, "setup_s": t1 - t0, "compile_s": compile_s, "first_step_s": t3 - t2,
-            "cold_s": self.import_s + (t3 - t0), "import_s": self.import_s,
-            "framework": _jax_version()}
+            "cold_s": self.import_s + (t3 - t0) if compile_s is not None else None,
+            "import_s": self.import_s, "framework": _jax_version(),
+            "device": str(jax.devices()[0].device_kind)}
 
   def ask(self, cmd, key=None, steps=1, **kw):
     if cmd == "setup":
@@ -187,8 +192,8 @@ def run_config(pair, batch, variants, runners, *, rounds, steps, warm_steps, log
     if warm_steps:
       runner.ask(cmd="time", key=name, steps=warm_steps)
     rec[name] = dict(info, times=[], loads=[], rounds=[])
-    log(f"  setup {name:<22} compile/first {info.get('compile_s', 0):6.1f} s  cold "
-        f"{info['cold_s']:6.1f} s  load {info['load_setup']:.1f}")
+    log(f"  setup {name:<22} compile/first {info.get('compile_s') or 0:6.1f} s  cold "
+        f"{info.get('cold_s') or 0:6.1f} s  load {info['load_setup']:.1f}")
   names = [v["name"] for v in variants if v["name"] in rec]
   runner_of = {v["name"]: v["runner"] for v in variants}
   for r in range(rounds):
@@ -247,7 +252,11 @@ def main():
   ap.add_argument("--steps", type=int, default=3, help="steps per timed call")
   ap.add_argument("--warm_steps", type=int, default=1)
   ap.add_argument("--torch", default=",".join(TORCH_VARIANTS), help="torch variants ('' = none)")
-  ap.add_argument("--kdjax", default=",".join(KDJAX_VARIANTS), help="kdjax variants")
+  ap.add_argument("--kdjax", default=",".join(KDJAX_VARIANTS),
+                  help="kdjax variants: step, step_bf16 (bfloat16 policy for both models), loop, "
+                  "loop_bare")
+  ap.add_argument("--epoch_steps", type=int, default=4,
+                  help="steps per epoch of the kdjax:loop variant's in-memory feed")
   ap.add_argument("--kdjax_flags", default="",
                   help="';'-separated NAME=XLA_FLAGS: extra kdjax step variants in workers")
   ap.add_argument("--fold_bn", action="store_true", help="also time kdjax's step with the "
@@ -268,6 +277,7 @@ def main():
     a.rounds, a.steps, a.warm_steps = 1, 1, 0
     if a.torch == ap.get_default("torch"):
       a.torch = "eager"
+  os.environ["KDJAX_BENCH_EPOCH_STEPS"] = str(a.epoch_steps)
   import kd_setup  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
   import jax  # pylint: disable=import-outside-toplevel
   import_s = time.perf_counter() - T_START
@@ -303,6 +313,7 @@ def main():
   meta = {"utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
           "host": platform.node(), "cpus": os.cpu_count(), "jax": jax.__version__,
           "xla_flags": os.environ.get("XLA_FLAGS", ""), "python": sys.version.split()[0],
+          "device": str(jax.devices()[0].device_kind), "num_devices": jax.device_count(),
           "args": vars(a), "import_s": import_s, "load_start": os.getloadavg()}
   results = {"meta": meta, "configs": []}
   md = []
