@@ -81,7 +81,9 @@ def make_models(pair, *, student_kw=None, teacher_kw=None):
 def make_kd_step(pair="r32x4_r8x4", batch=64, *, donate=True, fold_bn=False, fast_variance=False,
                  student_dtype=None, teacher_dtype=None, teacher=True):
   """Returns a dict with ``step(state, batch, tvars) -> (state, metrics)`` (not yet compiled),
-  ``state``, ``batch``, ``tvars`` and a description. ``teacher=False``: the student alone (CE)."""
+  ``state``, ``batch``, ``tvars`` and a description. ``teacher=False``: the student alone (CE).
+  ``fast_variance`` patches the ResNets' BatchNorm globally (linen builds submodules at trace
+  time): compile the step, then call ``_patch_fast_variance(False)``."""
   if fast_variance:
     _patch_fast_variance()
   skw = {"dtype": student_dtype} if student_dtype is not None else {}
@@ -109,22 +111,26 @@ def make_kd_step(pair="r32x4_r8x4", batch=64, *, donate=True, fold_bn=False, fas
           "pair": pair, "batch_size": batch, "fns": fns}
 
 
-def _patch_fast_variance():
-  """Ablation only: Flax's one-pass ``E[x^2] - E[x]^2`` batch variance in the CIFAR ResNets."""
+def _patch_fast_variance(on=True):
+  """Ablation only: Flax's one-pass ``E[x^2] - E[x]^2`` batch variance in the CIFAR ResNets
+  (``on=False`` restores kdjax's two-pass ``common.batch_norm``)."""
   import flax.linen as nn  # pylint: disable=import-outside-toplevel
-  from kdjax.models.cifar import resnet  # pylint: disable=import-outside-toplevel
+  from kdjax.models.cifar import common, resnet  # pylint: disable=import-outside-toplevel
 
   def bn(dtype=jnp.float32, name=None):
     return nn.BatchNorm(momentum=0.9, epsilon=1e-5, dtype=dtype, param_dtype=jnp.float32,
                         use_fast_variance=True, name=name)
-  resnet.batch_norm = bn
+  resnet.batch_norm = bn if on else common.batch_norm
 
 
-def compile_step(setup):
-  """Compiles the step (AOT) and returns the compile time (lowering + XLA compile)."""
+def compile_step(setup, compiler_options=None):
+  """Compiles the step (AOT) and returns the compile time (lowering + XLA compile).
+  ``compiler_options``: XLA debug options for this compile only (e.g.
+  ``{"xla_cpu_experimental_ynn_fusion_type": ""}``), so flag variants share one process."""
   t0 = time.perf_counter()
-  setup["compiled"] = setup["step"].lower(setup["state"], setup["batch"],
-                                          setup["tvars"]).compile()
+  low = setup["step"].lower(setup["state"], setup["batch"], setup["tvars"])
+  setup["compiled"] = low.compile(compiler_options=compiler_options) if compiler_options \
+      else low.compile()
   return time.perf_counter() - t0
 
 
