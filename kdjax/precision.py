@@ -80,10 +80,17 @@ def build_model(name: str, *, num_classes: int, policy="float32", **kwargs):
     raise
 
 
+def _up(a):
+  """float16/bfloat16 -> float32; float32/float64 (and non-floats) unchanged."""
+  if jnp.issubdtype(a.dtype, jnp.floating) and jnp.dtype(a.dtype).itemsize < 4:
+    return a.astype(jnp.float32)
+  return a
+
+
 def outputs_f32(logits, taps=None) -> Tuple[jax.Array, Any]:
-  """Casts a model's logits (and its taps, a pytree) to float32 for the losses; a no-op for
-  float32 models (XLA fuses the cast into the consumer otherwise)."""
-  cast = lambda a: a.astype(jnp.float32) if jnp.issubdtype(a.dtype, jnp.floating) else a  # noqa
+  """Casts a model's half-precision logits (and taps, a pytree) to float32 for the losses; a
+  no-op for float32 (and float64) models (XLA fuses the cast into the consumer otherwise)."""
+  cast = _up
   return cast(logits), (jax.tree_util.tree_map(cast, taps) if taps is not None else None)
 
 

@@ -42,7 +42,8 @@ class TinyCNN(nn.Module):
     return h, {f"stage{i}": h, f"preact_stage{i}": pre}
 
   def apply_head(self, h, train: bool = False):
-    pooled = jnp.mean(h.astype(jnp.float32), axis=(1, 2)).astype(h.dtype)
+    acc = jnp.promote_types(h.dtype, jnp.float32)
+    pooled = jnp.mean(h.astype(acc), axis=(1, 2)).astype(h.dtype)
     return self.fc(pooled), {"pooled": pooled}
 
   def __call__(self, x, train: bool = False):
