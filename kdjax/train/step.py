@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from kdjax import precision
 from kdjax.methods import Batch, Method, Outputs, connector_calls
 
 
@@ -83,7 +84,7 @@ def make_steps(*, student, method: Method, tx, train_transform: Callable,
       x = mix_lam * x + (1.0 - mix_lam) * x[perm]
       mix_labels = labels[perm]
     if use_teacher:
-      t_logits, t_taps = teacher.apply(teacher_vars, x, train=False)
+      t_logits, t_taps = precision.outputs_f32(*teacher.apply(teacher_vars, x, train=False))
       t_taps = {k: t_taps[k] for k in method.teacher_taps}
       t_out = jax.lax.stop_gradient(Outputs(t_logits, t_taps))
     else:
@@ -93,6 +94,7 @@ def make_steps(*, student, method: Method, tx, train_transform: Callable,
       (logits, taps), new_stats = student.apply(
           {"params": params["student"], "batch_stats": state.batch_stats["student"]}, x,
           train=True, mutable=["batch_stats"])
+      logits, taps = precision.outputs_f32(logits, taps)   # losses reduce in float32
       s_out = Outputs(logits, taps)
       conn, conn_stats = connector_calls(connectors, params["connectors"],
                                          state.batch_stats.get("connectors", {}))

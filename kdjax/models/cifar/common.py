@@ -129,8 +129,10 @@ def dense(features: int, in_features: int, *, kernel_init=torch_default_kernel, 
 
 
 def global_avg_pool(x: Array) -> Array:
-  """NHWC -> NC mean over the spatial axes."""
-  return jnp.mean(x, axis=(1, 2))
+  """NHWC -> NC mean over the spatial axes, accumulated in float32 (a no-op cast for float32
+  models; under a bfloat16 policy the sum of H*W bf16 values would lose ~log2(H*W) bits)."""
+  acc = jnp.promote_types(x.dtype, jnp.float32)   # float64 models stay float64
+  return jnp.mean(x.astype(acc), axis=(1, 2)).astype(x.dtype)
 
 
 def channel_shuffle(x: Array, groups: int) -> Array:
