@@ -19,6 +19,9 @@ import sys
 
 from kdjax.data.registry import KNOWN_DATASETS
 
+# Datasets kdjax reads from their original directory layout (no TFDS builder to prepare).
+NO_TFDS_BUILDER = ('tiny_imagenet',)
+
 TF_MISSING = (
     'kdjax.data.prepare needs TensorFlow to build TFDS datasets, and it is not '
     'installed. Install it on this machine (pip install tensorflow-cpu) or '
@@ -30,7 +33,7 @@ def parse_args(argv=None) -> argparse.Namespace:
   p = argparse.ArgumentParser(
       prog='python -m kdjax.data.prepare',
       description='Prepare a TFDS dataset in array_record format for kdjax.')
-  p.add_argument('name', choices=KNOWN_DATASETS)
+  p.add_argument('name', choices=[n for n in KNOWN_DATASETS if n not in NO_TFDS_BUILDER])
   p.add_argument('--data_dir', required=True,
                  help='TFDS data dir to write (pass the same to kdjax).')
   p.add_argument('--manual_dir', default=None,

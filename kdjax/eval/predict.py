@@ -27,7 +27,7 @@ def _jitted(model, preprocess, taps: tuple):
 
 def predict_logits(model, variables, images, *, batch_size: int = 500,
                    preprocess: Optional[Callable] = None, mesh=None,
-                   taps: Sequence[str] = ()):
+                   taps: Sequence[str] = (), fixed_batch: bool = False):
   """Eval-mode logits of ``model`` (a Flax module returning ``(logits, taps)``) on ``images``.
 
   Args:
@@ -38,6 +38,8 @@ def predict_logits(model, variables, images, *, batch_size: int = 500,
     preprocess: a hashable function applied inside the jit (e.g. the eval transform).
     mesh: optional ``Mesh`` with a ``'data'`` axis; batches are sharded along it.
     taps: names of taps to return as well.
+    fixed_batch: always pad to ``batch_size`` rows, so inputs of any length share one compiled
+      shape (otherwise a set shorter than ``batch_size`` is run at its own, rounded-up size).
 
   Returns:
     ``(N, C)`` float32 numpy logits, or ``(logits, {tap: (N, ...)})`` when ``taps`` is given.
@@ -46,7 +48,8 @@ def predict_logits(model, variables, images, *, batch_size: int = 500,
   fn = _jitted(model, preprocess, taps)
   n = int(images.shape[0])
   n_dev = 1 if mesh is None else int(mesh.devices.size)
-  bs = max(n_dev, -(-min(batch_size, max(n, 1)) // n_dev) * n_dev)
+  rows = batch_size if fixed_batch else min(batch_size, max(n, 1))
+  bs = max(n_dev, -(-rows // n_dev) * n_dev)
   shard = None if mesh is None else NamedSharding(mesh, P("data"))
   outs, tap_outs = [], {k: [] for k in taps}
   for start in range(0, n, bs):
