@@ -23,7 +23,8 @@ import numpy as np
 
 from kdjax import data as kdata
 from kdjax import models
-from kdjax.config import validate
+from kdjax.config import json_normalise, resume_config_diff, validate
+from kdjax.errors import UserError
 from kdjax.data import augment
 from kdjax.methods import build_method
 from kdjax.train import checkpoint as ckpt_lib
@@ -33,22 +34,20 @@ from kdjax.train import state as state_lib
 from kdjax.train.logging import MetricWriter
 from kdjax.train.optim import make_optimizer
 from kdjax.train.step import make_steps
-from kdjax.train.teacher import load_teacher
+from kdjax.train.faults import crash_point
+from kdjax.train.teacher import check_teacher_input, load_teacher
 
 log = logging.getLogger("kdjax")
 
 
-class NonFiniteLossError(FloatingPointError):
-  """The loss became NaN/inf; no checkpoint of the bad state was written."""
+# The loss, the parameters or the BatchNorm statistics became NaN/inf; nothing of the bad state
+# was written (kept for its name: it is kdjax.train.checkpoint.NonFiniteError).
+NonFiniteLossError = ckpt_lib.NonFiniteError
 
 
 def _tap_shapes(module, variables, x):
   _, taps = jax.eval_shape(lambda v, x: module.apply(v, x, train=False), variables, x)
   return {k: v.shape for k, v in taps.items()}
-
-
-def _is_finite(x) -> bool:
-  return bool(np.all(np.isfinite(np.asarray(x))))
 
 
 def split_batches(split: "kdata.ArraySplit", batch_size: int):
@@ -183,21 +182,128 @@ def load_data(config, mesh):
   return feed, eval_batches, info, n_train
 
 
-def fetch_checked_means(pending, ckpts, workdir: str, first_step: int, step: int,
-                        fix: str) -> dict:
-  """Fetches the queued device metrics of steps ``(first_step, step]`` and returns their means;
-  raises :class:`NonFiniteLossError` (after the pending checkpoint writes finish, so the latest
-  good one stays intact) if any loss is non-finite. ``fix`` names what to change."""
-  host = jax.device_get(pending)
-  if not np.all(np.isfinite(np.array([m["loss"] for m in host]))):
-    ckpts.wait()
-    latest = ckpts.latest_step()
-    raise NonFiniteLossError(
-        f"The training loss became non-finite within steps [{first_step}, {step}] of "
-        f"{workdir}. No checkpoint of the bad state was written"
-        + (f"; the latest good one (step {latest}) is intact." if latest is not None else ".")
-        + f" {fix}, then relaunch.")
-  return {k: float(np.mean([m[k] for m in host])) for k in host[-1]}
+class MetricWindow:
+  """The train metrics of the steps since the last log line, and the non-finite stop.
+
+  Device metrics are queued by :meth:`record` (no host sync); :meth:`check` fetches them and
+  raises :class:`NonFiniteLossError` if a loss is non-finite or a step produced a non-finite
+  parameter or BatchNorm statistic (the step's ``finite`` metric), after the pending checkpoint
+  writes finish, so the latest good checkpoint stays intact. It runs before every checkpoint
+  write. :meth:`flush` returns the window's means (the log line). The fetched but not yet logged
+  values travel in the resume checkpoint (:meth:`to_meta` / :meth:`from_meta`) so that an
+  interrupted run logs exactly the lines of an uninterrupted one."""
+
+  def __init__(self, ckpts, workdir: str, fix: str, start_step: int):
+    self.ckpts, self.workdir, self.fix = ckpts, workdir, fix
+    self.device, self.host, self.first = [], [], start_step
+
+  def record(self, metrics):
+    self.device.append(metrics)
+
+  def check(self, step: int):
+    if self.device:
+      fetched = jax.device_get(self.device)
+      self.device = []
+      self.host += [{k: float(v) for k, v in m.items()} for m in fetched]
+    bad_loss = not all(math.isfinite(m["loss"]) for m in self.host)
+    bad_state = any(m.get("finite", 1.0) != 1.0 for m in self.host)
+    if bad_loss or bad_state:
+      self.ckpts.wait()
+      latest = self.ckpts.latest_step()
+      what = ("training loss" if bad_loss else "parameters or BatchNorm statistics")
+      raise NonFiniteLossError(
+          f"The {what} became non-finite within steps [{self.first}, {step}] of "
+          f"{self.workdir}. No checkpoint of the bad state was written"
+          + (f"; the latest good one (step {latest}) is intact." if latest is not None else ".")
+          + f" {self.fix}, then relaunch.")
+
+  def flush(self, step: int):
+    """Checks, then returns the means of the window ending at ``step`` (None if empty)."""
+    self.check(step)
+    if not self.host:
+      return None
+    mean = {k: float(np.mean(np.array([m[k] for m in self.host], np.float64)))
+            for k in self.host[-1] if k != "finite"}
+    self.host, self.first = [], step
+    return mean
+
+  def to_meta(self) -> dict:
+    assert not self.device, "check() before saving"
+    return {"window_first": self.first, "window": self.host}
+
+  def from_meta(self, meta: dict):
+    self.first = int(meta.get("window_first", self.first))
+    self.host = [dict(m) for m in meta.get("window", [])]
+
+
+def prepare_workdir(workdir: str) -> None:
+  """Creates ``workdir``; a directory that cannot be written is a user error, found now."""
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    probe = os.path.join(workdir, ".kdjax_write_test")
+    with open(probe, "w") as f:
+      f.write("ok")
+    os.remove(probe)
+  except OSError as e:
+    raise UserError(f"Cannot write the workdir {workdir!r} ({e.strerror or e}): choose a "
+                    "writable --workdir.") from None
+
+
+def check_resume_config(workdir: str, config, resuming: bool) -> dict:
+  """Refuses to resume ``workdir`` with a config that differs from its ``config.json`` outside
+  :data:`kdjax.config.RESUMABLE_KEYS` (unless ``config.force_resume``); writes the new
+  ``config.json``. Returns the JSON-normalised config."""
+  cfg_path = os.path.join(workdir, "config.json")
+  now = json_normalise(config)
+  if resuming and os.path.exists(cfg_path):
+    with open(cfg_path) as f:
+      saved = json.load(f)
+    diff = resume_config_diff(saved, now)
+    if diff and not config.force_resume:
+      flat = lambda d, k: _get_dotted(d, k)
+      shown = ", ".join(f"{k} ({flat(saved, k)!r} -> {flat(now, k)!r})" for k in diff[:8])
+      raise UserError(
+          f"{workdir} holds a run with another config: {shown}"
+          + (f" and {len(diff) - 8} more" if len(diff) > 8 else "")
+          + ". Relaunch with its config to resume it, use a new --workdir to start a new run, "
+          "or pass --config.force_resume=True to resume it with the new values.")
+    if diff:
+      print(f"[kdjax] WARNING: resuming {workdir} with a changed config (force_resume): "
+            + ", ".join(diff))
+  ckpt_lib.write_json(cfg_path, now)
+  return now
+
+
+def _get_dotted(d: dict, key: str):
+  for part in key.split("."):
+    if not isinstance(d, dict) or part not in d:
+      return None
+    d = d[part]
+  return d
+
+
+def _fmt_seconds(t: float) -> str:
+  t = int(round(t))
+  return f"{t // 3600}h{t % 3600 // 60:02d}m" if t >= 3600 else (
+      f"{t // 60}m{t % 60:02d}s" if t >= 60 else f"{t}s")
+
+
+class Clock:
+  """Per-epoch time and the run's ETA from the steps done by this launch."""
+
+  def __init__(self, start_step: int, total_steps: int):
+    self.t0 = self.t_epoch = time.time()
+    self.start_step, self.total_steps = start_step, total_steps
+
+  def epoch_line(self, step: int) -> str:
+    now = time.time()
+    dt, self.t_epoch = now - self.t_epoch, now
+    done = step - self.start_step
+    eta = (now - self.t0) / done * (self.total_steps - step) if done > 0 else 0.0
+    return f"epoch {_fmt_seconds(dt)}, total {_fmt_seconds(now - self.t0)}, ETA {_fmt_seconds(eta)}"
+
+  def elapsed(self) -> float:
+    return time.time() - self.t0
 
 
 def scale_lr_for_batch(config) -> None:
@@ -217,43 +323,59 @@ def scale_lr_for_batch(config) -> None:
 
 
 def run_epoch_steps(feed, run: Callable, state, *, epoch: int, step: int, stop_step: int,
-                    steps_per_epoch: int, config, record: Callable, check_and_log: Callable,
-                    save_state: Callable, step_hook=None, desc: str = ""):
+                    steps_per_epoch: int, config, record: Callable, check: Callable,
+                    log: Callable, save_state: Callable, step_hook=None, desc: str = ""):
   """The steps of one epoch from ``step`` (a resumed run starts mid-epoch), shared by
   :func:`train_and_evaluate` and ``kdjax.train.online``.
 
   ``run(state, item) -> (state, metrics)`` is one jitted step, ``record(metrics)`` queues the
-  device metrics, ``check_and_log(step)`` fetches them (non-finite check + logging),
-  ``save_state(step, state)`` writes the resume checkpoint: every ``checkpoint_every_steps``
-  inside the epoch and when ``stop_step`` ends the epoch early. Returns ``(state, step,
-  epoch_done)``."""
+  device metrics, ``check(step)`` fetches them (the non-finite stop), ``log(step)`` checks and
+  writes the log line, ``save_state(step, state)`` writes the resume checkpoint (after a check):
+  every ``checkpoint_every_steps`` inside the epoch and when ``stop_step`` ends the epoch early.
+  The progress bar counts *completed* steps (it waits for the previous step's metrics, keeping
+  one step queued) and is closed on any exception. Returns ``(state, step, epoch_done)``."""
   offset = step - epoch * steps_per_epoch
   bar = None
   if config.progress:
     from tqdm.auto import tqdm
-    bar = tqdm(total=steps_per_epoch, initial=offset, dynamic_ncols=True, leave=False, desc=desc)
-  for item in feed.epoch(epoch, offset):
-    if step >= stop_step:
-      break
-    if step_hook is not None:
-      step_hook(step)
-    state, metrics = run(state, item)
-    step += 1
-    record(metrics)
-    if step % config.log_every_steps == 0:
-      check_and_log(step)
-    if config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0 \
-        and step % steps_per_epoch:
-      check_and_log(step)
-      save_state(step, state)
-    if bar is not None:
+    bar = tqdm(total=steps_per_epoch, initial=offset, dynamic_ncols=True, leave=False, desc=desc,
+               unit="img", unit_scale=config.batch_size)
+  prev = None
+  try:
+    for item in feed.epoch(epoch, offset):
+      if step >= stop_step:
+        break
+      crash_point("step", step)
+      if step_hook is not None:
+        step_hook(step)
+      state, metrics = run(state, item)
+      step += 1
+      record(metrics)
+      if bar is not None:
+        if prev is not None:
+          jax.block_until_ready(prev["loss"])
+          bar.update(1)
+        prev = metrics
+      if step % config.log_every_steps == 0:
+        log(step)
+      if config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0 \
+          and step % steps_per_epoch:
+        check(step)
+        save_state(step, state)
+        crash_point("state", step)
+    if bar is not None and prev is not None:
+      jax.block_until_ready(prev["loss"])
       bar.update(1)
-  if bar is not None:
-    bar.close()
-  check_and_log(step)
+  finally:
+    if bar is not None:
+      bar.close()
   epoch_done = step == (epoch + 1) * steps_per_epoch
-  if not epoch_done:
+  if epoch_done:
+    log(step)
+  else:
+    check(step)
     save_state(step, state)
+    crash_point("state", step)
   return state, step, epoch_done
 
 
@@ -261,10 +383,11 @@ def train_and_evaluate(config, workdir: str, *, mesh=None, _step_hook=None) -> d
   """Runs (or resumes) one training run; returns the summary dict also written to
   ``workdir/summary.json`` (last and best top-1, teacher accuracy, timings)."""
   validate(config)
+  parallel.check_single_process()
   method = build_method(config.method)
   mesh = mesh or parallel.make_mesh()
   parallel.check_batch(config.batch_size, mesh)
-  os.makedirs(workdir, exist_ok=True)
+  prepare_workdir(workdir)
 
   # ---- data ------------------------------------------------------------------------------------
   dcfg = config.dataset
@@ -272,12 +395,14 @@ def train_and_evaluate(config, workdir: str, *, mesh=None, _step_hook=None) -> d
   bs = config.batch_size
   steps_per_epoch = feed.steps_per_epoch()
   if steps_per_epoch < 1:
-    raise ValueError(f"{n_train} training examples is fewer than one batch of {bs}.")
+    raise UserError(f"{n_train} training examples is fewer than one batch of {bs}.")
   total_steps = steps_per_epoch * config.num_epochs
 
   # ---- models ----------------------------------------------------------------------------------
   student = models.get(config.model, num_classes=info.num_classes, **dict(config.model_kwargs))
   teacher = load_teacher(config.teacher, info.num_classes) if method.needs_teacher else None
+  if teacher is not None:
+    check_teacher_input(teacher, info.image_shape, dcfg.name)
   if teacher is None and (config.teacher.workdir or config.teacher.members):
     log.warning("config.teacher.workdir is set but the method has no teacher term; ignoring it.")
   rng = jax.random.PRNGKey(config.seed)
@@ -329,8 +454,10 @@ def train_and_evaluate(config, workdir: str, *, mesh=None, _step_hook=None) -> d
   run_meta = {"best_top1": -1.0, "best_epoch": 0}
   if init_steps:
     run_meta.update(init_epochs=init_epochs, stage="init")
-  cfg_path = os.path.join(workdir, "config.json")
-  if ckpts.latest_step() is not None:
+  resuming = ckpts.latest_step() is not None
+  check_resume_config(workdir, config, resuming)
+  saved_meta = {}
+  if resuming:
     if init_steps and ckpts.latest_step() >= init_steps:   # saved in the main stage
       state = state.replace(opt_state=tx.init(state.params))
     abstract = jax.tree_util.tree_map(
@@ -338,14 +465,12 @@ def train_and_evaluate(config, workdir: str, *, mesh=None, _step_hook=None) -> d
         state)
     state, saved_meta = ckpts.restore_state(abstract)
     if saved_meta.get("init_epochs", 0) != init_epochs:
-      raise ValueError(
+      raise UserError(
           f"{workdir}/checkpoints was written with method.init.epochs = "
           f"{saved_meta.get('init_epochs', 0)}, but the config now has {init_epochs}: resume "
           "with the original value (or use a new --workdir).")
     run_meta.update({k: saved_meta[k] for k in run_meta if k in saved_meta})
     print(f"[kdjax] resumed from {workdir}/checkpoints/{int(state.step)}")
-  else:
-    ckpt_lib.write_json(cfg_path, json.loads(config.to_json_best_effort()))
   state = parallel.put_replicated(state, mesh)
 
   # ---- device data, steps ---------------------------------------------------------------------
@@ -367,7 +492,8 @@ def train_and_evaluate(config, workdir: str, *, mesh=None, _step_hook=None) -> d
                         view_transform=view_tf) if init_steps else None
   t_vars = parallel.put_replicated(teacher.variables, mesh) if teacher else {}
 
-  writer = MetricWriter(workdir, tensorboard=config.tensorboard)
+  start_step = int(state.step)
+  writer = MetricWriter(workdir, tensorboard=config.tensorboard, resume_step=start_step)
   summary_path = os.path.join(workdir, "summary.json")
   teacher_metrics, teacher_pred = {}, None
   if teacher is not None:
@@ -376,37 +502,39 @@ def train_and_evaluate(config, workdir: str, *, mesh=None, _step_hook=None) -> d
     teacher_metrics, teacher_pred = evaluate(t_steps, t_vars, eval_batches(), mesh,
                                              config.eval_batch_size)
     print(f"[kdjax] teacher test top-1 {teacher_metrics['top1']:.2f}")
-    writer.write(int(state.step), teacher_metrics, prefix="teacher/")
+    if start_step == 0:              # once per run, not once per launch
+      writer.write(0, teacher_metrics, prefix="teacher/")
 
   def model_meta(epoch, metrics):
     return {"arch": config.model, "num_classes": info.num_classes, "dataset": dcfg.name,
             "model_kwargs": config.model_kwargs.to_dict(), "epoch": epoch,
-            "step": int(state.step), "seed": config.seed, **{f"test_{k}": v for k, v in
-                                                            metrics.items()}}
+            "step": int(state.step), "seed": config.seed, "final": epoch == config.num_epochs,
+            **{f"test_{k}": v for k, v in metrics.items()}}
 
   def model_vars():
     return {"params": state.params["student"], "batch_stats": state.batch_stats["student"]}
 
   keep = _keep_epochs(config)
-  start_step = int(state.step)
   stop_step = min(total_steps, config.max_steps) if config.max_steps > 0 else total_steps
-  last_eval = {}
-  pending = []               # device metrics not yet fetched
-  last_checked_step = start_step
-  t_start = time.time()
+  last_eval = dict(saved_meta.get("last_eval") or {})
+  window = MetricWindow(ckpts, workdir, "Lower optim.lr, check the teacher and the data "
+                        "normalisation", start_step)
+  window.from_meta(saved_meta)
+  clock = Clock(start_step, min(stop_step, total_steps))
 
-  def check_and_log(step):
-    nonlocal pending, last_checked_step
-    if not pending:
+  def log_train(step):
+    mean = window.flush(step)
+    if mean is None:
       return
-    mean = fetch_checked_means(pending, ckpts, workdir, last_checked_step, step,
-                               "Lower optim.lr, check the teacher and the data normalisation")
-    pending = []
-    last_checked_step = step
     in_init = step <= init_steps      # flushed at every epoch end: never mixes stages
     mean["lr"] = float(plan.init_schedule(step - 1) if in_init
                        else schedule(step - 1 - init_steps))
     writer.write(step, mean, prefix="init/" if in_init else "train/")
+
+  def save_state(step, st, epoch):
+    window.check(step)
+    ckpts.save_state(step, st, dict(run_meta, epoch=epoch, last_eval=last_eval,
+                                    **window.to_meta()))
 
   step = start_step
   try:
@@ -419,9 +547,8 @@ def train_and_evaluate(config, workdir: str, *, mesh=None, _step_hook=None) -> d
       state, step, epoch_done = run_epoch_steps(
           feed, lambda st, item, fns=cur_steps: feed.run(fns, st, item, t_vars), state,
           epoch=epoch, step=step, stop_step=stop_step, steps_per_epoch=steps_per_epoch,
-          config=config, record=lambda m: pending.append(m), check_and_log=check_and_log,
-          save_state=lambda s, st, ep=epoch: ckpts.save_state(s, st, dict(run_meta, epoch=ep)),
-          step_hook=_step_hook,
+          config=config, record=window.record, check=window.check, log=log_train,
+          save_state=lambda s, st, ep=epoch: save_state(s, st, ep), step_hook=_step_hook,
           desc=(f"init epoch {epoch + 1}/{init_epochs}" if in_init else
                 f"epoch {epoch + 1 - init_epochs}/{config.num_epochs}"))
       if not epoch_done:           # max_steps reached mid-epoch (state saved)
@@ -431,30 +558,39 @@ def train_and_evaluate(config, workdir: str, *, mesh=None, _step_hook=None) -> d
           state = state.replace(opt_state=parallel.put_replicated(tx.init(state.params), mesh))
           run_meta["stage"] = "main"
         print(f"[kdjax] init epoch {epoch + 1}/{init_epochs} done ({method.init.method.name}), "
-              f"{time.time() - t_start:.0f}s")
-        ckpts.save_state(step, state, dict(run_meta, epoch=epoch + 1))
+              f"{clock.epoch_line(step)}")
+        save_state(step, state, epoch + 1)
+        crash_point("state", step)
         continue
       e = epoch + 1 - init_epochs    # the main stage's own epochs
+      # Epoch end: the model checkpoints first, the resume state last. A kill in between
+      # replays the epoch on relaunch and writes the same model checkpoints again (idempotent).
+      line = f"[kdjax] epoch {e}/{config.num_epochs}"
       if e % config.eval_every_epochs == 0 or e == config.num_epochs or e in keep:
+        crash_point("eval", step)
         last_eval, _ = evaluate(steps, model_vars(), eval_batches(), mesh,
                                 config.eval_batch_size, teacher_pred)
         writer.write(step, dict(last_eval, epoch=e), prefix="test/")
         if last_eval["top1"] > run_meta["best_top1"]:
           run_meta.update(best_top1=last_eval["top1"], best_epoch=e)
           ckpts.save_model("best", step, model_vars(), model_meta(e, last_eval))
-        print(f"[kdjax] epoch {e}/{config.num_epochs}: test top-1 {last_eval['top1']:.2f} "
-              f"(best {run_meta['best_top1']:.2f} @ {run_meta['best_epoch']})"
-              + (f", agreement {last_eval['agreement']:.2f}" if "agreement" in last_eval else "")
-              + f", {time.time() - t_start:.0f}s")
+          crash_point("best", step)
+        line += (f": test top-1 {last_eval['top1']:.2f} "
+                 f"(best {run_meta['best_top1']:.2f} @ {run_meta['best_epoch']})"
+                 + (f", agreement {last_eval['agreement']:.2f}" if "agreement" in last_eval
+                    else ""))
+      print(f"{line}; {clock.epoch_line(step)}")
       if e in keep:
         ckpts.save_model("kept", step, model_vars(), model_meta(e, last_eval))
-      ckpts.save_state(step, state, dict(run_meta, epoch=e))
+        crash_point("kept", step)
+      save_state(step, state, e)
+      crash_point("state", step)
   finally:
     ckpts.close()
     writer.close()
 
   finished = step >= total_steps
-  if not last_eval and step == start_step and os.path.exists(summary_path):
+  if step == start_step and os.path.exists(summary_path):
     # Nothing was trained or evaluated (a finished run launched again): keep the figures of the
     # run that produced this state instead of overwriting them with nulls.
     with open(summary_path) as fh:
@@ -472,7 +608,7 @@ def train_and_evaluate(config, workdir: str, *, mesh=None, _step_hook=None) -> d
       "teacher": (dict(workdir=teacher.meta["workdir"], arch=teacher.meta["arch"],
                        step=teacher.meta["step"], members=teacher.meta["members"])
                   if teacher else None),
-      "train_seconds": time.time() - t_start, "num_devices": int(mesh.devices.size),
+      "train_seconds": clock.elapsed(), "num_devices": int(mesh.devices.size),
       **({"init_epochs": init_epochs} if init_steps else {}),
   }
   ckpt_lib.write_json(summary_path, summary)

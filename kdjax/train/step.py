@@ -31,6 +31,12 @@ def _global_norm(tree):
   return optax.global_norm(tree)
 
 
+def _all_finite(tree):
+  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)
+            if jnp.issubdtype(x.dtype, jnp.inexact)]
+  return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
+
+
 def make_steps(*, student, method: Method, tx, train_transform: Callable,
                eval_transform: Callable, teacher=None, connectors: Optional[dict] = None,
                emit_norms: bool = True, steps_per_epoch: int = 1,
@@ -126,6 +132,9 @@ def make_steps(*, student, method: Method, tx, train_transform: Callable,
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     metrics["loss"] = loss
+    # 1 iff every new parameter and BatchNorm statistic is finite: the loop stops the run (and
+    # writes nothing) otherwise, even when the loss is still finite.
+    metrics["finite"] = _all_finite((params, new_stats)).astype(jnp.float32)
     if emit_norms:
       metrics["l2_grads"] = _global_norm(grads)
       metrics["l2_params"] = _global_norm(params)
