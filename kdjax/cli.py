@@ -14,11 +14,12 @@ import sys
 
 from absl import flags
 
+from kdjax.data.idx import IdxFormatError
 from kdjax.data.registry import DatasetNotFoundError
 from kdjax.errors import UserError
 
-# DatasetNotFoundError predates UserError (it is a FileNotFoundError); caught explicitly.
-USER_ERRORS = (UserError, DatasetNotFoundError)
+# The data errors predate UserError (a FileNotFoundError, a ValueError); caught explicitly.
+USER_ERRORS = (UserError, DatasetNotFoundError, IdxFormatError)
 
 
 def _fail(msg: str):

@@ -5,6 +5,7 @@ import json
 import os
 import time
 
+from kdjax.errors import UserError
 from kdjax.methods import build_method
 from kdjax.train import checkpoint as ckpt_lib
 from kdjax.train.loop import train_and_evaluate
@@ -19,7 +20,7 @@ def _report(summary):
 def train_teacher(config, workdir: str) -> dict:
   """Supervised training (teachers and student baselines)."""
   if build_method(config.method).needs_teacher:
-    raise ValueError("launch/train_teacher.py trains without a teacher, but config.method has "
+    raise UserError("launch/train_teacher.py trains without a teacher, but config.method has "
                      "teacher terms; use launch/distill.py.")
   s = train_and_evaluate(config, workdir)
   _report(s)
@@ -29,7 +30,7 @@ def train_teacher(config, workdir: str) -> dict:
 def distill(config, workdir: str) -> dict:
   """Distillation from ``config.teacher``."""
   if not build_method(config.method).needs_teacher:
-    raise ValueError("config.method has no distillation term with a non-zero weight; "
+    raise UserError("config.method has no distillation term with a non-zero weight; "
                      "use launch/train_teacher.py for supervised training.")
   s = train_and_evaluate(config, workdir)
   _report(s)

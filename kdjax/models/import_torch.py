@@ -30,12 +30,14 @@ from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
+from kdjax.errors import UserError
+
 _PREFIXES = ("module.student.", "module.", "student.")
 _IGNORED_LEAVES = ("num_batches_tracked",)
 
 
 # ------------------------------------------------------------------------------------- loading
-class TorchMissingError(ImportError, ValueError):
+class TorchMissingError(ImportError, UserError):
   """torch is not installed (a ``ValueError`` too, so the launch scripts print one line)."""
 
 
@@ -66,7 +68,7 @@ def _unwrap(obj, path: str) -> Dict[str, Any]:
   if hasattr(obj, "state_dict") and callable(obj.state_dict):  # a pickled nn.Module
     return obj.state_dict()
   keys = sorted(map(str, obj))[:10] if isinstance(obj, dict) else type(obj).__name__
-  raise ValueError(f"{path!r} does not hold a state dict: found {keys}. Expected a PyTorch "
+  raise UserError(f"{path!r} does not hold a state dict: found {keys}. Expected a PyTorch "
                    "state dict, or a checkpoint with it under 'model' or 'state_dict'.")
 
 
@@ -258,7 +260,7 @@ def infer_num_classes(sd: Dict[str, np.ndarray]) -> int:
   """The output size of the checkpoint's (single) Linear layer."""
   linear = [k for k, v in sd.items() if k.endswith(".weight") and np.ndim(v) == 2]
   if len(linear) != 1:
-    raise ValueError(f"Cannot infer num_classes: expected one Linear weight in the checkpoint, "
+    raise UserError(f"Cannot infer num_classes: expected one Linear weight in the checkpoint, "
                      f"found {linear or 'none'}. Pass num_classes explicitly.")
   return int(np.shape(sd[linear[0]])[0])
 
@@ -341,7 +343,7 @@ def convert(arch: str, state_dict: Dict[str, np.ndarray], num_classes: Optional[
       more = f"\n    ... and {len(items) - 15} more" if len(items) > 15 else ""
       return f"\n  {title} ({len(items)}):\n    " + "\n    ".join(items[:15]) + more
 
-    raise ValueError(
+    raise UserError(
         f"Cannot load this checkpoint into {arch!r} (num_classes={num_classes}). {hint}"
         + lst("checkpoint keys with no model variable", unmatched)
         + lst("model variables missing from the checkpoint", missing)
@@ -369,7 +371,7 @@ def save_teacher(variables, arch: str, num_classes: int, dataset: str, workdir: 
   from kdjax.train.checkpoint import RunCheckpoints, load_model  # noqa: PLC0415
   kept = os.path.join(workdir, "kept")
   if os.path.isdir(kept) and any(s.isdigit() for s in os.listdir(kept)):
-    raise ValueError(f"{workdir!r} already holds model checkpoints ({kept}); import into a new "
+    raise UserError(f"{workdir!r} already holds model checkpoints ({kept}); import into a new "
                      "--workdir.")
   meta = {"arch": arch, "num_classes": int(num_classes), "dataset": dataset, "model_kwargs": {},
           "epoch": 0, "step": 0, "seed": None, "source": source}
@@ -399,7 +401,7 @@ def import_teacher(arch: str, pth: str, workdir: str, dataset: str = "cifar100",
   sd = load_torch_state_dict(pth)
   variables, report = convert(arch, sd, num_classes)
   if report["num_classes"] != info.num_classes:
-    raise ValueError(f"The checkpoint has {report['num_classes']} classes but dataset "
+    raise UserError(f"The checkpoint has {report['num_classes']} classes but dataset "
                      f"{dataset!r} has {info.num_classes}; pass the dataset it was trained on "
                      "(--dataset).")
   save_teacher(variables, arch, report["num_classes"], dataset, workdir,

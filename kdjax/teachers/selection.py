@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from kdjax.errors import UserError
 from kdjax import data as kdata
 from kdjax import models
 from kdjax.data import augment
@@ -112,7 +113,7 @@ def select_teacher(workdir: str, *, num_examples: int = 2000, recon_size: int = 
   from kdjax.calibration import calibration_report
   kept = ckpt_lib.kept_checkpoints(workdir)
   if len(kept) < 2:
-    raise ValueError(f"{workdir!r} has {len(kept)} kept checkpoint(s); selection needs at least "
+    raise UserError(f"{workdir!r} has {len(kept)} kept checkpoint(s); selection needs at least "
                      "two (train the teacher with keep_every_epochs > 0).")
   meta0 = kept[0]
   info = kdata.info(meta0["dataset"])

@@ -45,6 +45,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from kdjax.errors import UserError
 from kdjax.models import registry
 from kdjax.models.cifar.common import batch_norm, conv, torch_default_bias, torch_default_kernel
 
@@ -70,7 +71,7 @@ def normalize_kwargs(kw, name: str = "kwargs") -> Pairs:
   if kw is None:
     return ()
   if type(kw).__name__ in ("ConfigDict", "FrozenConfigDict"):
-    raise ValueError(
+    raise UserError(
         f"sftn {name} is a ConfigDict; the run's model_kwargs are saved as JSON metadata, which "
         f"cannot hold one. Give it as (key, value) pairs, e.g. "
         f"model_kwargs.{name} = {tuple(sorted(kw.to_dict().items()))!r}.")
@@ -80,10 +81,10 @@ def normalize_kwargs(kw, name: str = "kwargs") -> Pairs:
     try:
       items = [tuple(p) for p in kw]
     except TypeError:
-      raise ValueError(
+      raise UserError(
           f"sftn {name} must be a mapping or (key, value) pairs, got {kw!r}.") from None
     if any(len(p) != 2 or not isinstance(p[0], str) for p in items):
-      raise ValueError(f"sftn {name} must be (key, value) pairs with string keys, got {kw!r}.")
+      raise UserError(f"sftn {name} must be (key, value) pairs with string keys, got {kw!r}.")
   return tuple(sorted((str(k), _freeze(v)) for k, v in items))
 
 
@@ -124,7 +125,7 @@ def bridge_mode(t_hwc, s_hwc) -> str:
   else:
     mode, out = "same", (th, tw)
   if out != (sh, sw):
-    raise ValueError(
+    raise UserError(
         f"SFTN bridge: the {mode!r} transform of methods.md §4.2 maps a teacher {th}x{tw} map to "
         f"{out[0]}x{out[1]}, but the student stage needs {sh}x{sw}. Pick branch_points whose "
         "resolutions differ by at most a factor of 2.")
@@ -151,7 +152,7 @@ class Bridge(nn.Module):
       y = conv(features, 1, 1, 0, use_bias=True, kernel_init=torch_default_kernel,
                bias_init=torch_default_bias(cin), name="conv")(h)
     if tuple(y.shape[1:]) != target_hwc:
-      raise ValueError(f"SFTN bridge produced {tuple(y.shape[1:])}, expected {target_hwc}.")
+      raise UserError(f"SFTN bridge produced {tuple(y.shape[1:])}, expected {target_hwc}.")
     y = batch_norm(name="bn")(y, use_running_average=not train)
     return nn.relu(y)
 
@@ -221,7 +222,7 @@ class SFTN(nn.Module):
     for i in self.branch_points:
       f = feats[i]
       if tuple(f.shape[1:]) != plan[i]["teacher"]:
-        raise ValueError(f"SFTN: teacher stage {i} gave {tuple(f.shape[1:])}, shape inference "
+        raise UserError(f"SFTN: teacher stage {i} gave {tuple(f.shape[1:])}, shape inference "
                          f"expected {plan[i]['teacher']}.")
       if self.detach_branch_input:
         f = jax.lax.stop_gradient(f)
@@ -277,25 +278,25 @@ def make_sftn(num_classes: int, teacher: str, student: str, branch_points=None,
   n_t = type(registry.get(teacher, num_classes=num_classes, parent=None, **dict(tk))).num_stages
   n_s = type(registry.get(student, num_classes=num_classes, parent=None, **dict(sk))).num_stages
   if n_t != n_s:
-    raise ValueError(
+    raise UserError(
         f"SFTN needs a teacher and a student with the same number of stages: {teacher!r} has "
         f"{n_t}, {student!r} has {n_s}.")
   if n_t < 2:
-    raise ValueError(f"SFTN needs models with at least 2 stages; {teacher!r} has {n_t}.")
+    raise UserError(f"SFTN needs models with at least 2 stages; {teacher!r} has {n_t}.")
   if branch_points is None:
     bps = tuple(range(1, n_t))
   else:
     if isinstance(branch_points, (int, str)) or not all(
         isinstance(b, int) and not isinstance(b, bool) for b in branch_points):
-      raise ValueError(f"sftn branch_points must be a sequence of ints, got {branch_points!r}.")
+      raise UserError(f"sftn branch_points must be a sequence of ints, got {branch_points!r}.")
     bps = tuple(sorted(set(int(b) for b in branch_points)))
     if not bps or len(bps) != len(tuple(branch_points)) or bps[0] < 1 or bps[-1] > n_t - 1:
-      raise ValueError(f"sftn branch_points must be distinct stage indices in 1..{n_t - 1} "
+      raise UserError(f"sftn branch_points must be distinct stage indices in 1..{n_t - 1} "
                        f"(N = {n_t} stages), got {tuple(branch_points)!r}.")
   for name, v in (("share_student_blocks", share_student_blocks),
                   ("detach_branch_input", detach_branch_input)):
     if not isinstance(v, bool):
-      raise ValueError(f"sftn {name} must be a bool, got {v!r}.")
+      raise UserError(f"sftn {name} must be a bool, got {v!r}.")
   return _sftn_class(n_t)(num_classes=num_classes, teacher_arch=teacher, student_arch=student,
                           branch_points=bps, share_student_blocks=share_student_blocks,
                           detach_branch_input=detach_branch_input, teacher_kwargs=tk,
@@ -310,11 +311,11 @@ def make_sftn(num_classes: int, teacher: str, student: str, branch_points=None,
 def _check_same_tree(got, want, what: str):
   gs, ws = jax.tree_util.tree_structure(got), jax.tree_util.tree_structure(want)
   if gs != ws:
-    raise ValueError(f"{what}: the parameter trees differ ({gs} vs {ws}).")
+    raise UserError(f"{what}: the parameter trees differ ({gs} vs {ws}).")
   for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(got),
                           jax.tree_util.tree_leaves(want)):
     if tuple(a.shape) != tuple(b.shape):
-      raise ValueError(f"{what}: {jax.tree_util.keystr(path)} has shape {tuple(a.shape)}, "
+      raise UserError(f"{what}: {jax.tree_util.keystr(path)} has shape {tuple(a.shape)}, "
                        f"expected {tuple(b.shape)}.")
 
 
@@ -335,17 +336,17 @@ def export_teacher(sftn_workdir: str, out_workdir: str, which: Any = "final") ->
   from kdjax.train import checkpoint as ckpt_lib
 
   if os.path.abspath(sftn_workdir) == os.path.abspath(out_workdir):
-    raise ValueError("export_teacher: --out must differ from the SFTN run's --workdir.")
+    raise UserError("export_teacher: --out must differ from the SFTN run's --workdir.")
   variables, meta = ckpt_lib.load_model(sftn_workdir, _selector(which))
   if meta.get("arch") != "sftn":
-    raise ValueError(f"{sftn_workdir!r} holds a {meta.get('arch')!r} model, not an SFTN run "
+    raise UserError(f"{sftn_workdir!r} holds a {meta.get('arch')!r} model, not an SFTN run "
                      "(config.model = 'sftn').")
   mk = dict(meta.get("model_kwargs") or {})
   t_arch = mk.get("teacher")
   tk = dict(normalize_kwargs(mk.get("teacher_kwargs"), "teacher_kwargs"))
   params = variables.get("params", {})
   if "teacher" not in params or not t_arch:
-    raise ValueError(f"The SFTN checkpoint in {sftn_workdir!r} has no 'teacher' parameters.")
+    raise UserError(f"The SFTN checkpoint in {sftn_workdir!r} has no 'teacher' parameters.")
   out_vars = {"params": params["teacher"],
               "batch_stats": dict(variables.get("batch_stats") or {}).get("teacher", {})}
   num_classes = int(meta["num_classes"])
@@ -358,7 +359,7 @@ def export_teacher(sftn_workdir: str, out_workdir: str, which: Any = "final") ->
 
   kept = os.path.join(out_workdir, "kept")
   if os.path.isdir(kept) and any(s.isdigit() for s in os.listdir(kept)):
-    raise ValueError(f"{out_workdir!r} already holds model checkpoints; export into a new "
+    raise UserError(f"{out_workdir!r} already holds model checkpoints; export into a new "
                      "directory.")
   out_meta = {
       "arch": t_arch, "model_kwargs": tk, "num_classes": num_classes,
@@ -394,11 +395,11 @@ def load_pretrained_teacher(variables, teacher_workdir: str, which: Any = None, 
     which = w or "final"
   params = dict(variables.get("params") or {})
   if "teacher" not in params:
-    raise ValueError("load_pretrained_teacher expects the variables of an SFTN model "
+    raise UserError("load_pretrained_teacher expects the variables of an SFTN model "
                      "(params['teacher'] missing).")
   loaded, meta = ckpt_lib.load_model(teacher_workdir, _selector(which))
   if expected_arch is not None and meta.get("arch") != expected_arch:
-    raise ValueError(f"init_teacher_from {teacher_workdir!r} holds a {meta.get('arch')!r} model; "
+    raise UserError(f"init_teacher_from {teacher_workdir!r} holds a {meta.get('arch')!r} model; "
                      f"the SFTN teacher is {expected_arch!r}.")
   stats = dict(variables.get("batch_stats") or {})
   new_p = loaded["params"]

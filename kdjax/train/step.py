@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from kdjax.errors import UserError
 from kdjax.methods import Batch, Method, Outputs
 
 
@@ -67,7 +68,7 @@ def make_steps(*, student, method: Method, tx, train_transform: Callable,
   connectors = connectors or {}
   views = method.views
   if views is not None and mixup_alpha > 0:
-    raise ValueError(f"method {method.name!r} trains on {views.num_views} {views.name} views per "
+    raise UserError(f"method {method.name!r} trains on {views.num_views} {views.name} views per "
                      "example, which kdjax does not combine with mixup: set "
                      "dataset.mixup_alpha = 0.")
   nv = views.num_views if views is not None else 1
