@@ -19,6 +19,7 @@ Each row also reports the checkpoint's test accuracy, NLL and ECE (``kdjax.calib
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import os
 from typing import Optional
@@ -32,19 +33,21 @@ from kdjax.errors import UserError
 from kdjax import data as kdata
 from kdjax import models
 from kdjax.data import augment
+from kdjax.eval import predict_logits
 from kdjax.train import checkpoint as ckpt_lib
 
 SELECTION_FILE = "selection.json"
 
 
 def _forward(module, variables, images, info, batch=500):
-  fn = jax.jit(lambda v, im: module.apply(v, augment.eval_transform(info, im), train=False))
-  logits, pooled = [], []
-  for s in range(0, len(images), batch):
-    z, taps = fn(variables, images[s:s + batch])
-    logits.append(np.asarray(z))
-    pooled.append(np.asarray(taps["pooled"]).reshape(len(z), -1))
-  return np.concatenate(logits), np.concatenate(pooled)
+  """Eval-mode logits and the flattened ``pooled`` tap (kdjax.eval.predict_logits)."""
+  logits, taps = predict_logits(module, variables, images, batch_size=batch,
+                                preprocess=_eval_transform(info), taps=("pooled",))
+  return logits, taps["pooled"].reshape(len(logits), -1)
+
+
+def _eval_transform(info):
+  return functools.partial(augment.eval_transform, info)
 
 
 def _standardise(a, b):

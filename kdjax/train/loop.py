@@ -33,7 +33,7 @@ from kdjax.train import stages as stages_lib
 from kdjax.train import state as state_lib
 from kdjax.train.logging import MetricWriter
 from kdjax.train.optim import make_optimizer
-from kdjax.train.step import make_steps
+from kdjax.train.step import make_eval_step, make_steps
 from kdjax.train.faults import crash_point
 from kdjax.train.teacher import check_teacher_input, load_teacher
 
@@ -64,12 +64,13 @@ def stream_batches(stream):
 
 def evaluate(steps, variables, batches, mesh, batch_size: int,
              teacher_pred: Optional[np.ndarray] = None):
-  """Top-1/top-5/loss (and agreement with ``teacher_pred``) over all ``batches``; returns
+  """``steps``: :func:`kdjax.train.step.make_eval_step`'s function (or a StepFns). Top-1/top-5/loss (and agreement with ``teacher_pred``) over all ``batches``; returns
   ``(metrics, predictions)``. ``batches`` is an ArraySplit or an iterable of ``(images, labels)``
   numpy batches of at most ``batch_size``. Batches are padded to a fixed, device-divisible size
   and masked, so one compiled eval step serves the whole set."""
   if isinstance(batches, kdata.ArraySplit):
     batches = split_batches(batches, batch_size)
+  eval_fn = getattr(steps, "eval_batch", steps)   # a StepFns or a make_eval_step function
   n_dev = mesh.devices.size
   bs = max(n_dev, -(-batch_size // n_dev) * n_dev)
   sums, preds, seen = None, [], 0
@@ -83,7 +84,7 @@ def evaluate(steps, variables, batches, mesh, batch_size: int,
           if teacher_pred is not None else np.full((bs,), -1, np.int32))
     seen += k
     put = lambda a: parallel.put_batch(a, mesh)
-    out, pred = steps.eval_batch(variables, put(img), put(lab), put(mask), put(tp))
+    out, pred = eval_fn(variables, put(img), put(lab), put(mask), put(tp))
     out = jax.device_get(out)
     sums = out if sums is None else {key: sums[key] + out[key] for key in sums}
     preds.append(np.asarray(pred)[:k])
@@ -497,8 +498,7 @@ def train_and_evaluate(config, workdir: str, *, mesh=None, _step_hook=None) -> d
   summary_path = os.path.join(workdir, "summary.json")
   teacher_metrics, teacher_pred = {}, None
   if teacher is not None:
-    t_steps = make_steps(student=teacher.module, method=method, tx=tx, train_transform=train_tf,
-                         eval_transform=eval_tf)
+    t_steps = make_eval_step(teacher.module, eval_tf)
     teacher_metrics, teacher_pred = evaluate(t_steps, t_vars, eval_batches(), mesh,
                                              config.eval_batch_size)
     print(f"[kdjax] teacher test top-1 {teacher_metrics['top1']:.2f}")

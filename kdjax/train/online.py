@@ -49,7 +49,6 @@ from kdjax.config import validate, validate_online
 from kdjax.data import augment
 from kdjax.errors import UserError
 from kdjax.losses import online as online_losses
-from kdjax.methods import build_method
 from kdjax.train import checkpoint as ckpt_lib
 from kdjax.train import parallel
 from kdjax.train.logging import MetricWriter
@@ -59,7 +58,7 @@ from kdjax.train.loop import (Clock, MetricWindow, StreamFeed, _keep_epochs, che
                               scale_lr_for_batch)
 from kdjax.train.optim import make_optimizer
 from kdjax.train.state import TrainState
-from kdjax.train.step import _all_finite, make_steps
+from kdjax.train.step import _all_finite, make_eval_step
 from kdjax.train.teacher import EnsembleTeacher
 
 
@@ -255,11 +254,8 @@ def train_online(config, workdir: str, *, mesh=None, _step_hook=None) -> dict:
   steps = make_online_steps(peers=peers, mode=mode, temperature=on["temperature"],
                             weight=on["weight"], ensemble=on["ensemble"], tx=tx,
                             train_transform=train_tf)
-  no_method = build_method(None)
-  eval_steps = [make_steps(student=m, method=no_method, tx=None, train_transform=train_tf,
-                           eval_transform=eval_tf) for m in peers]
-  ens_steps = make_steps(student=EnsembleTeacher(list(peers), "logit_mean"), method=no_method,
-                         tx=None, train_transform=train_tf, eval_transform=eval_tf)
+  eval_steps = [make_eval_step(m, eval_tf) for m in peers]
+  ens_steps = make_eval_step(EnsembleTeacher(list(peers), "logit_mean"), eval_tf)
 
   start_step = int(state.step)
   writer = MetricWriter(workdir, tensorboard=config.tensorboard, resume_step=start_step)

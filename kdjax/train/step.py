@@ -151,9 +151,25 @@ def make_steps(*, student, method: Method, tx, train_transform: Callable,
   def train_batch(state, batch, teacher_vars):
     return core(state, batch["image"], batch["label"], batch["index"], teacher_vars)
 
+  def forward(variables, x):
+    return student.apply(variables, x, train=False)
+
+  return StepFns(
+      train_indexed=jax.jit(train_indexed, donate_argnums=(0,)),
+      train_batch=jax.jit(train_batch, donate_argnums=(0,)),
+      eval_batch=make_eval_step(student, eval_transform),
+      forward=jax.jit(forward),
+  )
+
+
+def make_eval_step(model, eval_transform: Callable):
+  """The jitted eval step of a stored ``model`` -- no method, no optimiser:
+  ``(variables, images, labels, mask, teacher_pred) -> (sums, top-1 predictions)`` where
+  ``sums`` are the masked ``count``, ``correct1``, ``correct5``, ``loss_sum`` (cross-entropy)
+  and ``agree_sum`` (top-1 equal to ``teacher_pred``) of the batch."""
+
   def eval_batch(variables, images, labels, mask, teacher_pred):
-    x = eval_transform(images)
-    logits, _ = student.apply(variables, x, train=False)
+    logits, _ = model.apply(variables, eval_transform(images), train=False)
     logp = jax.nn.log_softmax(logits.astype(jnp.float32))
     m = mask.astype(jnp.float32)
     top5 = jax.lax.top_k(logits, min(5, logits.shape[-1]))[1]
@@ -167,12 +183,4 @@ def make_steps(*, student, method: Method, tx, train_transform: Callable,
     }
     return out, pred
 
-  def forward(variables, x):
-    return student.apply(variables, x, train=False)
-
-  return StepFns(
-      train_indexed=jax.jit(train_indexed, donate_argnums=(0,)),
-      train_batch=jax.jit(train_batch, donate_argnums=(0,)),
-      eval_batch=jax.jit(eval_batch),
-      forward=jax.jit(forward),
-  )
+  return jax.jit(eval_batch)
