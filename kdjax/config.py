@@ -163,42 +163,6 @@ def json_normalise(config) -> dict:
   return json.loads(config.to_json_best_effort())
 
 
-# ---- online distillation ------------------------------------------------------------------------
-ONLINE_MODES = ("dml", "kdcl")
-ONLINE_DEFAULT_TEMPERATURE = {"dml": 1.0, "kdcl": 3.0}
-
-
-def validate_online(config) -> dict:
-  """Checks ``config.online`` (after :func:`validate`); returns the resolved settings
-  ``{mode, peers, temperature, weight, ensemble}`` with the mode's default temperature filled in."""
-  from kdjax import models
-  from kdjax.losses.online import ENSEMBLES
-  on = config.online
-  if on.mode not in ONLINE_MODES:
-    raise UserError(f"config.online.mode must be one of {ONLINE_MODES}, got {on.mode!r}.")
-  peers = tuple(on.peers) if not isinstance(on.peers, str) else (on.peers,)
-  if len(peers) < 2:
-    raise UserError(f"config.online.peers needs at least 2 model names (K >= 2 peers), got "
-                     f"{peers!r}; e.g. --config.online.peers='(\"resnet32\",\"resnet32\")'.")
-  known = models.names()
-  for p in peers:
-    if p not in known:
-      close = difflib.get_close_matches(str(p), known, n=3)
-      hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
-      raise UserError(f"Unknown model {p!r} in config.online.peers.{hint} Registered models: "
-                       f"{', '.join(known)}.")
-  t = on.temperature
-  t = ONLINE_DEFAULT_TEMPERATURE[on.mode] if t is None else float(t)
-  if not t > 0 or t != t or t == float("inf"):
-    raise UserError(f"config.online.temperature must be a finite number > 0, got {t}.")
-  w = float(on.weight)
-  if not w >= 0 or w == float("inf"):
-    raise UserError(f"config.online.weight must be a finite number >= 0, got {w}.")
-  if on.ensemble not in ENSEMBLES:
-    raise UserError(f"config.online.ensemble must be one of {ENSEMBLES}, got {on.ensemble!r}.")
-  return dict(mode=on.mode, peers=peers, temperature=t, weight=w, ensemble=on.ensemble)
-
-
 def parse_which(which):
   """'final' | 'best' | 'step:<n>' | 'epoch:<n>' | int -> checkpoint selector."""
   if isinstance(which, int):

@@ -67,5 +67,4 @@ def count_params(params) -> int:
 
 def _ensure_loaded():
   # Importing the families registers them.
-  from kdjax.models import cifar, imagenet, tiny  # noqa: F401
-  from kdjax.teachers import sftn  # noqa: F401  (registers 'sftn')
+  from kdjax.models import cifar, imagenet, sftn, tiny  # noqa: F401  (sftn: 'sftn')

@@ -31,12 +31,13 @@ import optax
 
 from kdjax.errors import UserError
 from kdjax import data as kdata
+from kdjax.calibration import calibration_report
 from kdjax import models
 from kdjax.data import augment
 from kdjax.eval import predict_logits
 from kdjax.train import checkpoint as ckpt_lib
+from kdjax.train.checkpoint import SELECTION_FILE, selected_step  # noqa: F401 (public here too)
 
-SELECTION_FILE = "selection.json"
 
 
 def _forward(module, variables, images, info, batch=500):
@@ -113,7 +114,6 @@ def select_teacher(workdir: str, *, num_examples: int = 2000, recon_size: int = 
   ``<out_dir>/selection.{json,csv,png}`` (``out_dir`` defaults to ``workdir``); the json is what
   ``teacher.which = 'selected'`` reads.
   """
-  from kdjax.calibration import calibration_report
   kept = ckpt_lib.kept_checkpoints(workdir)
   if len(kept) < 2:
     raise UserError(f"{workdir!r} has {len(kept)} kept checkpoint(s); selection needs at least "
@@ -189,13 +189,3 @@ def _plot(rows, best, path):
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   plt.close(fig)
-
-
-def selected_step(workdir: str) -> int:
-  path = os.path.join(workdir, SELECTION_FILE)
-  if not os.path.exists(path):
-    raise ckpt_lib.CheckpointError(
-        f"teacher.which='selected' but {path} does not exist: run "
-        f"`python -m launch.select_teacher --workdir {workdir}` first.")
-  with open(path) as fh:
-    return int(json.load(fh)["selected"]["step"])

@@ -210,7 +210,6 @@ def kept_checkpoints(workdir: str) -> list[dict]:
 def _model_dir(workdir: str, which) -> tuple[str, int]:
   """Resolves ``which`` ('final' | 'best' | {'step': n} | {'epoch': n} | int step) to a dir."""
   if which == "selected":
-    from kdjax.teachers.selection import selected_step
     which = selected_step(workdir)
   sub = "best" if which == "best" else "kept"
   d = os.path.join(workdir, sub)
@@ -298,6 +297,21 @@ def _read_meta(d: str, step: int) -> Optional[dict]:
     return None
   finally:
     mgr.close()
+
+
+SELECTION_FILE = "selection.json"   # written by kdjax.teachers.selection.select_teacher
+
+
+def selected_step(workdir: str) -> int:
+  """The step ``teacher.which='selected'`` names: the choice recorded by
+  :func:`kdjax.teachers.selection.select_teacher` in ``workdir/selection.json``."""
+  path = os.path.join(workdir, SELECTION_FILE)
+  if not os.path.exists(path):
+    raise CheckpointError(
+        f"teacher.which='selected' but {path} does not exist: run "
+        f"`python -m launch.select_teacher --workdir {workdir}` first.")
+  with open(path) as fh:
+    return int(json.load(fh)["selected"]["step"])
 
 
 def write_json(path: str, obj):

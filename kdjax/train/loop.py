@@ -35,7 +35,7 @@ from kdjax.train.logging import MetricWriter
 from kdjax.train.optim import make_optimizer
 from kdjax.train.step import make_eval_step, make_steps
 from kdjax.train.faults import crash_point
-from kdjax.train.teacher import check_teacher_input, load_teacher
+from kdjax.train.teacher import check_teacher_input, load_pretrained_teacher, load_teacher
 
 log = logging.getLogger("kdjax")
 
@@ -411,7 +411,6 @@ def train_and_evaluate(config, workdir: str, *, mesh=None, _step_hook=None) -> d
   dummy = jnp.zeros((1,) + tuple(info.image_shape), jnp.float32)
   variables = student.init(k_init, dummy, train=False)
   if getattr(student, "init_teacher_from", ""):     # SFTN fine-tune mode (pretrained teacher)
-    from kdjax.teachers.sftn import load_pretrained_teacher
     variables = load_pretrained_teacher(variables, student.init_teacher_from,
                                         expected_arch=student.teacher_arch)
   s_shapes = _tap_shapes(student, variables, dummy)

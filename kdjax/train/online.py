@@ -2,7 +2,7 @@
 
 ``train_online(config, workdir)`` is the online counterpart of
 :func:`kdjax.train.loop.train_and_evaluate`; ``config.online`` selects the mode and the peers
-(:func:`kdjax.config.validate_online`), everything else (dataset, optim, schedule, batch, epochs,
+(:func:`validate_online`), everything else (dataset, optim, schedule, batch, epochs,
 checkpointing) is the normal run config and means the same thing.
 
 * DML (Zhang et al., CVPR 2018): every peer sees the same augmented batch;
@@ -36,6 +36,7 @@ The ensemble reported in ``summary.json`` and the test metrics is the mean of th
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import os
 from typing import Callable, Sequence
@@ -45,10 +46,11 @@ import jax.numpy as jnp
 import optax
 
 from kdjax import models
-from kdjax.config import validate, validate_online
+from kdjax.config import validate
 from kdjax.data import augment
 from kdjax.errors import UserError
 from kdjax.losses import online as online_losses
+from kdjax.losses.online import ENSEMBLES
 from kdjax.train import checkpoint as ckpt_lib
 from kdjax.train import parallel
 from kdjax.train.logging import MetricWriter
@@ -60,6 +62,40 @@ from kdjax.train.optim import make_optimizer
 from kdjax.train.state import TrainState
 from kdjax.train.step import _all_finite, make_eval_step
 from kdjax.train.teacher import EnsembleTeacher
+
+
+# ---- config.online ---------------------------------------------------------------------------
+ONLINE_MODES = ("dml", "kdcl")
+ONLINE_DEFAULT_TEMPERATURE = {"dml": 1.0, "kdcl": 3.0}
+
+
+def validate_online(config) -> dict:
+  """Checks ``config.online`` (after :func:`validate`); returns the resolved settings
+  ``{mode, peers, temperature, weight, ensemble}`` with the mode's default temperature filled in."""
+  on = config.online
+  if on.mode not in ONLINE_MODES:
+    raise UserError(f"config.online.mode must be one of {ONLINE_MODES}, got {on.mode!r}.")
+  peers = tuple(on.peers) if not isinstance(on.peers, str) else (on.peers,)
+  if len(peers) < 2:
+    raise UserError(f"config.online.peers needs at least 2 model names (K >= 2 peers), got "
+                     f"{peers!r}; e.g. --config.online.peers='(\"resnet32\",\"resnet32\")'.")
+  known = models.names()
+  for p in peers:
+    if p not in known:
+      close = difflib.get_close_matches(str(p), known, n=3)
+      hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+      raise UserError(f"Unknown model {p!r} in config.online.peers.{hint} Registered models: "
+                       f"{', '.join(known)}.")
+  t = on.temperature
+  t = ONLINE_DEFAULT_TEMPERATURE[on.mode] if t is None else float(t)
+  if not t > 0 or t != t or t == float("inf"):
+    raise UserError(f"config.online.temperature must be a finite number > 0, got {t}.")
+  w = float(on.weight)
+  if not w >= 0 or w == float("inf"):
+    raise UserError(f"config.online.weight must be a finite number >= 0, got {w}.")
+  if on.ensemble not in ENSEMBLES:
+    raise UserError(f"config.online.ensemble must be one of {ENSEMBLES}, got {on.ensemble!r}.")
+  return dict(mode=on.mode, peers=peers, temperature=t, weight=w, ensemble=on.ensemble)
 
 
 def peer_key(i: int) -> str:

@@ -18,7 +18,7 @@ an ensemble are those of its first member.
 from __future__ import annotations
 
 import dataclasses
-from typing import List
+from typing import Any, List
 
 import flax
 import jax
@@ -112,3 +112,54 @@ def check_teacher_input(teacher: Teacher, image_shape, dataset: str) -> None:
           f"shape {tuple(image_shape)}: {type(e).__name__}: {str(e).splitlines()[0][:200]}. "
           "Distil from a teacher trained on the same dataset (same image size and channels).") \
           from None
+
+
+# ---- SFTN fine-tune initialisation (kdjax.models.sftn; configs/sftn.py) ----------------------
+def check_same_tree(got, want, what: str):
+  gs, ws = jax.tree_util.tree_structure(got), jax.tree_util.tree_structure(want)
+  if gs != ws:
+    raise UserError(f"{what}: the parameter trees differ ({gs} vs {ws}).")
+  for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(got),
+                          jax.tree_util.tree_leaves(want)):
+    if tuple(a.shape) != tuple(b.shape):
+      raise UserError(f"{what}: {jax.tree_util.keystr(path)} has shape {tuple(a.shape)}, "
+                       f"expected {tuple(b.shape)}.")
+
+
+def selector(which):
+  return parse_which(which) if isinstance(which, str) else which
+
+
+def load_pretrained_teacher(variables, teacher_workdir: str, which: Any = None, *,
+                            expected_arch: Optional[str] = None):
+  """Fine-tune mode: returns SFTN ``variables`` whose ``teacher`` params/batch_stats are replaced
+  by a trained teacher's model checkpoint (``teacher_workdir``, optionally ``'WORKDIR@WHICH'``;
+  ``which`` defaults to 'final'). Bridges and branches keep their fresh initialisation.
+
+  Raises:
+    ValueError: not SFTN variables, or the checkpoint's arch/tree does not match the teacher.
+  """
+  if which is None:
+    teacher_workdir, _, w = str(teacher_workdir).partition("@")
+    which = w or "final"
+  params = dict(variables.get("params") or {})
+  if "teacher" not in params:
+    raise UserError("load_pretrained_teacher expects the variables of an SFTN model "
+                     "(params['teacher'] missing).")
+  loaded, meta = ckpt_lib.load_model(teacher_workdir, selector(which))
+  if expected_arch is not None and meta.get("arch") != expected_arch:
+    raise UserError(f"init_teacher_from {teacher_workdir!r} holds a {meta.get('arch')!r} model; "
+                     f"the SFTN teacher is {expected_arch!r}.")
+  stats = dict(variables.get("batch_stats") or {})
+  new_p = loaded["params"]
+  new_s = dict(loaded.get("batch_stats") or {})
+  what = f"init_teacher_from {teacher_workdir!r}"
+  check_same_tree(new_p, params["teacher"], what)
+  check_same_tree(new_s, stats.get("teacher", {}), what)
+  cast = lambda new, old: jax.tree_util.tree_map(  # noqa: E731
+      lambda a, b: jnp.asarray(a, dtype=b.dtype), new, old)
+  out = dict(variables)
+  out["params"] = dict(params, teacher=cast(new_p, params["teacher"]))
+  if "teacher" in stats:
+    out["batch_stats"] = dict(stats, teacher=cast(new_s, stats["teacher"]))
+  return out
