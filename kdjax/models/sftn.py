@@ -37,9 +37,8 @@ give ``teacher_kwargs``/``student_kwargs`` as tuples of ``(key, value)`` pairs (
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Mapping
-from typing import Any, ClassVar, Dict, Optional, Tuple
+from typing import Any, ClassVar, Dict, Tuple
 
 import flax.linen as nn
 import jax

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import csv
 import functools
-import json
 import os
 from typing import Optional
 

@@ -1,7 +1,7 @@
 """Online distillation: K >= 2 peers trained together in one jitted step (DML, KDCL).
 
 ``train_online(config, workdir)`` is the online counterpart of
-:func:`kdjax.train.loop.train_and_evaluate`; ``config.online`` selects the mode and the peers
+:func:`kdjax.train.loop.train_and_evaluate` (both drive :mod:`kdjax.train.runner`); ``config.online`` selects the mode and the peers
 (:func:`validate_online`), everything else (dataset, optim, schedule, batch, epochs,
 checkpointing) is the normal run config and means the same thing.
 
@@ -55,7 +55,7 @@ from kdjax.train import checkpoint as ckpt_lib
 from kdjax.train import parallel
 from kdjax.train.logging import MetricWriter
 from kdjax.train.faults import crash_point
-from kdjax.train.loop import (Clock, MetricWindow, StreamFeed, _keep_epochs, check_resume_config,
+from kdjax.train.runner import (Clock, MetricWindow, StreamFeed, _keep_epochs, check_resume_config,
                               evaluate, load_data, prepare_workdir, run_epoch_steps,
                               scale_lr_for_batch)
 from kdjax.train.optim import make_optimizer

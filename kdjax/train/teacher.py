@@ -18,7 +18,7 @@ an ensemble are those of its first member.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, List
+from typing import Any, List, Optional
 
 import flax
 import jax
