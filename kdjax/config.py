@@ -7,8 +7,11 @@ rejects unknown keys (typos) with a suggestion *before* anything is built, so a 
 from __future__ import annotations
 
 import difflib
+import json
 
 import ml_collections
+
+from kdjax.errors import UserError
 
 # Sub-trees whose keys are free-form (validated by their own builders).
 _FREE_FORM = {"method.terms", "method.init.terms", "model_kwargs"}
@@ -86,6 +89,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.async_checkpoint = True
   c.progress = True              # tqdm progress bar
   c.tensorboard = True
+  c.force_resume = False         # resume even if the config differs from the run's config.json
 
   # ---- online distillation (kdjax.train.online, launch/online.py; ignored by other runs) ----
   c.online = on = ml_collections.ConfigDict()
@@ -106,7 +110,7 @@ def _walk(cfg, prefix=""):
 
 
 def validate(config) -> None:
-  """Raises ValueError on any key not in :func:`base_config` (with the closest valid key)."""
+  """Raises UserError on any key not in :func:`base_config` (with the closest valid key)."""
   ref = dict(_walk(base_config()))
   for path, _ in _walk(config):
     if any(path.startswith(f + ".") for f in _FREE_FORM):
@@ -114,45 +118,49 @@ def validate(config) -> None:
     if path not in ref:
       close = difflib.get_close_matches(path, list(ref), n=1)
       hint = f" Did you mean {close[0]!r}?" if close else ""
-      raise ValueError(f"Unknown config key {path!r}.{hint}")
+      raise UserError(f"Unknown config key {path!r}.{hint}")
   if config.batch_size < 1 or config.num_epochs < 1:
-    raise ValueError("config.batch_size and config.num_epochs must be >= 1.")
+    raise UserError("config.batch_size and config.num_epochs must be >= 1.")
 
 
-# ---- online distillation ------------------------------------------------------------------------
-ONLINE_MODES = ("dml", "kdcl")
-ONLINE_DEFAULT_TEMPERATURE = {"dml": 1.0, "kdcl": 3.0}
+# Keys that may change when a run is resumed (relaunched on its workdir): its length, cadences
+# and I/O. Anything else changes what the resumed steps compute, so a relaunch that differs from
+# the run's config.json elsewhere is refused unless config.force_resume.
+RESUMABLE_KEYS = (
+    "num_epochs", "max_steps", "log_every_steps", "eval_every_epochs", "checkpoint_every_steps",
+    "keep_every_epochs", "keep_epochs", "async_checkpoint", "progress", "tensorboard",
+    "eval_batch_size", "force_resume", "dataset.data_dir", "dataset.idx_dir",
+    "dataset.stream_threads")
 
 
-def validate_online(config) -> dict:
-  """Checks ``config.online`` (after :func:`validate`); returns the resolved settings
-  ``{mode, peers, temperature, weight, ensemble}`` with the mode's default temperature filled in."""
-  from kdjax import models
-  from kdjax.losses.online import ENSEMBLES
-  on = config.online
-  if on.mode not in ONLINE_MODES:
-    raise ValueError(f"config.online.mode must be one of {ONLINE_MODES}, got {on.mode!r}.")
-  peers = tuple(on.peers) if not isinstance(on.peers, str) else (on.peers,)
-  if len(peers) < 2:
-    raise ValueError(f"config.online.peers needs at least 2 model names (K >= 2 peers), got "
-                     f"{peers!r}; e.g. --config.online.peers='(\"resnet32\",\"resnet32\")'.")
-  known = models.names()
-  for p in peers:
-    if p not in known:
-      close = difflib.get_close_matches(str(p), known, n=3)
-      hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
-      raise ValueError(f"Unknown model {p!r} in config.online.peers.{hint} Registered models: "
-                       f"{', '.join(known)}.")
-  t = on.temperature
-  t = ONLINE_DEFAULT_TEMPERATURE[on.mode] if t is None else float(t)
-  if not t > 0 or t != t or t == float("inf"):
-    raise ValueError(f"config.online.temperature must be a finite number > 0, got {t}.")
-  w = float(on.weight)
-  if not w >= 0 or w == float("inf"):
-    raise ValueError(f"config.online.weight must be a finite number >= 0, got {w}.")
-  if on.ensemble not in ENSEMBLES:
-    raise ValueError(f"config.online.ensemble must be one of {ENSEMBLES}, got {on.ensemble!r}.")
-  return dict(mode=on.mode, peers=peers, temperature=t, weight=w, ensemble=on.ensemble)
+def _flatten(d, prefix=""):
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict) and v and f"{prefix}{k}" not in _FREE_FORM:
+      out.update(_flatten(v, f"{prefix}{k}."))
+    else:
+      out[f"{prefix}{k}"] = v
+  return out
+
+
+def resume_config_diff(saved: dict, current: dict) -> list:
+  """Dotted keys whose values differ between a run's saved ``config.json`` and the relaunch's
+  config (both JSON-normalised), ignoring :data:`RESUMABLE_KEYS`. A key present on one side only
+  (a config written by an older kdjax) differs only if the other side is not its default."""
+  a, b = _flatten(saved), _flatten(current)
+  ref = _flatten(json_normalise(base_config()))
+  diff = []
+  for k in sorted(set(a) | set(b)):
+    if k in RESUMABLE_KEYS:
+      continue
+    va, vb = a.get(k, ref.get(k)), b.get(k, ref.get(k))
+    if va != vb:
+      diff.append(k)
+  return diff
+
+
+def json_normalise(config) -> dict:
+  return json.loads(config.to_json_best_effort())
 
 
 def parse_which(which):
@@ -165,5 +173,5 @@ def parse_which(which):
   for key in ("step", "epoch"):
     if which.startswith(key + ":"):
       return {key: int(which.split(":", 1)[1])}
-  raise ValueError("teacher.which must be 'final', 'best', 'selected', 'step:<n>' or "
+  raise UserError("teacher.which must be 'final', 'best', 'selected', 'step:<n>' or "
                    f"'epoch:<n>', got {which!r}.")

@@ -5,9 +5,16 @@ import json
 import os
 import time
 
+from kdjax import data as kdata
+from kdjax import models
+from kdjax.config import parse_which
+from kdjax.data import augment
+from kdjax.errors import UserError
 from kdjax.methods import build_method
 from kdjax.train import checkpoint as ckpt_lib
-from kdjax.train.loop import train_and_evaluate
+from kdjax.train import parallel
+from kdjax.train.loop import evaluate, train_and_evaluate
+from kdjax.train.step import make_eval_step
 
 
 def _report(summary):
@@ -19,7 +26,7 @@ def _report(summary):
 def train_teacher(config, workdir: str) -> dict:
   """Supervised training (teachers and student baselines)."""
   if build_method(config.method).needs_teacher:
-    raise ValueError("launch/train_teacher.py trains without a teacher, but config.method has "
+    raise UserError("launch/train_teacher.py trains without a teacher, but config.method has "
                      "teacher terms; use launch/distill.py.")
   s = train_and_evaluate(config, workdir)
   _report(s)
@@ -29,7 +36,7 @@ def train_teacher(config, workdir: str) -> dict:
 def distill(config, workdir: str) -> dict:
   """Distillation from ``config.teacher``."""
   if not build_method(config.method).needs_teacher:
-    raise ValueError("config.method has no distillation term with a non-zero weight; "
+    raise UserError("config.method has no distillation term with a non-zero weight; "
                      "use launch/train_teacher.py for supervised training.")
   s = train_and_evaluate(config, workdir)
   _report(s)
@@ -39,35 +46,24 @@ def distill(config, workdir: str) -> dict:
 def evaluate_run(workdir: str, *, which: str = "final", teacher_workdir: str = "",
                  data_dir=None, idx_dir=None) -> dict:
   """Evaluates a stored model checkpoint on its dataset's test split."""
-  import jax.numpy as jnp
-  from kdjax import data as kdata, models
-  from kdjax.config import parse_which
-  from kdjax.data import augment
-  from kdjax.methods import build_method as _bm
-  from kdjax.train import parallel
-  from kdjax.train.loop import evaluate
-  from kdjax.train.step import make_steps
-
   variables, meta = ckpt_lib.load_model(workdir, parse_which(which))
   info = kdata.info(meta["dataset"])
   test = kdata.load_arrays(meta["dataset"], info.eval_split, data_dir=data_dir, idx_dir=idx_dir)
   mesh = parallel.make_mesh()
 
-  def steps_for(arch, kw):
-    module = models.get(arch, num_classes=info.num_classes, **dict(kw or {}))
-    return make_steps(student=module, method=_bm(None), tx=None,
-                      train_transform=lambda im, r: im,
-                      eval_transform=lambda im: augment.eval_transform(info, im))
+  def eval_step(m):
+    module = models.get(m["arch"], num_classes=info.num_classes, **dict(m.get("model_kwargs") or {}))
+    return make_eval_step(module, lambda im: augment.eval_transform(info, im))
 
   t_pred = None
   out = {}
   if teacher_workdir:
     t_vars, t_meta = ckpt_lib.load_model(teacher_workdir, "final")
-    t_metrics, t_pred = evaluate(steps_for(t_meta["arch"], t_meta.get("model_kwargs")),
-                                 parallel.put_replicated(t_vars, mesh), test, mesh, 500)
+    t_metrics, t_pred = evaluate(eval_step(t_meta), parallel.put_replicated(t_vars, mesh), test,
+                                 mesh, 500)
     out["teacher"] = t_metrics
-  metrics, _ = evaluate(steps_for(meta["arch"], meta.get("model_kwargs")),
-                        parallel.put_replicated(variables, mesh), test, mesh, 500, t_pred)
+  metrics, _ = evaluate(eval_step(meta), parallel.put_replicated(variables, mesh), test, mesh,
+                        500, t_pred)
   out.update(metrics, arch=meta["arch"], step=meta["step"], epoch=meta.get("epoch"))
   ckpt_lib.write_json(os.path.join(workdir, f"eval_{which.replace(':', '_')}.json"), out)
   print(f"[kdjax] {meta['arch']} ({workdir}, step {meta['step']}): " +

@@ -9,7 +9,7 @@ name -> array. Reading ``.pth`` files needs ``pip install kdjax[torch]``.
 from absl import app, flags
 
 from kdjax import cli
-from kdjax.models.import_torch import import_teacher
+from kdjax.teachers.import_torch import import_teacher
 
 _ARCH = flags.DEFINE_string("arch", None, "kdjax model name (python -c 'import kdjax.models as "
                             "m; print(m.names())').")
@@ -28,4 +28,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

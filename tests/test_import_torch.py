@@ -28,6 +28,7 @@ import pytest
 
 from kdjax import models
 from kdjax.models import import_torch as it
+from kdjax.teachers import import_torch as imported
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURES = os.path.join(ROOT, "tests", "golden", "parity")
@@ -204,7 +205,7 @@ def test_save_teacher_round_trip(tmp_path):
   fx = _fixture("resnet8")
   variables, report = it.convert("resnet8", recipe.state_dict(fx))
   workdir = os.path.join(str(tmp_path), "teacher")
-  meta = it.save_teacher(variables, "resnet8", report["num_classes"], "cifar100", workdir,
+  meta = imported.save_teacher(variables, "resnet8", report["num_classes"], "cifar100", workdir,
                          source="x.pth")
   back, back_meta = load_model(workdir)
   assert {k: back_meta[k] for k in meta} == meta
@@ -219,7 +220,7 @@ def test_save_teacher_round_trip(tmp_path):
       teacher.variables, _nhwc(fx["input"]))
   assert _rel_err(logits, fx["logits"]) <= RTOL
   with pytest.raises(ValueError, match="already holds model checkpoints"):
-    it.save_teacher(variables, "resnet8", 100, "cifar100", workdir)
+    imported.save_teacher(variables, "resnet8", 100, "cifar100", workdir)
 
 
 def _launch(*args):

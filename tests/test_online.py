@@ -20,7 +20,7 @@ if HERE not in sys.path:
 
 from conftest import tiny_run_config  # noqa: E402
 from kdjax import models  # noqa: E402
-from kdjax.config import validate_online  # noqa: E402
+from kdjax.train.online import validate_online  # noqa: E402
 from kdjax.data import augment  # noqa: E402
 from kdjax.losses import online as L  # noqa: E402
 from kdjax.train import kept_checkpoints, load_model  # noqa: E402

@@ -156,6 +156,7 @@ def test_nan_loss_stops_with_message_and_keeps_checkpoints(tmp_path, mock_cifar1
   train_and_evaluate(tiny_run_config(num_epochs=1), wd)
   bad = tiny_run_config(num_epochs=3)
   bad.optim.lr = 1e30
+  bad.force_resume = True           # a changed lr is refused otherwise (tests/test_faults.py)
   with pytest.raises(NonFiniteLossError, match="non-finite.*intact"):
     train_and_evaluate(bad, wd)
   variables, meta = load_model(wd, "final")

@@ -10,14 +10,14 @@ scatter plot.
 from __future__ import annotations
 
 import csv
-import json
+import functools
 import os
 from typing import Optional, Sequence
 
-import jax
 import numpy as np
 
 from kdjax import data as kdata
+from kdjax import eval as eval_lib
 from kdjax import models
 from kdjax.calibration.metrics import calibration_report, probs_from_logits
 from kdjax.calibration.plots import reliability_diagram
@@ -25,17 +25,17 @@ from kdjax.calibration.temperature import fit_temperature
 from kdjax.config import parse_which
 from kdjax.data import augment
 from kdjax.train import checkpoint as ckpt_lib
+from kdjax.train.loop import train_and_evaluate
 
 
 def predict_logits(workdir: str, which, split, batch: int = 500) -> np.ndarray:
-  """Eval-mode logits of a stored model on an in-memory split."""
+  """Eval-mode logits of a stored model on an in-memory split (kdjax.eval.predict_logits)."""
   variables, meta = ckpt_lib.load_model(workdir, which)
   info = kdata.info(meta["dataset"])
   net = models.get(meta["arch"], num_classes=int(meta["num_classes"]),
                    **dict(meta.get("model_kwargs") or {}))
-  fn = jax.jit(lambda v, im: net.apply(v, augment.eval_transform(info, im), train=False)[0])
-  return np.concatenate([np.asarray(fn(variables, split.images[s:s + batch]))
-                         for s in range(0, len(split.labels), batch)])
+  return eval_lib.predict_logits(net, variables, split.images, batch_size=batch,
+                                 preprocess=functools.partial(augment.eval_transform, info))
 
 
 def _correlations(x, y):
@@ -62,7 +62,6 @@ def calibration_study(student_config, teachers: Sequence[str], out_dir: str, *,
     temperature_scaled: also distil from each teacher after post-hoc temperature scaling fitted
       on the last ``holdout`` training examples (NLL).
   """
-  from kdjax.train.loop import train_and_evaluate
   os.makedirs(out_dir, exist_ok=True)
   dcfg = student_config.dataset
   info = kdata.info(dcfg.name)

@@ -10,6 +10,7 @@ The TFDS downloader is never reached.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -107,6 +108,25 @@ class _Unavailable(Exception):
   """TFDS has no usable copy; args[0] says why (for the final message)."""
 
 
+class _DropVariantWarnings(logging.Filter):
+  """TFDS warns 'Variant folder ... has no dataset_info.json' for every half-prepared or
+  foreign version folder it scans; nothing a kdjax user can act on (kdjax says what it uses)."""
+
+  def filter(self, record):
+    return 'has no dataset_info.json' not in record.getMessage()
+
+
+_VARIANT_FILTER = _DropVariantWarnings()
+
+
+def _quiet_tfds_variants():
+  """Installs (once) the filter on absl's logger, through which TFDS logs."""
+  lg = logging.getLogger('absl')
+  if _VARIANT_FILTER not in lg.filters:
+    lg.addFilter(_VARIANT_FILTER)
+  return contextlib.nullcontext()
+
+
 def open_tfds_source(name: str, split: str, data_dir: str | None):
   """`tfds.data_source(..., download=False)`, or `_Unavailable(reason)`.
 
@@ -118,13 +138,15 @@ def open_tfds_source(name: str, split: str, data_dir: str | None):
   except ImportError as e:
     raise _Unavailable(f'tensorflow_datasets cannot be imported ({e})') from None
   try:
-    return tfds.data_source(name, split=split, data_dir=data_dir,
-                            download=False)
+    with _quiet_tfds_variants():
+      return tfds.data_source(name, split=split, data_dir=data_dir,
+                              download=False)
   except Exception as e:  # pylint: disable=broad-except
     err = f'{type(e).__name__}: {e}'.strip().splitlines()[0]
   # Classify: is there a prepared copy at all, and in a readable format?
   try:
-    builder = tfds.builder(name, data_dir=data_dir)
+    with _quiet_tfds_variants():
+      builder = tfds.builder(name, data_dir=data_dir)
     prepared = builder.is_prepared()
     where = os.fspath(builder.data_dir)
   except Exception:  # pylint: disable=broad-except

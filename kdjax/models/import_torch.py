@@ -2,7 +2,8 @@
 
   sd = load_torch_state_dict("ckpt_epoch_240.pth")          # or a .npz of name -> array
   variables, report = convert("resnet32x4", sd)              # num_classes read from the fc
-  save_teacher(variables, "resnet32x4", report["num_classes"], "cifar100", "runs/t_r32x4")
+  kdjax.teachers.import_torch.save_teacher(variables, "resnet32x4", report["num_classes"],
+                                           "cifar100", "runs/t_r32x4")   # a teacher run
 
 or from the shell: ``python -m launch.import_teacher --arch resnet32x4 --pth FILE --workdir DIR``.
 
@@ -30,12 +31,16 @@ from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
+from kdjax import models
+from kdjax.errors import UserError
+from kdjax.models import registry
+
 _PREFIXES = ("module.student.", "module.", "student.")
 _IGNORED_LEAVES = ("num_batches_tracked",)
 
 
 # ------------------------------------------------------------------------------------- loading
-class TorchMissingError(ImportError, ValueError):
+class TorchMissingError(ImportError, UserError):
   """torch is not installed (a ``ValueError`` too, so the launch scripts print one line)."""
 
 
@@ -66,7 +71,7 @@ def _unwrap(obj, path: str) -> Dict[str, Any]:
   if hasattr(obj, "state_dict") and callable(obj.state_dict):  # a pickled nn.Module
     return obj.state_dict()
   keys = sorted(map(str, obj))[:10] if isinstance(obj, dict) else type(obj).__name__
-  raise ValueError(f"{path!r} does not hold a state dict: found {keys}. Expected a PyTorch "
+  raise UserError(f"{path!r} does not hold a state dict: found {keys}. Expected a PyTorch "
                    "state dict, or a checkpoint with it under 'model' or 'state_dict'.")
 
 
@@ -180,7 +185,6 @@ def model_variable_shapes(arch: str, num_classes: int, input_shape=(1, 32, 32, 3
   import jax  # noqa: PLC0415
   import jax.numpy as jnp  # noqa: PLC0415
 
-  from kdjax import models  # noqa: PLC0415
   module = models.get(arch, num_classes=num_classes)
   abstract = jax.eval_shape(module.init, jax.random.key(0), jnp.zeros(input_shape, jnp.float32))
   return {k: tuple(v.shape) for k, v in _flat(dict(abstract)).items()}
@@ -258,7 +262,7 @@ def infer_num_classes(sd: Dict[str, np.ndarray]) -> int:
   """The output size of the checkpoint's (single) Linear layer."""
   linear = [k for k, v in sd.items() if k.endswith(".weight") and np.ndim(v) == 2]
   if len(linear) != 1:
-    raise ValueError(f"Cannot infer num_classes: expected one Linear weight in the checkpoint, "
+    raise UserError(f"Cannot infer num_classes: expected one Linear weight in the checkpoint, "
                      f"found {linear or 'none'}. Pass num_classes explicitly.")
   return int(np.shape(sd[linear[0]])[0])
 
@@ -274,8 +278,6 @@ def _guess_arch(sd, arch: str, num_classes: int) -> Optional[str]:
   ``arch``'s own first, members in registration order (shallow before deep); each candidate costs
   one traced init.
   """
-  from kdjax import models  # noqa: PLC0415
-  from kdjax.models import registry  # noqa: PLC0415
   models.names()  # registers every family
   families = {}
   for name in registry._REGISTRY:  # noqa: SLF001 - registration order
@@ -323,7 +325,6 @@ def convert(arch: str, state_dict: Dict[str, np.ndarray], num_classes: Optional[
     ValueError: one message listing unmatched checkpoint keys, missing model variables and shape
       mismatches.
   """
-  from kdjax import models  # noqa: PLC0415
   sd = _strip_prefixes(dict(state_dict))
   if num_classes is None:
     num_classes = infer_num_classes(sd)
@@ -341,7 +342,7 @@ def convert(arch: str, state_dict: Dict[str, np.ndarray], num_classes: Optional[
       more = f"\n    ... and {len(items) - 15} more" if len(items) > 15 else ""
       return f"\n  {title} ({len(items)}):\n    " + "\n    ".join(items[:15]) + more
 
-    raise ValueError(
+    raise UserError(
         f"Cannot load this checkpoint into {arch!r} (num_classes={num_classes}). {hint}"
         + lst("checkpoint keys with no model variable", unmatched)
         + lst("model variables missing from the checkpoint", missing)
@@ -356,54 +357,3 @@ def convert(arch: str, state_dict: Dict[str, np.ndarray], num_classes: Optional[
       "ignored": sorted(k for k in sd if k.endswith(_IGNORED_LEAVES)),
   }
   return variables, report
-
-
-# ------------------------------------------------------------------------------------- saving
-def save_teacher(variables, arch: str, num_classes: int, dataset: str, workdir: str,
-                 source: str = "") -> dict:
-  """Writes ``variables`` as a kdjax model checkpoint (``workdir/kept/0``) usable as a teacher.
-
-  Verifies the write by reading it back with ``kdjax.train.checkpoint.load_model``. Returns the
-  metadata.
-  """
-  from kdjax.train.checkpoint import RunCheckpoints, load_model  # noqa: PLC0415
-  kept = os.path.join(workdir, "kept")
-  if os.path.isdir(kept) and any(s.isdigit() for s in os.listdir(kept)):
-    raise ValueError(f"{workdir!r} already holds model checkpoints ({kept}); import into a new "
-                     "--workdir.")
-  meta = {"arch": arch, "num_classes": int(num_classes), "dataset": dataset, "model_kwargs": {},
-          "epoch": 0, "step": 0, "seed": None, "source": source}
-  ckpt = RunCheckpoints(workdir, async_save=False)
-  try:
-    ckpt.save_model("kept", 0, variables, meta)
-  finally:
-    ckpt.close()
-  back, back_meta = load_model(workdir)
-  want, got = _flat(variables), _flat(back)
-  if set(want) != set(got) or any(not np.array_equal(np.asarray(want[k]), got[k]) for k in want):
-    raise RuntimeError(f"The checkpoint written to {workdir!r} does not read back identically.")
-  for k in ("arch", "num_classes", "dataset"):
-    if back_meta.get(k) != meta[k]:
-      raise RuntimeError(f"Checkpoint metadata {k!r} reads back as {back_meta.get(k)!r}.")
-  return meta
-
-
-def import_teacher(arch: str, pth: str, workdir: str, dataset: str = "cifar100",
-                   num_classes: Optional[int] = None) -> dict:
-  """``load_torch_state_dict`` + ``convert`` + ``save_teacher``; prints a one-line summary.
-
-  ``dataset`` must be a registered kdjax dataset with the checkpoint's number of classes.
-  """
-  from kdjax import data  # noqa: PLC0415
-  info = data.info(dataset)
-  sd = load_torch_state_dict(pth)
-  variables, report = convert(arch, sd, num_classes)
-  if report["num_classes"] != info.num_classes:
-    raise ValueError(f"The checkpoint has {report['num_classes']} classes but dataset "
-                     f"{dataset!r} has {info.num_classes}; pass the dataset it was trained on "
-                     "(--dataset).")
-  save_teacher(variables, arch, report["num_classes"], dataset, workdir,
-               source=os.path.abspath(pth))
-  print(f"[kdjax] imported {arch} ({report['num_params']:,} params, {report['num_classes']} "
-        f"classes, {report['num_tensors']} tensors) from {pth} -> {os.path.join(workdir, 'kept')}")
-  return report

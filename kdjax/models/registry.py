@@ -18,6 +18,8 @@ from __future__ import annotations
 import difflib
 from typing import Callable, Dict
 
+from kdjax.errors import UserError
+
 _REGISTRY: Dict[str, Callable] = {}
 
 
@@ -50,10 +52,10 @@ def get(name: str, *, num_classes: int, **kwargs):
   if name not in _REGISTRY:
     close = difflib.get_close_matches(name, list(_REGISTRY), n=3)
     hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
-    raise ValueError(
+    raise UserError(
         f"Unknown model {name!r}.{hint} Registered models: {', '.join(sorted(_REGISTRY))}.")
   if not isinstance(num_classes, int) or num_classes < 1:
-    raise ValueError(f"num_classes must be a positive int, got {num_classes!r} for model {name!r}.")
+    raise UserError(f"num_classes must be a positive int, got {num_classes!r} for model {name!r}.")
   return _REGISTRY[name](num_classes=num_classes, **kwargs)
 
 
@@ -65,5 +67,4 @@ def count_params(params) -> int:
 
 def _ensure_loaded():
   # Importing the families registers them.
-  from kdjax.models import cifar, imagenet, tiny  # noqa: F401
-  from kdjax.teachers import sftn  # noqa: F401  (registers 'sftn')
+  from kdjax.models import cifar, imagenet, sftn, tiny  # noqa: F401  (sftn: 'sftn')

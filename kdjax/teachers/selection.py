@@ -19,7 +19,7 @@ Each row also reports the checkpoint's test accuracy, NLL and ECE (``kdjax.calib
 from __future__ import annotations
 
 import csv
-import json
+import functools
 import os
 from typing import Optional
 
@@ -28,22 +28,26 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from kdjax.errors import UserError
 from kdjax import data as kdata
+from kdjax.calibration import calibration_report
 from kdjax import models
 from kdjax.data import augment
+from kdjax.eval import predict_logits
 from kdjax.train import checkpoint as ckpt_lib
+from kdjax.train.checkpoint import SELECTION_FILE, selected_step  # noqa: F401 (public here too)
 
-SELECTION_FILE = "selection.json"
 
 
 def _forward(module, variables, images, info, batch=500):
-  fn = jax.jit(lambda v, im: module.apply(v, augment.eval_transform(info, im), train=False))
-  logits, pooled = [], []
-  for s in range(0, len(images), batch):
-    z, taps = fn(variables, images[s:s + batch])
-    logits.append(np.asarray(z))
-    pooled.append(np.asarray(taps["pooled"]).reshape(len(z), -1))
-  return np.concatenate(logits), np.concatenate(pooled)
+  """Eval-mode logits and the flattened ``pooled`` tap (kdjax.eval.predict_logits)."""
+  logits, taps = predict_logits(module, variables, images, batch_size=batch,
+                                preprocess=_eval_transform(info), taps=("pooled",))
+  return logits, taps["pooled"].reshape(len(logits), -1)
+
+
+def _eval_transform(info):
+  return functools.partial(augment.eval_transform, info)
 
 
 def _standardise(a, b):
@@ -109,10 +113,9 @@ def select_teacher(workdir: str, *, num_examples: int = 2000, recon_size: int = 
   ``<out_dir>/selection.{json,csv,png}`` (``out_dir`` defaults to ``workdir``); the json is what
   ``teacher.which = 'selected'`` reads.
   """
-  from kdjax.calibration import calibration_report
   kept = ckpt_lib.kept_checkpoints(workdir)
   if len(kept) < 2:
-    raise ValueError(f"{workdir!r} has {len(kept)} kept checkpoint(s); selection needs at least "
+    raise UserError(f"{workdir!r} has {len(kept)} kept checkpoint(s); selection needs at least "
                      "two (train the teacher with keep_every_epochs > 0).")
   meta0 = kept[0]
   info = kdata.info(meta0["dataset"])
@@ -185,13 +188,3 @@ def _plot(rows, best, path):
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   plt.close(fig)
-
-
-def selected_step(workdir: str) -> int:
-  path = os.path.join(workdir, SELECTION_FILE)
-  if not os.path.exists(path):
-    raise ckpt_lib.CheckpointError(
-        f"teacher.which='selected' but {path} does not exist: run "
-        f"`python -m launch.select_teacher --workdir {workdir}` first.")
-  with open(path) as fh:
-    return int(json.load(fh)["selected"]["step"])

@@ -1,326 +1,25 @@
-r"""SFTN: student-friendly teacher networks (Park et al., "Learning Student-Friendly Teacher
-Networks for Knowledge Distillation", NeurIPS 2021; methods.md §4).
+"""Student-friendly teacher training (SFTN; Park et al., NeurIPS 2021), teacher side.
 
-Stage 1 is an ordinary supervised run of the train loop whose *model* is :class:`SFTN`, registered
-as ``'sftn'``: a teacher plus one student branch per branch point ``i`` (default: every stage
-boundary ``1..N-1``)::
-
-  teacher stem -> stage 1 -> ... -> stage N -> head   z_T  (the logits)
-                    |F_T^i
-                    +-> [stop_gradient if detach_branch_input] -> Tr_i -> student stages i+1..N
-                        -> student head   z_R^i  (taps['branch_logits'][k])
-
-``Tr_i`` (methods.md §4.2, kimyuji/SFTN_kd ``FeatTrans``) maps the teacher stage-i map to the
-student stage-i shape: student map smaller -> ``Conv 3x3 stride 2 pad 1``; larger ->
-``ConvTranspose 4x4 stride 2 pad 1`` (torch semantics, output 2x); equal -> ``Conv 1x1``; then
-``BN(s_C)`` + ReLU. Convolutions keep torch's defaults (bias on, default init) as the reference.
-Shapes are inferred with ``jax.eval_shape`` from the stage outputs of the teacher and the student
-at the input shape of the call. Each branch has its own copy of the student's stages and head
-(``share_student_blocks=True``: one copy shared by all branches, the MRI adaptation).
-
-The loss is the method term ``'sftn'`` (:func:`kdjax.methods.terms.sftn_term`), with
-``config.method.ce_weight = λ_T`` (the CE on the teacher logits that every method computes)::
-
-  L = λ_T CE(z_T, y) + λ_R^CE mean_i CE(z_R^i, y) + λ_R^KL mean_i τ² KL(p_T^τ ‖ p_R^i,τ)
-
-Evaluation of the SFTN run reports the *teacher's* accuracy (``__call__`` returns ``z_T``).
-Stage 3 (:func:`export_teacher`) drops branches and bridges and writes a plain model checkpoint of
-the teacher, which every distiller consumes unchanged through ``config.teacher.workdir``.
-
-Variable layout: ``params['teacher']`` is exactly a standalone teacher's tree;
-``params['bridge_<i>']`` and ``params['branch_<i>']`` (or ``params['student_tail']``) the rest.
-
-Nested kwargs in configs: ``config.model_kwargs`` is stored as JSON metadata by the train loop, so
-give ``teacher_kwargs``/``student_kwargs`` as tuples of ``(key, value)`` pairs (e.g.
-``(('width', 4),)``), not as dicts (a nested ``ConfigDict`` is not JSON-serialisable).
+The SFTN model itself (teacher + student branches and bridges, registered as the ``'sftn'``
+model) lives in :mod:`kdjax.models.sftn`; its fine-tune initialisation from a trained teacher in
+:func:`kdjax.train.teacher.load_pretrained_teacher`. This module exports the trained SFTN
+teacher as a plain model checkpoint (``launch/export_teacher.py``) and re-exports both.
 """
 from __future__ import annotations
 
-import functools
 import os
-from collections.abc import Mapping
-from typing import Any, ClassVar, Dict, Optional, Tuple
+from typing import Any
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from kdjax import data as kdata
+from kdjax.errors import UserError
 from kdjax.models import registry
-from kdjax.models.cifar.common import batch_norm, conv, torch_default_bias, torch_default_kernel
-
-BRANCH_TAP = "branch_logits"
-SOURCE = "sftn"
-
-Pairs = Tuple[Tuple[str, Any], ...]
-
-
-# ------------------------------------------------------------------------------------------------
-# kwargs normalisation and shape inference
-# ------------------------------------------------------------------------------------------------
-
-
-def _freeze(v):
-  if isinstance(v, (list, tuple)):
-    return tuple(_freeze(x) for x in v)
-  return v
-
-
-def normalize_kwargs(kw, name: str = "kwargs") -> Pairs:
-  """``None`` | mapping | sequence of ``(key, value)`` pairs -> sorted hashable pairs."""
-  if kw is None:
-    return ()
-  if type(kw).__name__ in ("ConfigDict", "FrozenConfigDict"):
-    raise ValueError(
-        f"sftn {name} is a ConfigDict; the run's model_kwargs are saved as JSON metadata, which "
-        f"cannot hold one. Give it as (key, value) pairs, e.g. "
-        f"model_kwargs.{name} = {tuple(sorted(kw.to_dict().items()))!r}.")
-  if isinstance(kw, Mapping):
-    items = list(kw.items())
-  else:
-    try:
-      items = [tuple(p) for p in kw]
-    except TypeError:
-      raise ValueError(
-          f"sftn {name} must be a mapping or (key, value) pairs, got {kw!r}.") from None
-    if any(len(p) != 2 or not isinstance(p[0], str) for p in items):
-      raise ValueError(f"sftn {name} must be (key, value) pairs with string keys, got {kw!r}.")
-  return tuple(sorted((str(k), _freeze(v)) for k, v in items))
-
-
-def _walk_stages(module, x, train):
-  h, _ = module.apply_stem(x, train)
-  out = []
-  for i in range(1, type(module).num_stages + 1):
-    h, _ = module.apply_stage(h, i, train)
-    out.append(h)
-  return out
-
-
-@functools.lru_cache(maxsize=128)
-def stage_shapes(arch: str, kwargs: Pairs, num_classes: int,
-                 input_shape: Tuple[int, ...]) -> Tuple[Tuple[int, ...], ...]:
-  """``(H, W, C)`` of every stage's output (the input of the next stage) of ``arch`` at input
-  ``(H, W, C)``, by ``jax.eval_shape`` (no FLOPs, no parameters materialised)."""
-  # parent=None: a detached module, also when called from inside SFTN.__call__.
-  module = registry.get(arch, num_classes=num_classes, parent=None, **dict(kwargs))
-  x = jax.ShapeDtypeStruct((1,) + tuple(input_shape), jnp.float32)
-  out = jax.eval_shape(
-      lambda x: module.init_with_output(jax.random.PRNGKey(0), x, False, method=_walk_stages)[0],
-      x)
-  return tuple(tuple(int(d) for d in o.shape[1:]) for o in out)
-
-
-def bridge_mode(t_hwc, s_hwc) -> str:
-  """The §4.2 transform for teacher map ``t_hwc`` -> student map ``s_hwc``: 'down' | 'up' | 'same'.
-
-  Raises ValueError when that transform cannot produce the student's spatial size (the rule
-  handles a factor of 2 at most).
-  """
-  (th, tw), (sh, sw) = tuple(t_hwc[:2]), tuple(s_hwc[:2])
-  if sh < th:
-    mode, out = "down", ((th - 1) // 2 + 1, (tw - 1) // 2 + 1)
-  elif sh > th:
-    mode, out = "up", (2 * th, 2 * tw)
-  else:
-    mode, out = "same", (th, tw)
-  if out != (sh, sw):
-    raise ValueError(
-        f"SFTN bridge: the {mode!r} transform of methods.md §4.2 maps a teacher {th}x{tw} map to "
-        f"{out[0]}x{out[1]}, but the student stage needs {sh}x{sw}. Pick branch_points whose "
-        "resolutions differ by at most a factor of 2.")
-  return mode
-
-
-class Bridge(nn.Module):
-  """``Tr_i``: conv (chosen by :func:`bridge_mode`) -> BN(s_C) -> ReLU. The target ``(H, W, C)``
-  is a static call argument, so the layer is built from the shapes seen at the first call."""
-
-  @nn.compact
-  def __call__(self, h, target_hwc, train: bool):
-    target_hwc = tuple(int(d) for d in target_hwc)
-    features = target_hwc[-1]
-    mode = bridge_mode(h.shape[1:], target_hwc)
-    cin = h.shape[-1]
-    if mode == "down":
-      y = conv(features, 3, 2, 1, use_bias=True, kernel_init=torch_default_kernel,
-               bias_init=torch_default_bias(cin * 9), name="conv")(h)
-    elif mode == "up":
-      from kdjax.losses.connectors import ConvTranspose2d
-      y = ConvTranspose2d(features, 4, stride=2, padding=1, name="deconv")(h)
-    else:
-      y = conv(features, 1, 1, 0, use_bias=True, kernel_init=torch_default_kernel,
-               bias_init=torch_default_bias(cin), name="conv")(h)
-    if tuple(y.shape[1:]) != target_hwc:
-      raise ValueError(f"SFTN bridge produced {tuple(y.shape[1:])}, expected {target_hwc}.")
-    y = batch_norm(name="bn")(y, use_running_average=not train)
-    return nn.relu(y)
-
-
-# ------------------------------------------------------------------------------------------------
-# the model
-# ------------------------------------------------------------------------------------------------
-
-
-class SFTN(nn.Module):
-  """Teacher + student branches (see the module docstring). Build it with
-  ``kdjax.models.get('sftn', num_classes=K, teacher=..., student=...)`` (or :func:`make_sftn`),
-  which returns the subclass whose ``num_stages`` equals the teacher's.
-
-  ``__call__(x, train) -> (z_T, taps)``: the teacher's logits and taps plus
-  ``taps['branch_logits']`` of shape ``(num_branches, B, K)``. ``apply_stem``/``apply_stage``/
-  ``apply_head`` are the teacher's (kdjax model protocol).
-  """
-
-  num_classes: int
-  teacher_arch: str
-  student_arch: str
-  branch_points: Tuple[int, ...] = ()
-  share_student_blocks: bool = False
-  detach_branch_input: bool = False
-  teacher_kwargs: Pairs = ()
-  student_kwargs: Pairs = ()
-  init_teacher_from: str = ""     # recorded only: see load_pretrained_teacher
-
-  num_stages: ClassVar[int] = 0
-
-  def setup(self):
-    self.teacher = registry.get(self.teacher_arch, num_classes=self.num_classes,
-                                **dict(self.teacher_kwargs))
-    mk = lambda: registry.get(self.student_arch, num_classes=self.num_classes,  # noqa: E731
-                              **dict(self.student_kwargs))
-    if self.share_student_blocks:
-      self.student_tail = mk()
-    else:
-      self.branch = {str(i): mk() for i in self.branch_points}
-    self.bridge = {str(i): Bridge() for i in self.branch_points}
-
-  # -- protocol: the teacher ----------------------------------------------------------------
-  def apply_stem(self, x, train: bool = False):
-    return self.teacher.apply_stem(x, train)
-
-  def apply_stage(self, h, i: int, train: bool = False):
-    return self.teacher.apply_stage(h, i, train)
-
-  def apply_head(self, h, train: bool = False):
-    return self.teacher.apply_head(h, train)
-
-  # -- SFTN ---------------------------------------------------------------------------------
-  def __call__(self, x, train: bool = False):
-    n = type(self.teacher).num_stages
-    h, taps = self.teacher.apply_stem(x, train)
-    taps = dict(taps)
-    feats = {}
-    for i in range(1, n + 1):
-      h, t = self.teacher.apply_stage(h, i, train)
-      taps.update(t)
-      feats[i] = h
-    logits, t = self.teacher.apply_head(h, train)
-    taps.update(t)
-    plan = bridge_plan(self, tuple(x.shape[1:]))
-    branch_logits = []
-    for i in self.branch_points:
-      f = feats[i]
-      if tuple(f.shape[1:]) != plan[i]["teacher"]:
-        raise ValueError(f"SFTN: teacher stage {i} gave {tuple(f.shape[1:])}, shape inference "
-                         f"expected {plan[i]['teacher']}.")
-      if self.detach_branch_input:
-        f = jax.lax.stop_gradient(f)
-      g = self.bridge[str(i)](f, plan[i]["student"], train)
-      tail = self.student_tail if self.share_student_blocks else self.branch[str(i)]
-      for j in range(i + 1, n + 1):
-        g, _ = tail.apply_stage(g, j, train)
-      z, _ = tail.apply_head(g, train)
-      branch_logits.append(z)
-    taps[BRANCH_TAP] = jnp.stack(branch_logits)
-    return logits, taps
-
-
-def bridge_plan(model: SFTN, input_shape) -> Dict[int, Dict[str, Any]]:
-  """``{i: {'mode', 'teacher': (H, W, C), 'student': (H, W, C)}}`` for every branch point of an
-  (unbound) SFTN module at input ``(H, W, C)``."""
-  input_shape = tuple(int(d) for d in input_shape)
-  t = stage_shapes(model.teacher_arch, tuple(model.teacher_kwargs), model.num_classes, input_shape)
-  s = stage_shapes(model.student_arch, tuple(model.student_kwargs), model.num_classes, input_shape)
-  return {i: {"mode": bridge_mode(t[i - 1], s[i - 1]), "teacher": t[i - 1], "student": s[i - 1]}
-          for i in model.branch_points}
-
-
-@functools.lru_cache(maxsize=None)
-def _sftn_class(n: int):
-  return type(f"SFTN{n}", (SFTN,), {"num_stages": n, "__module__": __name__,
-                                    "__doc__": f"SFTN with a {n}-stage teacher."})
-
-
-@registry.register("sftn")
-def make_sftn(num_classes: int, teacher: str, student: str, branch_points=None,
-              share_student_blocks: bool = False, detach_branch_input: bool = False,
-              teacher_kwargs=None, student_kwargs=None, init_teacher_from: str = "") -> SFTN:
-  """Builds an :class:`SFTN` (registered as model ``'sftn'``).
-
-  Args:
-    num_classes: output classes (teacher and branches).
-    teacher, student: registered model names; both must have the same ``num_stages``.
-    branch_points: stage indices ``i`` in ``1..N-1`` after which a branch leaves the teacher
-      (default: all of them).
-    share_student_blocks: one student copy shared by all branches (default: one per branch).
-    detach_branch_input: ``stop_gradient`` on the teacher feature entering each bridge
-      (kimyuji/SFTN_kd does; default False).
-    teacher_kwargs, student_kwargs: extra constructor kwargs (mapping or ``(key, value)`` pairs).
-    init_teacher_from: a teacher run (``WORKDIR`` or ``WORKDIR@WHICH``) to fine-tune from; the
-      train loop applies it with :func:`load_pretrained_teacher` (fine-tune mode).
-
-  Raises:
-    ValueError: unequal stage counts, bad branch points or kwargs.
-  """
-  tk = normalize_kwargs(teacher_kwargs, "teacher_kwargs")
-  sk = normalize_kwargs(student_kwargs, "student_kwargs")
-  n_t = type(registry.get(teacher, num_classes=num_classes, parent=None, **dict(tk))).num_stages
-  n_s = type(registry.get(student, num_classes=num_classes, parent=None, **dict(sk))).num_stages
-  if n_t != n_s:
-    raise ValueError(
-        f"SFTN needs a teacher and a student with the same number of stages: {teacher!r} has "
-        f"{n_t}, {student!r} has {n_s}.")
-  if n_t < 2:
-    raise ValueError(f"SFTN needs models with at least 2 stages; {teacher!r} has {n_t}.")
-  if branch_points is None:
-    bps = tuple(range(1, n_t))
-  else:
-    if isinstance(branch_points, (int, str)) or not all(
-        isinstance(b, int) and not isinstance(b, bool) for b in branch_points):
-      raise ValueError(f"sftn branch_points must be a sequence of ints, got {branch_points!r}.")
-    bps = tuple(sorted(set(int(b) for b in branch_points)))
-    if not bps or len(bps) != len(tuple(branch_points)) or bps[0] < 1 or bps[-1] > n_t - 1:
-      raise ValueError(f"sftn branch_points must be distinct stage indices in 1..{n_t - 1} "
-                       f"(N = {n_t} stages), got {tuple(branch_points)!r}.")
-  for name, v in (("share_student_blocks", share_student_blocks),
-                  ("detach_branch_input", detach_branch_input)):
-    if not isinstance(v, bool):
-      raise ValueError(f"sftn {name} must be a bool, got {v!r}.")
-  return _sftn_class(n_t)(num_classes=num_classes, teacher_arch=teacher, student_arch=student,
-                          branch_points=bps, share_student_blocks=share_student_blocks,
-                          detach_branch_input=detach_branch_input, teacher_kwargs=tk,
-                          student_kwargs=sk, init_teacher_from=str(init_teacher_from or ""))
-
-
-# ------------------------------------------------------------------------------------------------
-# export and fine-tune initialisation
-# ------------------------------------------------------------------------------------------------
-
-
-def _check_same_tree(got, want, what: str):
-  gs, ws = jax.tree_util.tree_structure(got), jax.tree_util.tree_structure(want)
-  if gs != ws:
-    raise ValueError(f"{what}: the parameter trees differ ({gs} vs {ws}).")
-  for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(got),
-                          jax.tree_util.tree_leaves(want)):
-    if tuple(a.shape) != tuple(b.shape):
-      raise ValueError(f"{what}: {jax.tree_util.keystr(path)} has shape {tuple(a.shape)}, "
-                       f"expected {tuple(b.shape)}.")
-
-
-def _selector(which):
-  from kdjax.config import parse_which
-  return parse_which(which) if isinstance(which, str) else which
+from kdjax.models.sftn import (BRANCH_TAP, SFTN, SOURCE, Bridge, bridge_mode,  # noqa: F401
+                               bridge_plan, make_sftn, normalize_kwargs, stage_shapes)
+from kdjax.train import checkpoint as ckpt_lib
+from kdjax.train.teacher import check_same_tree, load_pretrained_teacher, selector  # noqa: F401
 
 
 def export_teacher(sftn_workdir: str, out_workdir: str, which: Any = "final") -> dict:
@@ -331,21 +30,18 @@ def export_teacher(sftn_workdir: str, out_workdir: str, which: Any = "final") ->
   teacher) and saves it with metadata ``arch``/``model_kwargs`` of the teacher, ``num_classes``,
   ``dataset``, ``epoch``, ``step``, ``source: 'sftn'`` and the provenance. Returns that metadata.
   """
-  from kdjax import data as kdata
-  from kdjax.train import checkpoint as ckpt_lib
-
   if os.path.abspath(sftn_workdir) == os.path.abspath(out_workdir):
-    raise ValueError("export_teacher: --out must differ from the SFTN run's --workdir.")
-  variables, meta = ckpt_lib.load_model(sftn_workdir, _selector(which))
+    raise UserError("export_teacher: --out must differ from the SFTN run's --workdir.")
+  variables, meta = ckpt_lib.load_model(sftn_workdir, selector(which))
   if meta.get("arch") != "sftn":
-    raise ValueError(f"{sftn_workdir!r} holds a {meta.get('arch')!r} model, not an SFTN run "
+    raise UserError(f"{sftn_workdir!r} holds a {meta.get('arch')!r} model, not an SFTN run "
                      "(config.model = 'sftn').")
   mk = dict(meta.get("model_kwargs") or {})
   t_arch = mk.get("teacher")
   tk = dict(normalize_kwargs(mk.get("teacher_kwargs"), "teacher_kwargs"))
   params = variables.get("params", {})
   if "teacher" not in params or not t_arch:
-    raise ValueError(f"The SFTN checkpoint in {sftn_workdir!r} has no 'teacher' parameters.")
+    raise UserError(f"The SFTN checkpoint in {sftn_workdir!r} has no 'teacher' parameters.")
   out_vars = {"params": params["teacher"],
               "batch_stats": dict(variables.get("batch_stats") or {}).get("teacher", {})}
   num_classes = int(meta["num_classes"])
@@ -354,11 +50,11 @@ def export_teacher(sftn_workdir: str, out_workdir: str, which: Any = "final") ->
   ref = jax.eval_shape(lambda x: module.init(jax.random.PRNGKey(0), x, train=False),
                        jax.ShapeDtypeStruct((1,) + shape, jnp.float32))
   ref = {"params": ref["params"], "batch_stats": ref.get("batch_stats", {})}
-  _check_same_tree(out_vars, ref, f"SFTN teacher {t_arch!r} of {sftn_workdir!r}")
+  check_same_tree(out_vars, ref, f"SFTN teacher {t_arch!r} of {sftn_workdir!r}")
 
   kept = os.path.join(out_workdir, "kept")
   if os.path.isdir(kept) and any(s.isdigit() for s in os.listdir(kept)):
-    raise ValueError(f"{out_workdir!r} already holds model checkpoints; export into a new "
+    raise UserError(f"{out_workdir!r} already holds model checkpoints; export into a new "
                      "directory.")
   out_meta = {
       "arch": t_arch, "model_kwargs": tk, "num_classes": num_classes,
@@ -376,40 +72,3 @@ def export_teacher(sftn_workdir: str, out_workdir: str, which: Any = "final") ->
     ckpts.close()
   ckpt_lib.write_json(os.path.join(out_workdir, "export.json"), out_meta)
   return out_meta
-
-
-def load_pretrained_teacher(variables, teacher_workdir: str, which: Any = None, *,
-                            expected_arch: Optional[str] = None):
-  """Fine-tune mode: returns SFTN ``variables`` whose ``teacher`` params/batch_stats are replaced
-  by a trained teacher's model checkpoint (``teacher_workdir``, optionally ``'WORKDIR@WHICH'``;
-  ``which`` defaults to 'final'). Bridges and branches keep their fresh initialisation.
-
-  Raises:
-    ValueError: not SFTN variables, or the checkpoint's arch/tree does not match the teacher.
-  """
-  from kdjax.train import checkpoint as ckpt_lib
-
-  if which is None:
-    teacher_workdir, _, w = str(teacher_workdir).partition("@")
-    which = w or "final"
-  params = dict(variables.get("params") or {})
-  if "teacher" not in params:
-    raise ValueError("load_pretrained_teacher expects the variables of an SFTN model "
-                     "(params['teacher'] missing).")
-  loaded, meta = ckpt_lib.load_model(teacher_workdir, _selector(which))
-  if expected_arch is not None and meta.get("arch") != expected_arch:
-    raise ValueError(f"init_teacher_from {teacher_workdir!r} holds a {meta.get('arch')!r} model; "
-                     f"the SFTN teacher is {expected_arch!r}.")
-  stats = dict(variables.get("batch_stats") or {})
-  new_p = loaded["params"]
-  new_s = dict(loaded.get("batch_stats") or {})
-  what = f"init_teacher_from {teacher_workdir!r}"
-  _check_same_tree(new_p, params["teacher"], what)
-  _check_same_tree(new_s, stats.get("teacher", {}), what)
-  cast = lambda new, old: jax.tree_util.tree_map(  # noqa: E731
-      lambda a, b: jnp.asarray(a, dtype=b.dtype), new, old)
-  out = dict(variables)
-  out["params"] = dict(params, teacher=cast(new_p, params["teacher"]))
-  if "teacher" in stats:
-    out["batch_stats"] = dict(stats, teacher=cast(new_s, stats["teacher"]))
-  return out

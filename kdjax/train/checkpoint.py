@@ -18,15 +18,23 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import zlib
 from typing import Any, Optional
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from kdjax.errors import UserError
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError):
   """A checkpoint is missing or unreadable; the message names the directory and the fix."""
+
+
+class NonFiniteError(UserError, FloatingPointError):
+  """The loss, the parameters or the BatchNorm statistics became NaN/inf; no checkpoint of the
+  bad state was written."""
 
 
 def _manager(directory, items, max_to_keep=None, async_save=True, read_only=False):
@@ -36,8 +44,48 @@ def _manager(directory, items, max_to_keep=None, async_save=True, read_only=Fals
   return ocp.CheckpointManager(os.path.abspath(directory), options=opts, item_names=items)
 
 
+def _leaves(tree):
+  return jax.tree_util.tree_flatten_with_path(tree)[0]
+
+
+def nonfinite_leaves(tree) -> list[str]:
+  """Paths of the floating-point leaves of a (host) pytree holding NaN or inf."""
+  bad = []
+  for path, x in _leaves(tree):
+    a = np.asarray(x)
+    if np.issubdtype(a.dtype, np.floating) and not np.all(np.isfinite(a)):
+      bad.append(jax.tree_util.keystr(path))
+  return bad
+
+
+def checksum(tree) -> str:
+  """CRC-32 over every leaf's path, dtype, shape and bytes (host pytree), as 8 hex digits."""
+  crc = 0
+  for path, x in _leaves(tree):
+    a = np.ascontiguousarray(np.asarray(x))
+    crc = zlib.crc32(f"{jax.tree_util.keystr(path)}:{a.dtype}:{a.shape}".encode(), crc)
+    crc = zlib.crc32(a.tobytes(), crc)
+  return f"{crc:08x}"
+
+
+def _host_checked(tree, what: str, where: str):
+  """``tree`` fetched to host numpy; raises :class:`NonFiniteError` rather than writing NaN/inf."""
+  host = jax.device_get(tree)
+  bad = nonfinite_leaves(host)
+  if bad:
+    raise NonFiniteError(
+        f"Refusing to write a non-finite {what} to {where}: {len(bad)} leaves hold NaN/inf "
+        f"(first: {bad[0]}). Lower optim.lr, check the teacher and the data normalisation, "
+        "then relaunch.")
+  return host
+
+
 class RunCheckpoints:
-  """The three managers of one run (resume state, kept models, best model)."""
+  """The three managers of one run (resume state, kept models, best model).
+
+  Saves are idempotent (a resumed run that replays an epoch writes the same step again: an
+  identical existing model checkpoint is kept, anything else at that step is replaced), refuse
+  non-finite trees, and record a checksum that :meth:`restore_state` verifies."""
 
   def __init__(self, workdir: str, *, async_save: bool = True, keep_latest: int = 2):
     self.workdir = workdir
@@ -53,32 +101,87 @@ class RunCheckpoints:
     return self.state_mgr.latest_step()
 
   def save_state(self, step: int, state, meta: dict):
+    host = _host_checked(state, "train state", os.path.join(self.workdir, "checkpoints"))
+    if step in self.state_mgr.all_steps():
+      self.state_mgr.wait_until_finished()
+      self.state_mgr.delete(step)
     self.state_mgr.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
+        state=ocp.args.StandardSave(host),
+        meta=ocp.args.JsonSave(dict(meta, checksum=checksum(host)))), force=True)
+
+  def _restore_verified(self, step: int, abstract_state):
+    out = self.state_mgr.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+    state, meta = out["state"], dict(out["meta"])
+    want = [(jax.tree_util.keystr(p), tuple(a.shape), np.dtype(a.dtype))
+            for p, a in _leaves(abstract_state)]
+    got = [(jax.tree_util.keystr(p), tuple(np.shape(a)), np.dtype(a.dtype))
+           for p, a in _leaves(state)]
+    if want != got:
+      diff = next(((w, g) for w, g in zip(want, got) if w != g), (len(want), len(got)))
+      raise ValueError(f"restored tree differs from the expected one: {diff}")
+    host = jax.device_get(state)
+    bad = nonfinite_leaves(host)
+    if bad:
+      raise ValueError(f"{len(bad)} non-finite leaves (first: {bad[0]})")
+    if "checksum" in meta and checksum(host) != meta["checksum"]:
+      raise ValueError(f"checksum {checksum(host)} != recorded {meta['checksum']}")
+    return state, meta
 
   def restore_state(self, abstract_state, step: Optional[int] = None):
-    """Restores ``(state, meta)`` at ``step`` (default latest) into ``abstract_state``'s shardings."""
-    step = self.latest_step() if step is None else step
-    path = os.path.join(self.workdir, "checkpoints", str(step))
-    try:
-      out = self.state_mgr.restore(step, args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
-    except Exception as e:  # noqa: BLE001 - re-raised with the fix
-      others = [s for s in self.state_mgr.all_steps() if s != step]
-      hint = (f" Earlier checkpoints exist at steps {others}: move {path} aside to resume from "
-              f"step {max(others)}." if others else
-              " Move it aside (or use a new --workdir) to start the run again.")
-      raise CheckpointError(
-          f"Cannot restore the train state from {path}: {type(e).__name__}: "
-          f"{str(e).splitlines()[0][:300]}. The checkpoint is corrupt or belongs to a different "
-          f"model/optimiser config.{hint}") from None
-    return out["state"], dict(out["meta"])
+    """Restores ``(state, meta)`` into ``abstract_state``'s shapes and shardings (any device
+    count), verifying the tree, the shapes, finiteness and the recorded checksum.
+
+    Without ``step``, the newest checkpoint that verifies is used; newer ones that do not are
+    moved aside to ``workdir/corrupt/`` with one warning (never deleted). Raises
+    :class:`CheckpointError` when none verifies."""
+    steps = [step] if step is not None else sorted(self.state_mgr.all_steps(), reverse=True)
+    failures = []
+    for s in steps:
+      try:
+        state, meta = self._restore_verified(s, abstract_state)
+      except Exception as e:  # noqa: BLE001 - any failure means: not usable
+        failures.append((s, f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"
+                         if str(e) else type(e).__name__))
+        continue
+      if failures:
+        self.state_mgr.wait_until_finished()
+        aside = os.path.join(self.workdir, "corrupt")
+        os.makedirs(aside, exist_ok=True)
+        for bad, _ in failures:
+          dst = os.path.join(aside, f"checkpoints-{bad}")
+          n = 1
+          while os.path.exists(dst):
+            dst, n = os.path.join(aside, f"checkpoints-{bad}.{n}"), n + 1
+          shutil.move(os.path.join(self.workdir, "checkpoints", str(bad)), dst)
+        self.state_mgr.reload()
+        print(f"[kdjax] WARNING: resume checkpoint(s) {[b for b, _ in failures]} of "
+              f"{self.workdir} failed verification ({failures[0][1]}); moved to {aside}; "
+              f"resuming from step {s}.")
+      return state, meta
+    path = os.path.join(self.workdir, "checkpoints")
+    detail = "; ".join(f"step {s}: {msg}" for s, msg in failures)
+    raise CheckpointError(
+        f"Cannot restore the train state from {path} ({detail}). The checkpoints are corrupt or "
+        "belong to a different model/optimiser config. Move them aside (or use a new --workdir) "
+        "to start the run again.")
 
   # -- model checkpoints ------------------------------------------------------------------------
   def save_model(self, kind: str, step: int, variables, meta: dict):
     mgr = {"kept": self.kept_mgr, "best": self.best_mgr}[kind]
+    host = _host_checked(variables, "model", os.path.join(self.workdir, kind))
+    meta = dict(meta, checksum=checksum(host))
+    if step in mgr.all_steps():
+      mgr.wait_until_finished()
+      try:
+        old = dict(mgr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"])
+      except Exception:  # noqa: BLE001 - unreadable: replace it
+        old = None
+      if old == json.loads(json.dumps(meta, default=str)):
+        return                  # the same model (a resumed run replayed this epoch)
+      mgr.delete(step)
     mgr.save(step, args=ocp.args.Composite(
-        model=ocp.args.StandardSave(variables), meta=ocp.args.JsonSave(meta)), force=True)
+        model=ocp.args.StandardSave(host), meta=ocp.args.JsonSave(meta)), force=True)
 
   def wait(self):
     for m in (self.state_mgr, self.kept_mgr, self.best_mgr):
@@ -107,7 +210,6 @@ def kept_checkpoints(workdir: str) -> list[dict]:
 def _model_dir(workdir: str, which) -> tuple[str, int]:
   """Resolves ``which`` ('final' | 'best' | {'step': n} | {'epoch': n} | int step) to a dir."""
   if which == "selected":
-    from kdjax.teachers.selection import selected_step
     which = selected_step(workdir)
   sub = "best" if which == "best" else "kept"
   d = os.path.join(workdir, sub)
@@ -119,7 +221,17 @@ def _model_dir(workdir: str, which) -> tuple[str, int]:
   steps = sorted(int(s) for s in os.listdir(d) if s.isdigit())
   if not steps:
     raise CheckpointError(f"{d!r} holds no finished checkpoint (an interrupted run?).")
-  if which in ("final", "best", None, "latest"):
+  if which == "final":
+    meta = _read_meta(d, steps[-1])
+    if meta is not None and meta.get("final") is False:
+      kept = kept_checkpoints(workdir)
+      raise CheckpointError(
+          f"{workdir!r} is an unfinished run: its newest kept checkpoint is epoch "
+          f"{meta.get('epoch')} (step {steps[-1]}), not the final epoch, so which='final' is "
+          f"refused. Finish the run (relaunch it), or choose a checkpoint explicitly: "
+          f"teacher.which='best' or 'epoch:N' (kept epochs: {[k.get('epoch') for k in kept]}).")
+    return d, steps[-1]
+  if which in ("best", None, "latest"):
     return d, steps[-1]
   if isinstance(which, int):
     step = which
@@ -132,7 +244,7 @@ def _model_dir(workdir: str, which) -> tuple[str, int]:
   elif isinstance(which, dict) and "step" in which:
     step = int(which["step"])
   else:
-    raise ValueError(f"Unknown checkpoint selector {which!r}: use 'final', 'best', a step, "
+    raise UserError(f"Unknown checkpoint selector {which!r}: use 'final', 'best', a step, "
                      "{'step': n} or {'epoch': n}.")
   if step not in steps:
     raise CheckpointError(f"No kept checkpoint at step {step} in {d!r}; kept steps: {steps}.")
@@ -151,7 +263,14 @@ def load_model(workdir: str, which: Any = "final"):
   d, step = _model_dir(workdir, which)
   mgr = _manager(d, ("model", "meta"), read_only=True, async_save=False)
   try:
-    out = mgr.restore(step, args=ocp.args.Composite(model=ocp.args.StandardRestore(),
+    # Restore onto this process's first device whatever the device count it was written with.
+    tree = mgr.item_metadata(step)["model"]
+    tree = getattr(tree, "tree", tree)
+    dev = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    target = jax.tree_util.tree_map(
+        lambda m: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype, sharding=dev), tree,
+        is_leaf=lambda m: hasattr(m, "shape") and hasattr(m, "dtype"))
+    out = mgr.restore(step, args=ocp.args.Composite(model=ocp.args.StandardRestore(target),
                                                     meta=ocp.args.JsonRestore()))
   except Exception as e:  # noqa: BLE001
     raise CheckpointError(f"Cannot read the model checkpoint {os.path.join(d, str(step))}: "
@@ -160,7 +279,39 @@ def load_model(workdir: str, which: Any = "final"):
   finally:
     mgr.close()
   variables = jax.tree_util.tree_map(np.asarray, dict(out["model"]))
-  return variables, dict(out["meta"], step=step)
+  meta = dict(out["meta"])
+  if "checksum" in meta and checksum(variables) != meta["checksum"]:
+    raise CheckpointError(f"The model checkpoint {os.path.join(d, str(step))} fails its checksum: "
+                          "it is corrupt; pick another step or retrain.")
+  if nonfinite_leaves(variables):
+    raise CheckpointError(f"The model checkpoint {os.path.join(d, str(step))} holds NaN/inf "
+                          "values; pick another step or retrain.")
+  return variables, dict(meta, step=step)
+
+
+def _read_meta(d: str, step: int) -> Optional[dict]:
+  mgr = _manager(d, ("model", "meta"), read_only=True, async_save=False)
+  try:
+    return dict(mgr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"])
+  except Exception:  # noqa: BLE001 - reported by the restore that follows
+    return None
+  finally:
+    mgr.close()
+
+
+SELECTION_FILE = "selection.json"   # written by kdjax.teachers.selection.select_teacher
+
+
+def selected_step(workdir: str) -> int:
+  """The step ``teacher.which='selected'`` names: the choice recorded by
+  :func:`kdjax.teachers.selection.select_teacher` in ``workdir/selection.json``."""
+  path = os.path.join(workdir, SELECTION_FILE)
+  if not os.path.exists(path):
+    raise CheckpointError(
+        f"teacher.which='selected' but {path} does not exist: run "
+        f"`python -m launch.select_teacher --workdir {workdir}` first.")
+  with open(path) as fh:
+    return int(json.load(fh)["selected"]["step"])
 
 
 def write_json(path: str, obj):

@@ -9,9 +9,27 @@ import time
 
 class MetricWriter:
 
-  def __init__(self, workdir: str, tensorboard: bool = True):
+  def __init__(self, workdir: str, tensorboard: bool = True, resume_step: int = 0):
+    """``resume_step``: the step the run (re)starts from. Lines of later steps (written before
+    an interruption, replayed now) and any torn last line are dropped; a run starting at step 0
+    starts an empty file. So ``metrics.jsonl`` never holds a step twice after a resume."""
     os.makedirs(workdir, exist_ok=True)
-    self._f = open(os.path.join(workdir, "metrics.jsonl"), "a")
+    path = os.path.join(workdir, "metrics.jsonl")
+    keep = []
+    if resume_step > 0 and os.path.exists(path):
+      with open(path) as f:
+        for line in f:
+          try:
+            rec = json.loads(line)
+          except ValueError:
+            continue
+          if line.endswith("\n") and int(rec.get("step", 0)) <= resume_step:
+            keep.append(line)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+      f.writelines(keep)
+    os.replace(tmp, path)
+    self._f = open(path, "a")
     self._tb = None
     if tensorboard:
       try:

@@ -9,21 +9,16 @@ ends with the same parameters as an uninterrupted one.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
-import math
 import os
-import time
-from typing import Callable, Optional
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from kdjax import data as kdata
 from kdjax import models
 from kdjax.config import validate
+from kdjax.errors import UserError
 from kdjax.data import augment
 from kdjax.methods import build_method
 from kdjax.train import checkpoint as ckpt_lib
@@ -32,14 +27,18 @@ from kdjax.train import stages as stages_lib
 from kdjax.train import state as state_lib
 from kdjax.train.logging import MetricWriter
 from kdjax.train.optim import make_optimizer
-from kdjax.train.step import make_steps
-from kdjax.train.teacher import load_teacher
+# Shared run machinery (also re-exported here under its historical names: loop.evaluate, ...).
+from kdjax.train.runner import (  # noqa: F401
+    Clock, InMemoryFeed, MetricWindow, NonFiniteLossError, StreamFeed, _keep_epochs,
+    check_resume_config, evaluate, load_data, prepare_workdir, run_epoch_steps,
+    scale_lr_for_batch, split_batches, stream_batches)
+from kdjax.train.step import make_eval_step, make_steps
+from kdjax.train.faults import crash_point
+from kdjax.train.teacher import check_teacher_input, load_pretrained_teacher, load_teacher
 
 log = logging.getLogger("kdjax")
 
 
-class NonFiniteLossError(FloatingPointError):
-  """The loss became NaN/inf; no checkpoint of the bad state was written."""
 
 
 def _tap_shapes(module, variables, x):
@@ -47,224 +46,15 @@ def _tap_shapes(module, variables, x):
   return {k: v.shape for k, v in taps.items()}
 
 
-def _is_finite(x) -> bool:
-  return bool(np.all(np.isfinite(np.asarray(x))))
-
-
-def split_batches(split: "kdata.ArraySplit", batch_size: int):
-  """Sequential ``(images, labels)`` numpy batches of an in-memory split."""
-  n = len(split.labels)
-  for start in range(0, n, batch_size):
-    yield split.images[start:start + batch_size], split.labels[start:start + batch_size]
-
-
-def stream_batches(stream):
-  for b in stream.iter_epoch(0):
-    yield b["image"], b["label"]
-
-
-def evaluate(steps, variables, batches, mesh, batch_size: int,
-             teacher_pred: Optional[np.ndarray] = None):
-  """Top-1/top-5/loss (and agreement with ``teacher_pred``) over all ``batches``; returns
-  ``(metrics, predictions)``. ``batches`` is an ArraySplit or an iterable of ``(images, labels)``
-  numpy batches of at most ``batch_size``. Batches are padded to a fixed, device-divisible size
-  and masked, so one compiled eval step serves the whole set."""
-  if isinstance(batches, kdata.ArraySplit):
-    batches = split_batches(batches, batch_size)
-  n_dev = mesh.devices.size
-  bs = max(n_dev, -(-batch_size // n_dev) * n_dev)
-  sums, preds, seen = None, [], 0
-  for images, labels in batches:
-    k = len(labels)
-    pad = bs - k
-    img = np.concatenate([images, np.zeros((pad,) + images.shape[1:], images.dtype)])
-    lab = np.concatenate([labels.astype(np.int32), np.zeros((pad,), np.int32)])
-    mask = np.concatenate([np.ones((k,), np.float32), np.zeros((pad,), np.float32)])
-    tp = (np.concatenate([teacher_pred[seen:seen + k], np.zeros((pad,), np.int32)])
-          if teacher_pred is not None else np.full((bs,), -1, np.int32))
-    seen += k
-    put = lambda a: parallel.put_batch(a, mesh)
-    out, pred = steps.eval_batch(variables, put(img), put(lab), put(mask), put(tp))
-    out = jax.device_get(out)
-    sums = out if sums is None else {key: sums[key] + out[key] for key in sums}
-    preds.append(np.asarray(pred)[:k])
-  c = float(sums["count"])
-  metrics = {"top1": 100.0 * sums["correct1"] / c, "top5": 100.0 * sums["correct5"] / c,
-             "loss": sums["loss_sum"] / c}
-  if teacher_pred is not None:
-    metrics["agreement"] = 100.0 * sums["agree_sum"] / c
-  return {k: float(v) for k, v in metrics.items()}, np.concatenate(preds)
-
-
-class InMemoryFeed:
-  """The whole training split lives on the device(s); a step receives a sharded index vector and
-  gathers + augments inside the jit (no per-step host->device image copies)."""
-
-  def __init__(self, split, cfg, mesh):
-    self.n = len(split.labels)
-    self.cfg, self.mesh = cfg, mesh
-    self.images = parallel.put_replicated(split.images, mesh)
-    self.labels = parallel.put_replicated(split.labels.astype(np.int32), mesh)
-    self.index = parallel.put_replicated(split.index.astype(np.int32), mesh)
-    self.index_space = int(split.index.max()) + 1 if self.n else 0
-
-  def steps_per_epoch(self):
-    bs = self.cfg.batch_size
-    return self.n // bs if self.cfg.drop_remainder else math.ceil(self.n / bs)
-
-  def epoch(self, epoch, offset):
-    batches = kdata.batch_indices(self.n, self.cfg.batch_size, seed=self.cfg.seed, epoch=epoch,
-                                  drop_remainder=self.cfg.drop_remainder)
-    for idx in batches[offset:]:
-      yield parallel.put_batch(idx.astype(np.int32), self.mesh)
-
-  def run(self, steps, state, item, t_vars):
-    return steps.train_indexed(state, self.images, self.labels, self.index, item, t_vars)
-
-
-class StreamFeed:
-  """Host-side decoding and augmentation (ImageNet): batches are copied to the devices."""
-
-  def __init__(self, stream, mesh):
-    self.stream, self.mesh = stream, mesh
-
-  def steps_per_epoch(self):
-    return len(self.stream)
-
-  def epoch(self, epoch, offset):
-    import itertools
-    for b in itertools.islice(self.stream.iter_epoch(epoch), offset, None):
-      yield {k: parallel.put_batch(v, self.mesh) for k, v in b.items()}
-
-  def run(self, steps, state, item, t_vars):
-    return steps.train_batch(state, item, t_vars)
-
-
-def _keep_epochs(config) -> set:
-  keep = set(int(e) for e in config.keep_epochs)
-  if config.keep_every_epochs > 0:
-    keep |= set(range(config.keep_every_epochs, config.num_epochs + 1, config.keep_every_epochs))
-  keep.add(config.num_epochs)
-  return keep
-
-
-def load_data(config, mesh):
-  """The training feed and test batches of ``config.dataset`` (shared with kdjax.train.online).
-
-  Fills in ``config.dataset.train_split/eval_split`` defaults. Returns ``(feed, eval_batches,
-  info, n_train)``: an :class:`InMemoryFeed` or :class:`StreamFeed`, a callable giving a fresh
-  iterable of ``(images, labels)`` test batches, the dataset info (``image_shape`` is the crop
-  size for streamed datasets) and the number of training examples."""
-  dcfg = config.dataset
-  info = kdata.info(dcfg.name)
-  dcfg.train_split = dcfg.train_split or info.train_split
-  dcfg.eval_split = dcfg.eval_split or info.eval_split
-  if info.in_memory:
-    train = kdata.load_arrays(dcfg.name, dcfg.train_split, data_dir=dcfg.data_dir,
-                              idx_dir=dcfg.idx_dir, limit=dcfg.train_limit or None)
-    test = kdata.load_arrays(dcfg.name, dcfg.eval_split, data_dir=dcfg.data_dir,
-                             idx_dir=dcfg.idx_dir, limit=dcfg.eval_limit or None)
-    feed = InMemoryFeed(train, config, mesh)
-    n_train = feed.n
-    eval_batches = lambda: split_batches(test, config.eval_batch_size)
-  else:
-    size = dcfg.image_size or info.image_shape[0]
-    info = dataclasses.replace(info, image_shape=(size, size, info.image_shape[2]))
-    mk = lambda split, train, limit, bs: kdata.HostStream(
-        dcfg.name, split, batch_size=bs, seed=config.seed, train=train,
-        data_dir=dcfg.data_dir, image_size=size, flip=dcfg.flip,
-        drop_remainder=config.drop_remainder if train else False,
-        num_threads=dcfg.stream_threads, limit=limit or None)
-    feed = StreamFeed(mk(dcfg.train_split, True, dcfg.train_limit, config.batch_size), mesh)
-    test_stream = mk(dcfg.eval_split, False, dcfg.eval_limit, config.eval_batch_size)
-    n_train = feed.stream.num_examples
-    feed.index_space = int(np.max(feed.stream._index)) + 1  # pylint: disable=protected-access
-    eval_batches = lambda: stream_batches(test_stream)
-  return feed, eval_batches, info, n_train
-
-
-def fetch_checked_means(pending, ckpts, workdir: str, first_step: int, step: int,
-                        fix: str) -> dict:
-  """Fetches the queued device metrics of steps ``(first_step, step]`` and returns their means;
-  raises :class:`NonFiniteLossError` (after the pending checkpoint writes finish, so the latest
-  good one stays intact) if any loss is non-finite. ``fix`` names what to change."""
-  host = jax.device_get(pending)
-  if not np.all(np.isfinite(np.array([m["loss"] for m in host]))):
-    ckpts.wait()
-    latest = ckpts.latest_step()
-    raise NonFiniteLossError(
-        f"The training loss became non-finite within steps [{first_step}, {step}] of "
-        f"{workdir}. No checkpoint of the bad state was written"
-        + (f"; the latest good one (step {latest}) is intact." if latest is not None else ".")
-        + f" {fix}, then relaunch.")
-  return {k: float(np.mean([m[k] for m in host])) for k in host[-1]}
-
-
-def scale_lr_for_batch(config) -> None:
-  """Warns when ``batch_size`` differs from the batch ``optim.lr`` is quoted for, and scales the
-  lr linearly (in ``config``) if ``optim.scale_lr_with_batch``."""
-  bs = config.batch_size
-  if bs != config.optim.reference_batch_size:
-    scale = bs / config.optim.reference_batch_size
-    if config.optim.scale_lr_with_batch:
-      config.optim.lr = config.optim.lr * scale
-      print(f"[kdjax] WARNING: batch {bs} != reference {config.optim.reference_batch_size}: "
-            f"lr scaled linearly to {config.optim.lr:g}.")
-    else:
-      print(f"[kdjax] WARNING: batch {bs} != the batch {config.optim.reference_batch_size} the "
-            f"lr {config.optim.lr:g} is quoted for; set optim.scale_lr_with_batch=True to scale "
-            "it linearly.")
-
-
-def run_epoch_steps(feed, run: Callable, state, *, epoch: int, step: int, stop_step: int,
-                    steps_per_epoch: int, config, record: Callable, check_and_log: Callable,
-                    save_state: Callable, step_hook=None, desc: str = ""):
-  """The steps of one epoch from ``step`` (a resumed run starts mid-epoch), shared by
-  :func:`train_and_evaluate` and ``kdjax.train.online``.
-
-  ``run(state, item) -> (state, metrics)`` is one jitted step, ``record(metrics)`` queues the
-  device metrics, ``check_and_log(step)`` fetches them (non-finite check + logging),
-  ``save_state(step, state)`` writes the resume checkpoint: every ``checkpoint_every_steps``
-  inside the epoch and when ``stop_step`` ends the epoch early. Returns ``(state, step,
-  epoch_done)``."""
-  offset = step - epoch * steps_per_epoch
-  bar = None
-  if config.progress:
-    from tqdm.auto import tqdm
-    bar = tqdm(total=steps_per_epoch, initial=offset, dynamic_ncols=True, leave=False, desc=desc)
-  for item in feed.epoch(epoch, offset):
-    if step >= stop_step:
-      break
-    if step_hook is not None:
-      step_hook(step)
-    state, metrics = run(state, item)
-    step += 1
-    record(metrics)
-    if step % config.log_every_steps == 0:
-      check_and_log(step)
-    if config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0 \
-        and step % steps_per_epoch:
-      check_and_log(step)
-      save_state(step, state)
-    if bar is not None:
-      bar.update(1)
-  if bar is not None:
-    bar.close()
-  check_and_log(step)
-  epoch_done = step == (epoch + 1) * steps_per_epoch
-  if not epoch_done:
-    save_state(step, state)
-  return state, step, epoch_done
-
-
 def train_and_evaluate(config, workdir: str, *, mesh=None, _step_hook=None) -> dict:
   """Runs (or resumes) one training run; returns the summary dict also written to
   ``workdir/summary.json`` (last and best top-1, teacher accuracy, timings)."""
   validate(config)
+  parallel.check_single_process()
   method = build_method(config.method)
   mesh = mesh or parallel.make_mesh()
   parallel.check_batch(config.batch_size, mesh)
-  os.makedirs(workdir, exist_ok=True)
+  prepare_workdir(workdir)
 
   # ---- data ------------------------------------------------------------------------------------
   dcfg = config.dataset
@@ -272,12 +62,14 @@ def train_and_evaluate(config, workdir: str, *, mesh=None, _step_hook=None) -> d
   bs = config.batch_size
   steps_per_epoch = feed.steps_per_epoch()
   if steps_per_epoch < 1:
-    raise ValueError(f"{n_train} training examples is fewer than one batch of {bs}.")
+    raise UserError(f"{n_train} training examples is fewer than one batch of {bs}.")
   total_steps = steps_per_epoch * config.num_epochs
 
   # ---- models ----------------------------------------------------------------------------------
   student = models.get(config.model, num_classes=info.num_classes, **dict(config.model_kwargs))
   teacher = load_teacher(config.teacher, info.num_classes) if method.needs_teacher else None
+  if teacher is not None:
+    check_teacher_input(teacher, info.image_shape, dcfg.name)
   if teacher is None and (config.teacher.workdir or config.teacher.members):
     log.warning("config.teacher.workdir is set but the method has no teacher term; ignoring it.")
   rng = jax.random.PRNGKey(config.seed)
@@ -285,7 +77,6 @@ def train_and_evaluate(config, workdir: str, *, mesh=None, _step_hook=None) -> d
   dummy = jnp.zeros((1,) + tuple(info.image_shape), jnp.float32)
   variables = student.init(k_init, dummy, train=False)
   if getattr(student, "init_teacher_from", ""):     # SFTN fine-tune mode (pretrained teacher)
-    from kdjax.teachers.sftn import load_pretrained_teacher
     variables = load_pretrained_teacher(variables, student.init_teacher_from,
                                         expected_arch=student.teacher_arch)
   built = state_lib.init_train_state(student, teacher, method, dummy, rng,
@@ -316,8 +107,10 @@ def train_and_evaluate(config, workdir: str, *, mesh=None, _step_hook=None) -> d
   run_meta = {"best_top1": -1.0, "best_epoch": 0}
   if init_steps:
     run_meta.update(init_epochs=init_epochs, stage="init")
-  cfg_path = os.path.join(workdir, "config.json")
-  if ckpts.latest_step() is not None:
+  resuming = ckpts.latest_step() is not None
+  check_resume_config(workdir, config, resuming)
+  saved_meta = {}
+  if resuming:
     if init_steps and ckpts.latest_step() >= init_steps:   # saved in the main stage
       state = state.replace(opt_state=tx.init(state.params))
     abstract = jax.tree_util.tree_map(
@@ -325,14 +118,12 @@ def train_and_evaluate(config, workdir: str, *, mesh=None, _step_hook=None) -> d
         state)
     state, saved_meta = ckpts.restore_state(abstract)
     if saved_meta.get("init_epochs", 0) != init_epochs:
-      raise ValueError(
+      raise UserError(
           f"{workdir}/checkpoints was written with method.init.epochs = "
           f"{saved_meta.get('init_epochs', 0)}, but the config now has {init_epochs}: resume "
           "with the original value (or use a new --workdir).")
     run_meta.update({k: saved_meta[k] for k in run_meta if k in saved_meta})
     print(f"[kdjax] resumed from {workdir}/checkpoints/{int(state.step)}")
-  else:
-    ckpt_lib.write_json(cfg_path, json.loads(config.to_json_best_effort()))
   state = parallel.put_replicated(state, mesh)
 
   # ---- device data, steps ---------------------------------------------------------------------
@@ -354,46 +145,48 @@ def train_and_evaluate(config, workdir: str, *, mesh=None, _step_hook=None) -> d
                         view_transform=view_tf) if init_steps else None
   t_vars = parallel.put_replicated(teacher.variables, mesh) if teacher else {}
 
-  writer = MetricWriter(workdir, tensorboard=config.tensorboard)
+  start_step = int(state.step)
+  writer = MetricWriter(workdir, tensorboard=config.tensorboard, resume_step=start_step)
   summary_path = os.path.join(workdir, "summary.json")
   teacher_metrics, teacher_pred = {}, None
   if teacher is not None:
-    t_steps = make_steps(student=teacher.module, method=method, tx=tx, train_transform=train_tf,
-                         eval_transform=eval_tf)
+    t_steps = make_eval_step(teacher.module, eval_tf)
     teacher_metrics, teacher_pred = evaluate(t_steps, t_vars, eval_batches(), mesh,
                                              config.eval_batch_size)
     print(f"[kdjax] teacher test top-1 {teacher_metrics['top1']:.2f}")
-    writer.write(int(state.step), teacher_metrics, prefix="teacher/")
+    if start_step == 0:              # once per run, not once per launch
+      writer.write(0, teacher_metrics, prefix="teacher/")
 
   def model_meta(epoch, metrics):
     return {"arch": config.model, "num_classes": info.num_classes, "dataset": dcfg.name,
             "model_kwargs": config.model_kwargs.to_dict(), "epoch": epoch,
-            "step": int(state.step), "seed": config.seed, **{f"test_{k}": v for k, v in
-                                                            metrics.items()}}
+            "step": int(state.step), "seed": config.seed, "final": epoch == config.num_epochs,
+            **{f"test_{k}": v for k, v in metrics.items()}}
 
   def model_vars():
     return {"params": state.params["student"], "batch_stats": state.batch_stats["student"]}
 
   keep = _keep_epochs(config)
-  start_step = int(state.step)
   stop_step = min(total_steps, config.max_steps) if config.max_steps > 0 else total_steps
-  last_eval = {}
-  pending = []               # device metrics not yet fetched
-  last_checked_step = start_step
-  t_start = time.time()
+  last_eval = dict(saved_meta.get("last_eval") or {})
+  window = MetricWindow(ckpts, workdir, "Lower optim.lr, check the teacher and the data "
+                        "normalisation", start_step)
+  window.from_meta(saved_meta)
+  clock = Clock(start_step, min(stop_step, total_steps))
 
-  def check_and_log(step):
-    nonlocal pending, last_checked_step
-    if not pending:
+  def log_train(step):
+    mean = window.flush(step)
+    if mean is None:
       return
-    mean = fetch_checked_means(pending, ckpts, workdir, last_checked_step, step,
-                               "Lower optim.lr, check the teacher and the data normalisation")
-    pending = []
-    last_checked_step = step
     in_init = step <= init_steps      # flushed at every epoch end: never mixes stages
     mean["lr"] = float(plan.init_schedule(step - 1) if in_init
                        else schedule(step - 1 - init_steps))
     writer.write(step, mean, prefix="init/" if in_init else "train/")
+
+  def save_state(step, st, epoch):
+    window.check(step)
+    ckpts.save_state(step, st, dict(run_meta, epoch=epoch, last_eval=last_eval,
+                                    **window.to_meta()))
 
   step = start_step
   try:
@@ -406,9 +199,8 @@ def train_and_evaluate(config, workdir: str, *, mesh=None, _step_hook=None) -> d
       state, step, epoch_done = run_epoch_steps(
           feed, lambda st, item, fns=cur_steps: feed.run(fns, st, item, t_vars), state,
           epoch=epoch, step=step, stop_step=stop_step, steps_per_epoch=steps_per_epoch,
-          config=config, record=lambda m: pending.append(m), check_and_log=check_and_log,
-          save_state=lambda s, st, ep=epoch: ckpts.save_state(s, st, dict(run_meta, epoch=ep)),
-          step_hook=_step_hook,
+          config=config, record=window.record, check=window.check, log=log_train,
+          save_state=lambda s, st, ep=epoch: save_state(s, st, ep), step_hook=_step_hook,
           desc=(f"init epoch {epoch + 1}/{init_epochs}" if in_init else
                 f"epoch {epoch + 1 - init_epochs}/{config.num_epochs}"))
       if not epoch_done:           # max_steps reached mid-epoch (state saved)
@@ -418,30 +210,39 @@ def train_and_evaluate(config, workdir: str, *, mesh=None, _step_hook=None) -> d
           state = state.replace(opt_state=parallel.put_replicated(tx.init(state.params), mesh))
           run_meta["stage"] = "main"
         print(f"[kdjax] init epoch {epoch + 1}/{init_epochs} done ({method.init.method.name}), "
-              f"{time.time() - t_start:.0f}s")
-        ckpts.save_state(step, state, dict(run_meta, epoch=epoch + 1))
+              f"{clock.epoch_line(step)}")
+        save_state(step, state, epoch + 1)
+        crash_point("state", step)
         continue
       e = epoch + 1 - init_epochs    # the main stage's own epochs
+      # Epoch end: the model checkpoints first, the resume state last. A kill in between
+      # replays the epoch on relaunch and writes the same model checkpoints again (idempotent).
+      line = f"[kdjax] epoch {e}/{config.num_epochs}"
       if e % config.eval_every_epochs == 0 or e == config.num_epochs or e in keep:
+        crash_point("eval", step)
         last_eval, _ = evaluate(steps, model_vars(), eval_batches(), mesh,
                                 config.eval_batch_size, teacher_pred)
         writer.write(step, dict(last_eval, epoch=e), prefix="test/")
         if last_eval["top1"] > run_meta["best_top1"]:
           run_meta.update(best_top1=last_eval["top1"], best_epoch=e)
           ckpts.save_model("best", step, model_vars(), model_meta(e, last_eval))
-        print(f"[kdjax] epoch {e}/{config.num_epochs}: test top-1 {last_eval['top1']:.2f} "
-              f"(best {run_meta['best_top1']:.2f} @ {run_meta['best_epoch']})"
-              + (f", agreement {last_eval['agreement']:.2f}" if "agreement" in last_eval else "")
-              + f", {time.time() - t_start:.0f}s")
+          crash_point("best", step)
+        line += (f": test top-1 {last_eval['top1']:.2f} "
+                 f"(best {run_meta['best_top1']:.2f} @ {run_meta['best_epoch']})"
+                 + (f", agreement {last_eval['agreement']:.2f}" if "agreement" in last_eval
+                    else ""))
+      print(f"{line}; {clock.epoch_line(step)}")
       if e in keep:
         ckpts.save_model("kept", step, model_vars(), model_meta(e, last_eval))
-      ckpts.save_state(step, state, dict(run_meta, epoch=e))
+        crash_point("kept", step)
+      save_state(step, state, e)
+      crash_point("state", step)
   finally:
     ckpts.close()
     writer.close()
 
   finished = step >= total_steps
-  if not last_eval and step == start_step and os.path.exists(summary_path):
+  if step == start_step and os.path.exists(summary_path):
     # Nothing was trained or evaluated (a finished run launched again): keep the figures of the
     # run that produced this state instead of overwriting them with nulls.
     with open(summary_path) as fh:
@@ -459,7 +260,7 @@ def train_and_evaluate(config, workdir: str, *, mesh=None, _step_hook=None) -> d
       "teacher": (dict(workdir=teacher.meta["workdir"], arch=teacher.meta["arch"],
                        step=teacher.meta["step"], members=teacher.meta["members"])
                   if teacher else None),
-      "train_seconds": time.time() - t_start, "num_devices": int(mesh.devices.size),
+      "train_seconds": clock.elapsed(), "num_devices": int(mesh.devices.size),
       **({"init_epochs": init_epochs} if init_steps else {}),
   }
   ckpt_lib.write_json(summary_path, summary)

@@ -1,8 +1,8 @@
 """Online distillation: K >= 2 peers trained together in one jitted step (DML, KDCL).
 
 ``train_online(config, workdir)`` is the online counterpart of
-:func:`kdjax.train.loop.train_and_evaluate`; ``config.online`` selects the mode and the peers
-(:func:`kdjax.config.validate_online`), everything else (dataset, optim, schedule, batch, epochs,
+:func:`kdjax.train.loop.train_and_evaluate` (both drive :mod:`kdjax.train.runner`); ``config.online`` selects the mode and the peers
+(:func:`validate_online`), everything else (dataset, optim, schedule, batch, epochs,
 checkpointing) is the normal run config and means the same thing.
 
 * DML (Zhang et al., CVPR 2018): every peer sees the same augmented batch;
@@ -36,9 +36,9 @@ The ensemble reported in ``summary.json`` and the test metrics is the mean of th
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import os
-import time
 from typing import Callable, Sequence
 
 import jax
@@ -46,19 +46,56 @@ import jax.numpy as jnp
 import optax
 
 from kdjax import models
-from kdjax.config import validate, validate_online
+from kdjax.config import validate
 from kdjax.data import augment
+from kdjax.errors import UserError
 from kdjax.losses import online as online_losses
-from kdjax.methods import build_method
+from kdjax.losses.online import ENSEMBLES
 from kdjax.train import checkpoint as ckpt_lib
 from kdjax.train import parallel
 from kdjax.train.logging import MetricWriter
-from kdjax.train.loop import (StreamFeed, _keep_epochs, evaluate, fetch_checked_means,
-                              load_data, run_epoch_steps, scale_lr_for_batch)
+from kdjax.train.faults import crash_point
+from kdjax.train.runner import (Clock, MetricWindow, StreamFeed, _keep_epochs, check_resume_config,
+                              evaluate, load_data, prepare_workdir, run_epoch_steps,
+                              scale_lr_for_batch)
 from kdjax.train.optim import make_optimizer
 from kdjax.train.state import TrainState
-from kdjax.train.step import make_steps
+from kdjax.train.step import _all_finite, make_eval_step
 from kdjax.train.teacher import EnsembleTeacher
+
+
+# ---- config.online ---------------------------------------------------------------------------
+ONLINE_MODES = ("dml", "kdcl")
+ONLINE_DEFAULT_TEMPERATURE = {"dml": 1.0, "kdcl": 3.0}
+
+
+def validate_online(config) -> dict:
+  """Checks ``config.online`` (after :func:`validate`); returns the resolved settings
+  ``{mode, peers, temperature, weight, ensemble}`` with the mode's default temperature filled in."""
+  on = config.online
+  if on.mode not in ONLINE_MODES:
+    raise UserError(f"config.online.mode must be one of {ONLINE_MODES}, got {on.mode!r}.")
+  peers = tuple(on.peers) if not isinstance(on.peers, str) else (on.peers,)
+  if len(peers) < 2:
+    raise UserError(f"config.online.peers needs at least 2 model names (K >= 2 peers), got "
+                     f"{peers!r}; e.g. --config.online.peers='(\"resnet32\",\"resnet32\")'.")
+  known = models.names()
+  for p in peers:
+    if p not in known:
+      close = difflib.get_close_matches(str(p), known, n=3)
+      hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+      raise UserError(f"Unknown model {p!r} in config.online.peers.{hint} Registered models: "
+                       f"{', '.join(known)}.")
+  t = on.temperature
+  t = ONLINE_DEFAULT_TEMPERATURE[on.mode] if t is None else float(t)
+  if not t > 0 or t != t or t == float("inf"):
+    raise UserError(f"config.online.temperature must be a finite number > 0, got {t}.")
+  w = float(on.weight)
+  if not w >= 0 or w == float("inf"):
+    raise UserError(f"config.online.weight must be a finite number >= 0, got {w}.")
+  if on.ensemble not in ENSEMBLES:
+    raise UserError(f"config.online.ensemble must be one of {ENSEMBLES}, got {on.ensemble!r}.")
+  return dict(mode=on.mode, peers=peers, temperature=t, weight=w, ensemble=on.ensemble)
 
 
 def peer_key(i: int) -> str:
@@ -83,7 +120,7 @@ def online_loss(mode: str, logits: Sequence, labels, *, temperature: float, weig
   if mode == "kdcl":
     return online_losses.kdcl(logits, labels, ensemble=ensemble, temperature=temperature,
                               weight=weight, return_parts=True)
-  raise ValueError(f"online mode must be 'dml' or 'kdcl', got {mode!r}.")
+  raise UserError(f"online mode must be 'dml' or 'kdcl', got {mode!r}.")
 
 
 @dataclasses.dataclass
@@ -105,7 +142,7 @@ def make_online_steps(*, peers: Sequence, mode: str, temperature: float, weight:
   """
   k = len(peers)
   if k < 2:
-    raise ValueError(f"online distillation needs at least 2 peers, got {k}.")
+    raise UserError(f"online distillation needs at least 2 peers, got {k}.")
   keys = [peer_key(i) for i in range(k)]
 
   def forward_all(params, batch_stats, xs):
@@ -140,7 +177,7 @@ def make_online_steps(*, peers: Sequence, mode: str, temperature: float, weight:
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     pred = jnp.argmax(z, axis=-1)                                   # (K, B)
-    metrics = {"loss": loss,
+    metrics = {"loss": loss, "finite": _all_finite((params, new_stats)).astype(jnp.float32),
                "ensemble_accuracy": jnp.mean(jnp.argmax(z.mean(0), -1) == labels)}
     for i, key in enumerate(keys):
       metrics[f"{key}/loss"] = peer_loss[i]
@@ -182,28 +219,29 @@ def train_online(config, workdir: str, *, mesh=None, _step_hook=None) -> dict:
   mode, names = on["mode"], on["peers"]
   k = len(names)
   if len(config.model_kwargs):
-    raise ValueError("config.model_kwargs is not used by online runs (the peers are "
+    raise UserError("config.model_kwargs is not used by online runs (the peers are "
                      "config.online.peers, built with their registry defaults); remove it.")
   if float(config.dataset.mixup_alpha) > 0:
-    raise ValueError("config.dataset.mixup_alpha > 0 is not supported by online distillation.")
+    raise UserError("config.dataset.mixup_alpha > 0 is not supported by online distillation.")
   if len(config.method.terms) or config.teacher.workdir or config.teacher.members:
     print("[kdjax] WARNING: config.method terms and config.teacher are ignored by online "
           "distillation (the loss is config.online's).")
+  parallel.check_single_process()
   mesh = mesh or parallel.make_mesh()
   parallel.check_batch(config.batch_size, mesh)
-  os.makedirs(workdir, exist_ok=True)
+  prepare_workdir(workdir)
 
   # ---- data (shared with the normal loop) ------------------------------------------------------
   dcfg = config.dataset
   feed, eval_batches, info, n_train = load_data(config, mesh)
   if mode == "kdcl" and isinstance(feed, StreamFeed):
-    raise ValueError(f"online.mode='kdcl' needs a different augmentation per peer, but "
+    raise UserError(f"online.mode='kdcl' needs a different augmentation per peer, but "
                      f"{dcfg.name!r} is augmented once on the host (streamed dataset); use "
                      "online.mode='dml' or an in-memory dataset.")
   bs = config.batch_size
   steps_per_epoch = feed.steps_per_epoch()
   if steps_per_epoch < 1:
-    raise ValueError(f"{n_train} training examples is fewer than one batch of {bs}.")
+    raise UserError(f"{n_train} training examples is fewer than one batch of {bs}.")
   total_steps = steps_per_epoch * config.num_epochs
 
   # ---- peers -----------------------------------------------------------------------------------
@@ -231,18 +269,18 @@ def train_online(config, workdir: str, *, mesh=None, _step_hook=None) -> dict:
                 for d in peer_dirs]
   run_meta = {"best_top1": [-1.0] * k, "best_epoch": [0] * k, "ensemble_best_top1": -1.0,
               "ensemble_best_epoch": 0}
-  if ckpts.latest_step() is not None:
+  resuming = ckpts.latest_step() is not None
+  cfg_json = check_resume_config(workdir, config, resuming)
+  saved_meta = {}
+  if resuming:
     abstract = jax.tree_util.tree_map(
         lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=parallel.replicated(mesh)),
         state)
     state, saved_meta = ckpts.restore_state(abstract)
     run_meta.update({m: saved_meta[m] for m in run_meta if m in saved_meta})
     print(f"[kdjax] resumed from {workdir}/checkpoints/{int(state.step)}")
-  else:
-    cfg_json = json.loads(config.to_json_best_effort())
-    ckpt_lib.write_json(os.path.join(workdir, "config.json"), cfg_json)
-    for name, d in zip(names, peer_dirs):      # each peer's dir reads like a normal run's
-      ckpt_lib.write_json(os.path.join(d, "config.json"), dict(cfg_json, model=name))
+  for name, d in zip(names, peer_dirs):        # each peer's dir reads like a normal run's
+    ckpt_lib.write_json(os.path.join(d, "config.json"), dict(cfg_json, model=name))
   state = parallel.put_replicated(state, mesh)
 
   # ---- steps -----------------------------------------------------------------------------------
@@ -252,13 +290,11 @@ def train_online(config, workdir: str, *, mesh=None, _step_hook=None) -> dict:
   steps = make_online_steps(peers=peers, mode=mode, temperature=on["temperature"],
                             weight=on["weight"], ensemble=on["ensemble"], tx=tx,
                             train_transform=train_tf)
-  no_method = build_method(None)
-  eval_steps = [make_steps(student=m, method=no_method, tx=None, train_transform=train_tf,
-                           eval_transform=eval_tf) for m in peers]
-  ens_steps = make_steps(student=EnsembleTeacher(list(peers), "logit_mean"), method=no_method,
-                         tx=None, train_transform=train_tf, eval_transform=eval_tf)
+  eval_steps = [make_eval_step(m, eval_tf) for m in peers]
+  ens_steps = make_eval_step(EnsembleTeacher(list(peers), "logit_mean"), eval_tf)
 
-  writer = MetricWriter(workdir, tensorboard=config.tensorboard)
+  start_step = int(state.step)
+  writer = MetricWriter(workdir, tensorboard=config.tensorboard, resume_step=start_step)
   summary_path = os.path.join(workdir, "summary.json")
 
   def peer_vars(i):
@@ -267,6 +303,7 @@ def train_online(config, workdir: str, *, mesh=None, _step_hook=None) -> dict:
   def model_meta(i, epoch, metrics):
     return {"arch": names[i], "num_classes": info.num_classes, "dataset": dcfg.name,
             "model_kwargs": {}, "epoch": epoch, "step": int(state.step), "seed": config.seed,
+            "final": epoch == config.num_epochs,
             "online": {"mode": mode, "peer": i, "peers": list(names)},
             **{f"test_{m}": v for m, v in metrics.items()}}
 
@@ -279,23 +316,24 @@ def train_online(config, workdir: str, *, mesh=None, _step_hook=None) -> dict:
     return per_peer, ens
 
   keep = _keep_epochs(config)
-  start_step = int(state.step)
   stop_step = min(total_steps, config.max_steps) if config.max_steps > 0 else total_steps
-  last_eval, last_ens = [{} for _ in range(k)], {}
-  pending = []
-  last_checked_step = start_step
-  t_start = time.time()
+  last_eval = [dict(m) for m in saved_meta.get("last_eval") or [{} for _ in range(k)]]
+  last_ens = dict(saved_meta.get("last_ens") or {})
+  window = MetricWindow(ckpts, workdir, "Lower optim.lr or online.weight, check the data "
+                        "normalisation", start_step)
+  window.from_meta(saved_meta)
+  clock = Clock(start_step, stop_step)
 
-  def check_and_log(step):
-    nonlocal pending, last_checked_step
-    if not pending:
-      return
-    mean = fetch_checked_means(pending, ckpts, workdir, last_checked_step, step,
-                               "Lower optim.lr or online.weight, check the data normalisation")
-    pending = []
-    last_checked_step = step
-    mean["lr"] = float(schedule(step - 1))
-    writer.write(step, mean, prefix="train/")
+  def log_train(step):
+    mean = window.flush(step)
+    if mean is not None:
+      mean["lr"] = float(schedule(step - 1))
+      writer.write(step, mean, prefix="train/")
+
+  def save_state(step, st, epoch):
+    window.check(step)
+    ckpts.save_state(step, st, dict(run_meta, epoch=epoch, last_eval=last_eval,
+                                    last_ens=last_ens, **window.to_meta()))
 
   step = start_step
   all_ckpts = [ckpts] + peer_ckpts
@@ -306,13 +344,14 @@ def train_online(config, workdir: str, *, mesh=None, _step_hook=None) -> dict:
       state, step, epoch_done = run_epoch_steps(
           feed, lambda st, item: feed.run(steps, st, item, None), state, epoch=epoch,
           step=step, stop_step=stop_step, steps_per_epoch=steps_per_epoch, config=config,
-          record=lambda m: pending.append(m), check_and_log=check_and_log,
-          save_state=lambda s, st, ep=epoch: ckpts.save_state(s, st, dict(run_meta, epoch=ep)),
+          record=window.record, check=window.check, log=log_train,
+          save_state=lambda s, st, ep=epoch: save_state(s, st, ep),
           step_hook=_step_hook, desc=f"epoch {epoch + 1}/{config.num_epochs}")
       if not epoch_done:           # max_steps reached mid-epoch (state saved)
         break
       e = epoch + 1
       if e % config.eval_every_epochs == 0 or e == config.num_epochs or e in keep:
+        crash_point("eval", step)
         last_eval, last_ens = evaluate_all()
         flat = {f"{keys[i]}/{m}": v for i in range(k) for m, v in last_eval[i].items()}
         flat.update({f"ensemble/{m}": v for m, v in last_ens.items()}, epoch=e)
@@ -325,11 +364,12 @@ def train_online(config, workdir: str, *, mesh=None, _step_hook=None) -> dict:
           run_meta.update(ensemble_best_top1=last_ens["top1"], ensemble_best_epoch=e)
         print(f"[kdjax] epoch {e}/{config.num_epochs}: test top-1 "
               + ", ".join(f"{n} {m['top1']:.2f}" for n, m in zip(names, last_eval))
-              + f", ensemble {last_ens['top1']:.2f}, {time.time() - t_start:.0f}s")
+              + f", ensemble {last_ens['top1']:.2f}; {clock.epoch_line(step)}")
       if e in keep:
         for i in range(k):
           peer_ckpts[i].save_model("kept", step, peer_vars(i), model_meta(i, e, last_eval[i]))
-      ckpts.save_state(step, state, dict(run_meta, epoch=e))
+      save_state(step, state, e)
+      crash_point("state", step)
   finally:
     for c in all_ckpts:
       c.close()
@@ -343,13 +383,13 @@ def train_online(config, workdir: str, *, mesh=None, _step_hook=None) -> dict:
         os.rmdir(d)
 
   finished = step >= total_steps
-  if not last_ens and step == start_step and os.path.exists(summary_path):
+  if step == start_step and os.path.exists(summary_path):
     with open(summary_path) as fh:       # a finished run launched again: keep its figures
       prev = json.load(fh)
     if prev.get("step") == step:
       prev["state"] = state
       return prev
-  seconds = time.time() - t_start
+  seconds = clock.elapsed()
   best = lambda v: v if v >= 0 else None
   for i in range(k):
     ckpt_lib.write_json(os.path.join(peer_dirs[i], "summary.json"), {

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import optax
 
+from kdjax.errors import UserError
+
 SCHEDULES = ("multistep", "step", "cosine", "constant")
 
 
@@ -25,7 +27,7 @@ def make_schedule(cfg, steps_per_epoch: int):
   """
   lr = float(cfg.lr)
   if lr <= 0:
-    raise ValueError(f"optim.lr must be > 0, got {lr}.")
+    raise UserError(f"optim.lr must be > 0, got {lr}.")
   kind = cfg.schedule
   decay = float(cfg.get("decay", 0.1))
   if kind == "multistep":
@@ -34,7 +36,7 @@ def make_schedule(cfg, steps_per_epoch: int):
   elif kind == "step":
     every = int(cfg.step_epochs)
     if every < 1:
-      raise ValueError(f"optim.step_epochs must be >= 1, got {every}.")
+      raise UserError(f"optim.step_epochs must be >= 1, got {every}.")
     sched = optax.exponential_decay(lr, transition_steps=every * steps_per_epoch,
                                     decay_rate=decay, staircase=True)
   elif kind == "cosine":
@@ -42,7 +44,7 @@ def make_schedule(cfg, steps_per_epoch: int):
   elif kind == "constant":
     sched = optax.constant_schedule(lr)
   else:
-    raise ValueError(f"optim.schedule must be one of {SCHEDULES}, got {kind!r}.")
+    raise UserError(f"optim.schedule must be one of {SCHEDULES}, got {kind!r}.")
   warm = int(cfg.get("warmup_epochs", 0)) * steps_per_epoch
   if warm > 0:
     sched = optax.join_schedules(
@@ -54,10 +56,10 @@ def make_optimizer(cfg, steps_per_epoch: int):
   """SGD (optionally Nesterov) with coupled weight decay; returns ``(tx, schedule)``."""
   sched = make_schedule(cfg, steps_per_epoch)
   if cfg.name != "sgd":
-    raise ValueError(f"optim.name must be 'sgd' (the recipe of every reference), got {cfg.name!r}.")
+    raise UserError(f"optim.name must be 'sgd' (the recipe of every reference), got {cfg.name!r}.")
   wd = float(cfg.weight_decay)
   if wd < 0:
-    raise ValueError(f"optim.weight_decay must be >= 0, got {wd}.")
+    raise UserError(f"optim.weight_decay must be >= 0, got {wd}.")
   tx = optax.chain(
       optax.add_decayed_weights(wd) if wd else optax.identity(),
       optax.sgd(sched, momentum=float(cfg.momentum) or None, nesterov=bool(cfg.nesterov)),

@@ -15,6 +15,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from kdjax.errors import UserError
+
 
 def make_mesh(devices=None) -> Mesh:
   devices = jax.local_devices() if devices is None else devices
@@ -32,10 +34,21 @@ def batch_sharded(mesh: Mesh) -> NamedSharding:
 def check_batch(batch_size: int, mesh: Mesh, what: str = "config.batch_size"):
   n = mesh.devices.size
   if batch_size % n:
-    raise ValueError(
+    raise UserError(
         f"{what}={batch_size} is not divisible by the {n} local devices. Use a multiple of {n} "
         f"(e.g. {max(n, batch_size - batch_size % n)}) or restrict devices with "
         f"CUDA_VISIBLE_DEVICES / XLA_FLAGS.")
+
+
+def check_single_process():
+  """kdjax trains on the local devices of one process; until multi-host training lands, several
+  processes under ``jax.distributed`` would each train alone and write the same workdir."""
+  if jax.process_count() > 1:
+    raise UserError(
+        f"This is process {jax.process_index()} of {jax.process_count()} under jax.distributed, "
+        "but kdjax does not support multi-process (multi-host) training yet: every process would "
+        "train on its own and write the same workdir. Run one process per run (it uses all the "
+        "local devices).")
 
 
 def put_batch(x, mesh: Mesh):

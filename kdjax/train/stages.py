@@ -22,6 +22,7 @@ import jax
 import ml_collections
 import optax
 
+from kdjax.errors import UserError
 from kdjax.train.optim import make_optimizer
 
 
@@ -57,7 +58,7 @@ def _select_path(mask, params, path: str, where: str):
   for i, part in enumerate(parts):
     if not isinstance(node_p, dict) or part not in node_p:
       have = sorted(node_p) if isinstance(node_p, dict) else []
-      raise ValueError(f"{where}: no parameters at {path!r}: {'/'.join(parts[:i]) or 'params'} "
+      raise UserError(f"{where}: no parameters at {path!r}: {'/'.join(parts[:i]) or 'params'} "
                        f"has {have}.")
     if i == len(parts) - 1:
       node_m[part] = _fill(node_p[part], True)
@@ -86,7 +87,7 @@ def trainable_mask(selectors: Sequence[str], params, *, connector_keys: Sequence
       mask["student"] = _fill(params["student"], True)
     elif sel in ("student_features", "student_head"):
       if feature_mask is None:
-        raise ValueError(f"{where}: {sel!r} needs the student model (feature analysis).")
+        raise UserError(f"{where}: {sel!r} needs the student model (feature analysis).")
       feat = feature_mask()
       want = sel == "student_features"
       mask["student"] = jax.tree_util.tree_map(lambda m, f: m or (f == want), mask["student"],
@@ -98,7 +99,7 @@ def trainable_mask(selectors: Sequence[str], params, *, connector_keys: Sequence
     else:
       _select_path(mask, params, sel, where)
   if not any(jax.tree_util.tree_leaves(mask)):
-    raise ValueError(f"{where} = {'+'.join(selectors)!r} selects no parameters (the stage's "
+    raise UserError(f"{where} = {'+'.join(selectors)!r} selects no parameters (the stage's "
                      f"connectors: {list(connector_keys) or 'none'}; student modules: "
                      f"{sorted(params['student'])}).")
   return mask

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import optax
 
 from kdjax import precision
+from kdjax.errors import UserError
 from kdjax.methods import Batch, Method, Outputs, connector_calls
 
 
@@ -30,6 +31,12 @@ class StepFns:
 
 def _global_norm(tree):
   return optax.global_norm(tree)
+
+
+def _all_finite(tree):
+  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)
+            if jnp.issubdtype(x.dtype, jnp.inexact)]
+  return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
 
 
 def make_steps(*, student, method: Method, tx, train_transform: Callable,
@@ -63,7 +70,7 @@ def make_steps(*, student, method: Method, tx, train_transform: Callable,
   connectors = connectors or {}
   views = method.views
   if views is not None and mixup_alpha > 0:
-    raise ValueError(f"method {method.name!r} trains on {views.num_views} {views.name} views per "
+    raise UserError(f"method {method.name!r} trains on {views.num_views} {views.name} views per "
                      "example, which kdjax does not combine with mixup: set "
                      "dataset.mixup_alpha = 0.")
   nv = views.num_views if views is not None else 1
@@ -118,6 +125,9 @@ def make_steps(*, student, method: Method, tx, train_transform: Callable,
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     metrics["loss"] = loss
+    # 1 iff every new parameter and BatchNorm statistic is finite: the loop stops the run (and
+    # writes nothing) otherwise, even when the loss is still finite.
+    metrics["finite"] = _all_finite((params, new_stats)).astype(jnp.float32)
     if emit_norms:
       metrics["l2_grads"] = _global_norm(grads)
       metrics["l2_params"] = _global_norm(params)
@@ -133,9 +143,25 @@ def make_steps(*, student, method: Method, tx, train_transform: Callable,
   def train_batch(state, batch, teacher_vars):
     return core(state, batch["image"], batch["label"], batch["index"], teacher_vars)
 
+  def forward(variables, x):
+    return student.apply(variables, x, train=False)
+
+  return StepFns(
+      train_indexed=jax.jit(train_indexed, donate_argnums=(0,)),
+      train_batch=jax.jit(train_batch, donate_argnums=(0,)),
+      eval_batch=make_eval_step(student, eval_transform),
+      forward=jax.jit(forward),
+  )
+
+
+def make_eval_step(model, eval_transform: Callable):
+  """The jitted eval step of a stored ``model`` -- no method, no optimiser:
+  ``(variables, images, labels, mask, teacher_pred) -> (sums, top-1 predictions)`` where
+  ``sums`` are the masked ``count``, ``correct1``, ``correct5``, ``loss_sum`` (cross-entropy)
+  and ``agree_sum`` (top-1 equal to ``teacher_pred``) of the batch."""
+
   def eval_batch(variables, images, labels, mask, teacher_pred):
-    x = eval_transform(images)
-    logits, _ = student.apply(variables, x, train=False)
+    logits, _ = model.apply(variables, eval_transform(images), train=False)
     logp = jax.nn.log_softmax(logits.astype(jnp.float32))
     m = mask.astype(jnp.float32)
     top5 = jax.lax.top_k(logits, min(5, logits.shape[-1]))[1]
@@ -149,12 +175,4 @@ def make_steps(*, student, method: Method, tx, train_transform: Callable,
     }
     return out, pred
 
-  def forward(variables, x):
-    return student.apply(variables, x, train=False)
-
-  return StepFns(
-      train_indexed=jax.jit(train_indexed, donate_argnums=(0,)),
-      train_batch=jax.jit(train_batch, donate_argnums=(0,)),
-      eval_batch=jax.jit(eval_batch),
-      forward=jax.jit(forward),
-  )
+  return jax.jit(eval_batch)

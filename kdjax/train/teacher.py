@@ -18,13 +18,15 @@ an ensemble are those of its first member.
 from __future__ import annotations
 
 import dataclasses
-from typing import List
+from typing import Any, List, Optional
 
+import flax
 import jax
 import jax.numpy as jnp
 
 from kdjax import models
 from kdjax.config import parse_which
+from kdjax.errors import UserError
 from kdjax.train import checkpoint as ckpt_lib
 
 ENSEMBLE_MODES = ("logit_mean", "prob_mean")
@@ -72,18 +74,18 @@ def load_teacher(tcfg, num_classes: int) -> Teacher:
   members = [_parse_member(s) for s in tcfg.members] if tcfg.members else []
   if not members:
     if not tcfg.workdir:
-      raise ValueError("This method distils from a teacher but config.teacher.workdir is empty. "
+      raise UserError("This method distils from a teacher but config.teacher.workdir is empty. "
                        "Point it at a finished teacher run (launch/train_teacher.py) or an "
                        "imported checkpoint (launch/import_teacher.py).")
     members = [(tcfg.workdir, parse_which(tcfg.which))]
   if tcfg.ensemble_mode not in ENSEMBLE_MODES:
-    raise ValueError(f"teacher.ensemble_mode must be one of {ENSEMBLE_MODES}, got "
+    raise UserError(f"teacher.ensemble_mode must be one of {ENSEMBLE_MODES}, got "
                      f"{tcfg.ensemble_mode!r}.")
   mods, variables, metas = [], [], []
   for workdir, which in members:
     v, meta = ckpt_lib.load_model(workdir, which)
     if int(meta["num_classes"]) != num_classes:
-      raise ValueError(f"Teacher in {workdir!r} has {meta['num_classes']} classes but the "
+      raise UserError(f"Teacher in {workdir!r} has {meta['num_classes']} classes but the "
                        f"dataset has {num_classes}.")
     mods.append(models.get(meta["arch"], num_classes=int(meta["num_classes"]),
                            **dict(meta.get("model_kwargs") or {})))
@@ -92,6 +94,72 @@ def load_teacher(tcfg, num_classes: int) -> Teacher:
   meta = dict(metas[0], members=[{k: m.get(k) for k in ("workdir", "arch", "step", "epoch")}
                                  for m in metas])
   if not tcfg.temperature > 0:
-    raise ValueError(f"teacher.temperature must be > 0, got {tcfg.temperature}.")
+    raise UserError(f"teacher.temperature must be > 0, got {tcfg.temperature}.")
   return Teacher(EnsembleTeacher(mods, tcfg.ensemble_mode, float(tcfg.temperature)), variables,
                  meta)
+
+
+def check_teacher_input(teacher: Teacher, image_shape, dataset: str) -> None:
+  """The teacher must accept the student's images (e.g. not an RGB teacher for a grayscale
+  dataset): checked abstractly (no compute) before anything is compiled."""
+  x = jax.ShapeDtypeStruct((1,) + tuple(image_shape), jnp.float32)
+  for module, v, m in zip(teacher.module.modules, teacher.variables, teacher.meta["members"]):
+    try:
+      jax.eval_shape(lambda v, x, module=module: module.apply(v, x, train=False), v, x)
+    except (flax.errors.FlaxError, TypeError, ValueError) as e:   # shape mismatches
+      raise UserError(
+          f"The teacher in {m['workdir']!r} ({m['arch']}) cannot take {dataset!r} images of "
+          f"shape {tuple(image_shape)}: {type(e).__name__}: {str(e).splitlines()[0][:200]}. "
+          "Distil from a teacher trained on the same dataset (same image size and channels).") \
+          from None
+
+
+# ---- SFTN fine-tune initialisation (kdjax.models.sftn; configs/sftn.py) ----------------------
+def check_same_tree(got, want, what: str):
+  gs, ws = jax.tree_util.tree_structure(got), jax.tree_util.tree_structure(want)
+  if gs != ws:
+    raise UserError(f"{what}: the parameter trees differ ({gs} vs {ws}).")
+  for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(got),
+                          jax.tree_util.tree_leaves(want)):
+    if tuple(a.shape) != tuple(b.shape):
+      raise UserError(f"{what}: {jax.tree_util.keystr(path)} has shape {tuple(a.shape)}, "
+                       f"expected {tuple(b.shape)}.")
+
+
+def selector(which):
+  return parse_which(which) if isinstance(which, str) else which
+
+
+def load_pretrained_teacher(variables, teacher_workdir: str, which: Any = None, *,
+                            expected_arch: Optional[str] = None):
+  """Fine-tune mode: returns SFTN ``variables`` whose ``teacher`` params/batch_stats are replaced
+  by a trained teacher's model checkpoint (``teacher_workdir``, optionally ``'WORKDIR@WHICH'``;
+  ``which`` defaults to 'final'). Bridges and branches keep their fresh initialisation.
+
+  Raises:
+    ValueError: not SFTN variables, or the checkpoint's arch/tree does not match the teacher.
+  """
+  if which is None:
+    teacher_workdir, _, w = str(teacher_workdir).partition("@")
+    which = w or "final"
+  params = dict(variables.get("params") or {})
+  if "teacher" not in params:
+    raise UserError("load_pretrained_teacher expects the variables of an SFTN model "
+                     "(params['teacher'] missing).")
+  loaded, meta = ckpt_lib.load_model(teacher_workdir, selector(which))
+  if expected_arch is not None and meta.get("arch") != expected_arch:
+    raise UserError(f"init_teacher_from {teacher_workdir!r} holds a {meta.get('arch')!r} model; "
+                     f"the SFTN teacher is {expected_arch!r}.")
+  stats = dict(variables.get("batch_stats") or {})
+  new_p = loaded["params"]
+  new_s = dict(loaded.get("batch_stats") or {})
+  what = f"init_teacher_from {teacher_workdir!r}"
+  check_same_tree(new_p, params["teacher"], what)
+  check_same_tree(new_s, stats.get("teacher", {}), what)
+  cast = lambda new, old: jax.tree_util.tree_map(  # noqa: E731
+      lambda a, b: jnp.asarray(a, dtype=b.dtype), new, old)
+  out = dict(variables)
+  out["params"] = dict(params, teacher=cast(new_p, params["teacher"]))
+  if "teacher" in stats:
+    out["batch_stats"] = dict(stats, teacher=cast(new_s, stats["teacher"]))
+  return out
