@@ -36,6 +36,13 @@ def base_config() -> ml_collections.ConfigDict:
   d.mixup_alpha = 0.0            # > 0: mixup with Beta(alpha, alpha) (teacher variant)
   d.image_size = 0               # streamed datasets (ImageNet): crop size; 0 = dataset default
   d.stream_threads = 4           # host decoding threads for streamed datasets
+  d.loader = "stream"            # streamed datasets: 'stream' (host threads) | 'grain' (workers)
+  d.grain_workers = 8            # loader='grain': worker processes (kdjax.data.grain_feed)
+  d.prefetch = 2                 # loader='grain': batches kept on the devices ahead of the step
+  # Train-time colour jitter (torchvision ColorJitter semantics; all 0 = off): Ojha et al.'s
+  # jitter-invariant teacher (configs/ojha/jitter_teacher.py).
+  d.color_jitter = ml_collections.ConfigDict(
+      dict(brightness=0.0, contrast=0.0, saturation=0.0, hue=0.0))
 
   # Distillation teacher (empty workdir = supervised training).
   c.teacher = t = ml_collections.ConfigDict()
@@ -50,7 +57,7 @@ def base_config() -> ml_collections.ConfigDict:
   m.ce_weight = 1.0
   m.label_smoothing = 0.0
   m.terms = ml_collections.ConfigDict()
-  m.trainable = "student+connectors"   # main stage's trainable set (kdjax.methods.base)
+  m.trainable = "student+connectors"   # main stage's trainable set (kdjax.methods.core)
   # Optional init stage before the main one (RepDistiller's AB/FT/FSP pre-training): its own
   # loss (ce_weight + terms), trainable set, epochs and constant lr (0 = optim.lr).
   m.init = mi = ml_collections.ConfigDict()
@@ -130,7 +137,7 @@ RESUMABLE_KEYS = (
     "num_epochs", "max_steps", "log_every_steps", "eval_every_epochs", "checkpoint_every_steps",
     "keep_every_epochs", "keep_epochs", "async_checkpoint", "progress", "tensorboard",
     "eval_batch_size", "force_resume", "dataset.data_dir", "dataset.idx_dir",
-    "dataset.stream_threads")
+    "dataset.stream_threads", "dataset.loader", "dataset.grain_workers", "dataset.prefetch")
 
 
 def _flatten(d, prefix=""):

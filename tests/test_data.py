@@ -59,7 +59,7 @@ def test_info_values():
   assert im.num_classes == 1000 and not im.in_memory
   assert im.eval_split == 'validation'
   assert set(kd.KNOWN_DATASETS) == {'cifar10', 'cifar100', 'mnist',
-                                    'fashion_mnist', 'imagenet2012'}
+                                    'fashion_mnist', 'imagenet2012', 'tiny_imagenet'}
   hash(c100)  # frozen, usable as a static jit argument
 
 

@@ -14,7 +14,7 @@ from configs import sftn as sftn_configs
 from kdjax import cli, models
 from kdjax.config import validate
 from kdjax.methods import Batch, Outputs, build_method
-from kdjax.methods.terms import sftn_term
+from kdjax.methods.sftn import sftn_term
 from kdjax.teachers import sftn
 from kdjax.train import load_model
 from kdjax.train.loop import train_and_evaluate

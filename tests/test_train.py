@@ -237,12 +237,12 @@ def test_snapshot_ensemble_teacher_from_kept_checkpoints(tmp_path, mock_cifar100
 
 def _register_visit_counter():
   """A toy stateful term: its explicit state counts how often each dataset index was seen."""
-  from kdjax.methods.base import _TERMS, register_term
-  if "_visits" in _TERMS:
+  from kdjax.methods.registry import get_term, register_term
+  if get_term("_visits") is not None:
     return
 
-  def init_state(num_examples, s_shapes, t_shapes, rng):
-    return {"visits": jnp.zeros((num_examples,), jnp.int32)}
+  def init_state(ctx, rng):
+    return {"visits": jnp.zeros((ctx.num_examples,), jnp.int32)}
 
   def fn(s, t, batch, *, state):
     new = {"visits": state["visits"].at[batch.index].add(1)}

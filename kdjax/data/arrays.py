@@ -19,10 +19,12 @@ from typing import Any
 import numpy as np
 
 from kdjax.data import idx as idx_lib
+from kdjax.data import tiny_imagenet
 from kdjax.data.registry import (DatasetInfo, DatasetNotFoundError,
                                  IDX_DEFAULT_DIRS, IDX_ENV_VARS,
                                  missing_dataset_message)
 from kdjax.data.registry import info as get_info
+from kdjax.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +84,7 @@ def _absolute_instructions(split: str, sizes: dict[str, int]):
     instrs = tfds.core.ReadInstruction.from_spec(split).to_absolute(
         {k: _N(v) for k, v in sizes.items()})
   except (ValueError, KeyError, AssertionError) as e:
-    raise ValueError(f'Bad split {split!r}: {e}') from None
+    raise UserError(f'Bad split {split!r}: {e}') from None
   out = []
   for ins in instrs:
     n = sizes[ins.splitname]
@@ -166,7 +168,7 @@ def open_tfds_source(name: str, split: str, data_dir: str | None):
         f'{sorted(f.value for f in formats)}, which tfds.data_source cannot '
         f'read: delete it and prepare again with python -m kdjax.data.prepare '
         f'(which writes array_record)') from None
-  raise ValueError(
+  raise UserError(
       f'TFDS could not open {name!r} split {split!r} from {where}: {err}'
   ) from None
 
@@ -410,11 +412,15 @@ def load_arrays(name: str, split: str, *, data_dir: str | None = None,
   """
   info = get_info(name)
   if not info.in_memory:
-    raise ValueError(
+    raise UserError(
         f'{name!r} is too large to hold in memory; use '
         f'kdjax.data.stream.HostStream({name!r}, {split!r}, ...) instead.')
   if not isinstance(split, str) or not split:
-    raise ValueError(f'split must be a non-empty string, got {split!r}.')
+    raise UserError(f'split must be a non-empty string, got {split!r}.')
+  if name == tiny_imagenet.NAME:   # no TFDS builder: the original tiny-imagenet-200 directory
+    images, labels, index = tiny_imagenet.load(split, data_dir=data_dir, limit=limit)
+    return _checked(ArraySplit(images, labels, index, info, split),
+                    'the tiny-imagenet-200 directory')
   details = []
   # 1. Prepared TFDS data.
   try:
@@ -452,12 +458,12 @@ def load_arrays(name: str, split: str, *, data_dir: str | None = None,
 
 def _checked(s: ArraySplit, source: str) -> ArraySplit:
   if len(s.labels) and s.images.shape[1:] != tuple(s.info.image_shape):
-    raise ValueError(
+    raise UserError(
         f'{s.info.name} from {source}: images have shape {s.images.shape[1:]}, '
         f'expected {tuple(s.info.image_shape)}.')
   if len(s.labels) and (s.labels.min() < 0 or
                         s.labels.max() >= s.info.num_classes):
-    raise ValueError(
+    raise UserError(
         f'{s.info.name} from {source}: labels outside 0..'
         f'{s.info.num_classes - 1}.')
   return s

@@ -73,7 +73,7 @@ def rotation_views(images, rng, transform, *, num_views: int = 4):
   ``transform(x, rng)`` (independent random crops: SSKD transforms each view separately).
 
   Returns ``(num_views · B, H, W, C)`` with row ``b · num_views + k`` (``k = 0``: the normal
-  view), the layout of :class:`kdjax.methods.base.ViewSpec`. Needs square images.
+  view), the layout of :class:`kdjax.methods.registry.ViewSpec`. Needs square images.
   """
   images = jnp.asarray(images)
   if images.ndim != 4 or images.shape[1] != images.shape[2]:

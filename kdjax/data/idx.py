@@ -13,6 +13,8 @@ import zlib
 
 import numpy as np
 
+from kdjax.errors import UserError
+
 _DTYPES = {
     0x08: np.dtype('u1'),
     0x09: np.dtype('i1'),
@@ -24,7 +26,7 @@ _DTYPES = {
 _GZIP_MAGIC = b'\x1f\x8b'
 
 
-class IdxFormatError(ValueError):
+class IdxFormatError(UserError):
   """An IDX file is corrupt, truncated or not an IDX file."""
 
 

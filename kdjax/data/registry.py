@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import dataclasses
 
+from kdjax.errors import UserError
 
-class DatasetNotFoundError(FileNotFoundError):
+
+class DatasetNotFoundError(UserError, FileNotFoundError):
   """No usable copy of a dataset was found. The message says how to get one."""
 
 

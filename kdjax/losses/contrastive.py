@@ -21,7 +21,7 @@ image; ``memory_v1``/``memory_v2`` there) and per-example index rows ``idx[b] = 
   ``M_t`` with ``v_t``; no gradient.
 
 Here everything is a pure function of explicit arrays (the memories and ``Z`` are the state of
-the ``crd`` method term, :mod:`kdjax.methods.terms`); the per-example split of the NCE loss is
+the ``crd`` method term, :mod:`kdjax.methods.crd`); the per-example split of the NCE loss is
 ``L_b = −[log D1_b + Σ_k log D0_{b,k}]`` summed over the two views, whose batch mean is the
 reference value. Numerics: the scores are kept in log space (``log P = ⟨·,·⟩/T − log Z``) and
 ``log(P/(P + c))`` is evaluated as ``log P − logaddexp(log P, log c)``, mathematically identical

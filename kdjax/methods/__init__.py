@@ -16,7 +16,7 @@ from kdjax.methods.presets import (apply_preset, preset, preset_names,  # noqa: 
 from kdjax.methods.registry import (BuildContext, TermSpec, ViewSpec, get_term, register_term,
                                     term_names)
 
-_NOT_FAMILIES = ("base", "core", "presets", "registry", "terms")   # base/terms: deprecated shims
+_NOT_FAMILIES = ("core", "presets", "registry")
 FAMILIES = tuple(m.name for m in sorted(_pkgutil.iter_modules(__path__), key=lambda m: m.name)
                  if m.name not in _NOT_FAMILIES and not m.name.startswith("_"))
 for _name in FAMILIES:

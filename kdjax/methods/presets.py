@@ -29,7 +29,7 @@ def register_preset(name: str, recipe: Union[dict, Callable[..., dict]]):
   """Adds a named recipe (a ``config.method`` dict, or a function of keyword arguments
   returning one)."""
   if name in PRESETS:
-    raise ValueError(f"method preset {name!r} registered twice")
+    raise UserError(f"method preset {name!r} registered twice")
   PRESETS[name] = recipe
 
 

@@ -102,7 +102,7 @@ class ABF(nn.Module):
     x = _bn(train, "bn1")(x)
     if self.fuse:
       if residual is None:
-        raise ValueError("ABF with fuse=True needs the coarser level's residual.")
+        raise UserError("ABF with fuse=True needs the coarser level's residual.")
       y = resize_nearest(residual, x.shape[1:3])
       z = jnp.concatenate([x, y], axis=-1)
       z = nn.Conv(2, (1, 1), kernel_init=torch_default_kernel,
@@ -131,7 +131,7 @@ class ReviewKDConnector(nn.Module):
                train: bool = True):
     s, t = [as_map(x) for x in student_feats], [as_map(x) for x in teacher_feats]
     if len(s) != len(t) or len(s) < 1:
-      raise ValueError(f"ReviewKD: need one teacher map per student map, got {len(s)} and "
+      raise UserError(f"ReviewKD: need one teacher map per student map, got {len(s)} and "
                        f"{len(t)}.")
     n = len(s)
     mid = min(self.max_mid_channels, s[-1].shape[-1])   # mdistiller: min(512, in_channels[-1])

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 
 from kdjax import losses
 from kdjax.methods.registry import register_term
+from kdjax.errors import UserError
 
 _SFTN_KL_DIRECTIONS = ("teacher_to_branch", "branch_to_teacher")
 _SFTN_BRANCH_REDUCE = ("mean", "sum")
@@ -27,24 +28,24 @@ def sftn_term(s, t, batch, *, kl_weight: float = 3.0, ce_weight: float = 1.0,
   ``method.ce_weight`` is λ_T; give this term weight 1."""
   del t
   if kl_direction not in _SFTN_KL_DIRECTIONS:
-    raise ValueError(f"sftn kl_direction must be one of {_SFTN_KL_DIRECTIONS}, got "
+    raise UserError(f"sftn kl_direction must be one of {_SFTN_KL_DIRECTIONS}, got "
                      f"{kl_direction!r}.")
   if branch_reduce not in _SFTN_BRANCH_REDUCE:
-    raise ValueError(f"sftn branch_reduce must be one of {_SFTN_BRANCH_REDUCE}, got "
+    raise UserError(f"sftn branch_reduce must be one of {_SFTN_BRANCH_REDUCE}, got "
                      f"{branch_reduce!r}.")
   for name, v in (("kl_weight", kl_weight), ("ce_weight", ce_weight)):
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:
-      raise ValueError(f"sftn {name} must be a number >= 0, got {v!r}.")
+      raise UserError(f"sftn {name} must be a number >= 0, got {v!r}.")
   for name, v in (("t2_scale", t2_scale),
                   ("detach_teacher_logits_in_kl", detach_teacher_logits_in_kl)):
     if not isinstance(v, bool):
-      raise ValueError(f"sftn {name} must be a bool, got {v!r}.")
+      raise UserError(f"sftn {name} must be a bool, got {v!r}.")
   if "branch_logits" not in s.taps:
-    raise ValueError("the sftn term needs taps['branch_logits']: train model 'sftn'.")
+    raise UserError("the sftn term needs taps['branch_logits']: train model 'sftn'.")
   z_t = s.logits
   z_b = s.taps["branch_logits"]
   if z_b.ndim != 3 or tuple(z_b.shape[1:]) != tuple(z_t.shape):
-    raise ValueError(f"sftn: branch_logits must be (R, B, K) with (B, K) = {tuple(z_t.shape)}, "
+    raise UserError(f"sftn: branch_logits must be (R, B, K) with (B, K) = {tuple(z_t.shape)}, "
                      f"got {tuple(z_b.shape)}.")
   z_kl = jax.lax.stop_gradient(z_t) if detach_teacher_logits_in_kl else z_t
   k = z_t.shape[-1]

@@ -18,7 +18,7 @@ Shapes are inferred with ``jax.eval_shape`` from the stage outputs of the teache
 at the input shape of the call. Each branch has its own copy of the student's stages and head
 (``share_student_blocks=True``: one copy shared by all branches, the MRI adaptation).
 
-The loss is the method term ``'sftn'`` (:func:`kdjax.methods.terms.sftn_term`), with
+The loss is the method term ``'sftn'`` (:func:`kdjax.methods.sftn.sftn_term`), with
 ``config.method.ce_weight = λ_T`` (the CE on the teacher logits that every method computes)::
 
   L = λ_T CE(z_T, y) + λ_R^CE mean_i CE(z_R^i, y) + λ_R^KL mean_i τ² KL(p_T^τ ‖ p_R^i,τ)

@@ -127,11 +127,10 @@ def train_and_evaluate(config, workdir: str, *, mesh=None, _step_hook=None) -> d
   state = parallel.put_replicated(state, mesh)
 
   # ---- device data, steps ---------------------------------------------------------------------
-  train_tf = lambda im, r: augment.train_transform(info, im, r, crop_pad=dcfg.crop_pad,
-                                                   flip=dcfg.flip)
+  train_tf = augment.dataset_train_transform(info, dcfg)   # crop, flip, colour jitter
   eval_tf = lambda im: augment.eval_transform(info, im)
   # Methods with views (SSKD's rotations) flip once per example themselves.
-  view_tf = lambda im, r: augment.train_transform(info, im, r, crop_pad=dcfg.crop_pad, flip=False)
+  view_tf = augment.dataset_train_transform(info, dcfg, flip=False)
   steps = make_steps(student=student, method=method, tx=tx, train_transform=train_tf,
                      eval_transform=eval_tf, teacher=teacher.module if teacher else None,
                      connectors=conn_modules, steps_per_epoch=steps_per_epoch,

@@ -264,10 +264,9 @@ def train_members(config, seeds: Sequence[int], workdir: str, *, shared_data: bo
   state = parallel.put_replicated(state, mesh)
 
   # ---- steps -----------------------------------------------------------------------------------
-  train_tf = lambda im, r: augment.train_transform(info, im, r, crop_pad=dcfg.crop_pad,
-                                                   flip=dcfg.flip)
+  train_tf = augment.dataset_train_transform(info, dcfg)   # crop, flip, colour jitter
   eval_tf = lambda im: augment.eval_transform(info, im)
-  view_tf = lambda im, r: augment.train_transform(info, im, r, crop_pad=dcfg.crop_pad, flip=False)
+  view_tf = augment.dataset_train_transform(info, dcfg, flip=False)
   steps = make_steps(student=student, method=method, tx=plan.main_tx, train_transform=train_tf,
                      eval_transform=eval_tf, teacher=teacher.module if teacher else None,
                      connectors=conn, steps_per_epoch=steps_per_epoch,

@@ -284,8 +284,7 @@ def train_online(config, workdir: str, *, mesh=None, _step_hook=None) -> dict:
   state = parallel.put_replicated(state, mesh)
 
   # ---- steps -----------------------------------------------------------------------------------
-  train_tf = lambda im, r: augment.train_transform(info, im, r, crop_pad=dcfg.crop_pad,
-                                                   flip=dcfg.flip)
+  train_tf = augment.dataset_train_transform(info, dcfg)   # crop, flip, colour jitter
   eval_tf = lambda im: augment.eval_transform(info, im)
   steps = make_online_steps(peers=peers, mode=mode, temperature=on["temperature"],
                             weight=on["weight"], ensemble=on["ensemble"], tx=tx,

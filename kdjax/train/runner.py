@@ -15,6 +15,7 @@ import jax
 import numpy as np
 
 from kdjax import data as kdata
+from kdjax.data import grain_feed
 from kdjax.config import json_normalise, resume_config_diff
 from kdjax.errors import UserError
 from kdjax.train import checkpoint as ckpt_lib
@@ -151,7 +152,18 @@ def load_data(config, mesh):
         data_dir=dcfg.data_dir, image_size=size, flip=dcfg.flip,
         drop_remainder=config.drop_remainder if train else False,
         num_threads=dcfg.stream_threads, limit=limit or None)
-    feed = StreamFeed(mk(dcfg.train_split, True, dcfg.train_limit, config.batch_size), mesh)
+    if dcfg.loader == "grain":    # worker processes over TFDS ArrayRecord (kdjax.data.grain_feed)
+      train_stream = grain_feed.GrainStream(
+          dcfg.name, dcfg.train_split, batch_size=config.batch_size, seed=config.seed, train=True,
+          data_dir=dcfg.data_dir, image_size=size, flip=dcfg.flip,
+          drop_remainder=config.drop_remainder, num_workers=dcfg.grain_workers,
+          limit=dcfg.train_limit or None)
+      feed = grain_feed.GrainFeed(train_stream, mesh, prefetch=dcfg.prefetch)
+    elif dcfg.loader == "stream":
+      feed = StreamFeed(mk(dcfg.train_split, True, dcfg.train_limit, config.batch_size), mesh)
+    else:
+      raise UserError(f"config.dataset.loader={dcfg.loader!r}: use 'stream' (host threads) or "
+                      "'grain' (worker processes).")
     test_stream = mk(dcfg.eval_split, False, dcfg.eval_limit, config.eval_batch_size)
     n_train = feed.stream.num_examples
     feed.index_space = int(np.max(feed.stream._index)) + 1  # pylint: disable=protected-access

@@ -7,7 +7,7 @@ statistics of frozen modules are kept (a module counts as trainable when any of 
 parameters is). RepDistiller's init stage is the reference: ``optim.SGD(init_modules
 .parameters())`` with only ``init_modules`` in training mode (``helper/pretrain.py``).
 
-Selectors (``kdjax.methods.base.TRAINABLE_GROUPS``): ``student``; ``student_features`` = the
+Selectors (``kdjax.methods.core.TRAINABLE_GROUPS``): ``student``; ``student_features`` = the
 student parameters its taps depend on, found by dependency analysis of the traced forward pass
 (everything but the classifier for the kdjax models; RepDistiller's ``get_feat_modules()``);
 ``student_head`` = the rest; ``connectors`` = the connectors of the stage's own terms; and
