@@ -1,10 +1,10 @@
 """Layers point one way (issue 11, item 6): a module may import its own layer or lower ones only.
 
-  0  data, models, losses, errors, eval, config     (the bottom)
-  1  methods
+  0  data, models, losses, errors, eval, config, distributed     (the bottom)
+  1  methods, precision
   2  train
   3  teachers, calibration, analysis
-  4  experiments, cli, the kdjax package itself      (and launch/, outside the package)
+  4  experiments, tables, cli, the kdjax package itself      (and launch/, outside the package)
 
 Every ``import kdjax...`` / ``from kdjax... import ...`` of every module is read with ``ast``,
 including imports inside functions, so a lazy import cannot hide an upward arrow.
@@ -16,11 +16,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PKG = os.path.join(ROOT, "kdjax")
 
 LAYERS = {
-    "data": 0, "models": 0, "losses": 0, "errors": 0, "eval": 0, "config": 0,
-    "methods": 1,
+    "data": 0, "models": 0, "losses": 0, "errors": 0, "eval": 0, "config": 0, "distributed": 0,
+    "methods": 1, "precision": 1,
     "train": 2,
     "teachers": 3, "calibration": 3, "analysis": 3,
-    "experiments": 4, "cli": 4, "__init__": 4,
+    "experiments": 4, "tables": 4, "cli": 4, "__init__": 4,
 }
 
 # Upward imports still present in code owned elsewhere (to be removed by its owners). The test
