@@ -1,5 +1,6 @@
 """kdjax losses: pure functions returning per-example values; the train step reduces the batch."""
 from kdjax.losses.logits import (
+    cross_entropy,
     dist,
     dkd,
     dkd_warmup_factor,
@@ -13,6 +14,7 @@ from kdjax.losses.logits import (
 )
 
 __all__ = [
+    "cross_entropy",
     "kl_per_example",
     "kd",
     "ttm",

@@ -630,3 +630,19 @@ def pld(
     q = jax.nn.softmax(z_t / teacher_temperature, axis=-1)
     w = jnp.take_along_axis(q, order, axis=-1)
     return jnp.sum(w * _plackett_luce_terms(s, z_s.shape[1]), axis=-1)
+
+
+def cross_entropy(logits: jax.Array, targets: jax.Array) -> jax.Array:
+    """Per-example cross-entropy ``-sum_k y_k log softmax(z)_k``, the one CE of kdjax.
+
+    ``targets`` is either integer labels (shape ``logits.shape[-2:-1]``, i.e. ``(B,)`` for logits
+    ``(..., B, C)``: a gather of ``-log softmax(z)_y``, broadcast over leading axes) or a target
+    distribution of the logits' shape (one-hot, label-smoothed or mixup-mixed: a dense sum).
+    ``log_softmax`` is taken in the logits' dtype; pass float32 (or wider) logits.
+    Returns the logits' shape without the class axis.
+    """
+    log_p = jax.nn.log_softmax(logits, axis=-1)
+    if jnp.issubdtype(targets.dtype, jnp.integer):
+        idx = jnp.broadcast_to(targets[:, None], log_p.shape[:-1] + (1,))
+        return -jnp.take_along_axis(log_p, idx, axis=-1)[..., 0]
+    return -jnp.sum(targets * log_p, axis=-1)

@@ -26,6 +26,8 @@ from typing import Sequence, Union
 import jax
 import jax.numpy as jnp
 
+from kdjax.losses.logits import cross_entropy
+
 from kdjax.losses.logits import kl_per_example
 
 __all__ = ["dml", "kdcl", "kdcl_ensemble", "ensemble_naive", "ensemble_minlogit",
@@ -77,9 +79,7 @@ def _check_number(name, value, *, positive: bool):
 
 def _ce(z: jax.Array, labels: jax.Array) -> jax.Array:
   """``-log softmax(z)_y`` for ``z`` of shape ``(..., B, C)`` -> ``(..., B)``."""
-  logp = jax.nn.log_softmax(z, axis=-1)
-  idx = jnp.broadcast_to(labels[:, None], logp.shape[:-1] + (1,))
-  return -jnp.take_along_axis(logp, idx, axis=-1)[..., 0]
+  return cross_entropy(z, labels)
 
 
 # --------------------------------------------------------------------------------------------

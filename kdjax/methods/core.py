@@ -50,6 +50,7 @@ import jax
 import jax.numpy as jnp
 
 from kdjax.errors import UserError
+from kdjax.losses.logits import cross_entropy
 from kdjax.methods.registry import _TERMS, BuildContext, TermSpec, ViewSpec
 
 
@@ -310,16 +311,15 @@ class Method:
       if teacher is not None:
         teacher = _normal_rows(teacher, views.num_views, batch.labels.shape[0], "teacher")
     # At least float32 (half-precision logits are upcast); float64 stays float64 under x64.
-    logp = jax.nn.log_softmax(student.logits.astype(
-        jnp.promote_types(student.logits.dtype, jnp.float32)))
+    z = student.logits.astype(jnp.promote_types(student.logits.dtype, jnp.float32))
     k = student.logits.shape[-1]
-    onehot = jax.nn.one_hot(batch.labels, k, dtype=logp.dtype)
+    onehot = jax.nn.one_hot(batch.labels, k, dtype=z.dtype)
     if batch.mix_labels is not None:
       onehot = batch.mix_lam * onehot + (1.0 - batch.mix_lam) * jax.nn.one_hot(
-          batch.mix_labels, k, dtype=logp.dtype)
+          batch.mix_labels, k, dtype=z.dtype)
     if self.label_smoothing:
       onehot = onehot * (1.0 - self.label_smoothing) + self.label_smoothing / k
-    ce = -jnp.sum(onehot * logp, axis=-1)
+    ce = cross_entropy(z, onehot)
     total = self.ce_weight * ce
     metrics = {"ce": ce.mean()}
     for t in self._resolved_terms():

@@ -57,7 +57,7 @@ def sftn_term(s, t, batch, *, kl_weight: float = 3.0, ce_weight: float = 1.0,
   ce, kl = [], []
   for r in range(z_b.shape[0]):
     z_r = z_b[r]
-    ce.append(-jnp.sum(target * jax.nn.log_softmax(z_r.astype(jnp.float32), axis=-1), axis=-1))
+    ce.append(losses.cross_entropy(z_r.astype(jnp.float32), target))
     student, teacher = (z_r, z_kl) if kl_direction == "teacher_to_branch" else (z_kl, z_r)
     kl.append(losses.kl_per_example(student, teacher, teacher_temperature=temperature,
                                     student_temperature=temperature, t2_scale=t2_scale))
