@@ -51,6 +51,8 @@ def base_config() -> ml_collections.ConfigDict:
   t.members = ()                 # ensemble: ('WORKDIR@WHICH', ...); replaces workdir/which
   t.ensemble_mode = "logit_mean"  # logit_mean | prob_mean
   t.temperature = 1.0            # post-hoc calibration: teacher logits are divided by this
+  t.fold_bn = False              # fold the frozen teacher's inference BN into its convs (exact;
+                                 # kdjax.models.fold_bn); its BN variables stay available to OH
 
   c.method = m = ml_collections.ConfigDict()
   m.name = "supervised"
@@ -83,6 +85,9 @@ def base_config() -> ml_collections.ConfigDict:
   o.reference_batch_size = 64    # lr is quoted for this batch; a warning is printed otherwise
   o.scale_lr_with_batch = False  # if True: lr *= batch_size / reference_batch_size
 
+  # Mixed precision (kdjax.precision): compute dtype per model; master weights, BatchNorm
+  # statistics and loss reductions stay float32.
+  c.precision = ml_collections.ConfigDict(dict(student="float32", teacher="float32"))
   c.batch_size = 64
   c.eval_batch_size = 500
   c.drop_remainder = False       # RepDistiller keeps the last partial batch

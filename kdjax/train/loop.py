@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from kdjax import models
+from kdjax import precision
 from kdjax.config import validate
 from kdjax.errors import UserError
 from kdjax.data import augment
@@ -66,8 +67,10 @@ def train_and_evaluate(config, workdir: str, *, mesh=None, _step_hook=None) -> d
   total_steps = steps_per_epoch * config.num_epochs
 
   # ---- models ----------------------------------------------------------------------------------
-  student = models.get(config.model, num_classes=info.num_classes, **dict(config.model_kwargs))
-  teacher = load_teacher(config.teacher, info.num_classes) if method.needs_teacher else None
+  student = precision.build_model(config.model, num_classes=info.num_classes,
+                                  policy=config.precision.student, **dict(config.model_kwargs))
+  teacher = (load_teacher(config.teacher, info.num_classes, policy=config.precision.teacher,
+                          input_shape=info.image_shape) if method.needs_teacher else None)
   if teacher is not None:
     check_teacher_input(teacher, info.image_shape, dcfg.name)
   if teacher is None and (config.teacher.workdir or config.teacher.members):
@@ -132,24 +135,24 @@ def train_and_evaluate(config, workdir: str, *, mesh=None, _step_hook=None) -> d
   # Methods with views (SSKD's rotations) flip once per example themselves.
   view_tf = augment.dataset_train_transform(info, dcfg, flip=False)
   steps = make_steps(student=student, method=method, tx=tx, train_transform=train_tf,
-                     eval_transform=eval_tf, teacher=teacher.module if teacher else None,
+                     eval_transform=eval_tf, teacher=teacher.run_module if teacher else None,
                      connectors=conn_modules, steps_per_epoch=steps_per_epoch,
                      mixup_alpha=float(dcfg.mixup_alpha), stats_mask=plan.main_stats_mask,
                      step_offset=init_steps, view_transform=view_tf)
   init_fns = make_steps(student=student, method=method.init.method, tx=plan.init_tx,
                         train_transform=train_tf, eval_transform=eval_tf,
-                        teacher=teacher.module if teacher else None, connectors=conn_modules,
+                        teacher=teacher.run_module if teacher else None, connectors=conn_modules,
                         steps_per_epoch=steps_per_epoch, mixup_alpha=float(dcfg.mixup_alpha),
                         stats_mask=plan.init_stats_mask,
                         view_transform=view_tf) if init_steps else None
-  t_vars = parallel.put_replicated(teacher.variables, mesh) if teacher else {}
+  t_vars = parallel.put_replicated(teacher.run_variables, mesh) if teacher else {}
 
   start_step = int(state.step)
   writer = MetricWriter(workdir, tensorboard=config.tensorboard, resume_step=start_step)
   summary_path = os.path.join(workdir, "summary.json")
   teacher_metrics, teacher_pred = {}, None
   if teacher is not None:
-    t_steps = make_eval_step(teacher.module, eval_tf)
+    t_steps = make_eval_step(teacher.run_module, eval_tf)
     teacher_metrics, teacher_pred = evaluate(t_steps, t_vars, eval_batches(), mesh,
                                              config.eval_batch_size)
     print(f"[kdjax] teacher test top-1 {teacher_metrics['top1']:.2f}")

@@ -53,6 +53,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 
 from kdjax import data as kdata
 from kdjax import models
+from kdjax import precision
 from kdjax.config import validate
 from kdjax.data import augment
 from kdjax.errors import UserError
@@ -206,8 +207,10 @@ def train_members(config, seeds: Sequence[int], workdir: str, *, shared_data: bo
     raise UserError(f"{n_train} training examples is fewer than one batch of {bs}.")
   total_steps = steps_per_epoch * config.num_epochs
 
-  student = models.get(config.model, num_classes=info.num_classes, **dict(config.model_kwargs))
-  teacher = load_teacher(config.teacher, info.num_classes) if method.needs_teacher else None
+  student = precision.build_model(config.model, num_classes=info.num_classes,
+                                  policy=config.precision.student, **dict(config.model_kwargs))
+  teacher = (load_teacher(config.teacher, info.num_classes, policy=config.precision.teacher,
+                          input_shape=info.image_shape) if method.needs_teacher else None)
   dummy = jnp.zeros((1,) + tuple(info.image_shape), jnp.float32)
   v0 = jax.eval_shape(lambda: student.init(jax.random.PRNGKey(0), dummy, train=False))
   s_shapes = _tap_shapes(student, v0, dummy)
@@ -268,15 +271,15 @@ def train_members(config, seeds: Sequence[int], workdir: str, *, shared_data: bo
   eval_tf = lambda im: augment.eval_transform(info, im)
   view_tf = augment.dataset_train_transform(info, dcfg, flip=False)
   steps = make_steps(student=student, method=method, tx=plan.main_tx, train_transform=train_tf,
-                     eval_transform=eval_tf, teacher=teacher.module if teacher else None,
+                     eval_transform=eval_tf, teacher=teacher.run_module if teacher else None,
                      connectors=conn, steps_per_epoch=steps_per_epoch,
                      mixup_alpha=float(dcfg.mixup_alpha), stats_mask=plan.main_stats_mask,
                      view_transform=view_tf)
   mstep = make_member_step(steps.train_indexed, n, shared_data=shared_data, impl=impl)
-  t_vars = parallel.put_replicated(teacher.variables, mesh) if teacher else {}
+  t_vars = parallel.put_replicated(teacher.run_variables, mesh) if teacher else {}
   teacher_metrics, teacher_pred = {}, None
   if teacher is not None:
-    t_steps = make_steps(student=teacher.module, method=method, tx=None,
+    t_steps = make_steps(student=teacher.run_module, method=method, tx=None,
                          train_transform=train_tf, eval_transform=eval_tf)
     teacher_metrics, teacher_pred = evaluate(t_steps, t_vars, eval_batches(), mesh,
                                              config.eval_batch_size)

@@ -25,6 +25,8 @@ import jax
 import jax.numpy as jnp
 
 from kdjax import models
+from kdjax import precision
+from kdjax.models import fold_bn
 from kdjax.config import parse_which
 from kdjax.errors import UserError
 from kdjax.train import checkpoint as ckpt_lib
@@ -50,7 +52,10 @@ class EnsembleTeacher:
       z = jax.nn.logsumexp(jax.nn.log_softmax(logits, -1), axis=0) - jnp.log(len(outs))
     if self.temperature != 1.0:
       z = z / self.temperature
-    return z, outs[0][1]
+    # Every member's (temperature-scaled) logits, (B, M, K): the per-teacher-KL ensemble term
+    # (kdjax.methods.ckd.ensemble_kd) reads them; XLA drops them when no term does.
+    member = jnp.stack([o[0] for o in outs], axis=1) / self.temperature
+    return z, dict(outs[0][1], member_logits=member)
 
 
 @dataclasses.dataclass
@@ -58,6 +63,18 @@ class Teacher:
   module: EnsembleTeacher
   variables: list
   meta: dict            # first member's metadata + 'members'
+  # What the train/eval steps run: the BN-folded copy when config.teacher.fold_bn (same outputs;
+  # ``module``/``variables`` keep the BatchNorms, e.g. for OH's margins). None = module/variables.
+  step_module: Optional[EnsembleTeacher] = None
+  step_variables: Optional[list] = None
+
+  @property
+  def run_module(self):
+    return self.step_module if self.step_module is not None else self.module
+
+  @property
+  def run_variables(self):
+    return self.step_variables if self.step_variables is not None else self.variables
 
   @property
   def num_params(self) -> int:
@@ -69,8 +86,10 @@ def _parse_member(spec: str):
   return workdir, parse_which(which or "final")
 
 
-def load_teacher(tcfg, num_classes: int) -> Teacher:
-  """Loads the teacher(s) named by ``config.teacher``."""
+def load_teacher(tcfg, num_classes: int, *, policy="float32", input_shape=None) -> Teacher:
+  """Loads the teacher(s) named by ``config.teacher``, built under the precision ``policy``
+  (``config.precision.teacher``); with ``teacher.fold_bn`` (needs ``input_shape``) the steps run
+  a BN-folded copy (:func:`kdjax.models.fold_bn.fold_teacher_bn`)."""
   members = [_parse_member(s) for s in tcfg.members] if tcfg.members else []
   if not members:
     if not tcfg.workdir:
@@ -87,16 +106,23 @@ def load_teacher(tcfg, num_classes: int) -> Teacher:
     if int(meta["num_classes"]) != num_classes:
       raise UserError(f"Teacher in {workdir!r} has {meta['num_classes']} classes but the "
                        f"dataset has {num_classes}.")
-    mods.append(models.get(meta["arch"], num_classes=int(meta["num_classes"]),
-                           **dict(meta.get("model_kwargs") or {})))
+    mods.append(precision.build_model(meta["arch"], num_classes=int(meta["num_classes"]),
+                                      policy=policy, **dict(meta.get("model_kwargs") or {})))
     variables.append(v)
     metas.append(dict(meta, workdir=workdir))
   meta = dict(metas[0], members=[{k: m.get(k) for k in ("workdir", "arch", "step", "epoch")}
                                  for m in metas])
   if not tcfg.temperature > 0:
     raise UserError(f"teacher.temperature must be > 0, got {tcfg.temperature}.")
-  return Teacher(EnsembleTeacher(mods, tcfg.ensemble_mode, float(tcfg.temperature)), variables,
-                 meta)
+  ens = EnsembleTeacher(mods, tcfg.ensemble_mode, float(tcfg.temperature))
+  if not tcfg.get("fold_bn", False):
+    return Teacher(ens, variables, meta)
+  if input_shape is None:
+    raise UserError("teacher.fold_bn needs the input shape: call load_teacher(..., input_shape=).")
+  folded = [fold_bn.fold_teacher_bn(m, v, input_shape) for m, v in zip(mods, variables)]
+  return Teacher(ens, variables, meta,
+                 EnsembleTeacher([f[0] for f in folded], tcfg.ensemble_mode,
+                                 float(tcfg.temperature)), [f[1] for f in folded])
 
 
 def check_teacher_input(teacher: Teacher, image_shape, dataset: str) -> None:
