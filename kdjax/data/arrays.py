@@ -468,8 +468,3 @@ def _checked(s: ArraySplit, source: str) -> ArraySplit:
         f'{s.info.num_classes - 1}.')
   return s
 
-
-def describe(s: ArraySplit) -> dict[str, Any]:
-  """Small summary (for logs)."""
-  return dict(name=s.info.name, split=s.split, n=len(s),
-              image_shape=tuple(s.images.shape[1:]))

@@ -145,9 +145,3 @@ def sskd_head_ce(rep: jax.Array, *, num_views: int = 4) -> jax.Array:
   sim, target, b = _similarity(rep, num_views, "sskd_head_ce")
   ce = -jnp.take_along_axis(jax.nn.log_softmax(sim, -1), target[:, None], 1)[:, 0]
   return ce.reshape(b, num_views - 1).mean(1)
-
-
-def sskd_head_accuracy(rep: jax.Array, *, num_views: int = 4) -> jax.Array:
-  """Top-1 of the self-supervision task (the row's maximum is its own example), per example."""
-  sim, target, b = _similarity(rep, num_views, "sskd_head_accuracy")
-  return (jnp.argmax(sim, -1) == target).astype(jnp.float32).reshape(b, num_views - 1).mean(1)

@@ -54,6 +54,4 @@ class MetricWriter:
       self._tb.close()
 
 
-def read_jsonl(path: str):
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+

@@ -26,7 +26,6 @@ class StepFns:
   train_indexed: Callable   # (state, images, labels, ds_index, idx, teacher_vars) -> (state, m)
   train_batch: Callable     # (state, batch{image,label,index}, teacher_vars) -> (state, metrics)
   eval_batch: Callable      # (variables, image, label, mask[, teacher_pred]) -> sums
-  forward: Callable         # (variables, x) -> (logits, taps), eval mode
 
 
 def _global_norm(tree):
@@ -143,14 +142,10 @@ def make_steps(*, student, method: Method, tx, train_transform: Callable,
   def train_batch(state, batch, teacher_vars):
     return core(state, batch["image"], batch["label"], batch["index"], teacher_vars)
 
-  def forward(variables, x):
-    return student.apply(variables, x, train=False)
-
   return StepFns(
       train_indexed=jax.jit(train_indexed, donate_argnums=(0,)),
       train_batch=jax.jit(train_batch, donate_argnums=(0,)),
       eval_batch=make_eval_step(student, eval_transform),
-      forward=jax.jit(forward),
   )
 
 
