@@ -76,6 +76,8 @@ def require(value, flag: str):
   try:
     if value is not None and not isinstance(value, str):
       value.keys()
+  except AttributeError:     # a plain flag value (list, number): nothing deferred to load
+    pass
   except OSError as e:
     _fail(f"--{flag}: " + " ".join(str(e).replace("config_config", "").split()))
   if not value:

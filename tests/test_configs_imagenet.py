@@ -188,7 +188,7 @@ def _random_variables(model, x, seed=0):
 
 def test_one_step_on_mock_imagenet(tmp_path):
   import tensorflow_datasets as tfds
-  from kdjax.models.import_torch import save_teacher
+  from kdjax.teachers.import_torch import save_teacher
   from kdjax.train.loop import train_and_evaluate
   c = _load("imagenet/ttm.py").get_config("wttm:resnet34-resnet18")
   teacher = models.get("resnet34_imagenet", num_classes=1000)

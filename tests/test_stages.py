@@ -360,7 +360,7 @@ def test_two_stage_run_resumes_inside_and_across_stages(tmp_path, mock_cifar100)
   assert min(r["step"] for r in tests) == 15
 
   # resuming with another init length is refused before anything is compiled
-  with pytest.raises(ValueError, match=r"written with method.init.epochs = 2"):
+  with pytest.raises(ValueError, match=r"method.init.epochs \(2 -> 3\)"):
     cfg = _ab_run_config(twd)
     cfg.method.init.epochs = 3
     train_and_evaluate(cfg, wd)

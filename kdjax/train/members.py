@@ -65,7 +65,7 @@ from kdjax.train import state as state_lib
 from kdjax.train.loop import InMemoryFeed, evaluate, load_data, scale_lr_for_batch
 from kdjax.train.logging import MetricWriter
 from kdjax.train.optim import make_optimizer
-from kdjax.train.step import make_steps
+from kdjax.train.step import make_eval_step, make_steps
 from kdjax.train.teacher import load_teacher
 
 
@@ -91,32 +91,17 @@ def _keep_epochs(config) -> set:
   return keep
 
 
-def _tap_shapes(module, variables, x):
-  _, taps = jax.eval_shape(lambda v, x: module.apply(v, x, train=False), variables, x)
-  return {k: v.shape for k, v in taps.items()}
-
-
-def init_member(*, seed: int, student, method, teacher, dummy, tx_for, index_space: int,
-                conn_modules: dict):
-  """Member ``seed``'s initial train state, built exactly as ``train_and_evaluate`` builds it."""
+def init_member(*, seed: int, student, method, teacher, dummy, tx_for, index_space: int):
+  """Member ``seed``'s initial train state, built exactly as ``train_and_evaluate`` builds it
+  (:func:`kdjax.train.state.init_train_state` on the seed's key). Returns ``(state, tx, built)``;
+  ``built.method`` is the method bound to the pair."""
   rng = jax.random.PRNGKey(int(seed))
-  k_init, k_conn, k_run = jax.random.split(rng, 3)
+  k_init = jax.random.split(rng, 3)[0]
   variables = student.init(k_init, dummy, train=False)
-  s_shapes = _tap_shapes(student, variables, dummy)
-  t_shapes = _tap_shapes(teacher.module, teacher.variables, dummy) if teacher else None
-  conn_params, conn_stats = {}, {}
-  for i, (key, (mod, init_shapes)) in enumerate(sorted(conn_modules.items())):
-    cv = mod.init(jax.random.fold_in(k_conn, i), *[jnp.zeros(s, jnp.float32) for s in init_shapes])
-    conn_params[key] = cv.get("params", {})
-    if "batch_stats" in cv:
-      conn_stats[key] = cv["batch_stats"]
-  params = {"student": variables["params"], "connectors": conn_params}
-  batch_stats = {"student": variables.get("batch_stats", {}), "connectors": conn_stats}
-  method_state = method.init_states(index_space, s_shapes, t_shapes,
-                                    jax.random.fold_in(k_conn, 999),
-                                    teacher_variables=teacher.variables if teacher else None)
-  tx = tx_for(params, batch_stats, variables)
-  return state_lib.create(params, batch_stats, tx, k_run, method_state), tx
+  built = state_lib.init_train_state(student, teacher, method, dummy, rng,
+                                     num_examples=index_space, student_variables=variables)
+  tx = tx_for(built.method, built.params, built.batch_stats, variables)
+  return built.create(tx), tx, built
 
 
 IMPLS = ("auto", "vmap", "unroll")
@@ -212,17 +197,12 @@ def train_members(config, seeds: Sequence[int], workdir: str, *, shared_data: bo
   teacher = (load_teacher(config.teacher, info.num_classes, policy=config.precision.teacher,
                           input_shape=info.image_shape) if method.needs_teacher else None)
   dummy = jnp.zeros((1,) + tuple(info.image_shape), jnp.float32)
-  v0 = jax.eval_shape(lambda: student.init(jax.random.PRNGKey(0), dummy, train=False))
-  s_shapes = _tap_shapes(student, v0, dummy)
-  t_shapes = _tap_shapes(teacher.module, teacher.variables, dummy) if teacher else None
-  method.check_shapes(s_shapes, t_shapes)
-  conn_modules = method.connectors(s_shapes, t_shapes)
   scale_lr_for_batch(config)
   base_tx, schedule = make_optimizer(config.optim, steps_per_epoch)
   plans = {}
 
-  def tx_for(params, batch_stats, variables):
-    p = stages_lib.plan(method, config, base_tx, params, batch_stats, steps_per_epoch,
+  def tx_for(bound, params, batch_stats, variables):
+    p = stages_lib.plan(bound, config, base_tx, params, batch_stats, steps_per_epoch,
                         feature_mask=lambda: stages_lib.student_feature_mask(student, variables,
                                                                              dummy))
     plans["main"] = p
@@ -230,13 +210,13 @@ def train_members(config, seeds: Sequence[int], workdir: str, *, shared_data: bo
 
   states = []
   for s in seeds:
-    st, tx = init_member(seed=s, student=student, method=method, teacher=teacher, dummy=dummy,
-                         tx_for=tx_for, index_space=feed.index_space, conn_modules=conn_modules)
+    st, tx, built = init_member(seed=s, student=student, method=method, teacher=teacher,
+                                dummy=dummy, tx_for=tx_for, index_space=feed.index_space)
     states.append(st)
   state = stack(states)
   del states
   plan = plans["main"]
-  conn = {k: m for k, (m, _) in conn_modules.items()}
+  method, conn = built.method, built.connectors          # the method bound to the pair
   print(f"[kdjax] members: {n} x {config.model} (seeds {seeds}"
         + (", shared data order/augmentation" if shared_data else "") + f"; jax.{impl}" + ")"
         + (f"; teacher {teacher.meta['arch']} ({teacher.meta['workdir']})" if teacher else "")
@@ -279,8 +259,7 @@ def train_members(config, seeds: Sequence[int], workdir: str, *, shared_data: bo
   t_vars = parallel.put_replicated(teacher.run_variables, mesh) if teacher else {}
   teacher_metrics, teacher_pred = {}, None
   if teacher is not None:
-    t_steps = make_steps(student=teacher.run_module, method=method, tx=None,
-                         train_transform=train_tf, eval_transform=eval_tf)
+    t_steps = make_eval_step(teacher.run_module, eval_tf)
     teacher_metrics, teacher_pred = evaluate(t_steps, t_vars, eval_batches(), mesh,
                                              config.eval_batch_size)
     print(f"[kdjax] teacher test top-1 {teacher_metrics['top1']:.2f}")
