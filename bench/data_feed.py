@@ -9,6 +9,7 @@ Prints images/s of each (median of repeats). The trainer keeps the faster (devic
 
   .venv/bin/python bench/data_feed.py
 """
+
 import os
 import statistics
 import sys
@@ -47,7 +48,7 @@ def main():
       batch = images[idx]
       padded = np.pad(batch, ((0, 0), (4, 4), (4, 4), (0, 0)))
       ox, oy = rs.randint(0, 9, B), rs.randint(0, 9, B)
-      crop = np.stack([padded[i, oy[i]:oy[i] + 32, ox[i]:ox[i] + 32] for i in range(B)])
+      crop = np.stack([padded[i, oy[i] : oy[i] + 32, ox[i] : ox[i] + 32] for i in range(B)])
       flip = rs.rand(B) < 0.5
       crop[flip] = crop[flip, :, ::-1]
       x = (crop.astype(np.float32) / 255.0 - mean) / std
@@ -55,7 +56,10 @@ def main():
     jax.block_until_ready(out)
 
   res = {}
-  for name, f in (("device (in-jit gather+augment)", device_epoch), ("host (numpy + device_put)", host_epoch)):
+  for name, f in (
+    ("device (in-jit gather+augment)", device_epoch),
+    ("host (numpy + device_put)", host_epoch),
+  ):
     f()
     ts = []
     for _ in range(REPEATS):

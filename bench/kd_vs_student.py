@@ -14,6 +14,7 @@ part on synthetic data, interleaved (student step, KD step, teacher forward, ...
 
   .venv/bin/python bench/kd_vs_student.py [--rounds 4] [--steps 3] [--batch 128]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,6 +47,7 @@ def main():
   a = ap.parse_args()
   from kdjax.config import base_config  # pylint: disable=import-outside-toplevel
   from kdjax.train.step import make_steps  # pylint: disable=import-outside-toplevel
+
   eval_bs = a.eval_batch or int(base_config().eval_batch_size)
 
   res = {"pair": a.pair, "batch": a.batch, "load_start": os.getloadavg()[0]}
@@ -67,28 +69,41 @@ def main():
     jax.block_until_ready(out)
     return (time.perf_counter() - t0) / n
 
-  timers = {"student": lambda n: kd_setup.run_steps(stu, n),
-            "kd": lambda n: kd_setup.run_steps(kd, n), "teacher_fwd": teacher_fwd}
+  timers = {
+    "student": lambda n: kd_setup.run_steps(stu, n),
+    "kd": lambda n: kd_setup.run_steps(kd, n),
+    "teacher_fwd": teacher_fwd,
+  }
   for f in timers.values():
     f(1)
   times = {k: [] for k in timers}
   for r in range(a.rounds):
-    for k in (list(timers)[r % 3:] + list(timers)[:r % 3]):
+    for k in list(timers)[r % 3 :] + list(timers)[: r % 3]:
       times[k].append(timers[k](a.steps))
-    print(f"round {r + 1}: " + ", ".join(f"{k} {1e3 * v[-1]:.0f} ms" for k, v in times.items())
-          + f" (load {os.getloadavg()[0]:.1f})", flush=True)
+    print(
+      f"round {r + 1}: "
+      + ", ".join(f"{k} {1e3 * v[-1]:.0f} ms" for k, v in times.items())
+      + f" (load {os.getloadavg()[0]:.1f})",
+      flush=True,
+    )
   for k, v in times.items():
     res[f"{k}_ms"] = 1e3 * statistics.median(v)
-  res["kd_over_student"] = statistics.median([k_ / s for k_, s in zip(times["kd"],
-                                                                      times["student"])])
+  res["kd_over_student"] = statistics.median(
+    [k_ / s for k_, s in zip(times["kd"], times["student"])]
+  )
   res["teacher_fwd_over_student"] = statistics.median(
-      [t / s for t, s in zip(times["teacher_fwd"], times["student"])])
+    [t / s for t, s in zip(times["teacher_fwd"], times["student"])]
+  )
 
   # The teacher's test-set evaluation, as train_and_evaluate does once at the start.
-  t_steps = make_steps(student=t_mod, method=kd_setup.kd_method(), tx=None,
-                       train_transform=lambda im, r: im, eval_transform=lambda im: im)
-  xe = jnp.asarray(np.random.RandomState(0).randn(eval_bs, p["hw"], p["hw"], p["c"]),
-                   jnp.float32)
+  t_steps = make_steps(
+    student=t_mod,
+    method=kd_setup.kd_method(),
+    tx=None,
+    train_transform=lambda im, r: im,
+    eval_transform=lambda im: im,
+  )
+  xe = jnp.asarray(np.random.RandomState(0).randn(eval_bs, p["hw"], p["hw"], p["c"]), jnp.float32)
   ye = jnp.zeros((eval_bs,), jnp.int32)
   me = jnp.ones((eval_bs,), jnp.float32)
   t0 = time.perf_counter()

@@ -15,6 +15,7 @@ students faster than N runs one after another). The KD step: 0.1 CE + 0.9 T^2 KL
 Pairs: ``fmnist`` = resnet20 -> resnet8 at 28x28x1, 10 classes; ``cifar`` = resnet32x4 ->
 resnet8x4 at 32x32x3, 100 classes. Prints one JSON line per (pair, N) and a Markdown table.
 """
+
 import argparse
 import json
 import os
@@ -36,13 +37,15 @@ from kdjax.train.members import make_member_step, stack  # noqa: E402
 from kdjax.train.optim import make_optimizer  # noqa: E402
 from kdjax.train.step import make_steps  # noqa: E402
 
-PAIRS = {"fmnist": ("resnet20", "resnet8", "fashion_mnist"),
-         "cifar": ("resnet32x4", "resnet8x4", "cifar100")}
+PAIRS = {
+  "fmnist": ("resnet20", "resnet8", "fashion_mnist"),
+  "cifar": ("resnet32x4", "resnet8x4", "cifar100"),
+}
 
 
 def _time(fn, state, args, steps, repeats):
   t0 = time.perf_counter()
-  state, m = fn(state, *args)           # compile + first step
+  state, m = fn(state, *args)  # compile + first step
   jax.block_until_ready(m)
   compile_s = time.perf_counter() - t0
   times = []
@@ -64,12 +67,18 @@ def bench_pair(pair, members, batch, steps, repeats, shared, impl):
   tv = t_mod.init(jax.random.PRNGKey(100), x0)
   cfg = base_config()
   tx, _ = make_optimizer(cfg.optim, steps_per_epoch=782)
-  method = build_method(dict(name="kd", ce_weight=0.1,
-                             terms=dict(kd=dict(weight=0.9, temperature=4.0))))
-  fns = make_steps(student=s_mod, method=method, tx=tx, teacher=t_mod,
-                   train_transform=lambda im, r: augment.train_transform(info, im, r, crop_pad=4,
-                                                                         flip=True),
-                   eval_transform=lambda im: augment.eval_transform(info, im), emit_norms=False)
+  method = build_method(
+    dict(name="kd", ce_weight=0.1, terms=dict(kd=dict(weight=0.9, temperature=4.0)))
+  )
+  fns = make_steps(
+    student=s_mod,
+    method=method,
+    tx=tx,
+    teacher=t_mod,
+    train_transform=lambda im, r: augment.train_transform(info, im, r, crop_pad=4, flip=True),
+    eval_transform=lambda im: augment.eval_transform(info, im),
+    emit_norms=False,
+  )
   rs = np.random.RandomState(0)
   n_img = 8 * batch
   images = jnp.asarray(rs.randint(0, 256, (n_img,) + tuple(info.image_shape)).astype(np.uint8))
@@ -78,8 +87,12 @@ def bench_pair(pair, members, batch, steps, repeats, shared, impl):
 
   def init(seed):
     v = s_mod.init(jax.random.PRNGKey(seed), x0)
-    return state_lib.create({"student": v["params"], "connectors": {}},
-                            {"student": v["batch_stats"]}, tx, jax.random.PRNGKey(seed + 1000))
+    return state_lib.create(
+      {"student": v["params"], "connectors": {}},
+      {"student": v["batch_stats"]},
+      tx,
+      jax.random.PRNGKey(seed + 1000),
+    )
 
   idx1 = jnp.asarray(rs.permutation(n_img)[:batch].astype(np.int32))
   single = jax.jit(fns.train_indexed, donate_argnums=(0,))
@@ -87,16 +100,31 @@ def bench_pair(pair, members, batch, steps, repeats, shared, impl):
   rows = []
   for n in members:
     state = stack([init(s) for s in range(n)])
-    idx = idx1 if shared else jnp.asarray(
-        np.stack([rs.permutation(n_img)[:batch] for _ in range(n)]).astype(np.int32))
+    idx = (
+      idx1
+      if shared
+      else jnp.asarray(np.stack([rs.permutation(n_img)[:batch] for _ in range(n)]).astype(np.int32))
+    )
     step = make_member_step(fns.train_indexed, n, shared_data=shared, impl=impl)
     tn, cn = _time(step, state, (images, labels, ds_index, idx, tv), steps, repeats)
-    rows.append({"pair": f"{t_name}->{s_name}", "members": n, "shared_data": shared, "impl": impl,
-                 "batch_per_member": batch, "single_step_s": t1, "member_step_s": tn,
-                 "single_img_s": batch / t1, "member_img_s": n * batch / tn,
-                 "speedup_vs_separate": n * t1 / tn, "compile_single_s": c1,
-                 "compile_member_s": cn, "device": jax.devices()[0].platform,
-                 "load": os.getloadavg()[0]})
+    rows.append(
+      {
+        "pair": f"{t_name}->{s_name}",
+        "members": n,
+        "shared_data": shared,
+        "impl": impl,
+        "batch_per_member": batch,
+        "single_step_s": t1,
+        "member_step_s": tn,
+        "single_img_s": batch / t1,
+        "member_img_s": n * batch / tn,
+        "speedup_vs_separate": n * t1 / tn,
+        "compile_single_s": c1,
+        "compile_member_s": cn,
+        "device": jax.devices()[0].platform,
+        "load": os.getloadavg()[0],
+      }
+    )
     print(json.dumps(rows[-1]), flush=True)
   return rows
 
@@ -114,16 +142,21 @@ def main():
   rows = []
   for p in a.pairs.split(","):
     for impl in a.impl.split(","):
-      rows += bench_pair(p, [int(x) for x in a.members.split(",")], a.batch, a.steps, a.repeats,
-                         a.shared, impl)
-  print("\n| pair | impl | N | single step | member step | img/s single | img/s members | "
-        "speed-up vs N runs | compile single / member |")
+      rows += bench_pair(
+        p, [int(x) for x in a.members.split(",")], a.batch, a.steps, a.repeats, a.shared, impl
+      )
+  print(
+    "\n| pair | impl | N | single step | member step | img/s single | img/s members | "
+    "speed-up vs N runs | compile single / member |"
+  )
   print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
   for r in rows:
-    print(f"| {r['pair']} | {r['impl']} | {r['members']} | {r['single_step_s'] * 1e3:.0f} ms | "
-          f"{r['member_step_s'] * 1e3:.0f} ms | {r['single_img_s']:.0f} | {r['member_img_s']:.0f}"
-          f" | {r['speedup_vs_separate']:.2f}x | {r['compile_single_s']:.1f} / "
-          f"{r['compile_member_s']:.1f} s |")
+    print(
+      f"| {r['pair']} | {r['impl']} | {r['members']} | {r['single_step_s'] * 1e3:.0f} ms | "
+      f"{r['member_step_s'] * 1e3:.0f} ms | {r['single_img_s']:.0f} | {r['member_img_s']:.0f}"
+      f" | {r['speedup_vs_separate']:.2f}x | {r['compile_single_s']:.1f} / "
+      f"{r['compile_member_s']:.1f} s |"
+    )
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ difference to the plain-KD step.
 
   .venv/bin/python bench/method_cost.py [--methods kd,fitnet,crd] [--steps 2 --repeats 3]
 """
+
 import argparse
 import json
 import os
@@ -40,8 +41,12 @@ KD = dict(weight=0.9, temperature=4.0)
 
 # The library's presets (kdjax.methods.preset, as configs/ use them), with the per-pair
 # hyper-parameters of the resnet32x4 -> resnet8x4 cells of configs/cifar100/{dkd,ttm,wttm,itrd}.py.
-PRESET_ARGS = {"dkd": dict(beta=8.0), "ttm": dict(gamma=0.1, beta=100.0),
-               "wttm": dict(gamma=0.1, beta=3.0), "itrd": dict(alpha=1.01, mi_weight=1.0)}
+PRESET_ARGS = {
+  "dkd": dict(beta=8.0),
+  "ttm": dict(gamma=0.1, beta=100.0),
+  "wttm": dict(gamma=0.1, beta=3.0),
+  "itrd": dict(alpha=1.01, mi_weight=1.0),
+}
 # Terms without a preset (calibration study's ranking losses).
 EXTRA = {"listmle": dict(weight=1.0), "pairwise_ranking": dict(weight=1.0)}
 
@@ -74,16 +79,26 @@ def setup(name, batch):
   terms = dict(kd=dict(KD), **method_terms(name))
   method = build_method(dict(name=name, ce_weight=0.1, terms=terms))
   tx, _ = make_optimizer(base_config().optim, steps_per_epoch=782)
-  built = state_lib.init_train_state(s_mod, (t_mod, tv), method, x0, jax.random.PRNGKey(0),
-                                     tx=tx, num_examples=N_DATA)
-  fns = make_steps(student=s_mod, method=built.method, tx=tx, teacher=t_mod,
-                   connectors=built.connectors,
-                   train_transform=lambda im, r: im, eval_transform=lambda im: im,
-                   emit_norms=False, steps_per_epoch=782)
+  built = state_lib.init_train_state(
+    s_mod, (t_mod, tv), method, x0, jax.random.PRNGKey(0), tx=tx, num_examples=N_DATA
+  )
+  fns = make_steps(
+    student=s_mod,
+    method=built.method,
+    tx=tx,
+    teacher=t_mod,
+    connectors=built.connectors,
+    train_transform=lambda im, r: im,
+    eval_transform=lambda im: im,
+    emit_norms=False,
+    steps_per_epoch=782,
+  )
   rs = np.random.RandomState(0)
-  b = {"image": jnp.asarray(rs.randn(batch, 32, 32, 3).astype(np.float32)),
-       "label": jnp.asarray(rs.randint(0, 100, batch).astype(np.int32)),
-       "index": jnp.asarray(rs.choice(N_DATA, batch, replace=False).astype(np.int32))}
+  b = {
+    "image": jnp.asarray(rs.randn(batch, 32, 32, 3).astype(np.float32)),
+    "label": jnp.asarray(rs.randint(0, 100, batch).astype(np.int32)),
+    "index": jnp.asarray(rs.choice(N_DATA, batch, replace=False).astype(np.int32)),
+  }
   return fns, built.state, tv, b, models.count_params(built.params["connectors"])
 
 
@@ -95,7 +110,7 @@ class Runner:
     t0 = time.perf_counter()
     self.compiled = fns.train_batch.lower(self.state, self.b, self.tv).compile()
     self.compile_s = time.perf_counter() - t0
-    self.time(2)                                    # warm-up
+    self.time(2)  # warm-up
 
   def time(self, steps):
     t0 = time.perf_counter()
@@ -117,14 +132,21 @@ def bench(name, batch, steps, repeats, kd=None):
     if t_kd is not None:
       ratios.append(times[-1] / t_kd)
   # Repeating one batch with random weights can diverge (timing is unaffected): flag it.
-  out = dict(method=name, step_s=statistics.median(times), compile_s=r.compile_s,
-             connector_params=r.n_conn, finite=bool(np.isfinite(float(r.m["loss"]))),
-             ratio=statistics.median(ratios) if ratios else 1.0)
+  out = dict(
+    method=name,
+    step_s=statistics.median(times),
+    compile_s=r.compile_s,
+    connector_params=r.n_conn,
+    finite=bool(np.isfinite(float(r.m["loss"]))),
+    ratio=statistics.median(ratios) if ratios else 1.0,
+  )
   return out, r
 
 
-DEFAULT = ("kd,fitnet,at,sp,cc,vid,rkd,pkt,ab,ft,fsp,nst,crd,dkd,dist,ttm,wttm,listmle,"
-           "pairwise_ranking,wttm_crd,itrd,sskd")
+DEFAULT = (
+  "kd,fitnet,at,sp,cc,vid,rkd,pkt,ab,ft,fsp,nst,crd,dkd,dist,ttm,wttm,listmle,"
+  "pairwise_ranking,wttm_crd,itrd,sskd"
+)
 
 
 def main():
@@ -146,28 +168,35 @@ def main():
         kd_runner = runner
       else:
         del runner
-    except (ValueError, KeyError) as e:       # e.g. a term not registered in this checkout
+    except (ValueError, KeyError) as e:  # e.g. a term not registered in this checkout
       rows.append(dict(method=n, error=str(e).splitlines()[0][:120]))
     r = rows[-1]
-    print(f"  {n:<18} " + (f"{1e3 * r['step_s']:8.0f} ms" if "step_s" in r else r["error"]),
-          flush=True)
+    print(
+      f"  {n:<18} " + (f"{1e3 * r['step_s']:8.0f} ms" if "step_s" in r else r["error"]), flush=True
+    )
   kd = rows[0]["step_s"]
-  print(f"\nMethod cost over plain KD: resnet32x4 -> resnet8x4, batch {a.batch}, "
-        f"jax {jax.__version__} on {jax.devices()[0].platform} ({os.cpu_count()} cores), "
-        f"median of {a.repeats} x {a.steps} steps; 'added' = median over repeats of the method's "
-        "step / the KD step timed just before it")
-  print("| method (0.1 CE + 0.9 KD + term) | step (ms) | added over KD (ms) | added (%) | "
-        "img/s | connector params | compile (s) |")
+  print(
+    f"\nMethod cost over plain KD: resnet32x4 -> resnet8x4, batch {a.batch}, "
+    f"jax {jax.__version__} on {jax.devices()[0].platform} ({os.cpu_count()} cores), "
+    f"median of {a.repeats} x {a.steps} steps; 'added' = median over repeats of the method's "
+    "step / the KD step timed just before it"
+  )
+  print(
+    "| method (0.1 CE + 0.9 KD + term) | step (ms) | added over KD (ms) | added (%) | "
+    "img/s | connector params | compile (s) |"
+  )
   print("|---|---:|---:|---:|---:|---:|---:|")
   for r in rows:
     if "error" in r:
       print(f"| {r['method']} | – | – | – | – | – | {r['error']} |")
       continue
     d = (r["ratio"] - 1.0) * kd
-    print(f"| {r['method']} | {1e3 * r['step_s']:.0f} | {1e3 * d:+.0f} | "
-          f"{100 * (r['ratio'] - 1.0):+.1f} | "
-          f"{a.batch / r['step_s']:.1f} | {r['connector_params']:,} | {r['compile_s']:.1f} |"
-          + ("" if r["finite"] else " (loss diverged on the repeated batch)"))
+    print(
+      f"| {r['method']} | {1e3 * r['step_s']:.0f} | {1e3 * d:+.0f} | "
+      f"{100 * (r['ratio'] - 1.0):+.1f} | "
+      f"{a.batch / r['step_s']:.1f} | {r['connector_params']:,} | {r['compile_s']:.1f} |"
+      + ("" if r["finite"] else " (loss diverged on the repeated batch)")
+    )
   print(json.dumps(rows))
 
 

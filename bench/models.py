@@ -15,6 +15,7 @@ first (already compiled) run takes longer than ``--budget_s`` reports that singl
 
   .venv/bin/python bench/models.py [--batch 64] [--models resnet8,vgg8] [--repeats 5]
 """
+
 import argparse
 import os
 import statistics
@@ -29,9 +30,30 @@ import optax
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from kdjax import models  # noqa: E402
 
-CIFAR = ["resnet8", "resnet14", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110",
-         "resnet8x4", "resnet32x4", "ResNet50", "wrn_16_1", "wrn_16_2", "wrn_40_1", "wrn_40_2",
-         "vgg8", "vgg11", "vgg13", "vgg16", "vgg19", "MobileNetV2", "ShuffleV1", "ShuffleV2"]
+CIFAR = [
+  "resnet8",
+  "resnet14",
+  "resnet20",
+  "resnet32",
+  "resnet44",
+  "resnet56",
+  "resnet110",
+  "resnet8x4",
+  "resnet32x4",
+  "ResNet50",
+  "wrn_16_1",
+  "wrn_16_2",
+  "wrn_40_1",
+  "wrn_40_2",
+  "vgg8",
+  "vgg11",
+  "vgg13",
+  "vgg16",
+  "vgg19",
+  "MobileNetV2",
+  "ShuffleV1",
+  "ShuffleV2",
+]
 
 
 def _flops(compiled) -> float:
@@ -86,20 +108,28 @@ def bench(name: str, batch: int, repeats: int, budget_s: float) -> dict:
   compile_fwd = time.perf_counter() - t0
 
   def loss_fn(p, bs, x, y):
-    (logits, _), new = model.apply({"params": p, "batch_stats": bs}, x, train=True,
-                                   mutable=["batch_stats"])
+    (logits, _), new = model.apply(
+      {"params": p, "batch_stats": bs}, x, train=True, mutable=["batch_stats"]
+    )
     return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), new
 
   t0 = time.perf_counter()
-  step = jax.jit(jax.value_and_grad(loss_fn, has_aux=True)).lower(
-      params, batch_stats, x, y).compile()
+  step = (
+    jax.jit(jax.value_and_grad(loss_fn, has_aux=True)).lower(params, batch_stats, x, y).compile()
+  )
   compile_train = time.perf_counter() - t0
 
   t_fwd, n_fwd = _time(fwd, (variables, x), repeats, budget_s)
   t_train, n_train = _time(step, (params, batch_stats, x, y), repeats, budget_s)
-  return {"model": name, "params": models.count_params(params),
-          "gflops": _flops(fwd) / batch / 1e9, "fwd": batch / t_fwd, "train": batch / t_train,
-          "compile": compile_fwd + compile_train, "runs": f"{n_fwd}/{n_train}"}
+  return {
+    "model": name,
+    "params": models.count_params(params),
+    "gflops": _flops(fwd) / batch / 1e9,
+    "fwd": batch / t_fwd,
+    "train": batch / t_train,
+    "compile": compile_fwd + compile_train,
+    "runs": f"{n_fwd}/{n_train}",
+  }
 
 
 def main():
@@ -110,16 +140,23 @@ def main():
   p.add_argument("--budget_s", type=float, default=3.0)
   a = p.parse_args()
   dev = jax.devices()[0]
-  print(f"# kdjax CIFAR zoo, batch {a.batch}, 32x32x3, 100 classes, float32, "
-        f"{dev.platform} ({dev.device_kind}), {os.cpu_count()} host cores, jax {jax.__version__}")
-  header = ("| model | params | GFLOP/img | fwd img/s | fwd+bwd img/s | compile s | runs |\n"
-            "|---|---:|---:|---:|---:|---:|---:|")
+  print(
+    f"# kdjax CIFAR zoo, batch {a.batch}, 32x32x3, 100 classes, float32, "
+    f"{dev.platform} ({dev.device_kind}), {os.cpu_count()} host cores, jax {jax.__version__}"
+  )
+  header = (
+    "| model | params | GFLOP/img | fwd img/s | fwd+bwd img/s | compile s | runs |\n"
+    "|---|---:|---:|---:|---:|---:|---:|"
+  )
   print(header, flush=True)
   t_start = time.perf_counter()
   for name in a.models.split(","):
     r = bench(name, a.batch, a.repeats, a.budget_s)
-    print(f"| {r['model']} | {r['params']:,} | {r['gflops']:.3f} | {r['fwd']:,.0f} | "
-          f"{r['train']:,.0f} | {r['compile']:.1f} | {r['runs']} |", flush=True)
+    print(
+      f"| {r['model']} | {r['params']:,} | {r['gflops']:.3f} | {r['fwd']:,.0f} | "
+      f"{r['train']:,.0f} | {r['compile']:.1f} | {r['runs']} |",
+      flush=True,
+    )
   print(f"\ntotal {time.perf_counter() - t_start:.0f} s")
 
 

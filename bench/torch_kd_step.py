@@ -5,6 +5,7 @@ RepDistiller's definitions (BasicBlock, filters [32, 64, 128, 256], 6n+2 layers)
 Run with any Python that has torch:  python bench/torch_kd_step.py --batch 64 --steps 10
 Prints one JSON line {"img_per_s": ..., ...}.
 """
+
 import argparse
 import json
 import statistics
@@ -86,9 +87,18 @@ def main():
       step()
     times.append((time.perf_counter() - t0) / args.steps)
   med = statistics.median(times)
-  print(json.dumps({"framework": f"torch {torch.__version__} eager f32", "batch": args.batch,
-                    "step_s": med, "img_per_s": args.batch / med,
-                    "threads": torch.get_num_threads(), "channels_last": args.channels_last}))
+  print(
+    json.dumps(
+      {
+        "framework": f"torch {torch.__version__} eager f32",
+        "batch": args.batch,
+        "step_s": med,
+        "img_per_s": args.batch / med,
+        "threads": torch.get_num_threads(),
+        "channels_last": args.channels_last,
+      }
+    )
+  )
 
 
 if __name__ == "__main__":

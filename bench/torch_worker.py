@@ -20,6 +20,7 @@ Protocol (one JSON object per line):
 time (interpreter start to torch + models imported) + model build + the first step (compile
 included). ``{"cmd": "reset"}`` drops the built steps.
 """
+
 import time
 
 T_START = time.perf_counter()
@@ -39,17 +40,17 @@ import torch_models  # noqa: E402  pylint: disable=wrong-import-position
 T_IMPORTED = time.perf_counter()
 
 PAIRS = {
-    "r32x4_r8x4": dict(teacher="resnet32x4", student="resnet8x4", hw=32, c=3, classes=100),
-    "r20_r8": dict(teacher="resnet20", student="resnet8", hw=28, c=1, classes=10),
-    "r56_r20": dict(teacher="resnet56", student="resnet20", hw=32, c=3, classes=100),
-    "tiny": dict(teacher="resnet8", student="resnet8", hw=8, c=1, classes=10),  # smoke only
+  "r32x4_r8x4": dict(teacher="resnet32x4", student="resnet8x4", hw=32, c=3, classes=100),
+  "r20_r8": dict(teacher="resnet20", student="resnet8", hw=28, c=1, classes=10),
+  "r56_r20": dict(teacher="resnet56", student="resnet20", hw=32, c=3, classes=100),
+  "tiny": dict(teacher="resnet8", student="resnet8", hw=8, c=1, classes=10),  # smoke only
 }
 VARIANTS = ("eager", "channels_last", "compile", "compile_cl", "bf16_cl")
 
 
 def _model(name, classes, c):
   m = torch_models.CIFAR[name](classes)
-  if c != 3:   # the transcription's stem takes 3 channels
+  if c != 3:  # the transcription's stem takes 3 channels
     m.conv1 = nn.Conv2d(c, m.conv1.out_channels, 3, 1, 1, bias=False)
   return m
 
@@ -61,7 +62,7 @@ def build(pair, batch, variant):
   torch.manual_seed(0)
   teacher = _model(p["teacher"], p["classes"], p["c"]).eval()
   student = _model(p["student"], p["classes"], p["c"]).train()
-  with torch.no_grad():   # non-trivial running statistics, as on the kdjax side
+  with torch.no_grad():  # non-trivial running statistics, as on the kdjax side
     for mod in teacher.modules():
       if isinstance(mod, nn.BatchNorm2d):
         mod.running_mean.normal_(0, 0.1)
@@ -108,12 +109,19 @@ def main():
         t1 = time.perf_counter()
         loss = fn()
         t2 = time.perf_counter()
-        fn()   # second step: torch.compile may recompile once (e.g. for the optimiser state)
+        fn()  # second step: torch.compile may recompile once (e.g. for the optimiser state)
         t3 = time.perf_counter()
         steps[msg["key"]] = fn
-        out = {"ok": True, "setup_s": t1 - t0, "first_step_s": t2 - t1, "second_step_s": t3 - t2,
-               "loss": float(loss), "threads": torch.get_num_threads(),
-               "framework": f"torch {torch.__version__}", "import_s": T_IMPORTED - T_START}
+        out = {
+          "ok": True,
+          "setup_s": t1 - t0,
+          "first_step_s": t2 - t1,
+          "second_step_s": t3 - t2,
+          "loss": float(loss),
+          "threads": torch.get_num_threads(),
+          "framework": f"torch {torch.__version__}",
+          "import_s": T_IMPORTED - T_START,
+        }
         out["cold_s"] = (T_IMPORTED - T_START) + (t2 - t0)
         if msg["variant"].startswith("compile"):
           out["compile_s"] = (t2 - t1) + (t3 - t2)

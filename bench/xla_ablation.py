@@ -21,6 +21,7 @@ HLO), ``xla_cpu_enable_fast_math``, ``xla_cpu_multi_thread_eigen``,
 ``xla_cpu_enable_concurrency_optimized_scheduler``, ``xla_cpu_use_thunk_runtime`` (the thunk
 runtime is the only one left: false is ignored).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,18 +42,18 @@ import kd_setup  # noqa: E402
 YNN = "xla_cpu_experimental_ynn_fusion_type"
 # name -> (compiler options, make_kd_step options)
 VARIANTS = {
-    "base": ({}, {}),
-    "eigen": ({YNN: ""}, {}),
-    # per-compile options take the enum names (the XLA_FLAGS spelling is lower-case)
-    "ynn_dot_only": ({YNN: "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}, {}),
-    "fast_math": ({"xla_cpu_enable_fast_math": True}, {}),
-    "concurrency_sched": ({"xla_cpu_enable_concurrency_optimized_scheduler": True}, {}),
-    "no_donate": ({}, {"donate": False}),
-    "fast_variance": ({}, {"fast_variance": True}),
-    "fold_bn": ({}, {"fold_bn": True}),
-    "teacher_bf16": ({}, {"teacher_dtype": jnp.bfloat16}),
-    "both_bf16": ({}, {"teacher_dtype": jnp.bfloat16, "student_dtype": jnp.bfloat16}),
-    "eigen_fold_bn": ({YNN: ""}, {"fold_bn": True}),
+  "base": ({}, {}),
+  "eigen": ({YNN: ""}, {}),
+  # per-compile options take the enum names (the XLA_FLAGS spelling is lower-case)
+  "ynn_dot_only": ({YNN: "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}, {}),
+  "fast_math": ({"xla_cpu_enable_fast_math": True}, {}),
+  "concurrency_sched": ({"xla_cpu_enable_concurrency_optimized_scheduler": True}, {}),
+  "no_donate": ({}, {"donate": False}),
+  "fast_variance": ({}, {"fast_variance": True}),
+  "fold_bn": ({}, {"fold_bn": True}),
+  "teacher_bf16": ({}, {"teacher_dtype": jnp.bfloat16}),
+  "both_bf16": ({}, {"teacher_dtype": jnp.bfloat16, "student_dtype": jnp.bfloat16}),
+  "eigen_fold_bn": ({YNN: ""}, {"fold_bn": True}),
 }
 DEFAULT = "base,eigen,fast_variance,fold_bn,no_donate,teacher_bf16,eigen_fold_bn"
 
@@ -81,18 +82,25 @@ def main():
       kd_setup._patch_fast_variance(False)  # pylint: disable=protected-access
     kd_setup.run_steps(s, 1)
     setups[n] = s
-    info[n] = {"compile_s": c, "compiler_options": {k: str(v) for k, v in copts.items()},
-               "opts": {k: str(v) for k, v in opts.items()}}
+    info[n] = {
+      "compile_s": c,
+      "compiler_options": {k: str(v) for k, v in copts.items()},
+      "opts": {k: str(v) for k, v in opts.items()},
+    }
     print(f"compiled {n:<18} {c:6.1f} s (load {os.getloadavg()[0]:.1f})", flush=True)
   times = {n: [] for n in names}
   loads = []
   for r in range(a.rounds):
-    order = names[r % len(names):] + names[:r % len(names)]
+    order = names[r % len(names) :] + names[: r % len(names)]
     for n in order:
       times[n].append(kd_setup.run_steps(setups[n], a.steps))
     loads.append(os.getloadavg()[0])
-    print(f"round {r + 1}: " + ", ".join(f"{n} {1e3 * times[n][-1]:.0f}" for n in names)
-          + f" ms (load {loads[-1]:.1f})", flush=True)
+    print(
+      f"round {r + 1}: "
+      + ", ".join(f"{n} {1e3 * times[n][-1]:.0f}" for n in names)
+      + f" ms (load {loads[-1]:.1f})",
+      flush=True,
+    )
   base = names[0]
   print(f"\n{a.pair} B={a.batch}, {a.rounds} rounds, load {min(loads):.1f}-{max(loads):.1f}")
   print(f"| variant | median ms | min ms | time / {base} (median of rounds) | compile s |")
@@ -100,15 +108,31 @@ def main():
   summary = {}
   for n in names:
     ratios = [t / b for t, b in zip(times[n], times[base])]
-    summary[n] = dict(info[n], median_ms=1e3 * statistics.median(times[n]),
-                      min_ms=1e3 * min(times[n]), ratio=statistics.median(ratios),
-                      ratios=ratios, times=times[n])
-    print(f"| {n} | {summary[n]['median_ms']:.0f} | {summary[n]['min_ms']:.0f} | "
-          f"{summary[n]['ratio']:.3f} | {info[n]['compile_s']:.1f} |")
+    summary[n] = dict(
+      info[n],
+      median_ms=1e3 * statistics.median(times[n]),
+      min_ms=1e3 * min(times[n]),
+      ratio=statistics.median(ratios),
+      ratios=ratios,
+      times=times[n],
+    )
+    print(
+      f"| {n} | {summary[n]['median_ms']:.0f} | {summary[n]['min_ms']:.0f} | "
+      f"{summary[n]['ratio']:.3f} | {info[n]['compile_s']:.1f} |"
+    )
   if a.out:
     with open(a.out, "w") as f:
-      json.dump({"pair": a.pair, "batch": a.batch, "loads": loads, "summary": summary,
-                 "utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, f, indent=1)
+      json.dump(
+        {
+          "pair": a.pair,
+          "batch": a.batch,
+          "loads": loads,
+          "summary": summary,
+          "utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        },
+        f,
+        indent=1,
+      )
 
 
 if __name__ == "__main__":

@@ -53,6 +53,7 @@ numbers (distilled vs independent student):
 * transfer is strong CNN → CNN and weak Transformer → CNN; CKA with the teacher and
   decision-boundary similarity rise with distillation.
 """
+
 from kdjax.analysis import base_config
 from kdjax.analysis.probes.invariance import PAPER_JITTER
 
@@ -67,9 +68,9 @@ def get_config(setting: str = "fmnist"):
     c.num_examples = 5000
     p.adversarial.eps_list = (0.0, 2 / 255, 4 / 255, 8 / 255)
     p.adversarial.pgd_steps = 5
-    p.adversarial.pgd_step_frac = 0.2   # I-FGSM, 5 steps of eps / 5 (paper protocol)
+    p.adversarial.pgd_step_frac = 0.2  # I-FGSM, 5 steps of eps / 5 (paper protocol)
   elif setting == "imagenet":
-    c.num_examples = 5000               # paper: 5,000 random validation images
+    c.num_examples = 5000  # paper: 5,000 random validation images
     c.batch_size = 100
     p.adversarial.eps_list = (0.0, 2 / 255, 4 / 255, 8 / 255)
     p.adversarial.pgd_steps = 5
@@ -77,9 +78,11 @@ def get_config(setting: str = "fmnist"):
     # paper magnitudes, then the extra strengths 0.3-0.6 (applied to brightness / contrast /
     # saturation with hue 0.2: our reading of §6.3.3)
     p.invariance.jitter = (dict(PAPER_JITTER),) + tuple(
-        dict(brightness=m, contrast=m, saturation=m, hue=0.2) for m in (0.3, 0.5, 0.6))
+      dict(brightness=m, contrast=m, saturation=m, hue=0.2) for m in (0.3, 0.5, 0.6)
+    )
     p.cues.sets = ("noise", "blur", "edge", "cue_conflict", "grayscale")
   else:
-    raise ValueError(f"configs/analysis.py: unknown setting {setting!r}; "
-                     "use fmnist | cifar100 | imagenet.")
+    raise ValueError(
+      f"configs/analysis.py: unknown setting {setting!r}; use fmnist | cifar100 | imagenet."
+    )
   return c

@@ -9,6 +9,7 @@ Optional second field ``,quick`` shrinks the run to a 2,000-example, 1-epoch smo
       --config.teacher.workdir runs/fm/teacher
 No published number: Fashion-MNIST is not in the papers' tables.
 """
+
 from configs import quickstart
 
 

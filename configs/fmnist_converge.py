@@ -12,6 +12,7 @@ quickstart's) from the final teacher, seeds 0, 1, 2, evaluated on the
 full 10,000-image test set every 5 epochs (the curves are ``test/top1`` in each run's
 metrics.jsonl). No published number (Fashion-MNIST is not in the papers' tables).
 """
+
 import ml_collections
 
 from configs.fmnist_quickstart import kd_method, run_config
@@ -21,9 +22,11 @@ def get_config(arg: str = ""):
   del arg
   f = ml_collections.ConfigDict()
   f.name = "fmnist_converge"
-  f.setting = ("Fashion-MNIST: teacher resnet14 on 60,000 images x 15 epochs; student resnet8 on "
-               "the first 5,000 images x 60 epochs, alone vs KD (0.1 CE + 0.9 KD, T=4), same "
-               "budget and seeds; full 10k test set")
+  f.setting = (
+    "Fashion-MNIST: teacher resnet14 on 60,000 images x 15 epochs; student resnet8 on "
+    "the first 5,000 images x 60 epochs, alone vs KD (0.1 CE + 0.9 KD, T=4), same "
+    "budget and seeds; full 10k test set"
+  )
   f.seeds = (0, 1, 2)
   f.order = ("teacher", "student", "kd", "kd_half")
   teacher = run_config("resnet14", train_limit=0, epochs=15, eval_every=1)
@@ -34,9 +37,18 @@ def get_config(arg: str = ""):
   f.cells = ml_collections.ConfigDict()
   f.cells.teacher = ml_collections.ConfigDict(dict(run=teacher, seeds=(0,), label="teacher"))
   f.cells.student = ml_collections.ConfigDict(dict(run=student, label="student alone"))
-  f.cells.kd = ml_collections.ConfigDict(dict(run=kd_method(student.copy_and_resolve_references()),
-                                              teacher_cell="teacher", label="student + KD"))
-  f.cells.kd_half = ml_collections.ConfigDict(dict(
+  f.cells.kd = ml_collections.ConfigDict(
+    dict(
+      run=kd_method(student.copy_and_resolve_references()),
+      teacher_cell="teacher",
+      label="student + KD",
+    )
+  )
+  f.cells.kd_half = ml_collections.ConfigDict(
+    dict(
       run=kd_method(student.copy_and_resolve_references(), ce_weight=0.5, kd_weight=0.5),
-      teacher_cell="teacher", label="student + KD (0.5 CE + 0.5 KD)"))
+      teacher_cell="teacher",
+      label="student + KD (0.5 CE + 0.5 KD)",
+    )
+  )
   return f

@@ -12,12 +12,13 @@ order and augmentation per seed for both students) and the full 10,000-image tes
 after the last epoch. Not a paper setting: no published number (Fashion-MNIST is not in the
 papers' tables).
 """
+
 import ml_collections
 
 from kdjax.config import base_config
 
 TEACHER, STUDENT = "resnet14", "resnet8"
-TEACHER_LIMIT, TEACHER_EPOCHS = 0, 1        # 0 = all 60,000 training images
+TEACHER_LIMIT, TEACHER_EPOCHS = 0, 1  # 0 = all 60,000 training images
 STUDENT_LIMIT, STUDENT_EPOCHS = 500, 40
 SEEDS = (0, 1, 2)
 
@@ -61,10 +62,12 @@ def get_config(arg: str = ""):
   s_limit, s_epochs = (500, 2) if quick else (STUDENT_LIMIT, STUDENT_EPOCHS)
   f = ml_collections.ConfigDict()
   f.name = "fmnist_quickstart" + ("_quick" if quick else "")
-  f.setting = (f"Fashion-MNIST: teacher {TEACHER} on {t_limit or 60000:,} images x "
-               f"{TEACHER_EPOCHS} epoch; student {STUDENT} on the first {s_limit:,} images x "
-               f"{s_epochs} epochs, alone vs KD (0.5 CE + 0.5 KD, T=4), same budget and seeds; "
-               "full 10k test set")
+  f.setting = (
+    f"Fashion-MNIST: teacher {TEACHER} on {t_limit or 60000:,} images x "
+    f"{TEACHER_EPOCHS} epoch; student {STUDENT} on the first {s_limit:,} images x "
+    f"{s_epochs} epochs, alone vs KD (0.5 CE + 0.5 KD, T=4), same budget and seeds; "
+    "full 10k test set"
+  )
   f.seeds = (0, 1) if quick else SEEDS
   f.order = ("teacher", "student", "kd")
   f.cells = ml_collections.ConfigDict()
@@ -78,12 +81,17 @@ def get_config(arg: str = ""):
   f.cells.teacher = ml_collections.ConfigDict(dict(run=teacher, seeds=(0,), label="teacher"))
   # members=False: on XLA:CPU the member step is not faster than separate runs (bench/members.py);
   # on a GPU set --config.cells.student.members=True --config.cells.kd.members=True
-  f.cells.student = ml_collections.ConfigDict(dict(run=student, members=False,
-                                                   label="student alone"))
+  f.cells.student = ml_collections.ConfigDict(
+    dict(run=student, members=False, label="student alone")
+  )
   # 0.5 CE + 0.5 KD: measured against RepDistiller's 0.1 / 0.9 on the same 3 seeds
   # (docs/quickstart.md); 0.1 / 0.9 is tuned for 240 epochs, here it was noisier and no better
-  f.cells.kd = ml_collections.ConfigDict(dict(run=kd_method(student.copy_and_resolve_references(),
-                                                            ce_weight=0.5, kd_weight=0.5),
-                                              teacher_cell="teacher", members=False,
-                                              label="student + KD"))
+  f.cells.kd = ml_collections.ConfigDict(
+    dict(
+      run=kd_method(student.copy_and_resolve_references(), ce_weight=0.5, kd_weight=0.5),
+      teacher_cell="teacher",
+      members=False,
+      label="student + KD",
+    )
+  )
   return f

@@ -7,6 +7,7 @@ images, 4 steps per run. Cells: ``teacher`` (seed 0), ``student`` (CE alone, see
 ``kd`` (0.1 CE + 0.9 KD, T = 4, from the seed-0 teacher, seeds 0 and 1 trained as members of one
 vmapped step). No published number (Fashion-MNIST is not in the papers' tables).
 """
+
 import ml_collections
 
 from kdjax.config import base_config
@@ -37,8 +38,9 @@ def get_config(arg: str = ""):
   del arg
   f = ml_collections.ConfigDict()
   f.name = "fmnist_tiny"
-  f.setting = ("Fashion-MNIST, 256 train / 256 test images, tiny_cnn, 1 epoch of 4 steps "
-               "(smoke test only)")
+  f.setting = (
+    "Fashion-MNIST, 256 train / 256 test images, tiny_cnn, 1 epoch of 4 steps (smoke test only)"
+  )
   f.seeds = (0, 1)
   f.order = ("teacher", "student", "kd")
   f.cells = ml_collections.ConfigDict()
@@ -48,6 +50,7 @@ def get_config(arg: str = ""):
   kd.method.name = "kd"
   kd.method.ce_weight = 0.1
   kd.method.terms.kd = dict(weight=0.9, temperature=4.0)
-  f.cells.kd = ml_collections.ConfigDict(dict(run=kd, teacher_cell="teacher", members=True,
-                                              label="student + KD"))
+  f.cells.kd = ml_collections.ConfigDict(
+    dict(run=kd, teacher_cell="teacher", members=True, label="student + KD")
+  )
   return f

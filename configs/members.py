@@ -12,6 +12,7 @@ Any run config works with ``launch/members.py``; these are the Fashion-MNIST qui
 runs (``configs/fmnist_quickstart.py``) and the CIFAR-100 KD pairs of ``configs/cifar100/kd.py``
 (published numbers there; RepDistiller reports one run, kdjax the mean ± std over members).
 """
+
 from configs import fmnist_quickstart
 from configs.cifar100 import kd
 
@@ -23,5 +24,7 @@ def get_config(arg: str = "fmnist_kd"):
     return fam.cells["kd" if name == "fmnist_kd" else "student"].run
   if name == "cifar100_kd":
     return kd.get_config(rest or "resnet32x4-resnet8x4")
-  raise ValueError(f"configs/members.py: unknown config {arg!r}; use fmnist_kd, fmnist_student "
-                   "or cifar100_kd:<pair>.")
+  raise ValueError(
+    f"configs/members.py: unknown config {arg!r}; use fmnist_kd, fmnist_student "
+    "or cifar100_kd:<pair>."
+  )

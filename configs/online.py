@@ -40,6 +40,7 @@ the papers. The one anchor we have is AberHu/Knowledge-Distillation-Zoo's README
 (independent baselines 73.15 / 68.92; the author warns the hyper-parameters "are not chosen
 carefully"). kdjax records last- and best-epoch top-1 per peer and of the logit-mean ensemble.
 """
+
 from kdjax.config import base_config
 from configs import quickstart
 
@@ -55,12 +56,12 @@ def _online(c, mode, peers):
   c.online.weight = 1.0
   c.online.ensemble = "minlogit"
   c.method.name = f"online_{mode}"
-  c.model = peers[0]          # informational; the peers are config.online.peers
+  c.model = peers[0]  # informational; the peers are config.online.peers
   return c
 
 
 def _fmnist(mode, size):
-  c = quickstart.get_config().student       # resnet8, 10k examples, 2 epochs, cosine
+  c = quickstart.get_config().student  # resnet8, 10k examples, 2 epochs, cosine
   quickstart.apply_size(c, size, "configs/online.py")
   return _online(c, mode, ("resnet8", "resnet8"))
 
@@ -77,7 +78,7 @@ def _cifar100(mode, peers):
   c.optim.schedule = "multistep"
   c.optim.milestones = (100, 150)
   c.num_epochs = 200
-  c.checkpoint_every_steps = 391 * 5        # 50,000 / 128 -> 391 steps per epoch
+  c.checkpoint_every_steps = 391 * 5  # 50,000 / 128 -> 391 steps per epoch
   return _online(c, mode, peers)
 
 
@@ -86,12 +87,16 @@ def get_config(arg: str = "dml_fmnist"):
   name, _, size = name.partition(",")
   mode, _, data = name.partition("_")
   if mode not in ("dml", "kdcl") or data not in ("fmnist", "cifar100"):
-    raise ValueError(f"configs/online.py: unknown config {arg!r}; use dml_fmnist, kdcl_fmnist, "
-                     "dml_cifar100[:PEER-PEER...] or kdcl_cifar100[:PEER-PEER...].")
+    raise ValueError(
+      f"configs/online.py: unknown config {arg!r}; use dml_fmnist, kdcl_fmnist, "
+      "dml_cifar100[:PEER-PEER...] or kdcl_cifar100[:PEER-PEER...]."
+    )
   if data == "fmnist":
     if rest:
-      raise ValueError(f"configs/online.py: {name} takes no peer list (got {rest!r}); override "
-                       "--config.online.peers instead.")
+      raise ValueError(
+        f"configs/online.py: {name} takes no peer list (got {rest!r}); override "
+        "--config.online.peers instead."
+      )
     return _fmnist(mode, size)
   if size:
     raise ValueError(f"configs/online.py: {name} has no size option {size!r}.")

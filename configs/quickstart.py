@@ -8,6 +8,7 @@ short schedule honestly reaches. KD follows Hinton et al. (2015) with RepDistill
 
   python -m launch.quickstart --workdir runs/quickstart
 """
+
 import ml_collections
 
 from kdjax.config import base_config

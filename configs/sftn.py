@@ -63,17 +63,18 @@ one; kimyuji/SFTN_kd's committed logs (unofficial reimplementation) show an SFTN
 77.96 and 78.40 (epoch 240) vs 79.42 for the standard RepDistiller teacher.
 Runtime: a resnet32x4 teacher plus two resnet8x4 branches, 240 x 782 steps: use a GPU.
 """
+
 from configs import quickstart
 from configs.cifar100 import teacher as teacher_cfg
 
 # pair -> (teacher, student); every pair has equal stage counts (methods.md §4.2).
 PAIRS = {
-    "resnet32x4-resnet8x4": ("resnet32x4", "resnet8x4"),
-    "wrn_40_2-wrn_16_2": ("wrn_40_2", "wrn_16_2"),
-    "vgg13-vgg8": ("vgg13", "vgg8"),
-    "resnet32x4-ShuffleV1": ("resnet32x4", "ShuffleV1"),
-    "resnet32x4-ShuffleV2": ("resnet32x4", "ShuffleV2"),
-    "ResNet50-MobileNetV2": ("ResNet50", "MobileNetV2"),
+  "resnet32x4-resnet8x4": ("resnet32x4", "resnet8x4"),
+  "wrn_40_2-wrn_16_2": ("wrn_40_2", "wrn_16_2"),
+  "vgg13-vgg8": ("vgg13", "vgg8"),
+  "resnet32x4-ShuffleV1": ("resnet32x4", "ShuffleV1"),
+  "resnet32x4-ShuffleV2": ("resnet32x4", "ShuffleV2"),
+  "ResNet50-MobileNetV2": ("ResNet50", "MobileNetV2"),
 }
 FMNIST_PAIRS = {"resnet20-resnet8": ("resnet20", "resnet8")}
 
@@ -92,25 +93,36 @@ def _sftn(c, teacher: str, student: str):
   # branch_points: unset = every stage boundary 1..N-1; a subset, e.g. (2,), in Python configs.
   c.method.name = "sftn"
   c.method.ce_weight = LAMBDA_T
-  c.method.terms.sftn = dict(weight=1.0, ce_weight=LAMBDA_R_CE, kl_weight=LAMBDA_R_KL,
-                             temperature=TAU, kl_direction="teacher_to_branch", t2_scale=True,
-                             detach_teacher_logits_in_kl=False, branch_reduce="mean")
+  c.method.terms.sftn = dict(
+    weight=1.0,
+    ce_weight=LAMBDA_R_CE,
+    kl_weight=LAMBDA_R_KL,
+    temperature=TAU,
+    kl_direction="teacher_to_branch",
+    t2_scale=True,
+    detach_teacher_logits_in_kl=False,
+    branch_reduce="mean",
+  )
   return c
 
 
 def get_config(arg: str = "resnet32x4-resnet8x4"):
   if arg.startswith("fmnist:"):
-    pair = arg[len("fmnist:"):]
+    pair = arg[len("fmnist:") :]
     if pair not in FMNIST_PAIRS:
-      raise ValueError(f"configs/sftn.py: unknown Fashion-MNIST pair {pair!r}; choose one of "
-                       f"{sorted(FMNIST_PAIRS)}.")
+      raise ValueError(
+        f"configs/sftn.py: unknown Fashion-MNIST pair {pair!r}; choose one of "
+        f"{sorted(FMNIST_PAIRS)}."
+      )
     t, s = FMNIST_PAIRS[pair]
-    c = quickstart.get_config().teacher          # the control's exact schedule
+    c = quickstart.get_config().teacher  # the control's exact schedule
     if c.model != t:
       raise ValueError(f"configs/fashion_mnist.py:teacher trains {c.model!r}, not {t!r}.")
     return _sftn(c, t, s)
   if arg not in PAIRS:
-    raise ValueError(f"configs/sftn.py: unknown pair {arg!r}; choose one of {sorted(PAIRS)} or "
-                     f"'fmnist:<pair>' with <pair> in {sorted(FMNIST_PAIRS)}.")
+    raise ValueError(
+      f"configs/sftn.py: unknown pair {arg!r}; choose one of {sorted(PAIRS)} or "
+      f"'fmnist:<pair>' with <pair> in {sorted(FMNIST_PAIRS)}."
+    )
   t, s = PAIRS[arg]
   return _sftn(teacher_cfg.get_config(t), t, s)

@@ -8,4 +8,5 @@ Public API::
   kdjax.train.train_and_evaluate(config, workdir)
   kdjax.data.load_arrays(name, split), kdjax.data.info(name)
 """
+
 __version__ = "0.1.0"

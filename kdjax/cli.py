@@ -6,6 +6,7 @@ checkpoints cause) and command-line flag errors -- are printed as ``kdjax: error
 with exit status 2. Anything else is a bug: it keeps its traceback (exit status 1).
 ``KDJAX_TRACEBACK=1`` shows tracebacks for user errors too.
 """
+
 from __future__ import annotations
 
 import os
@@ -32,6 +33,7 @@ def guarded(fn, *args, **kwargs):
   per-save lines) are silenced unless ``KDJAX_VERBOSE=1``."""
   if not os.environ.get("KDJAX_VERBOSE"):
     from absl import logging as absl_logging
+
     absl_logging.set_verbosity(absl_logging.WARNING)
   try:
     return fn(*args, **kwargs)
@@ -56,14 +58,21 @@ def parse_flags(argv):
       words = re.findall(r"[A-Za-z_][A-Za-z0-9_]*", msg)
       key = words[0] if words else ""
       hint = re.search(r"Did you mean '?([A-Za-z0-9_]+)'?", msg)
-      culprit = next((a.split("=", 1)[0] for a in argv[1:]
-                      if a.startswith("--config.") and a.split("=", 1)[0].split(".")[-1] == key),
-                     "a --config override")
-      _fail(f"{culprit}: the config has no key {key!r}"
-            + (f"; did you mean {hint.group(1)!r}?" if hint else ".")
-            + " The keys and their defaults are in kdjax/config.py:base_config.")
+      culprit = next(
+        (
+          a.split("=", 1)[0]
+          for a in argv[1:]
+          if a.startswith("--config.") and a.split("=", 1)[0].split(".")[-1] == key
+        ),
+        "a --config override",
+      )
+      _fail(
+        f"{culprit}: the config has no key {key!r}"
+        + (f"; did you mean {hint.group(1)!r}?" if hint else ".")
+        + " The keys and their defaults are in kdjax/config.py:base_config."
+      )
     raw = str(e)
-    if "Traceback (most recent call last)" in raw:      # config_flags embeds the config's trace
+    if "Traceback (most recent call last)" in raw:  # config_flags embeds the config's trace
       where = raw.split(": Error whilst", 1)[0] if ": Error whilst" in raw else "--config"
       last = [l for l in raw.strip().splitlines() if l.strip()][-1].strip()
       msg = f"{where}: the config file failed to load: {last}"
@@ -76,7 +85,7 @@ def require(value, flag: str):
   try:
     if value is not None and not isinstance(value, str):
       value.keys()
-  except AttributeError:     # a plain flag value (list, number): nothing deferred to load
+  except AttributeError:  # a plain flag value (list, number): nothing deferred to load
     pass
   except OSError as e:
     _fail(f"--{flag}: " + " ".join(str(e).replace("config_config", "").split()))

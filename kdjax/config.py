@@ -4,6 +4,7 @@ Config files in ``configs/`` start from :func:`base_config` and override fields;
 rejects unknown keys (typos) with a suggestion *before* anything is built, so a misspelt
 ``--config.optim.lr_decay`` never silently does nothing.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -20,55 +21,56 @@ _FREE_FORM = {"method.terms", "method.init.terms", "model_kwargs"}
 def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
-  c.model = "resnet8"            # the network this run trains (student or teacher)
+  c.model = "resnet8"  # the network this run trains (student or teacher)
   c.model_kwargs = ml_collections.ConfigDict()
 
   c.dataset = d = ml_collections.ConfigDict()
   d.name = "cifar100"
-  d.data_dir = ml_collections.FieldReference(None, field_type=str)   # TFDS data_dir
-  d.idx_dir = ml_collections.FieldReference(None, field_type=str)    # (fashion-)MNIST IDX files
-  d.train_split = ""             # "" = the dataset's default (kdjax.data.info(name))
+  d.data_dir = ml_collections.FieldReference(None, field_type=str)  # TFDS data_dir
+  d.idx_dir = ml_collections.FieldReference(None, field_type=str)  # (fashion-)MNIST IDX files
+  d.train_split = ""  # "" = the dataset's default (kdjax.data.info(name))
   d.eval_split = ""
-  d.train_limit = 0              # >0: use the first N training examples only
+  d.train_limit = 0  # >0: use the first N training examples only
   d.eval_limit = 0
-  d.crop_pad = 4                 # RandomCrop(padding=crop_pad); 0 disables
-  d.flip = True                  # RandomHorizontalFlip
-  d.mixup_alpha = 0.0            # > 0: mixup with Beta(alpha, alpha) (teacher variant)
-  d.image_size = 0               # streamed datasets (ImageNet): crop size; 0 = dataset default
-  d.stream_threads = 4           # host decoding threads for streamed datasets
-  d.loader = "stream"            # streamed datasets: 'stream' (host threads) | 'grain' (workers)
-  d.grain_workers = 8            # loader='grain': worker processes (kdjax.data.grain_feed)
-  d.prefetch = 2                 # loader='grain': batches kept on the devices ahead of the step
+  d.crop_pad = 4  # RandomCrop(padding=crop_pad); 0 disables
+  d.flip = True  # RandomHorizontalFlip
+  d.mixup_alpha = 0.0  # > 0: mixup with Beta(alpha, alpha) (teacher variant)
+  d.image_size = 0  # streamed datasets (ImageNet): crop size; 0 = dataset default
+  d.stream_threads = 4  # host decoding threads for streamed datasets
+  d.loader = "stream"  # streamed datasets: 'stream' (host threads) | 'grain' (workers)
+  d.grain_workers = 8  # loader='grain': worker processes (kdjax.data.grain_feed)
+  d.prefetch = 2  # loader='grain': batches kept on the devices ahead of the step
   # Train-time colour jitter (torchvision ColorJitter semantics; all 0 = off): Ojha et al.'s
   # jitter-invariant teacher (configs/ojha/jitter_teacher.py).
   d.color_jitter = ml_collections.ConfigDict(
-      dict(brightness=0.0, contrast=0.0, saturation=0.0, hue=0.0))
+    dict(brightness=0.0, contrast=0.0, saturation=0.0, hue=0.0)
+  )
 
   # Distillation teacher (empty workdir = supervised training).
   c.teacher = t = ml_collections.ConfigDict()
   t.workdir = ""
-  t.which = "final"              # 'final' | 'best' | 'selected' | 'step:<n>' | 'epoch:<n>'
-  t.members = ()                 # ensemble: ('WORKDIR@WHICH', ...); replaces workdir/which
+  t.which = "final"  # 'final' | 'best' | 'selected' | 'step:<n>' | 'epoch:<n>'
+  t.members = ()  # ensemble: ('WORKDIR@WHICH', ...); replaces workdir/which
   t.ensemble_mode = "logit_mean"  # logit_mean | prob_mean
-  t.temperature = 1.0            # post-hoc calibration: teacher logits are divided by this
-  t.fold_bn = False              # fold the frozen teacher's inference BN into its convs (exact;
-                                 # kdjax.models.fold_bn); its BN variables stay available to OH
+  t.temperature = 1.0  # post-hoc calibration: teacher logits are divided by this
+  t.fold_bn = False  # fold the frozen teacher's inference BN into its convs (exact;
+  # kdjax.models.fold_bn); its BN variables stay available to OH
 
   c.method = m = ml_collections.ConfigDict()
   m.name = "supervised"
   m.ce_weight = 1.0
   m.label_smoothing = 0.0
   m.terms = ml_collections.ConfigDict()
-  m.trainable = "student+connectors"   # main stage's trainable set (kdjax.methods.core)
+  m.trainable = "student+connectors"  # main stage's trainable set (kdjax.methods.core)
   # Optional init stage before the main one (RepDistiller's AB/FT/FSP pre-training): its own
   # loss (ce_weight + terms), trainable set, epochs and constant lr (0 = optim.lr).
   m.init = mi = ml_collections.ConfigDict()
-  mi.epochs = 0                  # 0 = no init stage; > 0: runs before num_epochs main epochs
+  mi.epochs = 0  # 0 = no init stage; > 0: runs before num_epochs main epochs
   mi.ce_weight = 0.0
   mi.terms = ml_collections.ConfigDict()
-  mi.trainable = ""              # e.g. 'student_features+connectors' (required if epochs > 0)
+  mi.trainable = ""  # e.g. 'student_features+connectors' (required if epochs > 0)
   mi.lr = 0.0
-  mi.milestones = ()             # init-stage epochs where its lr *= optim.decay; () = constant
+  mi.milestones = ()  # init-stage epochs where its lr *= optim.decay; () = constant
 
   c.optim = o = ml_collections.ConfigDict()
   o.name = "sgd"
@@ -76,13 +78,13 @@ def base_config() -> ml_collections.ConfigDict:
   o.momentum = 0.9
   o.nesterov = False
   o.weight_decay = 5e-4
-  o.schedule = "multistep"       # multistep | step | cosine | constant
+  o.schedule = "multistep"  # multistep | step | cosine | constant
   o.milestones = (150, 180, 210)
   o.step_epochs = 60
   o.decay = 0.1
   o.warmup_epochs = 0
-  o.epochs = 240                 # cosine length
-  o.reference_batch_size = 64    # lr is quoted for this batch; a warning is printed otherwise
+  o.epochs = 240  # cosine length
+  o.reference_batch_size = 64  # lr is quoted for this batch; a warning is printed otherwise
   o.scale_lr_with_batch = False  # if True: lr *= batch_size / reference_batch_size
 
   # Mixed precision (kdjax.precision): compute dtype per model; master weights, BatchNorm
@@ -90,26 +92,26 @@ def base_config() -> ml_collections.ConfigDict:
   c.precision = ml_collections.ConfigDict(dict(student="float32", teacher="float32"))
   c.batch_size = 64
   c.eval_batch_size = 500
-  c.drop_remainder = False       # RepDistiller keeps the last partial batch
+  c.drop_remainder = False  # RepDistiller keeps the last partial batch
   c.num_epochs = 240
-  c.max_steps = 0                # >0: stop (and checkpoint) after this many steps in total
+  c.max_steps = 0  # >0: stop (and checkpoint) after this many steps in total
   c.eval_every_epochs = 1
   c.log_every_steps = 100
-  c.checkpoint_every_steps = 0   # >0: also save the resume state every N steps (mid-epoch)
-  c.keep_every_epochs = 0        # >0: keep a model checkpoint every N epochs (never rotated)
-  c.keep_epochs = ()             # extra epochs to keep
+  c.checkpoint_every_steps = 0  # >0: also save the resume state every N steps (mid-epoch)
+  c.keep_every_epochs = 0  # >0: keep a model checkpoint every N epochs (never rotated)
+  c.keep_epochs = ()  # extra epochs to keep
   c.async_checkpoint = True
-  c.progress = True              # tqdm progress bar
+  c.progress = True  # tqdm progress bar
   c.tensorboard = True
-  c.force_resume = False         # resume even if the config differs from the run's config.json
+  c.force_resume = False  # resume even if the config differs from the run's config.json
 
   # ---- online distillation (kdjax.train.online, launch/online.py; ignored by other runs) ----
   c.online = on = ml_collections.ConfigDict()
-  on.mode = "dml"                # 'dml' (Zhang et al. 2018) | 'kdcl' (Guo et al. 2020)
-  on.peers = ()                  # K >= 2 model names, e.g. ('resnet32', 'resnet32')
+  on.mode = "dml"  # 'dml' (Zhang et al. 2018) | 'kdcl' (Guo et al. 2020)
+  on.peers = ()  # K >= 2 model names, e.g. ('resnet32', 'resnet32')
   on.temperature = ml_collections.FieldReference(None, field_type=float)  # None: DML 1, KDCL 3
-  on.weight = 1.0                # λ of the mimicry / ensemble-KD term
-  on.ensemble = "minlogit"       # KDCL teacher: 'minlogit' | 'naive' | 'linear'
+  on.weight = 1.0  # λ of the mimicry / ensemble-KD term
+  on.ensemble = "minlogit"  # KDCL teacher: 'minlogit' | 'naive' | 'linear'
   return c
 
 
@@ -139,10 +141,25 @@ def validate(config) -> None:
 # and I/O. Anything else changes what the resumed steps compute, so a relaunch that differs from
 # the run's config.json elsewhere is refused unless config.force_resume.
 RESUMABLE_KEYS = (
-    "num_epochs", "max_steps", "log_every_steps", "eval_every_epochs", "checkpoint_every_steps",
-    "keep_every_epochs", "keep_epochs", "async_checkpoint", "progress", "tensorboard",
-    "eval_batch_size", "force_resume", "dataset.data_dir", "dataset.idx_dir",
-    "dataset.stream_threads", "dataset.loader", "dataset.grain_workers", "dataset.prefetch")
+  "num_epochs",
+  "max_steps",
+  "log_every_steps",
+  "eval_every_epochs",
+  "checkpoint_every_steps",
+  "keep_every_epochs",
+  "keep_epochs",
+  "async_checkpoint",
+  "progress",
+  "tensorboard",
+  "eval_batch_size",
+  "force_resume",
+  "dataset.data_dir",
+  "dataset.idx_dir",
+  "dataset.stream_threads",
+  "dataset.loader",
+  "dataset.grain_workers",
+  "dataset.prefetch",
+)
 
 
 def _flatten(d, prefix=""):
@@ -185,5 +202,6 @@ def parse_which(which):
   for key in ("step", "epoch"):
     if which.startswith(key + ":"):
       return {key: int(which.split(":", 1)[1])}
-  raise UserError("teacher.which must be 'final', 'best', 'selected', 'step:<n>' or "
-                   f"'epoch:<n>', got {which!r}.")
+  raise UserError(
+    f"teacher.which must be 'final', 'best', 'selected', 'step:<n>' or 'epoch:<n>', got {which!r}."
+  )

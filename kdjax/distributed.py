@@ -25,6 +25,7 @@ ranks > 0 name a device that does not exist (jax-ml/jax#23452). kdjax picks the 
 layouts work: one process per GPU when several tasks share a node and each sees every GPU of the
 node, else all visible devices (``KDJAX_LOCAL_DEVICE_IDS`` / ``JAX_LOCAL_DEVICE_IDS`` override).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -41,8 +42,13 @@ ENV_NUM_PROCESSES = "KDJAX_NUM_PROCESSES"
 ENV_PROCESS_ID = "KDJAX_PROCESS_ID"
 ENV_LOCAL_DEVICE_IDS = "KDJAX_LOCAL_DEVICE_IDS"
 ENV_CLUSTER = "KDJAX_CLUSTER"
-_SLURM_STEP_VARS = ("SLURM_JOB_ID", "SLURM_STEP_NODELIST", "SLURM_NTASKS", "SLURM_PROCID",
-                    "SLURM_LOCALID")
+_SLURM_STEP_VARS = (
+  "SLURM_JOB_ID",
+  "SLURM_STEP_NODELIST",
+  "SLURM_NTASKS",
+  "SLURM_PROCID",
+  "SLURM_LOCALID",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +57,7 @@ class ClusterSpec:
 
   ``source`` says where the values came from: 'flags', 'env', 'slurm', 'ompi', 'jax' or 'single'.
   ``local_device_ids`` None means every device the process can see."""
+
   coordinator: Optional[str]
   num_processes: int
   process_id: int
@@ -70,8 +77,9 @@ def _int(env: Mapping[str, str], key: str) -> Optional[int]:
   try:
     return int(v)
   except ValueError:
-    raise UserError(f"${key}={v!r} is not an integer: set it to a whole number or unset it.") \
-      from None
+    raise UserError(
+      f"${key}={v!r} is not an integer: set it to a whole number or unset it."
+    ) from None
 
 
 def first_slurm_host(nodelist: str) -> str:
@@ -79,8 +87,9 @@ def first_slurm_host(nodelist: str) -> str:
   nodelist = nodelist.strip()
   m = re.match(r"([^,\[]+)(\[([^\]]*)\])?", nodelist)
   if not m or not m.group(1):
-    raise UserError(f"Cannot parse the SLURM node list {nodelist!r}: set {ENV_COORDINATOR}="
-                    "host:port explicitly.")
+    raise UserError(
+      f"Cannot parse the SLURM node list {nodelist!r}: set {ENV_COORDINATOR}=host:port explicitly."
+    )
   prefix, ranges = m.group(1), m.group(3)
   if ranges is None:
     return prefix
@@ -97,8 +106,10 @@ def slurm_tasks_per_node(env: Mapping[str, str]) -> Optional[int]:
       m = re.match(r"(\d+)", v)
       if m:
         return int(m.group(1))
-  n, nodes = _int(env, "SLURM_NTASKS"), _int(env, "SLURM_STEP_NUM_NODES") or _int(
-      env, "SLURM_NNODES")
+  n, nodes = (
+    _int(env, "SLURM_NTASKS"),
+    _int(env, "SLURM_STEP_NUM_NODES") or _int(env, "SLURM_NNODES"),
+  )
   if n and nodes:
     return max(1, n // nodes)
   return None
@@ -109,7 +120,7 @@ def slurm_port(env: Mapping[str, str]) -> str:
   override = env.get("KDJAX_COORDINATOR_PORT") or env.get("JAX_COORDINATOR_PORT")
   if override:
     return str(override)
-  return str(int(env.get("SLURM_JOB_ID", "0")) % 2 ** 12 + (65535 - 2 ** 12 + 1))
+  return str(int(env.get("SLURM_JOB_ID", "0")) % 2**12 + (65535 - 2**12 + 1))
 
 
 def ompi_coordinator(env: Mapping[str, str]) -> Optional[str]:
@@ -127,10 +138,11 @@ def ompi_coordinator(env: Mapping[str, str]) -> Optional[str]:
   port = env.get("KDJAX_COORDINATOR_PORT") or env.get("JAX_COORDINATOR_PORT")
   if not port:
     try:
-      port = str(int(uri.split(".", 1)[0]) // 2 ** 12 % 2 ** 12 + (65535 - 2 ** 12 + 1))
+      port = str(int(uri.split(".", 1)[0]) // 2**12 % 2**12 + (65535 - 2**12 + 1))
     except ValueError:
-      raise UserError(f"Cannot read the job id of the Open MPI URI {uri!r}: set "
-                      "KDJAX_COORDINATOR_PORT.") from None
+      raise UserError(
+        f"Cannot read the job id of the Open MPI URI {uri!r}: set KDJAX_COORDINATOR_PORT."
+      ) from None
   return f"{host}:{port}"
 
 
@@ -141,26 +153,31 @@ def _visible_gpu_count(env: Mapping[str, str]) -> Optional[int]:
   return len([x for x in v.split(",") if x.strip() != ""])
 
 
-def _device_ids(env: Mapping[str, str], local_process_id: Optional[int],
-                tasks_per_node: Optional[int]) -> Optional[tuple]:
+def _device_ids(
+  env: Mapping[str, str], local_process_id: Optional[int], tasks_per_node: Optional[int]
+) -> Optional[tuple]:
   override = env.get(ENV_LOCAL_DEVICE_IDS) or env.get("JAX_LOCAL_DEVICE_IDS")
   if override:
     try:
       return tuple(int(x) for x in override.split(",") if x.strip())
     except ValueError:
-      raise UserError(f"Local device ids {override!r} must be comma-separated integers.") \
-        from None
+      raise UserError(f"Local device ids {override!r} must be comma-separated integers.") from None
   if local_process_id is None or not tasks_per_node or tasks_per_node <= 1:
-    return None                                   # one process per node: all its devices
+    return None  # one process per node: all its devices
   visible = _visible_gpu_count(env)
   if visible is not None and visible < tasks_per_node:
-    return None                                   # the launcher bound GPUs to tasks already
-  return (local_process_id,)                      # one process per GPU, as jax's detection
+    return None  # the launcher bound GPUs to tasks already
+  return (local_process_id,)  # one process per GPU, as jax's detection
 
 
-def resolve(coordinator: Optional[str] = None, num_processes: Optional[int] = None,
-            process_id: Optional[int] = None, *, env: Optional[Mapping[str, str]] = None,
-            cluster: Optional[str] = None) -> ClusterSpec:
+def resolve(
+  coordinator: Optional[str] = None,
+  num_processes: Optional[int] = None,
+  process_id: Optional[int] = None,
+  *,
+  env: Optional[Mapping[str, str]] = None,
+  cluster: Optional[str] = None,
+) -> ClusterSpec:
   """The cluster layout from arguments and ``env`` (default ``os.environ``) without touching jax.
   See the module docstring for the order. Raises ``UserError`` for an incomplete layout."""
   env = os.environ if env is None else env
@@ -169,8 +186,9 @@ def resolve(coordinator: Optional[str] = None, num_processes: Optional[int] = No
     return ClusterSpec(coordinator, num_processes or 0, process_id or 0, source="jax")
   if cluster not in (None, "", "auto", "slurm", "ompi", "none"):
     raise UserError(f"Unknown cluster {cluster!r}: use auto, slurm, ompi, jax or none.")
-  source = "flags" if any(v is not None for v in (coordinator, num_processes, process_id)) \
-      else "single"
+  source = (
+    "flags" if any(v is not None for v in (coordinator, num_processes, process_id)) else "single"
+  )
   coord = coordinator
   n, pid = num_processes, process_id
   local_pid = tasks_per_node = None
@@ -186,8 +204,12 @@ def resolve(coordinator: Optional[str] = None, num_processes: Optional[int] = No
   # As jax's SlurmCluster: only inside an srun step (a batch script running python directly
   # has SLURM_NTASKS of the whole job but no step node list, and is one process).
   slurm = all(k in env for k in _SLURM_STEP_VARS) and cluster in (None, "", "auto", "slurm")
-  ompi = all(k in env for k in ("OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK")) and \
-      cluster in (None, "", "auto", "ompi")
+  ompi = all(k in env for k in ("OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK")) and cluster in (
+    None,
+    "",
+    "auto",
+    "ompi",
+  )
   if cluster == "none":
     slurm = ompi = False
   if slurm and None in (coord, n, pid):
@@ -206,60 +228,78 @@ def resolve(coordinator: Optional[str] = None, num_processes: Optional[int] = No
     if coord is None and n is not None and n > 1:
       coord = ompi_coordinator(env)
       if coord is None:
-        raise UserError("Open MPI job without OMPI_MCA_orte_hnp_uri (Open MPI >= 5): set "
-                        f"{ENV_COORDINATOR}=<host of rank 0>:<free port> for every rank, or "
-                        "use KDJAX_CLUSTER=jax with mpi4py installed.")
+        raise UserError(
+          "Open MPI job without OMPI_MCA_orte_hnp_uri (Open MPI >= 5): set "
+          f"{ENV_COORDINATOR}=<host of rank 0>:<free port> for every rank, or "
+          "use KDJAX_CLUSTER=jax with mpi4py installed."
+        )
     source = "ompi" if source == "single" else source
   if n is None and pid is None and coord is None:
     return ClusterSpec(None, 1, 0, source="single")
   if n is None or pid is None:
-    raise UserError(f"Incomplete multi-process layout (coordinator={coord!r}, num_processes={n}, "
-                    f"process_id={pid}): give all of --coordinator, --num_processes and "
-                    f"--process_id (or ${ENV_COORDINATOR}, ${ENV_NUM_PROCESSES}, "
-                    f"${ENV_PROCESS_ID}).")
+    raise UserError(
+      f"Incomplete multi-process layout (coordinator={coord!r}, num_processes={n}, "
+      f"process_id={pid}): give all of --coordinator, --num_processes and "
+      f"--process_id (or ${ENV_COORDINATOR}, ${ENV_NUM_PROCESSES}, "
+      f"${ENV_PROCESS_ID})."
+    )
   if n < 1 or not 0 <= pid < n:
     raise UserError(f"process_id={pid} must be in [0, num_processes={n}).")
   if n > 1 and not coord:
-    raise UserError(f"{n} processes need a coordinator: pass --coordinator host:port (the host "
-                    f"of process 0 and a free port) or set ${ENV_COORDINATOR}.")
+    raise UserError(
+      f"{n} processes need a coordinator: pass --coordinator host:port (the host "
+      f"of process 0 and a free port) or set ${ENV_COORDINATOR}."
+    )
   if coord and not re.match(r"^.+:\d+$", coord):
     raise UserError(f"coordinator {coord!r} must be host:port (e.g. node001:61234).")
-  return ClusterSpec(coord, n, pid, _device_ids(env, local_pid, tasks_per_node), local_pid,
-                     source)
+  return ClusterSpec(coord, n, pid, _device_ids(env, local_pid, tasks_per_node), local_pid, source)
 
 
-def initialize(coordinator: Optional[str] = None, num_processes: Optional[int] = None,
-               process_id: Optional[int] = None, *, cluster: Optional[str] = None,
-               env: Optional[Mapping[str, str]] = None, initialization_timeout: int = 300,
-               ) -> ClusterSpec:
+def initialize(
+  coordinator: Optional[str] = None,
+  num_processes: Optional[int] = None,
+  process_id: Optional[int] = None,
+  *,
+  cluster: Optional[str] = None,
+  env: Optional[Mapping[str, str]] = None,
+  initialization_timeout: int = 300,
+) -> ClusterSpec:
   """Calls ``jax.distributed.initialize`` for the layout :func:`resolve` finds (nothing for one
   process) and returns it. Call it first, before any other jax call (jax requires it before the
   backends start). Idempotent: a second call returns the layout without re-initialising."""
   import jax  # pylint: disable=g-import-not-at-top
+
   spec = resolve(coordinator, num_processes, process_id, env=env, cluster=cluster)
   if not spec.multi_process:
     return spec
   if _is_initialized():
     return spec
   if spec.source == "jax":
-    jax.distributed.initialize(coordinator_address=spec.coordinator,
-                               num_processes=spec.num_processes or None,
-                               process_id=spec.process_id if spec.num_processes else None,
-                               initialization_timeout=initialization_timeout)
-    return dataclasses.replace(spec, num_processes=jax.process_count(),
-                               process_id=jax.process_index())
+    jax.distributed.initialize(
+      coordinator_address=spec.coordinator,
+      num_processes=spec.num_processes or None,
+      process_id=spec.process_id if spec.num_processes else None,
+      initialization_timeout=initialization_timeout,
+    )
+    return dataclasses.replace(
+      spec, num_processes=jax.process_count(), process_id=jax.process_index()
+    )
   jax.distributed.initialize(
-      coordinator_address=spec.coordinator, num_processes=spec.num_processes,
-      process_id=spec.process_id,
-      local_device_ids=list(spec.local_device_ids) if spec.local_device_ids else None,
-      # Everything is resolved: keep jax's detection from overriding local_device_ids.
-      cluster_detection_method="deactivate", initialization_timeout=initialization_timeout)
+    coordinator_address=spec.coordinator,
+    num_processes=spec.num_processes,
+    process_id=spec.process_id,
+    local_device_ids=list(spec.local_device_ids) if spec.local_device_ids else None,
+    # Everything is resolved: keep jax's detection from overriding local_device_ids.
+    cluster_detection_method="deactivate",
+    initialization_timeout=initialization_timeout,
+  )
   return spec
 
 
 def _is_initialized() -> bool:
   try:
     from jax._src import distributed as _dist  # pylint: disable=g-import-not-at-top
+
     return _dist.global_state.client is not None
   except Exception:  # pylint: disable=broad-except
     return False
@@ -268,6 +308,7 @@ def _is_initialized() -> bool:
 def is_main_process() -> bool:
   """True on process 0 (write metrics, logs and summaries there only)."""
   import jax  # pylint: disable=g-import-not-at-top
+
   return jax.process_index() == 0
 
 
@@ -276,6 +317,7 @@ def is_main_process() -> bool:
 
 def _data_sharding(mesh):
   from jax.sharding import NamedSharding, PartitionSpec as P  # pylint: disable=g-import-not-at-top
+
   return NamedSharding(mesh, P(mesh.axis_names[0]))
 
 
@@ -285,18 +327,23 @@ def process_rows(global_batch_size: int, mesh) -> slice:
   they are not one contiguous block (a mesh not ordered by process)."""
   sharding = _data_sharding(mesh)
   if global_batch_size % mesh.devices.size:
-    raise UserError(f"Global batch {global_batch_size} is not divisible by the "
-                    f"{mesh.devices.size} devices of the mesh: use a multiple of "
-                    f"{mesh.devices.size}.")
+    raise UserError(
+      f"Global batch {global_batch_size} is not divisible by the "
+      f"{mesh.devices.size} devices of the mesh: use a multiple of "
+      f"{mesh.devices.size}."
+    )
   idx = sharding.addressable_devices_indices_map((global_batch_size,))
-  spans = sorted({(s[0].start or 0, global_batch_size if s[0].stop is None else s[0].stop)
-                  for s in idx.values()})
+  spans = sorted(
+    {(s[0].start or 0, global_batch_size if s[0].stop is None else s[0].stop) for s in idx.values()}
+  )
   start, stop = spans[0][0], spans[-1][1]
   covered = sum(b - a for a, b in spans)
   if covered != stop - start:
-    raise UserError("This process's devices hold non-contiguous rows of the batch: build the "
-                    "mesh from jax.devices() (ordered by process), e.g. kdjax.distributed."
-                    "global_mesh().")
+    raise UserError(
+      "This process's devices hold non-contiguous rows of the batch: build the "
+      "mesh from jax.devices() (ordered by process), e.g. kdjax.distributed."
+      "global_mesh()."
+    )
   return slice(start, stop)
 
 
@@ -307,6 +354,7 @@ def process_batch_slice(global_batch, mesh):
   devices with ``jax.make_array_from_process_local_data``. On one process this equals
   ``jax.device_put(global_batch, sharding)``."""
   import jax  # pylint: disable=g-import-not-at-top
+
   sharding = _data_sharding(mesh)
 
   def one(x):
@@ -322,6 +370,7 @@ def put_process_local(local_batch, mesh, global_batch_size: Optional[int] = None
   only its shard, like :class:`kdjax.data.grain_feed.GrainFeed`). ``global_batch_size`` defaults
   to the local size times the process count."""
   import jax  # pylint: disable=g-import-not-at-top
+
   sharding = _data_sharding(mesh)
 
   def one(x):
@@ -336,6 +385,7 @@ def global_mesh(axis: str = "data"):
   """A 1-D mesh over every device of every process, ordered by process then local device."""
   import jax  # pylint: disable=g-import-not-at-top
   from jax.sharding import Mesh  # pylint: disable=g-import-not-at-top
+
   devices = sorted(jax.devices(), key=lambda d: (d.process_index, d.id))
   return Mesh(np.asarray(devices), (axis,))
 
@@ -344,13 +394,25 @@ def local_batch_size(global_batch_size: int, process_count: Optional[int] = None
   """Rows each process feeds: ``global_batch_size / process_count`` (UserError unless exact)."""
   if process_count is None:
     import jax  # pylint: disable=g-import-not-at-top
+
     process_count = jax.process_count()
   if global_batch_size % process_count:
-    raise UserError(f"batch_size={global_batch_size} is not divisible by the {process_count} "
-                    f"processes: use a multiple of {process_count}.")
+    raise UserError(
+      f"batch_size={global_batch_size} is not divisible by the {process_count} "
+      f"processes: use a multiple of {process_count}."
+    )
   return global_batch_size // process_count
 
 
-__all__ = ["ClusterSpec", "resolve", "initialize", "is_main_process", "process_rows",
-           "process_batch_slice", "put_process_local", "global_mesh", "local_batch_size",
-           "first_slurm_host"]
+__all__ = [
+  "ClusterSpec",
+  "resolve",
+  "initialize",
+  "is_main_process",
+  "process_rows",
+  "process_batch_slice",
+  "put_process_local",
+  "global_mesh",
+  "local_batch_size",
+  "first_slurm_host",
+]

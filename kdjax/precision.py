@@ -19,6 +19,7 @@ convolutions on the fast units; it keeps float32's exponent range, so no loss sc
 Config (proposed): ``config.precision.student`` / ``config.precision.teacher``, each a policy name;
 ``model_kwargs(policy)`` gives the constructor arguments for ``kdjax.models.get``.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -36,6 +37,7 @@ POLICIES = ("float32", "bfloat16")
 @dataclasses.dataclass(frozen=True)
 class Policy:
   """``compute_dtype`` for activations/matmuls; parameters and reductions stay float32."""
+
   name: str
   compute_dtype: Any
   param_dtype: Any = jnp.float32
@@ -46,8 +48,10 @@ class Policy:
     return self.compute_dtype != jnp.float32
 
 
-_POLICIES = {"float32": Policy("float32", jnp.float32),
-             "bfloat16": Policy("bfloat16", jnp.bfloat16)}
+_POLICIES = {
+  "float32": Policy("float32", jnp.float32),
+  "bfloat16": Policy("bfloat16", jnp.bfloat16),
+}
 
 
 def get_policy(name) -> Policy:
@@ -55,8 +59,10 @@ def get_policy(name) -> Policy:
   if isinstance(name, Policy):
     return name
   if name not in _POLICIES:
-    raise UserError(f"Unknown precision policy {name!r}: use one of {', '.join(POLICIES)} "
-                    "(e.g. config.precision.student = 'bfloat16').")
+    raise UserError(
+      f"Unknown precision policy {name!r}: use one of {', '.join(POLICIES)} "
+      "(e.g. config.precision.student = 'bfloat16')."
+    )
   return _POLICIES[name]
 
 
@@ -75,8 +81,10 @@ def build_model(name: str, *, num_classes: int, policy="float32", **kwargs):
     return models.get(name, num_classes=num_classes, **extra, **kwargs)
   except TypeError as e:
     if extra and "dtype" in str(e):
-      raise UserError(f"Model {name!r} has no compute-dtype option, so it cannot run under the "
-                      f"{get_policy(policy).name!r} policy: use precision 'float32' for it.") from e
+      raise UserError(
+        f"Model {name!r} has no compute-dtype option, so it cannot run under the "
+        f"{get_policy(policy).name!r} policy: use precision 'float32' for it."
+      ) from e
     raise
 
 

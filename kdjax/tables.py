@@ -24,6 +24,7 @@ checkpoints), then writes ``<out>/table.{md,csv,json}``: per cell the mean ± st
 seeds of the last and the best top-1, the teacher's top-1, the last-epoch agreement with the
 teacher, the mean wall time per seed, and the published number beside them.
 """
+
 from __future__ import annotations
 
 import csv
@@ -57,6 +58,7 @@ def published_numbers(doc: Optional[str]) -> dict:
 def module_doc(path: str) -> str:
   """The docstring of the config module at ``path`` (where its published numbers are)."""
   import importlib.util
+
   spec = importlib.util.spec_from_file_location("_family", path)
   mod = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(mod)
@@ -86,18 +88,24 @@ def check_family(family) -> list:
   """Validates the family's structure; returns the cell names in run order."""
   for k in ("name", "seeds", "order", "cells"):
     if k not in family:
-      raise UserError(f"table family config has no {k!r}: a family needs name, setting, seeds, "
-                      "order and cells (see kdjax/tables.py).")
+      raise UserError(
+        f"table family config has no {k!r}: a family needs name, setting, seeds, "
+        "order and cells (see kdjax/tables.py)."
+      )
   order = list(family.order)
   missing = [n for n in order if n not in family.cells]
   if missing:
-    raise UserError(f"table family {family.name!r}: order names unknown cells {missing}; cells "
-                    f"are {sorted(family.cells)}.")
+    raise UserError(
+      f"table family {family.name!r}: order names unknown cells {missing}; cells "
+      f"are {sorted(family.cells)}."
+    )
   for i, n in enumerate(order):
     t = family.cells[n].get("teacher_cell", "")
     if t and t not in order[:i]:
-      raise UserError(f"table family {family.name!r}: cell {n!r} has teacher_cell {t!r}, which "
-                      "must be a cell listed before it in order.")
+      raise UserError(
+        f"table family {family.name!r}: cell {n!r} has teacher_cell {t!r}, which "
+        "must be a cell listed before it in order."
+      )
   return order
 
 
@@ -125,16 +133,20 @@ def run_cell(family, out: str, name: str, *, log=print) -> list:
   todo = [s for s in seeds if _finished(cell_dir(out, name, s)) is None]
   if todo:
     needs_teacher = build_method(cell.run.method).needs_teacher
-    if needs_teacher and not cell.get("teacher_cell", "") and not cell.run.teacher.workdir \
-        and not cell.run.teacher.members:
-      raise UserError(f"cell {name!r} distils but has neither teacher_cell nor "
-                      "run.teacher.workdir.")
+    if (
+      needs_teacher
+      and not cell.get("teacher_cell", "")
+      and not cell.run.teacher.workdir
+      and not cell.run.teacher.members
+    ):
+      raise UserError(
+        f"cell {name!r} distils but has neither teacher_cell nor run.teacher.workdir."
+      )
     one_teacher = len({_teacher_dir(family, out, name, s) for s in todo}) == 1
     if cell.get("members", False) and len(todo) > 1 and one_teacher:
       log(f"[table] {name}: seeds {todo} as members of one vmapped run")
       # member dirs are <cell>/seed<S>, exactly the dirs of sequential runs
-      train_members(_run_config(family, out, name, todo[0]), todo,
-                    os.path.join(out, "cells", name))
+      train_members(_run_config(family, out, name, todo[0]), todo, os.path.join(out, "cells", name))
     else:
       for s in todo:
         log(f"[table] {name} seed {s}")
@@ -156,9 +168,14 @@ def aggregate(family, out: str, published: dict) -> list:
     cell = family.cells[name]
     seeds = _cell_seeds(family, name)
     sums = [x for x in (_finished(cell_dir(out, name, s)) for s in seeds) if x is not None]
-    row = {"cell": name, "label": cell.get("label", "") or name, "model": cell.run.model,
-           "method": sums[0]["method"] if sums else cell.run.method.name,
-           "seeds": [s["seed"] for s in sums], "seeds_planned": seeds}
+    row = {
+      "cell": name,
+      "label": cell.get("label", "") or name,
+      "model": cell.run.model,
+      "method": sums[0]["method"] if sums else cell.run.method.name,
+      "seeds": [s["seed"] for s in sums],
+      "seeds_planned": seeds,
+    }
     for key in ("last_top1", "best_top1", "teacher_top1", "last_agreement", "train_seconds"):
       m, sd, k = _ms([s.get(key) for s in sums])
       row[key + "_mean"], row[key + "_std"] = m, sd
@@ -180,31 +197,50 @@ def markdown(family, rows, command: str = "") -> str:
   if family.get("setting", ""):
     lines.append(f"Setting: {family.setting}")
     lines.append("")
-  lines += ["| cell | model | method | seeds | last top-1 | best top-1 | teacher top-1 | "
-            "agreement | seconds / seed | published |",
-            "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+  lines += [
+    "| cell | model | method | seeds | last top-1 | best top-1 | teacher top-1 | "
+    "agreement | seconds / seed | published |",
+    "|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
+  ]
   for r in rows:
     n = len(r["seeds"])
-    sd = (lambda k: r[k] if n > 1 else None)     # one seed: no ± (a std of 0 would mislead)
+    sd = lambda k: r[k] if n > 1 else None  # one seed: no ± (a std of 0 would mislead)
     lines.append(
-        f"| {r['label']} | {r['model']} | {r['method']} | {n}/{len(r['seeds_planned'])} | "
-        f"{_fmt(r['last_top1_mean'], sd('last_top1_std'))} | "
-        f"{_fmt(r['best_top1_mean'], sd('best_top1_std'))} | "
-        f"{_fmt(r['teacher_top1_mean'], r['teacher_top1_std'] or None)} | "
-        f"{_fmt(r['last_agreement_mean'], sd('last_agreement_std'))} | "
-        f"{_fmt(r['train_seconds_mean'], None, 0)} | "
-        f"{_fmt(r['published'], None)} |")
+      f"| {r['label']} | {r['model']} | {r['method']} | {n}/{len(r['seeds_planned'])} | "
+      f"{_fmt(r['last_top1_mean'], sd('last_top1_std'))} | "
+      f"{_fmt(r['best_top1_mean'], sd('best_top1_std'))} | "
+      f"{_fmt(r['teacher_top1_mean'], r['teacher_top1_std'] or None)} | "
+      f"{_fmt(r['last_agreement_mean'], sd('last_agreement_std'))} | "
+      f"{_fmt(r['train_seconds_mean'], None, 0)} | "
+      f"{_fmt(r['published'], None)} |"
+    )
   lines.append("")
-  lines.append("mean ± std (sample std, ddof 1) over the finished seeds; agreement = % of test "
-               "images where student and teacher predict the same class (last epoch).")
+  lines.append(
+    "mean ± std (sample std, ddof 1) over the finished seeds; agreement = % of test "
+    "images where student and teacher predict the same class (last epoch)."
+  )
   if command:
     lines.append(f"Rerun: `{command}`")
   return "\n".join(lines) + "\n"
 
 
-CSV_KEYS = ("cell", "label", "model", "method", "seeds", "last_top1_mean", "last_top1_std",
-            "best_top1_mean", "best_top1_std", "teacher_top1_mean", "teacher_top1_std",
-            "last_agreement_mean", "last_agreement_std", "train_seconds_mean", "published")
+CSV_KEYS = (
+  "cell",
+  "label",
+  "model",
+  "method",
+  "seeds",
+  "last_top1_mean",
+  "last_top1_std",
+  "best_top1_mean",
+  "best_top1_std",
+  "teacher_top1_mean",
+  "teacher_top1_std",
+  "last_agreement_mean",
+  "last_agreement_std",
+  "train_seconds_mean",
+  "published",
+)
 
 
 def write_table(family, out: str, rows, *, command: str = "") -> dict:
@@ -219,14 +255,19 @@ def write_table(family, out: str, rows, *, command: str = "") -> dict:
     w.writerow(dict(r, seeds=" ".join(map(str, r["seeds"]))))
   with open(os.path.join(out, "table.csv"), "w") as fh:
     fh.write(buf.getvalue())
-  doc = {"name": family.name, "setting": family.get("setting", ""), "command": command,
-         "rows": rows}
+  doc = {
+    "name": family.name,
+    "setting": family.get("setting", ""),
+    "command": command,
+    "rows": rows,
+  }
   ckpt_lib.write_json(os.path.join(out, "table.json"), doc)
   return {"markdown": md, "rows": rows}
 
 
-def run_table(family, out: str, *, module_doc: str = "", command: str = "",
-              only: tuple = (), log=print) -> dict:
+def run_table(
+  family, out: str, *, module_doc: str = "", command: str = "", only: tuple = (), log=print
+) -> dict:
   """Runs (resumes) every cell of ``family`` (or the cells in ``only``) and writes the table."""
   order = check_family(family)
   if only:
@@ -255,5 +296,10 @@ def paired_gain(out: str, family, cell: str, baseline: str, key: str = "last_top
     if a is not None and b is not None and a.get(key) is not None and b.get(key) is not None:
       diffs[s] = float(a[key]) - float(b[key])
   m, sd, n = _ms(list(diffs.values()))
-  return {"per_seed": diffs, "mean": m, "std": sd, "n": n,
-          "positive": sum(d > 0 for d in diffs.values())}
+  return {
+    "per_seed": diffs,
+    "mean": m,
+    "std": sd,
+    "n": n,
+    "positive": sum(d > 0 for d in diffs.values()),
+  }

@@ -8,6 +8,7 @@ shift, calibration and fairness.
       [--config.probes.adversarial.pgd_steps=5]
 Writes report.md, report.json and PNG figures into --out (settings: configs/analysis.py).
 """
+
 import os
 
 from absl import app, flags
@@ -18,7 +19,8 @@ from kdjax.analysis import report
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", os.path.join(_ROOT, "configs", "analysis.py") + ":fmnist", "Analysis settings.")
+  "config", os.path.join(_ROOT, "configs", "analysis.py") + ":fmnist", "Analysis settings."
+)
 _TEACHER = flags.DEFINE_string("teacher", None, "Teacher run (workdir); or --config.teacher.")
 _DISTILLED = flags.DEFINE_list("distilled", None, "Distilled students: NAME=WORKDIR,...")
 _INDEPENDENT = flags.DEFINE_string("independent", None, "Independently trained student run.")
@@ -46,8 +48,12 @@ def _run(config):
 def main(argv):
   del argv
   config = _CONFIG.value
-  for field, flag in (("teacher", "teacher"), ("distilled", "distilled"),
-                      ("independent", "independent"), ("out_dir", "out")):
+  for field, flag in (
+    ("teacher", "teacher"),
+    ("distilled", "distilled"),
+    ("independent", "independent"),
+    ("out_dir", "out"),
+  ):
     if not config[field]:
       cli.require(getattr(flags.FLAGS, flag), flag)
   rep = cli.guarded(_run, config)
@@ -56,8 +62,10 @@ def main(argv):
     ans = "n/a" if d["holds"] is None else ("yes" if d["holds"] else "no")
     print(f"[{d['probe']}] {d['student']}: {d['claim']}: {ans}")
   secs = ", ".join(f"{k} {v:.0f}s" for k, v in rep["setup"]["seconds"].items())
-  print(f"paper direction holds in {sum(d['holds'] for d in decided)}/{len(decided)} comparisons; "
-        f"time: {secs}; report: {os.path.join(config.out_dir, 'report.md')}")
+  print(
+    f"paper direction holds in {sum(d['holds'] for d in decided)}/{len(decided)} comparisons; "
+    f"time: {secs}; report: {os.path.join(config.out_dir, 'report.md')}"
+  )
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ teacher ECE with student accuracy.
       [--temperature_scaled]
 Writes study.{csv,json,md,png} and reliability diagrams into --out.
 """
+
 from absl import app, flags
 from ml_collections import config_flags
 
@@ -15,14 +16,21 @@ from kdjax.calibration.study import calibration_study
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Student distillation config.")
 _TEACHERS = flags.DEFINE_list("teachers", None, "Teacher workdirs (WORKDIR[@WHICH]).")
 _OUT = flags.DEFINE_string("out", None, "Output directory.")
-_TS = flags.DEFINE_bool("temperature_scaled", False, "Also distil from temperature-scaled teachers.")
+_TS = flags.DEFINE_bool(
+  "temperature_scaled", False, "Also distil from temperature-scaled teachers."
+)
 
 
 def main(argv):
   del argv
   cli.require(_CONFIG.value, "config")
-  res = cli.guarded(calibration_study, _CONFIG.value, cli.require(_TEACHERS.value, "teachers"),
-                    cli.require(_OUT.value, "out"), temperature_scaled=_TS.value)
+  res = cli.guarded(
+    calibration_study,
+    _CONFIG.value,
+    cli.require(_TEACHERS.value, "teachers"),
+    cli.require(_OUT.value, "out"),
+    temperature_scaled=_TS.value,
+  )
   for k, c in res["correlations"].items():
     print(f"{k}: Spearman {c['spearman']:.3f}  Pearson {c['pearson']:.3f}  (n={c['n']})")
 

@@ -5,6 +5,7 @@ r"""Distils a student from a teacher run (``config.teacher.workdir``).
       --config.teacher.workdir runs/cifar100/resnet32x4
 Relaunching the same command resumes from the workdir.
 """
+
 from absl import app, flags
 from ml_collections import config_flags
 

@@ -4,6 +4,7 @@ r"""Evaluates a run's model checkpoint on its dataset's test split.
       [--teacher_workdir runs/cifar100/resnet32x4] [--data_dir DIR]
 Prints top-1/top-5/NLL (and agreement with the teacher) and writes ``eval_<which>.json``.
 """
+
 from absl import app, flags
 
 from kdjax import cli
@@ -18,8 +19,14 @@ _IDX_DIR = flags.DEFINE_string("idx_dir", None, "(Fashion-)MNIST IDX directory o
 
 def main(argv):
   del argv
-  cli.guarded(evaluate_run, cli.require(_WORKDIR.value, "workdir"), which=_WHICH.value,
-              teacher_workdir=_TEACHER.value, data_dir=_DATA_DIR.value, idx_dir=_IDX_DIR.value)
+  cli.guarded(
+    evaluate_run,
+    cli.require(_WORKDIR.value, "workdir"),
+    which=_WHICH.value,
+    teacher_workdir=_TEACHER.value,
+    data_dir=_DATA_DIR.value,
+    idx_dir=_IDX_DIR.value,
+  )
 
 
 if __name__ == "__main__":

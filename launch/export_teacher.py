@@ -5,6 +5,7 @@ r"""Exports the teacher of an SFTN stage-1 run as a plain teacher checkpoint (SF
 Writes ``<out>/kept/<step>`` (branches and bridges dropped; metadata ``source: sftn``), which any
 distiller consumes unchanged: ``--config.teacher.workdir <out>``.
 """
+
 from absl import app, flags
 
 from kdjax import cli
@@ -17,10 +18,17 @@ _WHICH = flags.DEFINE_string("which", "final", "final | best | step:<n> | epoch:
 def main(argv):
   del argv
   from kdjax.teachers.sftn import export_teacher
-  meta = cli.guarded(export_teacher, cli.require(_WORKDIR.value, "workdir"),
-                     cli.require(_OUT.value, "out"), which=_WHICH.value)
-  print(f"[kdjax] exported SFTN teacher {meta['arch']} (epoch {meta['epoch']}, step "
-        f"{meta['step']}, test top-1 {meta.get('test_top1')}) to {_OUT.value}")
+
+  meta = cli.guarded(
+    export_teacher,
+    cli.require(_WORKDIR.value, "workdir"),
+    cli.require(_OUT.value, "out"),
+    which=_WHICH.value,
+  )
+  print(
+    f"[kdjax] exported SFTN teacher {meta['arch']} (epoch {meta['epoch']}, step "
+    f"{meta['step']}, test top-1 {meta.get('test_top1')}) to {_OUT.value}"
+  )
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ take it); WORKDIR/summary.json holds every member's last/best top-1 and their me
 their initialisation only) and the teacher forward runs once for all of them. Relaunching the
 same command resumes.
 """
+
 import json
 
 from absl import app, flags
@@ -18,18 +19,35 @@ from kdjax import cli
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Run config file (path[:arg]).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Joint run directory (members in seed<S>/).")
 _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "The members' seeds.")
-_IMPL = flags.DEFINE_enum("impl", "auto", ["auto", "vmap", "unroll"], "Member step: jax.vmap "
-                          "(accelerators) or one unrolled copy per member (CPU); auto = by "
-                          "backend.")
-_SHARED = flags.DEFINE_bool("shared_data", False, "All members use seeds[0]'s data order and "
-                            "augmentation (one teacher forward per step).")
+_IMPL = flags.DEFINE_enum(
+  "impl",
+  "auto",
+  ["auto", "vmap", "unroll"],
+  "Member step: jax.vmap (accelerators) or one unrolled copy per member (CPU); auto = by backend.",
+)
+_SHARED = flags.DEFINE_bool(
+  "shared_data",
+  False,
+  "All members use seeds[0]'s data order and augmentation (one teacher forward per step).",
+)
 
 
 def _run(config, workdir, seeds, shared, impl):
   from kdjax.train.members import train_members
+
   s = train_members(config, seeds, workdir, shared_data=shared, impl=impl)
-  keys = ("model", "method", "seeds", "last_top1", "last_top1_mean", "last_top1_std",
-          "best_top1_mean", "best_top1_std", "teacher_top1", "train_seconds")
+  keys = (
+    "model",
+    "method",
+    "seeds",
+    "last_top1",
+    "last_top1_mean",
+    "last_top1_std",
+    "best_top1_mean",
+    "best_top1_std",
+    "teacher_top1",
+    "train_seconds",
+  )
   print("[kdjax] " + json.dumps({k: s.get(k) for k in keys}))
   return s
 
@@ -41,8 +59,9 @@ def main(argv):
     seeds = [int(x) for x in _SEEDS.value]
   except ValueError:
     cli.require("", "seeds (comma-separated integers)")
-  cli.guarded(_run, _CONFIG.value, cli.require(_WORKDIR.value, "workdir"), seeds, _SHARED.value,
-              _IMPL.value)
+  cli.guarded(
+    _run, _CONFIG.value, cli.require(_WORKDIR.value, "workdir"), seeds, _SHARED.value, _IMPL.value
+  )
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ r"""Online distillation: K peers trained together (DML, KDCL; ``config.online``)
       --workdir runs/cifar100/kdcl_resnet32-resnet32
 Relaunching the same command resumes from the workdir. Peer i is a plain run in WORKDIR/peer<i>.
 """
+
 import json
 
 from absl import app, flags
@@ -18,9 +19,17 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (checkpoints, met
 
 def _run(config, workdir):
   from kdjax.train.online import train_online
+
   s = train_online(config, workdir)
-  keys = ("mode", "peers", "peer_last_top1", "peer_best_top1", "ensemble_last_top1",
-          "ensemble_best_top1", "train_seconds")
+  keys = (
+    "mode",
+    "peers",
+    "peer_last_top1",
+    "peer_best_top1",
+    "ensemble_last_top1",
+    "ensemble_best_top1",
+    "train_seconds",
+  )
   print("[kdjax] " + json.dumps({k: s.get(k) for k in keys}))
   return s
 

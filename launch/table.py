@@ -5,6 +5,7 @@ r"""Runs a config family's table: cells x seeds, resumable, Markdown + CSV + JSO
 Relaunching the same command skips finished (cell, seed) runs and resumes interrupted ones; the
 table is rewritten after every cell (OUT/table.md, table.csv, table.json).
 """
+
 import os
 import shlex
 import sys
@@ -21,9 +22,12 @@ _CELLS = flags.DEFINE_list("cells", [], "Only these cells (default: all, in the 
 
 def _run(family, out, doc, command, only):
   from kdjax.tables import run_table
+
   res = run_table(family, out, module_doc=doc, command=command, only=tuple(only))
-  print("\n" + res["markdown"] + f"\n[kdjax] table in {out}/table.md (.csv, .json); "
-        f"{res['seconds']:.0f}s")
+  print(
+    "\n" + res["markdown"] + f"\n[kdjax] table in {out}/table.md (.csv, .json); "
+    f"{res['seconds']:.0f}s"
+  )
   return res
 
 
@@ -34,6 +38,7 @@ def main(argv):
   out = _OUT.value or os.path.join("runs", "tables", _CONFIG.value.name)
   command = "python -m launch.table " + " ".join(shlex.quote(a) for a in sys.argv[1:])
   from kdjax.tables import module_doc
+
   cli.guarded(_run, _CONFIG.value, out, module_doc(path), command, _CELLS.value)
 
 

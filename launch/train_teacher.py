@@ -4,6 +4,7 @@ r"""Trains a network with cross-entropy (a teacher, or a student baseline).
       --workdir runs/cifar100/resnet32x4
 Relaunching the same command resumes from the workdir.
 """
+
 from absl import app, flags
 from ml_collections import config_flags
 

@@ -1,4 +1,5 @@
 """Shared fixtures. Tests never reach the network: TFDS is only used with mock data or local files."""
+
 import os
 import sys
 
@@ -15,6 +16,7 @@ FMNIST_DIR = os.environ.get("KDJAX_FASHION_MNIST_DIR", "/usr/share/datasets/fash
 def tiny_run_config(**over):
   """A fast supervised config on mock CIFAR-100 with the toy model."""
   from kdjax.config import base_config
+
   c = base_config()
   c.model = "tiny_cnn"
   c.dataset.name = "cifar100"
@@ -41,6 +43,7 @@ def tiny_run_config(**over):
 @pytest.fixture
 def mock_cifar100():
   import tensorflow_datasets as tfds
+
   with tfds.testing.mock_data(num_examples=40):
     yield
 
@@ -48,6 +51,8 @@ def mock_cifar100():
 @pytest.fixture
 def fmnist_dir():
   if not os.path.isdir(FMNIST_DIR):
-    pytest.fail(f"Fashion-MNIST IDX files missing at {FMNIST_DIR}: "
-                "apt-get install dataset-fashion-mnist (scripts/setup.sh does it).")
+    pytest.fail(
+      f"Fashion-MNIST IDX files missing at {FMNIST_DIR}: "
+      "apt-get install dataset-fashion-mnist (scripts/setup.sh does it)."
+    )
   return FMNIST_DIR

@@ -4,6 +4,7 @@ feeding only its rows of the global batch. Writes the final parameters (process 
 
   python tests/distributed_worker.py OUT.npz NUM_PROCESSES PROCESS_ID PORT
 """
+
 from __future__ import annotations
 
 import os
@@ -16,10 +17,13 @@ GLOBAL_BATCH, STEPS, NUM_CLASSES, LR, IN_DIM, HIDDEN = 8, 4, 4, 0.1, 6, 16
 
 def _init(seed: int = 0) -> dict:
   rng = np.random.default_rng(seed)
-  return {"w1": rng.normal(0, 0.3, (IN_DIM, HIDDEN)).astype(np.float32),
-          "gamma": np.ones((HIDDEN,), np.float32), "beta": np.zeros((HIDDEN,), np.float32),
-          "w2": rng.normal(0, 0.3, (HIDDEN, NUM_CLASSES)).astype(np.float32),
-          "b2": np.zeros((NUM_CLASSES,), np.float32)}
+  return {
+    "w1": rng.normal(0, 0.3, (IN_DIM, HIDDEN)).astype(np.float32),
+    "gamma": np.ones((HIDDEN,), np.float32),
+    "beta": np.zeros((HIDDEN,), np.float32),
+    "w2": rng.normal(0, 0.3, (HIDDEN, NUM_CLASSES)).astype(np.float32),
+    "b2": np.zeros((NUM_CLASSES,), np.float32),
+  }
 
 
 def train(mesh, process_id: int = 0) -> dict:
@@ -31,6 +35,7 @@ def train(mesh, process_id: int = 0) -> dict:
   from jax.sharding import NamedSharding, PartitionSpec as P  # pylint: disable=g-import-not-at-top
 
   from kdjax import distributed  # pylint: disable=g-import-not-at-top
+
   repl = NamedSharding(mesh, P())
   params = jax.device_put(_init(), repl)
   mom = jax.device_put(jax.tree_util.tree_map(np.zeros_like, _init()), repl)
@@ -38,7 +43,7 @@ def train(mesh, process_id: int = 0) -> dict:
 
   def loss_fn(p, x, y):
     h = x @ p["w1"]
-    mean, var = h.mean(0), h.var(0)          # over the global batch: a cross-process reduction
+    mean, var = h.mean(0), h.var(0)  # over the global batch: a cross-process reduction
     h = jax.nn.relu((h - mean) / jnp.sqrt(var + 1e-5) * p["gamma"] + p["beta"])
     logits = h @ p["w2"] + p["b2"]
     logp = jax.nn.log_softmax(logits)
@@ -52,14 +57,14 @@ def train(mesh, process_id: int = 0) -> dict:
     stats = {"mean": 0.9 * stats["mean"] + 0.1 * mean}
     return params, mom, stats, loss
 
-  rng = np.random.default_rng(123)     # the same global stream on every process
+  rng = np.random.default_rng(123)  # the same global stream on every process
   losses = []
   for i in range(STEPS):
     x = rng.normal(size=(GLOBAL_BATCH, IN_DIM)).astype(np.float32)
     y = rng.integers(0, NUM_CLASSES, GLOBAL_BATCH).astype(np.int32)
-    if i % 2 == 0:     # every process computes the global batch and keeps its rows
+    if i % 2 == 0:  # every process computes the global batch and keeps its rows
       gx, gy = distributed.process_batch_slice((x, y), mesh)
-    else:              # each process reads only its rows (as a sharded input pipeline does)
+    else:  # each process reads only its rows (as a sharded input pipeline does)
       rows = distributed.process_rows(GLOBAL_BATCH, mesh)
       gx, gy = distributed.put_process_local((x[rows], y[rows]), mesh, GLOBAL_BATCH)
     assert gx.shape == (GLOBAL_BATCH, IN_DIM)
@@ -74,14 +79,19 @@ def train(mesh, process_id: int = 0) -> dict:
 
 def main(out: str, num_processes: int, process_id: int, port: int) -> None:
   from kdjax import distributed  # pylint: disable=g-import-not-at-top
-  if os.environ.get("KDJAX_COORDINATOR"):   # the layout from the environment
+
+  if os.environ.get("KDJAX_COORDINATOR"):  # the layout from the environment
     spec = distributed.initialize(initialization_timeout=60)
     assert spec.source == "env", spec
-  else:                                      # from explicit flags
+  else:  # from explicit flags
     spec = distributed.initialize(
-        coordinator=f"localhost:{port}" if num_processes > 1 else None,
-        num_processes=num_processes, process_id=process_id, initialization_timeout=60)
+      coordinator=f"localhost:{port}" if num_processes > 1 else None,
+      num_processes=num_processes,
+      process_id=process_id,
+      initialization_timeout=60,
+    )
   import jax  # pylint: disable=g-import-not-at-top
+
   assert jax.process_count() == num_processes and jax.process_index() == process_id, spec
   assert jax.local_device_count() == 1
   mesh = distributed.global_mesh()
@@ -95,5 +105,5 @@ def main(out: str, num_processes: int, process_id: int, port: int) -> None:
 
 if __name__ == "__main__":
   os.environ.setdefault("JAX_PLATFORMS", "cpu")
-  os.environ.pop("XLA_FLAGS", None)   # one CPU device per process
+  os.environ.pop("XLA_FLAGS", None)  # one CPU device per process
   main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))

@@ -19,10 +19,13 @@ ReLU kinks (and argmax/top-k ties) whose gradient is discontinuous, each flip mo
 parameters by ~lr x grad. Equality is meaningful per step (here rtol 1e-5 after 4 steps) and in
 float64 over a run; top-1 of float32 runs agrees only statistically.
 """
+
 import os
 import sys
 
-os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+os.environ["XLA_FLAGS"] = (
+  os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import jax  # noqa: E402
@@ -43,7 +46,9 @@ def run(devices, n_steps=4, batch=16):
   losses = []
   for _ in range(n_steps):
     idx = parallel.put_batch(rs.permutation(32)[:batch].astype(np.int32), mesh)
-    state, m = steps.train_indexed(state, im, lab, parallel.put_replicated(np.arange(32, dtype=np.int32), mesh), idx, tv)
+    state, m = steps.train_indexed(
+      state, im, lab, parallel.put_replicated(np.arange(32, dtype=np.int32), mesh), idx, tv
+    )
     losses.append(float(m["loss"]))
   return jax.device_get(state), losses, state
 
@@ -57,8 +62,10 @@ def main():
   s1, l1, _ = run(jax.devices()[:1])
   np.testing.assert_allclose(l8, l1, rtol=1e-5)
   worst = 0.0
-  for a, b in zip(jax.tree_util.tree_leaves(s8.params) + jax.tree_util.tree_leaves(s8.batch_stats),
-                  jax.tree_util.tree_leaves(s1.params) + jax.tree_util.tree_leaves(s1.batch_stats)):
+  for a, b in zip(
+    jax.tree_util.tree_leaves(s8.params) + jax.tree_util.tree_leaves(s8.batch_stats),
+    jax.tree_util.tree_leaves(s1.params) + jax.tree_util.tree_leaves(s1.batch_stats),
+  ):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     worst = max(worst, float(np.max(np.abs(a - b))))
   # Batch not divisible by the device count: one clear error before compiling.
@@ -82,6 +89,7 @@ def drift_study(n_steps=32):
   from kdjax.train import state as state_lib  # noqa: E402
   from kdjax.train.optim import make_optimizer  # noqa: E402
   from kdjax.train.step import make_steps  # noqa: E402
+
   info = kdata.info("fashion_mnist")
   tr = kdata.load_arrays("fashion_mnist", "train", idx_dir=FMNIST_DIR, limit=2048)
   cfg = tiny_run_config().optim
@@ -91,14 +99,16 @@ def drift_study(n_steps=32):
     jax.config.update("jax_enable_x64", dt == jnp.float64)
     student = models.get("resnet8", num_classes=10, dtype=dt)
     tf = lambda im, r=None: augment.eval_transform(info, im).astype(dt)
-    steps = make_steps(student=student, method=build_method(None), tx=tx, train_transform=tf,
-                       eval_transform=tf)
+    steps = make_steps(
+      student=student, method=build_method(None), tx=tx, train_transform=tf, eval_transform=tf
+    )
 
     def train(devices, permute):
       v = student.init(jax.random.PRNGKey(0), jnp.zeros((1, 28, 28, 1), dt), train=False)
       v = jax.tree_util.tree_map(lambda a: a.astype(dt), v)
-      st = state_lib.create({"student": v["params"]}, {"student": v["batch_stats"]}, tx,
-                            jax.random.PRNGKey(7))
+      st = state_lib.create(
+        {"student": v["params"]}, {"student": v["batch_stats"]}, tx, jax.random.PRNGKey(7)
+      )
       mesh = parallel.make_mesh(devices)
       st = parallel.put_replicated(st, mesh)
       put = lambda a: parallel.put_replicated(a, mesh)
@@ -113,14 +123,17 @@ def drift_study(n_steps=32):
           out[i + 1] = jax.device_get(st.params)
       return out
 
-    diff = lambda a, b: max(float(np.max(np.abs(np.asarray(x) - np.asarray(y))))
-                            for x, y in zip(jax.tree_util.tree_leaves(a),
-                                            jax.tree_util.tree_leaves(b)))
+    diff = lambda a, b: max(
+      float(np.max(np.abs(np.asarray(x) - np.asarray(y))))
+      for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b))
+    )
     one, two = train(jax.devices()[:1], False), train(jax.devices()[:2], False)
     perm = train(jax.devices()[:1], True)
     for k in one:
-      print(f"{np.dtype(dt).name} step {k:3d}: 1 vs 2 devices {diff(one[k], two[k]):.1e}, "
-            f"1 device with the batch order permuted {diff(one[k], perm[k]):.1e}")
+      print(
+        f"{np.dtype(dt).name} step {k:3d}: 1 vs 2 devices {diff(one[k], two[k]):.1e}, "
+        f"1 device with the batch order permuted {diff(one[k], perm[k]):.1e}"
+      )
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ of 1,000 training images) — to the labels for the teacher and the independent 
 teacher's logits for the "distilled" one — and saved as a kdjax model checkpoint. That gives
 models with real, distinct predictions in a fraction of a second.
 """
+
 import json
 import os
 import subprocess
@@ -25,10 +26,25 @@ from kdjax.errors import UserError
 from kdjax.train.checkpoint import RunCheckpoints
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SECTIONS = ("## Agreement", "## CKA", "## Grad-CAM", "## Adversarial transfer", "## Invariance",
-            "## Cues and domain shift", "## Calibration", "## Fairness", "## Direction vs paper")
-PNGS = ("gradcam_overlays.png", "agreement.png", "cka.png", "adversarial_transfer.png",
-        "consistency.png", "shifted_accuracy.png")
+SECTIONS = (
+  "## Agreement",
+  "## CKA",
+  "## Grad-CAM",
+  "## Adversarial transfer",
+  "## Invariance",
+  "## Cues and domain shift",
+  "## Calibration",
+  "## Fairness",
+  "## Direction vs paper",
+)
+PNGS = (
+  "gradcam_overlays.png",
+  "agreement.png",
+  "cka.png",
+  "adversarial_transfer.png",
+  "consistency.png",
+  "shifted_accuracy.png",
+)
 
 
 def _np_variables(model, x, seed):
@@ -48,27 +64,37 @@ def _np_variables(model, x, seed):
 
 def _fit_head(model, variables, x, targets):
   """Ridge regression of ``targets`` on the pooled features: the Dense head in closed form."""
-  pooled = np.asarray(jax.jit(lambda v, z: model.apply(v, z, train=False)[1]["pooled"])(
-      variables, x), np.float64)
+  pooled = np.asarray(
+    jax.jit(lambda v, z: model.apply(v, z, train=False)[1]["pooled"])(variables, x), np.float64
+  )
   mu = pooled.mean(0)
   f = pooled - mu
   w = np.linalg.solve(f.T @ f + 1e-3 * np.eye(f.shape[1]), f.T @ (targets - targets.mean(0)))
-  fc = {"kernel": w.astype(np.float32),
-        "bias": (targets.mean(0) - mu @ w).astype(np.float32)}
+  fc = {"kernel": w.astype(np.float32), "bias": (targets.mean(0) - mu @ w).astype(np.float32)}
   return {**variables, "params": {**variables["params"], "fc": fc}}
 
 
 def _save(workdir, variables, width):
   ck = RunCheckpoints(workdir, async_save=False)
-  ck.save_model("kept", 1, variables, {"arch": "tiny_cnn", "num_classes": 10,
-                                       "dataset": "fashion_mnist", "epoch": 1,
-                                       "model_kwargs": {"width": width}})
+  ck.save_model(
+    "kept",
+    1,
+    variables,
+    {
+      "arch": "tiny_cnn",
+      "num_classes": 10,
+      "dataset": "fashion_mnist",
+      "epoch": 1,
+      "model_kwargs": {"width": width},
+    },
+  )
   ck.close()
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
   from conftest import FMNIST_DIR
+
   if not os.path.isdir(FMNIST_DIR):
     pytest.fail(f"Fashion-MNIST IDX files missing at {FMNIST_DIR}")
   d = tmp_path_factory.mktemp("analysis_runs")
@@ -99,8 +125,9 @@ def _config(runs, out, **over):
 
 def test_teacher_against_itself(runs, tmp_path):
   c = analysis.report.select_probes(
-      _config(runs, tmp_path / "self", distilled=f"self={runs['teacher']}"),
-      ["agreement", "cka", "gradcam", "calibration"])
+    _config(runs, tmp_path / "self", distilled=f"self={runs['teacher']}"),
+    ["agreement", "cka", "gradcam", "calibration"],
+  )
   rep = analysis.analyze(c)
   assert rep["setup"]["probes"] == ["agreement", "cka", "gradcam", "calibration"]
   s = rep["agreement"]["students"]["self"]
@@ -121,6 +148,7 @@ def test_teacher_against_itself(runs, tmp_path):
 
 def test_missing_external_data_is_a_clear_error(runs, tmp_path):
   from kdjax.data import DatasetNotFoundError
+
   c = analysis.report.select_probes(_config(runs, tmp_path / "f"), ["fairness"])
   c.probes.fairness.dataset = "fairface_not_here:validation"
   c.probes.fairness.data_dir = str(tmp_path)
@@ -158,13 +186,20 @@ def test_a_new_probe_is_one_registered_class(runs, tmp_path, monkeypatch):
 
     def compute(self, ctx):
       flipped = np.flip(ctx.images, axis=int(self.settings["axis"]))
-      return {"same": {r.name: 100.0 * float(np.mean(
-          ctx.predict(r, flipped).argmax(-1) == ctx.logits[r.name].argmax(-1))) for r in ctx.runs}}
+      return {
+        "same": {
+          r.name: 100.0
+          * float(np.mean(ctx.predict(r, flipped).argmax(-1) == ctx.logits[r.name].argmax(-1)))
+          for r in ctx.runs
+        }
+      }
 
     def markdown(self, ctx, result):
       return [probes_base.table(["model", "same (%)"], list(result["same"].items()), nd=1)]
 
-  assert "flip_agreement" in probes.names() and analysis.base_config().probes.flip_agreement.axis == 2
+  assert (
+    "flip_agreement" in probes.names() and analysis.base_config().probes.flip_agreement.axis == 2
+  )
   c = analysis.report.select_probes(_config(runs, tmp_path / "new"), ["agreement"])
   c.probes.hflip = dict(type="flip_agreement", axis=2)
   rep = analysis.analyze(c)
@@ -180,19 +215,45 @@ def test_analyze_script_end_to_end(runs, tmp_path):
   env = dict(os.environ, JAX_PLATFORMS="cpu")
   env.pop("KDJAX_TRACEBACK", None)
   r = subprocess.run(
-      [sys.executable, "-m", "launch.analyze", "--teacher", runs["teacher"],
-       "--distilled", f"kd={runs['kd']}", "--independent", runs["independent"],
-       "--out", str(out), "--config", "configs/analysis.py:fmnist", "--num_examples", "48",
-       "--config.batch_size=24", "--config.probes.adversarial.eps_list=(0.0,0.01568627,0.03137255)",
-       "--config.probes.adversarial.pgd_steps=3", "--noprogress"],
-      cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    [
+      sys.executable,
+      "-m",
+      "launch.analyze",
+      "--teacher",
+      runs["teacher"],
+      "--distilled",
+      f"kd={runs['kd']}",
+      "--independent",
+      runs["independent"],
+      "--out",
+      str(out),
+      "--config",
+      "configs/analysis.py:fmnist",
+      "--num_examples",
+      "48",
+      "--config.batch_size=24",
+      "--config.probes.adversarial.eps_list=(0.0,0.01568627,0.03137255)",
+      "--config.probes.adversarial.pgd_steps=3",
+      "--noprogress",
+    ],
+    cwd=ROOT,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
   assert r.returncode == 0, r.stderr[-4000:]
   assert "paper direction holds in" in r.stdout
   md = (out / "report.md").read_text()
   for sec in SECTIONS:
     assert sec in md, sec
-  assert md.index("## Agreement") < md.index("## CKA") < md.index("## Grad-CAM") < md.index(
-      "## Adversarial transfer") < md.index("## Fairness")
+  assert (
+    md.index("## Agreement")
+    < md.index("## CKA")
+    < md.index("## Grad-CAM")
+    < md.index("## Adversarial transfer")
+    < md.index("## Fairness")
+  )
   assert "only brightness and contrast apply" in md
   assert "class label is used as the group" in md
   assert "color_biased" in md and "skipped" in md
@@ -212,16 +273,31 @@ def test_analyze_script_end_to_end(runs, tmp_path):
 
 def test_cli_missing_run_is_one_line_error(runs, tmp_path):
   r = subprocess.run(
-      [sys.executable, "-m", "launch.analyze", "--teacher", runs["teacher"],
-       "--distilled", f"kd={tmp_path / 'nope'}", "--independent", runs["independent"],
-       "--out", str(tmp_path / "o")],
-      cwd=ROOT, env=dict(os.environ, JAX_PLATFORMS="cpu"), capture_output=True, text=True,
-      timeout=300)
+    [
+      sys.executable,
+      "-m",
+      "launch.analyze",
+      "--teacher",
+      runs["teacher"],
+      "--distilled",
+      f"kd={tmp_path / 'nope'}",
+      "--independent",
+      runs["independent"],
+      "--out",
+      str(tmp_path / "o"),
+    ],
+    cwd=ROOT,
+    env=dict(os.environ, JAX_PLATFORMS="cpu"),
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert r.returncode == 2 and "kdjax: error:" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_cue_sets_are_deterministic_and_well_formed():
   from kdjax.analysis import cues
+
   rng = np.random.default_rng(0)
   x = rng.integers(0, 256, (12, 8, 8, 1), dtype=np.uint8)
   y = np.arange(12) % 3
@@ -234,6 +310,7 @@ def test_cue_sets_are_deterministic_and_well_formed():
   assert np.all(cc.texture_labels != cc.labels)
   again, _ = cues.build_shifted_sets(x, y, num_classes=3, seed=1)
   np.testing.assert_array_equal(again["noise"].images, sets["noise"].images)
-  rgb, skipped = cues.build_shifted_sets(x, y, num_classes=3, accepts_rgb=True,
-                                         names=("color_biased",))
+  rgb, skipped = cues.build_shifted_sets(
+    x, y, num_classes=3, accepts_rgb=True, names=("color_biased",)
+  )
   assert rgb["color_biased"].images.shape == (12, 8, 8, 3) and not skipped

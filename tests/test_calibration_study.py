@@ -1,5 +1,6 @@
 """Teacher variants (mixup, label smoothing, temperature-scaled teachers) and the calibration
 study driver end to end on tiny real Fashion-MNIST."""
+
 import os
 
 import jax
@@ -43,6 +44,7 @@ def _fm(cfg, fmnist_dir):
 @pytest.mark.slow
 def test_calibration_study_end_to_end(tmp_path, fmnist_dir):
   from kdjax.calibration.study import calibration_study
+
   t1, t2 = str(tmp_path / "t_plain"), str(tmp_path / "t_mixup_ls")
   train_and_evaluate(_fm(tiny_run_config(num_epochs=1), fmnist_dir), t1)
   c2 = _fm(tiny_run_config(num_epochs=1), fmnist_dir)
@@ -53,8 +55,9 @@ def test_calibration_study_end_to_end(tmp_path, fmnist_dir):
   student.method.ce_weight = 0.0
   student.method.terms.kl = dict(weight=1.0, teacher_temperature=1.8, student_temperature=1.8)
   out = str(tmp_path / "study")
-  res = calibration_study(student, [t1, f"{t2}@final"], out, temperature_scaled=True,
-                          holdout=200, idx_dir=fmnist_dir)
+  res = calibration_study(
+    student, [t1, f"{t2}@final"], out, temperature_scaled=True, holdout=200, idx_dir=fmnist_dir
+  )
   rows = res["rows"]
   assert len(rows) == 4 and {r["variant"] for r in rows} == {"raw", "temp_scaled"}
   assert all(0.0 <= r["teacher_ece"] <= 1.0 and r["temperature"] > 0 for r in rows)

@@ -1,4 +1,5 @@
 """Train-time colour jitter (kdjax.data.augment): determinism, per-op bounds, config selection."""
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -35,22 +36,24 @@ def test_same_draws_as_the_evaluation_probe():
   x = _imgs(16)
   for order in (True, False):
     np.testing.assert_allclose(
-        augment.color_jitter(x, KEY, random_order=order, **augment.OJHA_JITTER),
-        invariance.color_jitter(x, KEY, random_order=order, **augment.OJHA_JITTER), atol=1e-5)
+      augment.color_jitter(x, KEY, random_order=order, **augment.OJHA_JITTER),
+      invariance.color_jitter(x, KEY, random_order=order, **augment.OJHA_JITTER),
+      atol=1e-5,
+    )
 
 
 def test_brightness_scales_each_image_by_one_factor_in_bounds():
-  x = _imgs(256, 0.05, 0.5)       # 1.4 * 0.5 < 1: no clipping
+  x = _imgs(256, 0.05, 0.5)  # 1.4 * 0.5 < 1: no clipping
   y = augment.color_jitter(x, KEY, brightness=0.4)
   ratio = np.asarray(y / x).reshape(256, -1)
   np.testing.assert_allclose(ratio, ratio[:, :1] * np.ones_like(ratio), rtol=1e-5)
   f = ratio[:, 0]
   assert f.min() >= 0.6 - 1e-6 and f.max() <= 1.4 + 1e-6
-  assert f.min() < 0.7 and f.max() > 1.3      # spans the range (P(fail) ~ 0.875^256)
+  assert f.min() < 0.7 and f.max() > 1.3  # spans the range (P(fail) ~ 0.875^256)
 
 
 def test_contrast_keeps_mean_grey_and_scales_spread():
-  x = _imgs(128, 0.3, 0.7)        # no clipping for factors in [0.6, 1.4]
+  x = _imgs(128, 0.3, 0.7)  # no clipping for factors in [0.6, 1.4]
   y = augment.color_jitter(x, KEY, contrast=0.4)
   gx, gy = (np.asarray(augment._gray(v)).reshape(128, -1) for v in (x, y))  # pylint: disable=protected-access
   # grey weights sum to 0.9999 (torchvision's 0.2989 + 0.587 + 0.114): the mean moves by
@@ -71,7 +74,7 @@ def test_saturation_keeps_grey_and_hue_keeps_value_and_saturation():
   hz, sz, vz = augment._rgb_to_hsv(z)  # pylint: disable=protected-access
   np.testing.assert_allclose(vz, vx, atol=1e-5)
   np.testing.assert_allclose(sz, sx, atol=1e-4)
-  d = np.asarray(jnp.mod(hz - hx + 0.5, 1.0) - 0.5).reshape(64, -1)   # circular hue shift
+  d = np.asarray(jnp.mod(hz - hx + 0.5, 1.0) - 0.5).reshape(64, -1)  # circular hue shift
   np.testing.assert_allclose(d, d[:, :1] * np.ones_like(d), atol=1e-3)
   assert np.abs(d).max() <= 0.2 + 1e-3 and np.abs(d[:, 0]).max() > 0.15
 
@@ -97,30 +100,39 @@ def test_dataset_train_transform_selects_jitter_and_keeps_crop_flip_draws():
   info = registry.info("cifar10")
   raw = (np.asarray(_imgs(8, hw=32)) * 255).astype(np.uint8)
   rng = jax.random.PRNGKey(11)
-  plain = ml_collections.ConfigDict(dict(crop_pad=4, flip=True))    # no color_jitter key
-  jit_cfg = ml_collections.ConfigDict(dict(crop_pad=4, flip=True,
-                                           color_jitter=dict(augment.OJHA_JITTER)))
+  plain = ml_collections.ConfigDict(dict(crop_pad=4, flip=True))  # no color_jitter key
+  jit_cfg = ml_collections.ConfigDict(
+    dict(crop_pad=4, flip=True, color_jitter=dict(augment.OJHA_JITTER))
+  )
   p = augment.dataset_train_transform(info, plain)(raw, rng)
   np.testing.assert_array_equal(p, augment.train_transform(info, raw, rng, crop_pad=4, flip=True))
   j = augment.dataset_train_transform(info, jit_cfg)(raw, rng)
   # The jittered batch is the same crop/flip, jittered with the salted key, then normalised.
   cropped = augment.random_crop_flip(raw, rng, pad=4, flip=True)
   want = augment.normalize(
-      augment.color_jitter(cropped.astype(np.float32) / 255.0,
-                           jax.random.fold_in(rng, augment._JITTER_SALT),  # pylint: disable=protected-access
-                           **augment.OJHA_JITTER) * 255.0, info.mean, info.std)
+    augment.color_jitter(
+      cropped.astype(np.float32) / 255.0,
+      jax.random.fold_in(rng, augment._JITTER_SALT),  # pylint: disable=protected-access
+      **augment.OJHA_JITTER,
+    )
+    * 255.0,
+    info.mean,
+    info.std,
+  )
   np.testing.assert_allclose(j, want, atol=1e-5)
   assert float(jnp.abs(j - p).max()) > 0.1
   step = jax.jit(augment.dataset_train_transform(info, jit_cfg))
-  np.testing.assert_allclose(step(raw, rng), j, atol=1e-4)   # ~1e-6 x 1/std (normalised units)
+  np.testing.assert_allclose(step(raw, rng), j, atol=1e-4)  # ~1e-6 x 1/std (normalised units)
 
 
 def test_jitter_teacher_config_selects_the_papers_jitter():
   c = jitter_teacher.get_config("imagenet")
   assert c.model == "resnet50_imagenet" and c.dataset.name == "imagenet2012"
   assert augment.jitter_magnitudes(c.dataset.color_jitter) == (0.4, 0.4, 0.4, 0.2)
-  assert augment.jitter_magnitudes(jitter_teacher.get_config("imagenet,control").dataset
-                                   .color_jitter) is None
+  assert (
+    augment.jitter_magnitudes(jitter_teacher.get_config("imagenet,control").dataset.color_jitter)
+    is None
+  )
   s = jitter_teacher.get_config("cifar100,resnet56")
   assert s.model == "resnet56" and augment.jitter_magnitudes(s.dataset.color_jitter) is not None
   with pytest.raises(ValueError):

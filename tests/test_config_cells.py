@@ -6,6 +6,7 @@ shapes on the pair's taps, the term states, the views, the init stage and the re
 in a canonical form independent of kdjax's internal names. Models are abstract
 (``jax.eval_shape``), so this checks ~400 cells without computing anything.
 """
+
 import importlib.util
 import json
 import os
@@ -16,7 +17,8 @@ GOLDEN = os.path.join(ROOT, "tests", "golden", "config_cells.json")
 
 def _generator():
   spec = importlib.util.spec_from_file_location(
-      "make_config_cells", os.path.join(ROOT, "tools", "goldens", "make_config_cells.py"))
+    "make_config_cells", os.path.join(ROOT, "tools", "goldens", "make_config_cells.py")
+  )
   mod = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(mod)
   return mod
@@ -35,7 +37,7 @@ def _diff(a, b, path=""):
 def test_every_config_cell_builds_the_recorded_method():
   with open(GOLDEN) as f:
     golden = json.load(f)
-  now = json.loads(json.dumps(_generator().record_all()))   # same JSON normalisation
+  now = json.loads(json.dumps(_generator().record_all()))  # same JSON normalisation
   assert len(golden) >= 400
   assert sorted(now) == sorted(golden)
   bad = {cell: _diff(golden[cell], now[cell]) for cell in golden if golden[cell] != now[cell]}

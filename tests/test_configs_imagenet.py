@@ -13,6 +13,7 @@ and one representative cell trains one step on TFDS mock ImageNet through the st
   ~15 CPU-s to compile, so the other cells are only bound (above), not stepped.
 * The published numbers in ``CELLS`` appear in each module's docstring next to the cell.
 """
+
 import importlib.util
 import os
 import re
@@ -35,15 +36,15 @@ _MODULES = {}
 def _load(rel):
   if rel not in _MODULES:
     spec = importlib.util.spec_from_file_location(
-        "cfg_" + rel.replace("/", "_")[:-3], os.path.join(ROOT, "configs", rel))
+      "cfg_" + rel.replace("/", "_")[:-3], os.path.join(ROOT, "configs", rel)
+    )
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     _MODULES[rel] = mod
   return _MODULES[rel]
 
 
-IMAGENET = ["imagenet/ttm.py", "imagenet/mdistiller_dkd.py", "imagenet/ojha.py",
-            "imagenet/sftn.py"]
+IMAGENET = ["imagenet/ttm.py", "imagenet/mdistiller_dkd.py", "imagenet/ojha.py", "imagenet/sftn.py"]
 
 
 def _cells():
@@ -63,6 +64,7 @@ def shapes():
       (_, taps) = jax.eval_shape(lambda x: m.init_with_output(jax.random.key(0), x)[0], x)
       cache[key] = {k: tuple(v.shape) for k, v in taps.items()}
     return cache[key]
+
   return get
 
 
@@ -76,11 +78,13 @@ def test_cell_tables():
   assert {p for _, p in table7} == {f"resnet{d}-resnet18" for d in (34, 50, 101, 152)}
   assert {m for m, _ in table7} == {"kd", "dist", "wttm"}
   assert set(_load("imagenet/mdistiller_dkd.py").CELLS) == {
-      (m, p) for m in ("kd", "dkd") for p in ("resnet34-resnet18", "resnet50-mobilenetv1")}
+    (m, p) for m in ("kd", "dkd") for p in ("resnet34-resnet18", "resnet50-mobilenetv1")
+  }
   assert set(_load("imagenet/ojha.py").CELLS) == {
-      (m, "resnet50-resnet18") for m in ("independent", "kl", "hint", "crd")}
+    (m, "resnet50-resnet18") for m in ("independent", "kl", "hint", "crd")
+  }
   with pytest.raises(ValueError, match="unknown cell"):
-    ttm.get_config("crd:resnet101-resnet18")        # not in the paper
+    ttm.get_config("crd:resnet101-resnet18")  # not in the paper
 
 
 @pytest.mark.parametrize("rel", IMAGENET)
@@ -105,7 +109,7 @@ def _check_settings(rel, cell, c):
   assert c.dataset.name == "imagenet2012" and c.optim.weight_decay == 1e-4
   assert c.optim.reference_batch_size == c.batch_size
   if rel == "imagenet/ttm.py" and method == "wttm":
-    want = (0.7, 3.5) if student == "mobilenetv1" else (0.8, 1.6)      # Table 10
+    want = (0.7, 3.5) if student == "mobilenetv1" else (0.8, 1.6)  # Table 10
     assert (terms["wttm"]["gamma"], terms["wttm"]["weight"]) == want
     assert c.method.ce_weight == 1.0 and (c.batch_size, c.optim.lr) == (256, 0.1)
   if method == "dkd":
@@ -115,15 +119,21 @@ def _check_settings(rel, cell, c):
   if method == "reviewkd":
     assert terms["reviewkd"]["student_preact"] is True
     assert (terms["reviewkd"]["weight"], terms["reviewkd"]["max_mid_channels"]) == {
-        "resnet18": (1.0, 512), "mobilenetv1": (8.0, 256)}[student]
+      "resnet18": (1.0, 512),
+      "mobilenetv1": (8.0, 256),
+    }[student]
   if rel == "imagenet/sftn.py" and method == "teacher":
     assert terms["sftn"]["kl_weight"] == 1.0 and terms["sftn"]["temperature"] == 1.0
     assert (c.optim.lr, c.optim.schedule, c.optim.step_epochs) == (0.1, "step", 30)
   if rel == "imagenet/ojha.py":
     assert c.num_epochs == (90 if method == "independent" else 100)
     if method == "kl":
-      assert (c.method.ce_weight, terms["kl"]["weight"], terms["kl"]["teacher_temperature"],
-              terms["kl"]["form"]) == (0.5, 0.5, 4.0, "cross_entropy")
+      assert (
+        c.method.ce_weight,
+        terms["kl"]["weight"],
+        terms["kl"]["teacher_temperature"],
+        terms["kl"]["form"],
+      ) == (0.5, 0.5, 4.0, "cross_entropy")
     if method == "hint":
       assert (c.method.ce_weight, terms["fitnet"]["weight"]) == (1.0, 5.0)
 
@@ -146,19 +156,25 @@ def test_cell_validates_and_binds_to_its_pair(rel, cell, shapes):
     t_shapes = None
   bound = method.bind(s_shapes, t_shapes)
   # Connector init and term states traced abstractly: shapes are checked, nothing is computed.
-  params = jax.eval_shape(lambda k: bound.init_connectors(s_shapes, t_shapes, k)[1],
-                          jax.random.key(0))
-  ctx = BuildContext(num_examples=64, teacher_variables=None, student_shapes=s_shapes,
-                     teacher_shapes=t_shapes or {})
+  params = jax.eval_shape(
+    lambda k: bound.init_connectors(s_shapes, t_shapes, k)[1], jax.random.key(0)
+  )
+  ctx = BuildContext(
+    num_examples=64, teacher_variables=None, student_shapes=s_shapes, teacher_shapes=t_shapes or {}
+  )
   jax.eval_shape(lambda k: bound.init_states(ctx, k), jax.random.key(1))
   names = [t.key for t in bound.terms]
-  if "reviewkd" in names:     # mdistiller IN/OUT_CHANNELS: 5 ABF levels, teacher widths out
+  if "reviewkd" in names:  # mdistiller IN/OUT_CHANNELS: 5 ABF levels, teacher widths out
     abf = params["reviewkd"].get("params", params["reviewkd"])
     assert sorted(abf) == [f"abf{i}" for i in range(5)]
     outs = [abf[f"abf{i}"]["conv2"]["kernel"].shape[-1] for i in range(5)]
-    assert outs == {"resnet18": [64, 128, 256, 512, 512],
-                    "mobilenetv1": [256, 512, 1024, 2048, 2048]}[cell.split("-")[-1]]
-  if "fitnet" in names:       # Ojha: after stage 2, 28x28 (ResNet-18 128 -> ResNet-50 512 ch)
+    assert (
+      outs
+      == {"resnet18": [64, 128, 256, 512, 512], "mobilenetv1": [256, 512, 1024, 2048, 2048]}[
+        cell.split("-")[-1]
+      ]
+    )
+  if "fitnet" in names:  # Ojha: after stage 2, 28x28 (ResNet-18 128 -> ResNet-50 512 ch)
     assert s_shapes["stage2"] == (1, 28, 28, 128) and t_shapes["stage2"] == (1, 28, 28, 512)
 
 
@@ -183,6 +199,7 @@ def _random_variables(model, x, seed=0):
     if getattr(path[-1], "key", None) == "var":
       return np.asarray(rng.uniform(0.5, 1.5, leaf.shape), leaf.dtype)
     return np.asarray(rng.normal(0.0, 0.05, leaf.shape), leaf.dtype)
+
   return jax.tree_util.tree_map_with_path(fill, jax.eval_shape(model.init, jax.random.key(0), x))
 
 
@@ -190,16 +207,22 @@ def test_one_step_on_mock_imagenet(tmp_path):
   import tensorflow_datasets as tfds
   from kdjax.teachers.import_torch import save_teacher
   from kdjax.train.loop import train_and_evaluate
+
   c = _load("imagenet/ttm.py").get_config("wttm:resnet34-resnet18")
   teacher = models.get("resnet34_imagenet", num_classes=1000)
   twd = str(tmp_path / "teacher_resnet34")
-  save_teacher(_random_variables(teacher, jnp.zeros((1, 32, 32, 3))), "resnet34_imagenet", 1000,
-               "imagenet2012", twd)
+  save_teacher(
+    _random_variables(teacher, jnp.zeros((1, 32, 32, 3))),
+    "resnet34_imagenet",
+    1000,
+    "imagenet2012",
+    twd,
+  )
   c.teacher.workdir = twd
   d = c.dataset
   d.image_size, d.train_limit, d.eval_limit, d.stream_threads = 32, 4, 2, 0
   c.batch_size = c.eval_batch_size = c.optim.reference_batch_size = 2
-  c.max_steps = 1             # 2 steps per epoch: stops mid-epoch (no student evaluation)
+  c.max_steps = 1  # 2 steps per epoch: stops mid-epoch (no student evaluation)
   c.progress = c.tensorboard = c.async_checkpoint = False
   c.checkpoint_every_steps = c.keep_every_epochs = 0
   c.log_every_steps = 1

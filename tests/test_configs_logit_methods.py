@@ -2,6 +2,7 @@
 
 No model is built: only configs, the method builder (tiny dry run) and the model registry names.
 """
+
 import importlib.util
 import os
 
@@ -13,15 +14,32 @@ from kdjax.models import names as model_names
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LOW_LR = ("MobileNetV2", "ShuffleV1", "ShuffleV2")
-SAME_ARCH = ("wrn_40_2-wrn_16_2", "wrn_40_2-wrn_40_1", "resnet56-resnet20", "resnet110-resnet20",
-             "resnet110-resnet32", "resnet32x4-resnet8x4", "vgg13-vgg8")
-CROSS_ARCH = ("vgg13-MobileNetV2", "ResNet50-MobileNetV2", "ResNet50-vgg8", "resnet32x4-ShuffleV1",
-              "resnet32x4-ShuffleV2", "wrn_40_2-ShuffleV1")
+SAME_ARCH = (
+  "wrn_40_2-wrn_16_2",
+  "wrn_40_2-wrn_40_1",
+  "resnet56-resnet20",
+  "resnet110-resnet20",
+  "resnet110-resnet32",
+  "resnet32x4-resnet8x4",
+  "vgg13-vgg8",
+)
+CROSS_ARCH = (
+  "vgg13-MobileNetV2",
+  "ResNet50-MobileNetV2",
+  "ResNet50-vgg8",
+  "resnet32x4-ShuffleV1",
+  "resnet32x4-ShuffleV2",
+  "wrn_40_2-ShuffleV1",
+)
 ALL_13 = SAME_ARCH + CROSS_ARCH
 DKD_11 = tuple(p for p in ALL_13 if p not in ("resnet110-resnet20", "ResNet50-vgg8"))
 # config -> (expected pairs, method term key, index of the published number in a PAIRS entry)
-PAIR_CONFIGS = {"ttm": (ALL_13, "ttm", 4), "wttm": (ALL_13, "wttm", 4),
-                "dkd": (DKD_11, "dkd", 3), "dist": (ALL_13, "dist", 2)}
+PAIR_CONFIGS = {
+  "ttm": (ALL_13, "ttm", 4),
+  "wttm": (ALL_13, "wttm", 4),
+  "dkd": (DKD_11, "dkd", 3),
+  "dist": (ALL_13, "dist", 2),
+}
 
 _MODULES = {}
 
@@ -29,7 +47,8 @@ _MODULES = {}
 def _load(name):
   if name not in _MODULES:
     spec = importlib.util.spec_from_file_location(
-        f"cfg_{name}", os.path.join(ROOT, "configs", "cifar100", f"{name}.py"))
+      f"cfg_{name}", os.path.join(ROOT, "configs", "cifar100", f"{name}.py")
+    )
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     _MODULES[name] = mod

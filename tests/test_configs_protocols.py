@@ -5,6 +5,7 @@ Each cell: ``kdjax.config.validate``; ``build_method``; ``bind`` against the abs
 shapes; connectors, term states and one ``Method.loss`` evaluated with ``jax.eval_shape`` (nothing
 is computed). Also: the ``ensemble_kd`` term against CheckpointKD's torch loss (golden).
 """
+
 import functools
 import importlib
 import os
@@ -31,7 +32,7 @@ B = 2
 def _abstract(name, dataset, kwargs=()):
   shape, classes, _ = DATASETS[dataset]
   mod = models.get(name, num_classes=classes, **dict(kwargs))
-  x = jax.ShapeDtypeStruct((B,) + shape, jnp.float32)      # taps at batch B, whatever the layout
+  x = jax.ShapeDtypeStruct((B,) + shape, jnp.float32)  # taps at batch B, whatever the layout
   variables = jax.eval_shape(lambda x: mod.init(jax.random.PRNGKey(0), x, train=False), x)
   _, taps = jax.eval_shape(lambda v, x: mod.apply(v, x, train=False), variables, x)
   return variables, {k: tuple(v.shape) for k, v in taps.items()}
@@ -51,7 +52,7 @@ def build_cell(cfg, teacher_arch):
     assert teacher_arch is not None
     t_vars, t_shapes = _abstract(teacher_arch, ds)
     members = len(cfg.teacher.members)
-    if members:     # the ensemble teacher's member logits (kdjax/train/teacher.py)
+    if members:  # the ensemble teacher's member logits (kdjax/train/teacher.py)
       t_shapes = dict(t_shapes, member_logits=(B, members, classes))
       t_vars = [t_vars] * members
   bound = method.bind(s_shapes, t_shapes)
@@ -64,9 +65,14 @@ def build_cell(cfg, teacher_arch):
     states = bound.init_states(BuildContext(n, tv, s_shapes, t_shapes or {}), rng)
     calls, _ = connector_calls(mods, params, stats)
     t_out = outs(t_shapes, bound.teacher_taps) if bound.loss_needs_teacher else None
-    return bound.loss(outs(s_shapes, bound.student_taps), t_out,
-                      Batch(jnp.zeros((B,), jnp.int32), jnp.arange(B)),
-                      connectors=calls, states=states, return_states=True)
+    return bound.loss(
+      outs(s_shapes, bound.student_taps),
+      t_out,
+      Batch(jnp.zeros((B,), jnp.int32), jnp.arange(B)),
+      connectors=calls,
+      states=states,
+      return_states=True,
+    )
 
   total, metrics, _ = jax.eval_shape(run, jax.random.PRNGKey(0), t_vars)
   assert total.shape == (B,)
@@ -88,8 +94,15 @@ def cells():
   for t in m.TEACHERS:
     out.append((f"ckd:teacher:{t}", m.get_config(f"teacher:{t}"), None))
   for p, (t, _) in m.PAIRS.items():
-    for opt in ("", ",inter", ",epoch:20", ",snapshot:60+120", ",snapshot:60+120,kl_mean",
-                ",full_ensemble", ",full_ensemble,kl_mean"):
+    for opt in (
+      "",
+      ",inter",
+      ",epoch:20",
+      ",snapshot:60+120",
+      ",snapshot:60+120,kl_mean",
+      ",full_ensemble",
+      ",full_ensemble,kl_mean",
+    ):
       out.append((f"ckd:{p}{opt}", m.get_config(p + opt), t))
   for extra in EXTRA_CELLS:
     out.extend(extra())
@@ -102,8 +115,13 @@ def _calibration_cells():
     m = _mod(f"{ds}.calibration_population")
     for arch in m.CAPACITY:
       for sched in m.SCHEDULES:
-        out.append((f"{ds}/calibration_population:teacher:{arch},{sched}",
-                    m.get_config(f"teacher:{arch},{sched}"), None))
+        out.append(
+          (
+            f"{ds}/calibration_population:teacher:{arch},{sched}",
+            m.get_config(f"teacher:{arch},{sched}"),
+            None,
+          )
+        )
     for loss in m.LOSSES:
       for arch in ("resnet110", "MobileNetV2"):
         arg = f"resnet8x4,{loss},{arch},short100"
@@ -130,8 +148,11 @@ def _sftn_oh_rco_cells():
       # the control differs only in teacher.workdir (same architecture): not built twice
       std = s2.get_config(f"{method}:{p},standard")
       assert std.teacher.workdir == f"runs/cifar100/teacher_{t}"
-  for arg in ("kd:resnet32x4-ShuffleV2,branch:resnet8x4", "at:resnet32x4-ShuffleV1,branch:ShuffleV2",
-              "crd:resnet32x4-resnet8x4,branch:ShuffleV1"):
+  for arg in (
+    "kd:resnet32x4-ShuffleV2,branch:resnet8x4",
+    "at:resnet32x4-ShuffleV1,branch:ShuffleV2",
+    "crd:resnet32x4-resnet8x4,branch:ShuffleV1",
+  ):
     out.append((f"sftn_stage2:{arg}", s2.get_config(arg), arg.split(":")[1].split("-")[0]))
   s1 = _mod("cifar100.sftn_stage1")
   for p, (t, _) in s1.PAIRS.items():
@@ -145,7 +166,10 @@ def _sftn_oh_rco_cells():
   return out
 
 
-EXTRA_CELLS = [_calibration_cells, _sftn_oh_rco_cells]   # further families: () -> [(id, cfg, teacher)]
+EXTRA_CELLS = [
+  _calibration_cells,
+  _sftn_oh_rco_cells,
+]  # further families: () -> [(id, cfg, teacher)]
 
 
 def _cells():
@@ -170,17 +194,24 @@ def test_ckd_recipe_values():
   assert (c.optim.schedule, c.optim.step_epochs, c.optim.decay) == ("step", 60, 0.1)
   # kept checkpoints 20..180, the full teacher at 200
   assert sorted(set(range(c.keep_every_epochs, c.num_epochs, c.keep_every_epochs))) == list(
-      range(20, 200, 20))
+    range(20, 200, 20)
+  )
   s = m.get_config("resnet110-resnet32,inter")
   assert s.teacher.which == "epoch:100" and s.method.ce_weight == 0.5
   assert dict(s.method.terms.kd) == dict(weight=0.5, temperature=5.0, t2_scale=True)
   e = m.get_config("wrn_40_2-wrn_40_1,snapshot:40+100+160,kl_mean")
-  assert e.teacher.members == tuple(f"runs/cifar100/ckd_teacher_wrn_40_2@epoch:{k}"
-                                    for k in (40, 100, 160))
+  assert e.teacher.members == tuple(
+    f"runs/cifar100/ckd_teacher_wrn_40_2@epoch:{k}" for k in (40, 100, 160)
+  )
   assert "ensemble_kd" in e.method.terms
-  for bad in ("wrn_40_2-wrn_40_1,epoch:200", "wrn_40_2-wrn_40_1,epoch:30",
-              "wrn_40_2-wrn_40_1,kl_mean", "wrn_40_2-wrn_40_1,snapshot:60",
-              "wrn_40_2-resnet32", "teacher:resnet8"):
+  for bad in (
+    "wrn_40_2-wrn_40_1,epoch:200",
+    "wrn_40_2-wrn_40_1,epoch:30",
+    "wrn_40_2-wrn_40_1,kl_mean",
+    "wrn_40_2-wrn_40_1,snapshot:60",
+    "wrn_40_2-resnet32",
+    "teacher:resnet8",
+  ):
     with pytest.raises(ValueError):
       m.get_config(bad)
 
@@ -191,7 +222,7 @@ def test_ensemble_kd_matches_checkpointkd_torch():
   t = float(g["temperature"])
   with jax.enable_x64(True):
     zs, zt = jnp.asarray(g["student"]), jnp.asarray(g["members"])
-    loss = lambda z: ckd_method.ensemble_kd(z, zt, temperature=t).mean()   # noqa: E731
+    loss = lambda z: ckd_method.ensemble_kd(z, zt, temperature=t).mean()  # noqa: E731
     np.testing.assert_allclose(loss(zs), g["loss"], rtol=1e-12)
     np.testing.assert_allclose(jax.grad(loss)(zs), g["grad"], rtol=1e-9, atol=1e-15)
     # differs from KD to the averaged logits (the --avg_teacher branch)
@@ -200,8 +231,7 @@ def test_ensemble_kd_matches_checkpointkd_torch():
     assert abs(float(avg) - float(g["loss"])) > 1.0
     # weights: normalised, one member with weight 0 drops out
     w = ckd_method.ensemble_kd(zs, zt, temperature=t, weights=(2.0, 2.0, 0.0))
-    np.testing.assert_allclose(w, ckd_method.ensemble_kd(zs, zt[:, :2], temperature=t),
-                               rtol=1e-12)
+    np.testing.assert_allclose(w, ckd_method.ensemble_kd(zs, zt[:, :2], temperature=t), rtol=1e-12)
 
 
 # ---------------------------------------------------------------------------- calibration
@@ -209,7 +239,7 @@ def test_calibration_population_schedules():
   m = _mod("cifar100.calibration_population")
   short = m.get_config("teacher:resnet110,short100")
   assert (short.num_epochs, tuple(short.optim.milestones)) == (100, (50, 75))
-  assert min(short.optim.milestones) == 50          # first decay after epoch 50
+  assert min(short.optim.milestones) == 50  # first decay after epoch 50
   full = m.get_config("teacher:resnet110,full")
   assert (full.num_epochs, tuple(full.optim.milestones)) == (240, (150, 180, 210))
   s = m.get_config("resnet8x4,spearman,wrn_40_2,full")
@@ -231,16 +261,22 @@ def test_sftn_protocol_values():
   assert dict(c.method.terms.kd) == dict(weight=1.0, temperature=4.0, t2_scale=True)
   assert c.teacher.workdir == "runs/cifar100/sftn_teacher_resnet32x4-resnet8x4"
   assert s2.get_config("at:resnet32x4-resnet8x4,standard").teacher.workdir == (
-      "runs/cifar100/teacher_resnet32x4")
+    "runs/cifar100/teacher_resnet32x4"
+  )
   u = s2.get_config("kd:resnet32x4-ShuffleV2,branch:resnet8x4")
   assert u.model == "ShuffleV2" and u.optim.lr == 0.01
   assert u.teacher.workdir == "runs/cifar100/sftn_teacher_resnet32x4-resnet8x4"
-  kd = s2.get_config("kd:resnet32x4-resnet8x4")     # KD alone: RepDistiller's r 0.1, a 0.9
+  kd = s2.get_config("kd:resnet32x4-resnet8x4")  # KD alone: RepDistiller's r 0.1, a 0.9
   assert kd.method.ce_weight == 0.1 and kd.method.terms.kd.weight == 0.9
-  ab = s2.get_config("ab:resnet32x4-resnet8x4")     # init stage kept, KD added to the main stage
+  ab = s2.get_config("ab:resnet32x4-resnet8x4")  # init stage kept, KD added to the main stage
   assert ab.method.init.epochs == 30 and "kd" in ab.method.terms
-  for bad in ("kd:resnet32x4-ShuffleV2,branch:ShuffleV2", "kd:resnet32x4-ShuffleV2,branch:vgg8",
-              "oh:resnet32x4-ShuffleV1", "dkd:resnet32x4-resnet8x4", "kd:resnet32x4-ShuffleV2,x"):
+  for bad in (
+    "kd:resnet32x4-ShuffleV2,branch:ShuffleV2",
+    "kd:resnet32x4-ShuffleV2,branch:vgg8",
+    "oh:resnet32x4-ShuffleV1",
+    "dkd:resnet32x4-resnet8x4",
+    "kd:resnet32x4-ShuffleV2,x",
+  ):
     with pytest.raises(ValueError):
       s2.get_config(bad)
   s1 = _mod("cifar100.sftn_stage1")
@@ -248,4 +284,8 @@ def test_sftn_protocol_values():
   assert s1.get_config("resnet32x4-resnet8x4").optim.lr == 0.05
   o = _mod("cifar100.oh").get_config("wrn_40_2-wrn_16_2")
   assert (o.num_epochs, o.optim.lr, o.optim.nesterov, tuple(o.optim.milestones)) == (
-      200, 0.1, True, (100, 150))
+    200,
+    0.1,
+    True,
+    (100, 150),
+  )

@@ -58,8 +58,14 @@ def test_info_values():
   assert im.mean == (0.485, 0.456, 0.406) and im.std == (0.229, 0.224, 0.225)
   assert im.num_classes == 1000 and not im.in_memory
   assert im.eval_split == 'validation'
-  assert set(kd.KNOWN_DATASETS) == {'cifar10', 'cifar100', 'mnist',
-                                    'fashion_mnist', 'imagenet2012', 'tiny_imagenet'}
+  assert set(kd.KNOWN_DATASETS) == {
+    'cifar10',
+    'cifar100',
+    'mnist',
+    'fashion_mnist',
+    'imagenet2012',
+    'tiny_imagenet',
+  }
   hash(c100)  # frozen, usable as a static jit argument
 
 
@@ -123,12 +129,10 @@ def cifar10_dir(tmp_path_factory):
 
     def _gen(self, ids):
       for i in ids:
-        yield i, {'id': f'ex_{i}', 'image': _png(_fixture_image(i)),
-                  'label': i % 10}
+        yield i, {'id': f'ex_{i}', 'image': _png(_fixture_image(i)), 'label': i % 10}
 
   d = tmp_path_factory.mktemp('tfds')
-  TinyCifar10(data_dir=os.fspath(d), file_format='array_record'
-              ).download_and_prepare()
+  TinyCifar10(data_dir=os.fspath(d), file_format='array_record').download_and_prepare()
   return os.fspath(d)
 
 
@@ -155,8 +159,8 @@ def test_prepared_array_record_and_split_slicing(cifar10_dir):
 
   # The fast decoding path is taken and agrees with TFDS's own decoding.
   from kdjax.data import arrays
-  src = tfds.data_source('cifar10', split='train', data_dir=cifar10_dir,
-                         download=False)
+
+  src = tfds.data_source('cifar10', split='train', data_dir=cifar10_dir, download=False)
   fast = arrays._fast_arrays('cifar10', 'train', cifar10_dir, src, len(src))
   assert fast is not None
   ref = arrays.source_to_arrays(src, chunk=16)
@@ -183,13 +187,13 @@ def test_missing_dataset_error_is_quick_and_clear(tmp_path):
   with pytest.raises(kd.DatasetNotFoundError, match='cifar-100-binary.tar.gz'):
     kd.load_arrays('cifar100', 'test', data_dir=os.fspath(tmp_path))
   with pytest.raises(kd.DatasetNotFoundError, match='ILSVRC2012_img_train.tar'):
-    kd.HostStream('imagenet2012', 'train', batch_size=2, seed=0, train=True,
-                  data_dir=os.fspath(tmp_path))
+    kd.HostStream(
+      'imagenet2012', 'train', batch_size=2, seed=0, train=True, data_dir=os.fspath(tmp_path)
+    )
   empty = tmp_path / 'no_idx'
   empty.mkdir()
   with pytest.raises(kd.DatasetNotFoundError) as e:
-    kd.load_arrays('fashion_mnist', 'train', data_dir=os.fspath(tmp_path),
-                   idx_dir=os.fspath(empty))
+    kd.load_arrays('fashion_mnist', 'train', data_dir=os.fspath(tmp_path), idx_dir=os.fspath(empty))
   msg = str(e.value)
   assert 'apt-get install dataset-fashion-mnist' in msg
   assert 'KDJAX_FASHION_MNIST_DIR' in msg and os.fspath(empty) in msg
@@ -200,8 +204,7 @@ def test_missing_dataset_error_is_quick_and_clear(tmp_path):
 
 def _idx_bytes(arr, code=0x08):
   arr = np.asarray(arr)
-  head = bytes([0, 0, code, arr.ndim]) + struct.pack(f'>{arr.ndim}I',
-                                                      *arr.shape)
+  head = bytes([0, 0, code, arr.ndim]) + struct.pack(f'>{arr.ndim}I', *arr.shape)
   be = {0x08: 'u1', 0x0C: '>i4', 0x0D: '>f4'}[code]
   return head + arr.astype(be).tobytes()
 
@@ -234,12 +237,10 @@ def test_idx_loader_handwritten(tmp_path, gz):
   np.testing.assert_array_equal(s.images[..., 0], data['train'][0])
   np.testing.assert_array_equal(s.labels, data['train'][1])
   np.testing.assert_array_equal(s.index, np.arange(5))
-  t = kd.load_arrays('mnist', 'test[1:]', data_dir=empty,
-                     idx_dir=os.fspath(src))
+  t = kd.load_arrays('mnist', 'test[1:]', data_dir=empty, idx_dir=os.fspath(src))
   np.testing.assert_array_equal(t.index, [1, 2])
   np.testing.assert_array_equal(t.labels, data['t10k'][1][1:])
-  lim = kd.load_arrays('mnist', 'train', data_dir=empty,
-                       idx_dir=os.fspath(src), limit=2)
+  lim = kd.load_arrays('mnist', 'train', data_dir=empty, idx_dir=os.fspath(src), limit=2)
   np.testing.assert_array_equal(lim.images[..., 0], data['train'][0][:2])
 
 
@@ -289,13 +290,15 @@ def test_truncated_idx_in_load_arrays_names_file(tmp_path):
   f = tmp_path / 'train-images-idx3-ubyte'
   f.write_bytes(f.read_bytes()[:-100])
   with pytest.raises(kd.IdxFormatError, match='train-images-idx3-ubyte'):
-    kd.load_arrays('mnist', 'train', data_dir=os.fspath(tmp_path / 'x'),
-                   idx_dir=os.fspath(tmp_path))
+    kd.load_arrays(
+      'mnist', 'train', data_dir=os.fspath(tmp_path / 'x'), idx_dir=os.fspath(tmp_path)
+    )
 
 
-@pytest.mark.skipif(not os.path.isdir(FASHION_DIR),
-                    reason=f'{FASHION_DIR} missing: apt-get install '
-                    'dataset-fashion-mnist')
+@pytest.mark.skipif(
+  not os.path.isdir(FASHION_DIR),
+  reason=f'{FASHION_DIR} missing: apt-get install dataset-fashion-mnist',
+)
 def test_fashion_mnist_real_idx(tmp_path):
   empty = os.fspath(tmp_path)  # no prepared TFDS copy -> IDX files
   train = kd.load_arrays('fashion_mnist', 'train', data_dir=empty)
@@ -328,14 +331,17 @@ def _windows(x, pad):
   """(2*pad+1, 2*pad+1, B, H, W, C): every HxW window of the padded batch."""
   _, h, w, _ = x.shape
   xp = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-  return np.stack([np.stack([xp[:, i:i + h, j:j + w]
-                             for j in range(2 * pad + 1)])
-                   for i in range(2 * pad + 1)])
+  return np.stack(
+    [
+      np.stack([xp[:, i : i + h, j : j + w] for j in range(2 * pad + 1)])
+      for i in range(2 * pad + 1)
+    ]
+  )
 
 
 def test_crop_is_window_of_padded_image():
   b, h, w, pad = 300, 8, 8, 2
-  x = (np.arange(b * h * w * 2, dtype=np.float32).reshape(b, h, w, 2) + 1)
+  x = np.arange(b * h * w * 2, dtype=np.float32).reshape(b, h, w, 2) + 1
   y = np.asarray(_crop_flip(x, jax.random.key(1), pad=pad, flip=False))
   assert y.shape == x.shape and y.dtype == np.float32
   win = _windows(x, pad)
@@ -353,8 +359,9 @@ def test_crop_is_window_of_padded_image():
 
 def test_flip_probability_and_determinism():
   b = 4000
-  x = np.broadcast_to(np.arange(4, dtype=np.uint8), (b, 2, 4, 4)
-                      ).transpose(0, 1, 3, 2).copy()  # columns differ
+  x = (
+    np.broadcast_to(np.arange(4, dtype=np.uint8), (b, 2, 4, 4)).transpose(0, 1, 3, 2).copy()
+  )  # columns differ
   assert not np.array_equal(x[0], x[0][:, ::-1])
   y = np.asarray(_crop_flip(x, jax.random.key(3), pad=0, flip=True))
   flipped = np.all(y == x[:, :, ::-1], axis=(1, 2, 3))
@@ -377,19 +384,20 @@ def test_normalize_and_transforms():
   got = kd.normalize(x, info.mean, info.std)
   assert got.dtype == jnp.float32
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
-  np.testing.assert_allclose(kd.eval_transform(info, x), want, rtol=1e-5,
-                             atol=1e-5)
+  np.testing.assert_allclose(kd.eval_transform(info, x), want, rtol=1e-5, atol=1e-5)
   step = jax.jit(lambda im, k: kd.train_transform(info, im, k))
   out = step(x, jax.random.key(0))
   assert out.shape == x.shape and out.dtype == jnp.float32
   # crop_pad=0, flip=False: train == eval.
   np.testing.assert_allclose(
-      kd.train_transform(info, x, jax.random.key(0), crop_pad=0, flip=False),
-      want, rtol=1e-5, atol=1e-5)
+    kd.train_transform(info, x, jax.random.key(0), crop_pad=0, flip=False),
+    want,
+    rtol=1e-5,
+    atol=1e-5,
+  )
   m = kd.info('fashion_mnist')
   xm = np.full((2, 28, 28, 1), 255, np.uint8)
-  np.testing.assert_allclose(kd.eval_transform(m, xm),
-                             (1 - 0.2860) / 0.3530, rtol=1e-5)
+  np.testing.assert_allclose(kd.eval_transform(m, xm), (1 - 0.2860) / 0.3530, rtol=1e-5)
 
 
 # ---------------------------------------------------------------- batching
@@ -419,10 +427,8 @@ def test_batch_indices():
 
 def test_host_stream_mock_imagenet():
   with tfds.testing.mock_data(num_examples=10):
-    tr = kd.HostStream('imagenet2012', 'train', batch_size=4, seed=3,
-                       train=True)
-    ev = kd.HostStream('imagenet2012', 'validation', batch_size=4, seed=3,
-                       train=False)
+    tr = kd.HostStream('imagenet2012', 'train', batch_size=4, seed=3, train=True)
+    ev = kd.HostStream('imagenet2012', 'validation', batch_size=4, seed=3, train=False)
     assert len(tr) == 2 and len(ev) == 3
     b0 = list(tr.iter_epoch(0))
     b0_again = list(tr.iter_epoch(0))
@@ -438,8 +444,7 @@ def test_host_stream_mock_imagenet():
       np.testing.assert_array_equal(a[k], b[k])
   assert not np.array_equal(b0[0]['image'], b1[0]['image'])
   assert [len(b['label']) for b in e] == [4, 4, 2]
-  np.testing.assert_array_equal(np.concatenate([b['index'] for b in e]),
-                                np.arange(10))
+  np.testing.assert_array_equal(np.concatenate([b['index'] for b in e]), np.arange(10))
   assert tr.epoch == 0 and ev.epoch == 1
 
 
@@ -453,16 +458,17 @@ def test_stream_transforms():
   img = rng.integers(0, 256, (375, 500, 3), np.uint8)
   out = stream.train_image_transform(img, np.random.default_rng(1))
   assert out.shape == (224, 224, 3) and out.dtype == np.uint8
-  np.testing.assert_array_equal(
-      out, stream.train_image_transform(img, np.random.default_rng(1)))
+  np.testing.assert_array_equal(out, stream.train_image_transform(img, np.random.default_rng(1)))
   gray = rng.integers(0, 256, (100, 80), np.uint8)
   assert stream.train_image_transform(gray, rng).shape == (224, 224, 3)
   # Resize(256) of a 256x320 image is a no-op, so the centre crop is exact.
   img = rng.integers(0, 256, (256, 320, 3), np.uint8)
-  np.testing.assert_array_equal(stream.eval_image_transform(img),
-                                img[16:240, 48:272])
-  assert stream.eval_image_transform(
-      rng.integers(0, 256, (333, 500, 3), np.uint8)).shape == (224, 224, 3)
+  np.testing.assert_array_equal(stream.eval_image_transform(img), img[16:240, 48:272])
+  assert stream.eval_image_transform(rng.integers(0, 256, (333, 500, 3), np.uint8)).shape == (
+    224,
+    224,
+    3,
+  )
 
 
 # ---------------------------------------------------------------- prepare

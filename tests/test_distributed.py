@@ -1,5 +1,6 @@
 """kdjax.distributed: cluster layout from flags / fake SLURM and Open MPI environments, and a
 2-process x 1-CPU-device data-parallel run on localhost against the 1-process run."""
+
 from __future__ import annotations
 
 import os
@@ -15,29 +16,44 @@ from kdjax.errors import UserError
 
 WORKER = os.path.join(os.path.dirname(__file__), "distributed_worker.py")
 
-SLURM = {"SLURM_JOB_ID": "12345", "SLURM_NTASKS": "16", "SLURM_PROCID": "9",
-         "SLURM_LOCALID": "1", "SLURM_STEP_NODELIST": "gpu[03-04]",
-         "SLURM_STEP_TASKS_PER_NODE": "8(x2)", "SLURM_STEP_NUM_NODES": "2"}
-OMPI = {"OMPI_COMM_WORLD_SIZE": "4", "OMPI_COMM_WORLD_RANK": "3",
-        "OMPI_COMM_WORLD_LOCAL_RANK": "1", "OMPI_COMM_WORLD_LOCAL_SIZE": "2",
-        "OMPI_MCA_orte_hnp_uri": "1531576320.0;tcp://10.96.0.1,10.148.0.1:34911"}
+SLURM = {
+  "SLURM_JOB_ID": "12345",
+  "SLURM_NTASKS": "16",
+  "SLURM_PROCID": "9",
+  "SLURM_LOCALID": "1",
+  "SLURM_STEP_NODELIST": "gpu[03-04]",
+  "SLURM_STEP_TASKS_PER_NODE": "8(x2)",
+  "SLURM_STEP_NUM_NODES": "2",
+}
+OMPI = {
+  "OMPI_COMM_WORLD_SIZE": "4",
+  "OMPI_COMM_WORLD_RANK": "3",
+  "OMPI_COMM_WORLD_LOCAL_RANK": "1",
+  "OMPI_COMM_WORLD_LOCAL_SIZE": "2",
+  "OMPI_MCA_orte_hnp_uri": "1531576320.0;tcp://10.96.0.1,10.148.0.1:34911",
+}
 
 
 def test_single_process_and_flags():
   assert dist.resolve(env={}) == dist.ClusterSpec(None, 1, 0, source="single")
   s = dist.resolve("h:1234", 2, 1, env={})
   assert (s.coordinator, s.num_processes, s.process_id, s.source) == ("h:1234", 2, 1, "flags")
-  s = dist.resolve(env={"KDJAX_COORDINATOR": "n0:999", "KDJAX_NUM_PROCESSES": "3",
-                        "KDJAX_PROCESS_ID": "2"})
+  s = dist.resolve(
+    env={"KDJAX_COORDINATOR": "n0:999", "KDJAX_NUM_PROCESSES": "3", "KDJAX_PROCESS_ID": "2"}
+  )
   assert (s.coordinator, s.num_processes, s.process_id, s.source) == ("n0:999", 3, 2, "env")
   # Flags win over the environment, value by value.
-  s = dist.resolve(process_id=0, env={"KDJAX_COORDINATOR": "n0:999", "KDJAX_NUM_PROCESSES": "3",
-                                      "KDJAX_PROCESS_ID": "2"})
+  s = dist.resolve(
+    process_id=0,
+    env={"KDJAX_COORDINATOR": "n0:999", "KDJAX_NUM_PROCESSES": "3", "KDJAX_PROCESS_ID": "2"},
+  )
   assert s.process_id == 0 and s.num_processes == 3
-  for bad in [dict(num_processes=2, process_id=0),            # no coordinator
-              dict(coordinator="h:1", num_processes=2),        # no process id
-              dict(coordinator="h:1", num_processes=2, process_id=2),
-              dict(coordinator="nohostport", num_processes=2, process_id=0)]:
+  for bad in [
+    dict(num_processes=2, process_id=0),  # no coordinator
+    dict(coordinator="h:1", num_processes=2),  # no process id
+    dict(coordinator="h:1", num_processes=2, process_id=2),
+    dict(coordinator="nohostport", num_processes=2, process_id=0),
+  ]:
     with pytest.raises(UserError):
       dist.resolve(env={}, **bad)
   with pytest.raises(UserError, match="KDJAX_NUM_PROCESSES"):
@@ -52,8 +68,9 @@ def test_slurm_env():
   assert dist.first_slurm_host("a1,b2") == "a1"
   assert dist.first_slurm_host("host[7,9]") == "host7"
   # One task per node drives all its GPUs (jax's own detection would pin GPU 0).
-  one = dict(SLURM, SLURM_NTASKS="2", SLURM_PROCID="1", SLURM_LOCALID="0",
-             SLURM_STEP_TASKS_PER_NODE="1(x2)")
+  one = dict(
+    SLURM, SLURM_NTASKS="2", SLURM_PROCID="1", SLURM_LOCALID="0", SLURM_STEP_TASKS_PER_NODE="1(x2)"
+  )
   assert dist.resolve(env=one).local_device_ids is None
   # --gpus-per-task=1: each task already sees one GPU (numbered 0).
   bound = dict(SLURM, CUDA_VISIBLE_DEVICES="5")
@@ -121,19 +138,40 @@ def _run(tmp_path, num_processes: int):
   out = str(tmp_path / f"p{num_processes}.npz")
   port = _free_port()
   env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=os.path.dirname(os.path.dirname(WORKER)))
-  for k in list(env):     # a launcher's variables must not leak into the workers
-    if k.startswith(("XLA_FLAGS", "KDJAX_COORDINATOR", "KDJAX_NUM_PROCESSES", "KDJAX_PROCESS_ID",
-                     "SLURM_", "OMPI_", "JAX_COORDINATOR")):
+  for k in list(env):  # a launcher's variables must not leak into the workers
+    if k.startswith(
+      (
+        "XLA_FLAGS",
+        "KDJAX_COORDINATOR",
+        "KDJAX_NUM_PROCESSES",
+        "KDJAX_PROCESS_ID",
+        "SLURM_",
+        "OMPI_",
+        "JAX_COORDINATOR",
+      )
+    ):
       env.pop(k)
   procs = []
   for i in range(num_processes):
     # Process 0 gets the layout as flags, the others from KDJAX_* variables.
-    env_i = env if i == 0 else dict(env, KDJAX_COORDINATOR=f"localhost:{port}",
-                                    KDJAX_NUM_PROCESSES=str(num_processes),
-                                    KDJAX_PROCESS_ID=str(i))
-    procs.append(subprocess.Popen([sys.executable, WORKER, out, str(num_processes), str(i),
-                                   str(port)], env=env_i, stdout=subprocess.PIPE,
-                                  stderr=subprocess.STDOUT))
+    env_i = (
+      env
+      if i == 0
+      else dict(
+        env,
+        KDJAX_COORDINATOR=f"localhost:{port}",
+        KDJAX_NUM_PROCESSES=str(num_processes),
+        KDJAX_PROCESS_ID=str(i),
+      )
+    )
+    procs.append(
+      subprocess.Popen(
+        [sys.executable, WORKER, out, str(num_processes), str(i), str(port)],
+        env=env_i,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+      )
+    )
   return out, procs
 
 
@@ -143,7 +181,7 @@ def _wait(procs, timeout=150):
     for p in procs:
       logs.append(p.communicate(timeout=timeout)[0].decode(errors="replace"))
   finally:
-    for p in procs:        # never leave a worker behind (e.g. its peer died and it waits)
+    for p in procs:  # never leave a worker behind (e.g. its peer died and it waits)
       if p.poll() is None:
         p.kill()
         p.wait()
@@ -154,10 +192,11 @@ def _wait(procs, timeout=150):
 @pytest.mark.multidevice
 def test_two_processes_equal_one_process(tmp_path):
   out2, p2 = _run(tmp_path, 2)
-  try:     # the 1-process run, here, on one device, while the two workers start
+  try:  # the 1-process run, here, on one device, while the two workers start
     import jax  # pylint: disable=g-import-not-at-top
     from jax.sharding import Mesh  # pylint: disable=g-import-not-at-top
     import importlib.util  # pylint: disable=g-import-not-at-top
+
     spec = importlib.util.spec_from_file_location("distributed_worker", WORKER)
     distributed_worker = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(distributed_worker)
@@ -173,4 +212,4 @@ def test_two_processes_equal_one_process(tmp_path):
   # batch statistics by O(1).
   for k in a:
     np.testing.assert_allclose(b[k], a[k], rtol=1e-5, atol=1e-5, err_msg=k)
-  assert not np.allclose(a["losses"][0], a["losses"][-1], atol=1e-4)   # it trained
+  assert not np.allclose(a["losses"][0], a["losses"][-1], atol=1e-4)  # it trained

@@ -1,6 +1,7 @@
 """kdjax/data/domains.py: MNIST-Color / MNIST-M-style builders on synthetic digits (MNIST itself is
 not installed on the test machines), PACS/VLCS leave-one-domain-out and FairFace subsets on fake
 trees in tmp_path."""
+
 import os
 
 import numpy as np
@@ -28,12 +29,12 @@ def test_mnist_color_random_mode_colours_only_the_strokes():
   col, yl, colours = D.mnist_color(x, y, seed=1)
   assert col.shape == (40, 28, 28, 3) and col.dtype == np.uint8
   np.testing.assert_array_equal(yl, y)
-  np.testing.assert_array_equal(col[x == 0], 0)              # background stays black
-  full = x == 255                                            # fully-on strokes = the colour
+  np.testing.assert_array_equal(col[x == 0], 0)  # background stays black
+  full = x == 255  # fully-on strokes = the colour
   for i in range(40):
     np.testing.assert_array_equal(col[i][full[i]], np.broadcast_to(colours[i], (full[i].sum(), 3)))
-  assert len({tuple(c) for c in colours}) > 30               # colours vary per image
-  np.testing.assert_array_equal(D.mnist_color(x, y, seed=1)[0], col)       # seeded
+  assert len({tuple(c) for c in colours}) > 30  # colours vary per image
+  np.testing.assert_array_equal(D.mnist_color(x, y, seed=1)[0], col)  # seeded
   assert not np.array_equal(D.mnist_color(x, y, seed=2)[0], col)
 
 
@@ -43,7 +44,7 @@ def test_mnist_color_class_mode_is_a_spurious_correlation():
   np.testing.assert_array_equal(colours, D.CLASS_PALETTE[y])
   _, _, c9 = D.mnist_color(x, y, mode="class", p_correlated=0.9, seed=3)
   match = (c9 == D.CLASS_PALETTE[y]).all(1)
-  assert 0.85 < match.mean() < 0.95                          # 400 draws: s.e. 0.015
+  assert 0.85 < match.mean() < 0.95  # 400 draws: s.e. 0.015
   # the uncorrelated images take another palette colour, never their own
   assert all(tuple(c) in {tuple(p) for p in D.CLASS_PALETTE} for c in c9[~match])
   with pytest.raises(UserError):
@@ -66,7 +67,7 @@ def test_mnist_m_blends_digits_with_colour_patches():
   which = rng.integers(0, 3, 40)
   oy, ox = rng.integers(0, 13, 40), rng.integers(0, 13, 40)
   for i in (0, 17, 39):
-    patch = tex[which[i], oy[i]:oy[i] + 28, ox[i]:ox[i] + 28].astype(int)
+    patch = tex[which[i], oy[i] : oy[i] + 28, ox[i] : ox[i] + 28].astype(int)
     np.testing.assert_array_equal(mt[i], np.abs(patch - x[i][..., None].astype(int)))
   # the procedural patches are coloured: channels differ and vary spatially
   t = D.procedural_textures(8, seed=0)
@@ -82,7 +83,7 @@ def test_digit_domains_union():
   assert im.shape == (30, 28, 28, 3)
   np.testing.assert_array_equal(dom, np.repeat([0, 1, 2], 10))
   np.testing.assert_array_equal(lab, np.tile(y, 3))
-  np.testing.assert_array_equal(im[:10, ..., 1], x)          # MNIST: grey replicated
+  np.testing.assert_array_equal(im[:10, ..., 1], x)  # MNIST: grey replicated
 
 
 def _touch_image(path, value=128):
@@ -140,7 +141,7 @@ def test_fairface_subset_on_a_fake_tree(tmp_path):
   np.testing.assert_array_equal(np.bincount(s.race, minlength=7), [3, 1, 0, 2, 5, 0, 4])
   assert set(s.labels) <= {0, 1}
   s2 = D.fairface_subset(tmp_path, (3, 1, 0, 2, 5, 0, 4), seed=0)
-  assert s2.files == s.files and np.array_equal(s2.labels, s.labels)          # seeded
+  assert s2.files == s.files and np.array_equal(s2.labels, s.labels)  # seeded
   assert D.fairface_subset(tmp_path, (3, 1, 0, 2, 5, 0, 4), seed=1).files != s.files
   m = D.fairface_subset(tmp_path, {"Black": 2, "Indian": 5})
   np.testing.assert_array_equal(np.bincount(m.race, minlength=7), [0, 2, 0, 0, 0, 5, 0])
@@ -162,6 +163,7 @@ def test_fairface_absent_names_the_layout(tmp_path):
 
 def _write_idx(path, arr):
   import struct  # pylint: disable=g-import-not-at-top
+
   code = {np.dtype(np.uint8): 0x08}[arr.dtype]
   with open(path, "wb") as f:
     f.write(bytes([0, 0, code, arr.ndim]) + b"".join(struct.pack(">I", d) for d in arr.shape))
@@ -178,8 +180,10 @@ def test_load_digit_domain_from_fake_mnist_idx_files(tmp_path):
   np.testing.assert_array_equal(tr.labels, np.tile(y[:20], 3))
   assert len(set(tr.index.tolist())) == 60
   te = D.load_digit_domain("mnist_m", "test", idx_dir=str(tmp_path))
-  assert te.images.shape == (10, 28, 28, 3) and te.info.mean == D.load_digit_domain(
-      "mnist_m", "train", idx_dir=str(tmp_path)).info.mean        # train statistics
+  assert (
+    te.images.shape == (10, 28, 28, 3)
+    and te.info.mean == D.load_digit_domain("mnist_m", "train", idx_dir=str(tmp_path)).info.mean
+  )  # train statistics
   rgb = D.load_digit_domain("mnist_rgb", "train", idx_dir=str(tmp_path))
   np.testing.assert_allclose(rgb.info.mean, [x[:20].mean() / 255] * 3, rtol=1e-6)
   with pytest.raises(UserError):

@@ -6,6 +6,7 @@ Every run is a subprocess of ``python -m launch.train_teacher`` / ``launch.disti
 on disk, and relaunched. "The same" means bit-identical arrays (the final resume state and every
 kept/best model) and the same metrics.jsonl apart from its wall-clock ``time`` field.
 """
+
 import json
 import os
 import shutil
@@ -22,11 +23,18 @@ FMNIST = os.environ.get("KDJAX_FASHION_MNIST_DIR", "/usr/share/datasets/fashion-
 
 # 96 examples / batch 32 = 3 steps per epoch, 3 epochs; a mid-epoch resume checkpoint every 4
 # steps (steps 4 and 8), train lines every 2 steps, every epoch kept.
-TINY = ["--config.model=tiny_cnn", "--config.dataset.train_limit=96",
-        "--config.dataset.eval_limit=64", "--config.batch_size=32",
-        "--config.optim.reference_batch_size=32", "--config.num_epochs=3",
-        "--config.optim.epochs=3", "--config.log_every_steps=2",
-        "--config.checkpoint_every_steps=4", "--config.keep_every_epochs=1"]
+TINY = [
+  "--config.model=tiny_cnn",
+  "--config.dataset.train_limit=96",
+  "--config.dataset.eval_limit=64",
+  "--config.batch_size=32",
+  "--config.optim.reference_batch_size=32",
+  "--config.num_epochs=3",
+  "--config.optim.epochs=3",
+  "--config.log_every_steps=2",
+  "--config.checkpoint_every_steps=4",
+  "--config.keep_every_epochs=1",
+]
 TEACHER = ["launch.train_teacher", "--config", "configs/fashion_mnist.py:teacher,quick"] + TINY
 FINAL_STEP = 9
 
@@ -39,8 +47,14 @@ def _run(args, *, crash=None, devices=None, timeout=300):
     env["KDJAX_CRASH_AT"] = crash
   if devices:
     env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
-  return subprocess.run([sys.executable, "-m"] + args, cwd=ROOT, env=env, capture_output=True,
-                        text=True, timeout=timeout)
+  return subprocess.run(
+    [sys.executable, "-m"] + args,
+    cwd=ROOT,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=timeout,
+  )
 
 
 def _ok(r):
@@ -86,8 +100,9 @@ def _model_steps(wd, kind):
 
 def _assert_same_run(ref, wd):
   """Same final resume state, same kept/ and best/ models, same metrics.jsonl."""
-  _assert_same_tree(_tree(f"{ref}/checkpoints/{FINAL_STEP}/state"),
-                    _tree(f"{wd}/checkpoints/{FINAL_STEP}/state"))
+  _assert_same_tree(
+    _tree(f"{ref}/checkpoints/{FINAL_STEP}/state"), _tree(f"{wd}/checkpoints/{FINAL_STEP}/state")
+  )
   for kind in ("kept", "best"):
     assert _model_steps(ref, kind) == _model_steps(wd, kind)
     for s in _model_steps(ref, kind):
@@ -126,8 +141,7 @@ def test_kill_anywhere_then_relaunch_gives_the_same_run(reference, tmp_path):
   _ok(_run(TEACHER + ["--workdir", wd]))
   _assert_same_run(reference, wd)
   # No metrics line is duplicated (case 7): steps are unique per prefix.
-  keys = [(r["step"], tuple(sorted(k.split("/")[0] for k in r if "/" in k)))
-          for r in _metrics(wd)]
+  keys = [(r["step"], tuple(sorted(k.split("/")[0] for k in r if "/" in k))) for r in _metrics(wd)]
   assert len(keys) == len(set(keys))
 
 
@@ -136,16 +150,15 @@ def test_damaged_newest_checkpoint_falls_back_to_previous(reference, tmp_path, d
   wd = str(tmp_path / "run")
   shutil.copytree(reference, wd)
   # The biggest file of the newest resume checkpoint holds the arrays.
-  files = [os.path.join(r, f) for r, _, fs in os.walk(f"{wd}/checkpoints/{FINAL_STEP}")
-           for f in fs]
+  files = [os.path.join(r, f) for r, _, fs in os.walk(f"{wd}/checkpoints/{FINAL_STEP}") for f in fs]
   big = max(files, key=os.path.getsize)
   with open(big, "r+b") as f:
     data = bytearray(f.read())
     if damage == "garble":
       mid = len(data) // 2
-      data[mid:mid + 512] = bytes(b ^ 0x5A for b in data[mid:mid + 512])
+      data[mid : mid + 512] = bytes(b ^ 0x5A for b in data[mid : mid + 512])
     else:
-      data = data[:len(data) // 2]
+      data = data[: len(data) // 2]
     f.seek(0)
     f.truncate()
     f.write(bytes(data))
@@ -154,9 +167,9 @@ def test_damaged_newest_checkpoint_falls_back_to_previous(reference, tmp_path, d
   out = r.stdout + r.stderr
   assert out.count("failed verification") == 1, out[-3000:]
   assert "resumed from" in out and f"checkpoints/{FINAL_STEP - 1}" in out
-  assert os.listdir(os.path.join(wd, "corrupt"))             # moved aside, not deleted
-  assert _model_steps(wd, "kept") == kept_before               # nothing lost
-  _assert_same_run(reference, wd)                              # the replay rebuilt step 9
+  assert os.listdir(os.path.join(wd, "corrupt"))  # moved aside, not deleted
+  assert _model_steps(wd, "kept") == kept_before  # nothing lost
+  _assert_same_run(reference, wd)  # the replay rebuilt step 9
 
 
 def test_relaunch_with_another_config_is_refused(reference, tmp_path):
@@ -165,14 +178,23 @@ def test_relaunch_with_another_config_is_refused(reference, tmp_path):
   r = _run(TEACHER + ["--workdir", wd, "--config.optim.lr=0.2", "--config.seed=1"])
   _user_error(r, "optim.lr", "seed", "--workdir", "force_resume")
   with open(os.path.join(wd, "config.json")) as f:
-    assert json.load(f)["optim"]["lr"] != 0.2                 # the run's record is untouched
+    assert json.load(f)["optim"]["lr"] != 0.2  # the run's record is untouched
 
 
 def test_which_final_refuses_an_unfinished_teacher(tmp_path):
   t = str(tmp_path / "teacher")
   assert _run(TEACHER + ["--workdir", t], crash="state:6").returncode == -9
-  r = _run(["launch.distill", "--config", "configs/fashion_mnist.py:kd,quick", "--workdir",
-            str(tmp_path / "kd"), f"--config.teacher.workdir={t}"] + TINY)
+  r = _run(
+    [
+      "launch.distill",
+      "--config",
+      "configs/fashion_mnist.py:kd,quick",
+      "--workdir",
+      str(tmp_path / "kd"),
+      f"--config.teacher.workdir={t}",
+    ]
+    + TINY
+  )
   _user_error(r, "unfinished", "'best'", "epoch:N")
 
 
@@ -180,19 +202,30 @@ def test_non_finite_parameters_stop_the_run_and_nothing_non_finite_is_written(tm
   wd = str(tmp_path / "run")
   # lr = 1e30 makes the parameters non-finite at the first step while its loss (computed
   # before the update) is still finite; a resume checkpoint would be written every step.
-  r = _run(TEACHER + ["--workdir", wd, "--config.optim.lr=1e30",
-                      "--config.checkpoint_every_steps=1", "--config.progress=True"])
+  r = _run(
+    TEACHER
+    + [
+      "--workdir",
+      wd,
+      "--config.optim.lr=1e30",
+      "--config.checkpoint_every_steps=1",
+      "--config.progress=True",
+    ]
+  )
   line = _user_error(r, "non-finite", "parameters")
   # The progress bar was closed before the message (not glued to a bar line).
-  before = r.stderr[:r.stderr.index("kdjax: error:")]
+  before = r.stderr[: r.stderr.index("kdjax: error:")]
   assert before == "" or before[-1] in "\r\n", repr(before[-200:])
   for kind, item in (("checkpoints", "state"), ("kept", "model"), ("best", "model")):
     d = os.path.join(wd, kind)
-    for s in (os.listdir(d) if os.path.isdir(d) else []):
+    for s in os.listdir(d) if os.path.isdir(d) else []:
       if s.isdigit():
         leaves = jax.tree_util.tree_leaves(_tree(os.path.join(d, s, item)))
-        assert all(np.all(np.isfinite(x)) for x in leaves
-                   if np.issubdtype(x.dtype, np.floating)), (kind, s, line)
+        assert all(np.all(np.isfinite(x)) for x in leaves if np.issubdtype(x.dtype, np.floating)), (
+          kind,
+          s,
+          line,
+        )
 
 
 def test_checkpoints_of_two_devices_restore_on_one(tmp_path):
@@ -202,9 +235,20 @@ def test_checkpoints_of_two_devices_restore_on_one(tmp_path):
   r = _ok(_run(TEACHER + ["--workdir", t]))
   assert "resumed from" in r.stdout and "1 device(s)" in r.stdout
   # Its models load on 1 device as a distillation teacher.
-  r = _ok(_run(["launch.distill", "--config", "configs/fashion_mnist.py:kd,quick", "--workdir",
-                str(tmp_path / "kd"), f"--config.teacher.workdir={t}"] + TINY
-               + ["--config.max_steps=1"]))
+  r = _ok(
+    _run(
+      [
+        "launch.distill",
+        "--config",
+        "configs/fashion_mnist.py:kd,quick",
+        "--workdir",
+        str(tmp_path / "kd"),
+        f"--config.teacher.workdir={t}",
+      ]
+      + TINY
+      + ["--config.max_steps=1"]
+    )
+  )
   assert "teacher test top-1" in r.stdout
 
 
@@ -220,24 +264,44 @@ def test_user_errors_are_one_line_and_exit_2(tmp_path):
   # An RGB teacher for a grayscale student.
   from kdjax import models
   from kdjax.train.checkpoint import RunCheckpoints
+
   module = models.get("tiny_cnn", num_classes=10)
   v = module.init(jax.random.PRNGKey(0), np.zeros((1, 28, 28, 3), np.float32), train=False)
   t = str(tmp_path / "rgb_teacher")
   ck = RunCheckpoints(t, async_save=False)
-  ck.save_model("kept", 0, v, {"arch": "tiny_cnn", "num_classes": 10, "dataset": "cifar10",
-                               "model_kwargs": {}, "epoch": 0, "step": 0})
+  ck.save_model(
+    "kept",
+    0,
+    v,
+    {
+      "arch": "tiny_cnn",
+      "num_classes": 10,
+      "dataset": "cifar10",
+      "model_kwargs": {},
+      "epoch": 0,
+      "step": 0,
+    },
+  )
   ck.close()
-  r = _run(["launch.distill", "--config", "configs/fashion_mnist.py:kd,quick", "--workdir",
-            str(tmp_path / "kd"), f"--config.teacher.workdir={t}"] + TINY)
+  r = _run(
+    [
+      "launch.distill",
+      "--config",
+      "configs/fashion_mnist.py:kd,quick",
+      "--workdir",
+      str(tmp_path / "kd"),
+      f"--config.teacher.workdir={t}",
+    ]
+    + TINY
+  )
   _user_error(r, "cannot take", "(28, 28, 1)")
 
 
 def test_a_real_bug_keeps_its_traceback_and_exits_1():
-  code = ("from kdjax import cli\n"
-          "def buggy():\n  return {}['missing']\n"
-          "cli.guarded(buggy)\n")
-  r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
-                     timeout=120)
+  code = "from kdjax import cli\ndef buggy():\n  return {}['missing']\ncli.guarded(buggy)\n"
+  r = subprocess.run(
+    [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+  )
   assert r.returncode == 1 and "Traceback" in r.stderr and "KeyError" in r.stderr
   assert "kdjax: error" not in r.stderr
 
@@ -258,6 +322,7 @@ cli.guarded(train_teacher, cfg, sys.argv[2])
 
 def test_several_processes_under_jax_distributed_are_refused(tmp_path):
   import socket
+
   with socket.socket() as s:
     s.bind(("localhost", 0))
     port = s.getsockname()[1]
@@ -265,9 +330,17 @@ def test_several_processes_under_jax_distributed_are_refused(tmp_path):
   env = dict(os.environ, KDJAX_FASHION_MNIST_DIR=FMNIST)
   env.pop("XLA_FLAGS", None)
   wd = str(tmp_path / "run")
-  procs = [subprocess.Popen([sys.executable, "-c", code, str(i), wd], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-           for i in range(2)]
+  procs = [
+    subprocess.Popen(
+      [sys.executable, "-c", code, str(i), wd],
+      cwd=ROOT,
+      env=env,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE,
+      text=True,
+    )
+    for i in range(2)
+  ]
   outs = [p.communicate(timeout=300) for p in procs]
   for p, (_, err) in zip(procs, outs):
     assert p.returncode == 2, err[-3000:]

@@ -9,6 +9,7 @@ ResNet50, <= 1.2e-6 for the models below). The bound is 1e-5 * max |output| for 
 every tap: ~80 float32 ulps of the scale, an order of magnitude above the observed error and
 three below any real mistake (a BN skipped or applied twice changes outputs by O(1) relative).
 """
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -31,7 +32,7 @@ def _randomize_bn(variables, seed=0):
       return jnp.asarray(0.3 * rs.randn(*a.shape), a.dtype)
     return jnp.asarray(rs.uniform(0.3, 2.0, a.shape), a.dtype)
 
-  def params(path, a):   # BN scale/bias (conv kernels have 'kernel' as their last key)
+  def params(path, a):  # BN scale/bias (conv kernels have 'kernel' as their last key)
     keys = [getattr(p, "key", "") for p in path]
     if keys[-1] == "scale":
       return jnp.asarray(rs.uniform(0.5, 1.5, a.shape), a.dtype)
@@ -39,8 +40,10 @@ def _randomize_bn(variables, seed=0):
       return jnp.asarray(0.2 * rs.randn(*a.shape), a.dtype)
     return a
 
-  return {"params": jax.tree_util.tree_map_with_path(params, variables["params"]),
-          "batch_stats": jax.tree_util.tree_map_with_path(stats, variables["batch_stats"])}
+  return {
+    "params": jax.tree_util.tree_map_with_path(params, variables["params"]),
+    "batch_stats": jax.tree_util.tree_map_with_path(stats, variables["batch_stats"]),
+  }
 
 
 def _compare(ref, got):
@@ -56,10 +59,10 @@ def _compare(ref, got):
 
 # (model, input HWC, expected number of folded BNs / total BNs)
 CASES = [
-    ("resnet8", (32, 32, 3), 9, 9),         # every conv -> BN pair, shortcut BN included
-    ("wrn_16_1", (32, 32, 3), 6, 13),       # pre-activation: only bn2 follows a conv
-    ("vgg8", (32, 32, 3), 5, 5),            # convolutions with a bias of their own
-    ("MobileNetV2", (32, 32, 3), 53, 53),   # depthwise (grouped) convolutions
+  ("resnet8", (32, 32, 3), 9, 9),  # every conv -> BN pair, shortcut BN included
+  ("wrn_16_1", (32, 32, 3), 6, 13),  # pre-activation: only bn2 follows a conv
+  ("vgg8", (32, 32, 3), 5, 5),  # convolutions with a bias of their own
+  ("MobileNetV2", (32, 32, 3), 53, 53),  # depthwise (grouped) convolutions
 ]
 
 
@@ -69,13 +72,17 @@ def test_folded_model_equals_unfolded_in_inference(name, hwc, n_fold, n_bn):
   x = jnp.asarray(np.random.RandomState(1).randn(3, *hwc).astype(np.float32))
   v = _randomize_bn(m.init(jax.random.PRNGKey(0), x[:1]))
   fm, fv = fold_bn(m, v, x[:1])
-  total = sum(1 for p, _ in jax.tree_util.tree_flatten_with_path(v["batch_stats"])[0]
-              if p[-1].key == "mean")
+  total = sum(
+    1 for p, _ in jax.tree_util.tree_flatten_with_path(v["batch_stats"])[0] if p[-1].key == "mean"
+  )
   assert total == n_bn
   assert len(fm.folded) == n_fold
   # Folded BNs are gone from the variables; the unfolded ones keep their statistics.
-  left = sum(1 for p, _ in jax.tree_util.tree_flatten_with_path(fv.get("batch_stats", {}))[0]
-             if p[-1].key == "mean")
+  left = sum(
+    1
+    for p, _ in jax.tree_util.tree_flatten_with_path(fv.get("batch_stats", {}))[0]
+    if p[-1].key == "mean"
+  )
   assert left == n_bn - n_fold
   ref = jax.jit(lambda v, x: m.apply(v, x, train=False))(v, x)
   got = jax.jit(lambda v, x: fm.apply(v, x, train=False))(fv, x)
@@ -109,7 +116,7 @@ def test_sole_consumer_rule_on_a_shortcut():
   x = jnp.asarray(np.random.RandomState(0).randn(2, 6, 6, 3).astype(np.float32))
   v = _randomize_bn(m.init(jax.random.PRNGKey(0), x))
   fm, fv = fold_bn(m, v, x[:1])
-  assert set(fm.folded) == {("bn2",)}   # the first BN's conv output also feeds the shortcut
+  assert set(fm.folded) == {("bn2",)}  # the first BN's conv output also feeds the shortcut
   _compare(m.apply(v, x), fm.apply(fv, x))
 
 
@@ -123,7 +130,8 @@ def test_apply_stage_and_inference_only():
   h_got, _ = fm.apply(fv, x, False, method="apply_stem")
   ref = jax.jit(lambda v, h: m.apply(v, h, 1, False, method="apply_stage"))(v, h_ref)
   got = jax.jit(lambda v, h: fm.apply(v, h, 1, False, method="apply_stage"))(fv, h_got)
-  np.testing.assert_allclose(np.asarray(got[0]), np.asarray(ref[0]),
-                             atol=RTOL * float(np.abs(np.asarray(ref[0])).max()))
+  np.testing.assert_allclose(
+    np.asarray(got[0]), np.asarray(ref[0]), atol=RTOL * float(np.abs(np.asarray(ref[0])).max())
+  )
   with pytest.raises(UserError, match="inference-only"):
     fm.apply(fv, x, train=True)

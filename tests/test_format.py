@@ -1,4 +1,5 @@
 """The whole tree is formatted by the one configured formatter (ruff format, pyproject.toml)."""
+
 import os
 import shutil
 import subprocess
@@ -19,5 +20,6 @@ def test_tree_is_formatted():
   if ruff is None:
     pytest.fail("ruff is not installed: pip install -e '.[test]' (it is in the test extra)")
   r = subprocess.run([ruff, "format", "--check", "."], cwd=ROOT, capture_output=True, text=True)
-  assert r.returncode == 0, ("files not formatted; run `.venv/bin/ruff format .`:\n"
-                             + r.stdout[-3000:] + r.stderr[-2000:])
+  assert r.returncode == 0, (
+    "files not formatted; run `.venv/bin/ruff format .`:\n" + r.stdout[-3000:] + r.stderr[-2000:]
+  )

@@ -1,4 +1,5 @@
 """kdjax.data.grain_feed on TFDS mock ImageNet (tfds.testing.mock_data + tfds.data_source)."""
+
 from __future__ import annotations
 
 import os
@@ -15,7 +16,7 @@ from kdjax.errors import UserError
 
 pytest.importorskip("grain")
 
-N = 22          # mock examples: 5 train batches of 4 (2 dropped), 6 eval batches (last of 2)
+N = 22  # mock examples: 5 train batches of 4 (2 dropped), 6 eval batches (last of 2)
 
 
 @pytest.fixture(autouse=True)
@@ -25,8 +26,7 @@ def _mock():
 
 
 def _stream(**kw):
-  args = dict(batch_size=4, seed=3, train=True, image_size=32, process_index=0,
-              process_count=1)
+  args = dict(batch_size=4, seed=3, train=True, image_size=32, process_index=0, process_count=1)
   args.update(kw)
   split = "train" if args["train"] else "validation"
   return grain_feed.GrainStream("imagenet2012", split, **args)
@@ -64,17 +64,18 @@ def test_deterministic_per_seed_epoch_and_epochs_differ():
   s = _stream()
   e0, e0_again, e1 = _epoch(s, 0), _epoch(_stream(), 0), _epoch(s, 1)
   _assert_same(e0, e0_again)
-  assert not np.array_equal(np.concatenate([b["index"] for b in e0]),
-                            np.concatenate([b["index"] for b in e1]))
+  assert not np.array_equal(
+    np.concatenate([b["index"] for b in e0]), np.concatenate([b["index"] for b in e1])
+  )
   # The same example in two epochs: a different crop.
   at0 = {int(v): (bi, j) for bi, b in enumerate(e0) for j, v in enumerate(b["index"])}
   at1 = {int(v): (bi, j) for bi, b in enumerate(e1) for j, v in enumerate(b["index"])}
   both = sorted(set(at0) & set(at1))
-  assert both          # 20 of 22 examples are used per epoch
+  assert both  # 20 of 22 examples are used per epoch
   (b0, j0), (b1, j1) = at0[both[0]], at1[both[0]]
   assert not np.array_equal(e0[b0]["image"][j0], e1[b1]["image"][j1])
   it = _stream()
-  _assert_same(list(it), e0)          # iterating advances the epoch, as HostStream
+  _assert_same(list(it), e0)  # iterating advances the epoch, as HostStream
   _assert_same(list(it), e1)
   e0_seed = _epoch(_stream(seed=4), 0)
   assert not np.array_equal(e0[0]["index"], e0_seed[0]["index"])
@@ -92,9 +93,10 @@ def test_eval_center_crop_order_and_tail():
   ev = _epoch(s, 0)
   assert [len(b["label"]) for b in ev] == [4, 4, 4, 4, 4, 2]
   np.testing.assert_array_equal(np.concatenate([b["index"] for b in ev]), np.arange(N))
-  _assert_same(ev, _epoch(s, 5))     # no randomness in eval
-  host = kd.HostStream("imagenet2012", "validation", batch_size=4, seed=3, train=False,
-                       image_size=32)
+  _assert_same(ev, _epoch(s, 5))  # no randomness in eval
+  host = kd.HostStream(
+    "imagenet2012", "validation", batch_size=4, seed=3, train=False, image_size=32
+  )
   _assert_same(ev, list(host.iter_epoch(0)))
   imgs, labels = next(grain_feed.eval_batches(s))
   np.testing.assert_array_equal(imgs, ev[0]["image"])
@@ -111,7 +113,7 @@ def test_worker_processes_give_the_same_batches(monkeypatch):
   e0, e2 = _epoch(s0, 1, 1), _epoch(s2, 1, 1)
   pids = {int(p) for b in e2 for p in b.pop("pid")}
   assert {int(p) for b in e0 for p in b.pop("pid")} == {os.getpid()}
-  assert len(pids) == 2 and os.getpid() not in pids        # two worker processes decoded
+  assert len(pids) == 2 and os.getpid() not in pids  # two worker processes decoded
   _assert_same(e2, e0)
 
 

@@ -9,6 +9,7 @@
 Every ``import kdjax...`` / ``from kdjax... import ...`` of every module is read with ``ast``,
 including imports inside functions, so a lazy import cannot hide an upward arrow.
 """
+
 import ast
 import os
 
@@ -16,11 +17,23 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PKG = os.path.join(ROOT, "kdjax")
 
 LAYERS = {
-    "data": 0, "models": 0, "losses": 0, "errors": 0, "eval": 0, "config": 0, "distributed": 0,
-    "methods": 1, "precision": 1,
-    "train": 2,
-    "teachers": 3, "calibration": 3, "analysis": 3,
-    "experiments": 4, "tables": 4, "cli": 4, "__init__": 4,
+  "data": 0,
+  "models": 0,
+  "losses": 0,
+  "errors": 0,
+  "eval": 0,
+  "config": 0,
+  "distributed": 0,
+  "methods": 1,
+  "precision": 1,
+  "train": 2,
+  "teachers": 3,
+  "calibration": 3,
+  "analysis": 3,
+  "experiments": 4,
+  "tables": 4,
+  "cli": 4,
+  "__init__": 4,
 }
 
 # Upward imports still present in code owned elsewhere (to be removed by its owners). The test
@@ -43,8 +56,8 @@ def _targets(tree: ast.AST, module_pkg: str):
         if parts[0] == "kdjax" and len(parts) > 1:
           yield node.lineno, parts[1]
     elif isinstance(node, ast.ImportFrom):
-      if node.level:          # relative import: resolve against the module's package
-        base = module_pkg.split(".")[:len(module_pkg.split(".")) - node.level + 1]
+      if node.level:  # relative import: resolve against the module's package
+        base = module_pkg.split(".")[: len(module_pkg.split(".")) - node.level + 1]
         mod = ".".join(base + ([node.module] if node.module else []))
       else:
         mod = node.module or ""
@@ -53,7 +66,7 @@ def _targets(tree: ast.AST, module_pkg: str):
         continue
       if len(parts) > 1:
         yield node.lineno, parts[1]
-      else:                   # from kdjax import models, data
+      else:  # from kdjax import models, data
         for a in node.names:
           yield node.lineno, a.name
 
@@ -79,9 +92,12 @@ def upward_imports():
 
 
 def test_every_package_has_a_layer():
-  comps = {_component(os.path.join(PKG, e)) for e in os.listdir(PKG)
-           if e.endswith(".py") or os.path.isdir(os.path.join(PKG, e, ""))
-           if not e.startswith("__pycache__")}
+  comps = {
+    _component(os.path.join(PKG, e))
+    for e in os.listdir(PKG)
+    if e.endswith(".py") or os.path.isdir(os.path.join(PKG, e, ""))
+    if not e.startswith("__pycache__")
+  }
   assert comps <= set(LAYERS), sorted(comps - set(LAYERS))
 
 

@@ -5,6 +5,7 @@ curriculum, the temperature, ``0.9 · KD(τ)`` and its gradients w.r.t. the stud
 temperature parameter θ (reversed by λ), for two θ, two λ, with and without standardisation;
 1e-5 relative in float64 and 1e-4 in float32 (τ² ≈ 250 times O(1e-2) KL terms; the θ gradient,
 a cancelling difference, against its un-cancelled scale)."""
+
 import os
 
 import jax
@@ -43,8 +44,9 @@ def _all(s, t, thetas, lams, t_start, t_end, alpha):
 
 def test_lambda_curriculum_matches_reference():
   g = _g()
-  got = losses.ctkd_lambda(jnp.asarray(g["lambda_epochs"]), max_value=0.0, min_value=-1.0,
-                           num_loops=10)
+  got = losses.ctkd_lambda(
+    jnp.asarray(g["lambda_epochs"]), max_value=0.0, min_value=-1.0, num_loops=10
+  )
   np.testing.assert_allclose(got, g["lambda_values"], rtol=1e-6, atol=1e-7)
   assert float(got[0]) == 0.0 and float(got[10]) == float(got[12]) == -1.0
 
@@ -58,8 +60,9 @@ def test_ctkd_matches_reference_values_and_gradients(dtype, rtol):
     t = jnp.asarray(g["teacher"], dtype)
     thetas = tuple(jnp.asarray(g[f"theta{i}_lam0_kd/theta"], dtype) for i in (0, 1))
     lams = tuple(jnp.asarray(g[f"theta0_lam{j}_kd/lambda"], dtype) for j in (0, 1))
-    got = jax.device_get(jax.jit(_all, static_argnums=(4, 5, 6))(
-        s, t, thetas, lams, t_start, t_end, alpha))
+    got = jax.device_get(
+      jax.jit(_all, static_argnums=(4, 5, 6))(s, t, thetas, lams, t_start, t_end, alpha)
+    )
   for tag in TAGS:
     val, tau, gs, gth = got[tag]
     assert val.dtype == dtype
@@ -74,8 +77,14 @@ def test_ctkd_matches_reference_values_and_gradients(dtype, rtol):
       # to ~1e-3 of their size: float32 is measured against that un-cancelled scale.
       th = float(g[f"{tag}/theta"][0])
       sig = 1.0 / (1.0 + np.exp(-th))
-      scale = (abs(float(g[f"{tag}/lambda"])) * t_end * sig * (1 - sig)
-               * abs(float(g[f"{tag}/loss"])) / float(g[f"{tag}/temperature"]))
+      scale = (
+        abs(float(g[f"{tag}/lambda"]))
+        * t_end
+        * sig
+        * (1 - sig)
+        * abs(float(g[f"{tag}/loss"]))
+        / float(g[f"{tag}/temperature"])
+      )
       assert np.max(np.abs(np.asarray(gth, np.float64) - want)) <= rtol * scale, tag
 
 

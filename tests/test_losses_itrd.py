@@ -3,6 +3,7 @@ values and gradients w.r.t. the student feature and the embed, 1e-5 relative in 
 1e-4 in float32; the ``itrd`` method term (connector from tap shapes, config-time errors); and
 one real jitted train step (``make_steps``, ``tiny_cnn``) whose embed update is the hand-computed
 ITRD gradient."""
+
 import os
 
 import jax
@@ -23,8 +24,9 @@ def _g():
 
 def _total(f_s, w, b, f_t, alpha, corr_weight, mi_weight):
   emb = f_s @ w.T + b
-  return losses.itrd(f_s, emb, f_t, alpha=alpha, corr_weight=corr_weight,
-                     mi_weight=mi_weight).mean()
+  return losses.itrd(
+    f_s, emb, f_t, alpha=alpha, corr_weight=corr_weight, mi_weight=mi_weight
+  ).mean()
 
 
 # widen 16 -> 24 and same 24 -> 24 at the zkxufo/TTM defaults (α 1.5, λ_corr 2, λ_mutual 1);
@@ -46,7 +48,8 @@ def test_itrd_matches_reference_values_and_gradients(tag, dtype, rtol):
     np.testing.assert_allclose(float(corr.mean()), g[f"{tag}/corr"], rtol=rtol)
     np.testing.assert_allclose(float(mi.mean()), g[f"{tag}/mi"], rtol=rtol)
     val, grads = jax.value_and_grad(_total, argnums=(0, 1, 2))(
-        a["f_s"], a["w"], a["bias"], a["f_t"], alpha, corr_weight, mi_weight)
+      a["f_s"], a["w"], a["bias"], a["f_t"], alpha, corr_weight, mi_weight
+    )
     np.testing.assert_allclose(float(val), g[f"{tag}/total"], rtol=rtol)
     for got, key in zip(grads, ("grad_f_s", "grad_w", "grad_bias")):
       want = g[f"{tag}/{key}"]
@@ -61,44 +64,64 @@ def test_itrd_perfect_correlation_and_self_mi():
   f = jax.random.normal(jax.random.PRNGKey(0), (16, 8))
   assert np.isfinite(float(losses.itrd_correlation(f, 2.0 * f + 1.0, alpha=1.5)[0]))
   # c = 1 exactly gives log2(0) = -inf in the reference too; nearly-equal features -> very low
-  near = losses.itrd_correlation(f, f + 1e-3 * jax.random.normal(jax.random.PRNGKey(1), f.shape),
-                                 alpha=1.5)
+  near = losses.itrd_correlation(
+    f, f + 1e-3 * jax.random.normal(jax.random.PRNGKey(1), f.shape), alpha=1.5
+  )
   far = losses.itrd_correlation(f, jax.random.normal(jax.random.PRNGKey(2), f.shape), alpha=1.5)
   assert float(near[0]) < float(far[0]) - 10
 
 
 def test_itrd_term_builds_connector_from_taps_and_runs():
-  m = build_method(dict(name="wttm+itrd", ce_weight=1.0, terms=dict(
-      wttm=dict(weight=1.0, gamma=0.1), itrd=dict(weight=1.0, corr_weight=2.0, mi_weight=1.0,
-                                                  alpha=1.5))))
+  m = build_method(
+    dict(
+      name="wttm+itrd",
+      ce_weight=1.0,
+      terms=dict(
+        wttm=dict(weight=1.0, gamma=0.1),
+        itrd=dict(weight=1.0, corr_weight=2.0, mi_weight=1.0, alpha=1.5),
+      ),
+    )
+  )
   s_shapes, t_shapes = {"pooled": (4, 16)}, {"pooled": (4, 24)}
   m = m.bind(s_shapes, t_shapes)
   mods, params, _ = m.init_connectors(s_shapes, t_shapes, jax.random.PRNGKey(0))
   mod, params = mods["itrd"], {"params": params["itrd"]}
-  assert params["params"]["linear"]["kernel"].shape == (16, 24)       # student -> teacher width
+  assert params["params"]["linear"]["kernel"].shape == (16, 24)  # student -> teacher width
   rs = np.random.RandomState(0)
-  s = Outputs(jnp.asarray(rs.randn(4, 10), jnp.float32), {"pooled": jnp.asarray(rs.randn(4, 16),
-                                                                                jnp.float32)})
-  t = Outputs(jnp.asarray(rs.randn(4, 10), jnp.float32), {"pooled": jnp.asarray(rs.randn(4, 24),
-                                                                                jnp.float32)})
-  per_ex, metrics = m.loss(s, t, Batch(jnp.zeros(4, jnp.int32), jnp.arange(4)),
-                           connectors={"itrd": lambda *a, **kw: mod.apply(params, *a, **kw)})
+  s = Outputs(
+    jnp.asarray(rs.randn(4, 10), jnp.float32), {"pooled": jnp.asarray(rs.randn(4, 16), jnp.float32)}
+  )
+  t = Outputs(
+    jnp.asarray(rs.randn(4, 10), jnp.float32), {"pooled": jnp.asarray(rs.randn(4, 24), jnp.float32)}
+  )
+  per_ex, metrics = m.loss(
+    s,
+    t,
+    Batch(jnp.zeros(4, jnp.int32), jnp.arange(4)),
+    connectors={"itrd": lambda *a, **kw: mod.apply(params, *a, **kw)},
+  )
   emb = mod.apply(params, (s.taps["pooled"],), (t.taps["pooled"],))
   want = losses.itrd(s.taps["pooled"], emb, t.taps["pooled"]).mean()
   assert float(metrics["itrd"]) == pytest.approx(float(want), rel=1e-6)
   assert per_ex.shape == (4,)
 
 
-@pytest.mark.parametrize("hp,msg", [(dict(alpha=0.0), "alpha"), (dict(alpha=-1.5), "alpha"),
-                                    (dict(mi_weight=-1.0), "mi_weight"),
-                                    (dict(corr_weight=-2.0), "corr_weight"),
-                                    (dict(alhpa=1.0), "alpha")])
+@pytest.mark.parametrize(
+  "hp,msg",
+  [
+    (dict(alpha=0.0), "alpha"),
+    (dict(alpha=-1.5), "alpha"),
+    (dict(mi_weight=-1.0), "mi_weight"),
+    (dict(corr_weight=-2.0), "corr_weight"),
+    (dict(alhpa=1.0), "alpha"),
+  ],
+)
 def test_itrd_bad_hyperparameters_fail_at_config_time(hp, msg):
   with pytest.raises(ValueError, match=msg):
     build_method(dict(terms=dict(itrd=dict(weight=1.0, **hp))))
 
 
-@pytest.mark.parametrize("t_width", [12, 8])       # pooled 32 -> 48 (embed in MI) and 32 -> 32
+@pytest.mark.parametrize("t_width", [12, 8])  # pooled 32 -> 48 (embed in MI) and 32 -> 32
 def test_jitted_train_step_with_itrd_updates_embed_by_the_itrd_gradient(t_width):
   from kdjax import models
   from kdjax.train import state as state_lib
@@ -111,30 +134,43 @@ def test_jitted_train_step_with_itrd_updates_embed_by_the_itrd_gradient(t_width)
   tv = teacher.init(jax.random.PRNGKey(1), x0)
   hp = dict(corr_weight=2.0, mi_weight=1.0, alpha=1.01)
   w_itrd, lr = 0.7, 0.1
-  method = build_method(dict(name="wttm_itrd", ce_weight=1.0, terms=dict(
-      wttm=dict(weight=2.0, gamma=0.3), itrd=dict(weight=w_itrd, **hp))))
+  method = build_method(
+    dict(
+      name="wttm_itrd",
+      ce_weight=1.0,
+      terms=dict(wttm=dict(weight=2.0, gamma=0.3), itrd=dict(weight=w_itrd, **hp)),
+    )
+  )
   tx = optax.sgd(lr)
-  built = state_lib.init_train_state(student, (teacher, tv), method, x0, jax.random.PRNGKey(0),
-                                     tx=tx)
+  built = state_lib.init_train_state(
+    student, (teacher, tv), method, x0, jax.random.PRNGKey(0), tx=tx
+  )
   state, mod = built.state, built.connectors["itrd"]
   assert set(built.connectors) == {"itrd"}
   d_s, d_t = built.student_shapes["pooled"][-1], built.teacher_shapes["pooled"][-1]
   assert state.params["connectors"]["itrd"]["linear"]["kernel"].shape == (d_s, d_t)
   p0 = jax.tree_util.tree_map(np.array, state.params)
-  sv = jax.tree_util.tree_map(np.array, built.student_variables)   # the step donates the state
+  sv = jax.tree_util.tree_map(np.array, built.student_variables)  # the step donates the state
   # signed inputs: with x/255 an untrained tiny_cnn teacher has dead pooled channels, whose zero
   # batch std makes the standardisation 0/0 (NaN, as in the reference)
   to_float = lambda im: im.astype(jnp.float32) / 127.5 - 1.0
-  steps = make_steps(student=student, method=built.method, tx=tx,
-                     train_transform=lambda im, r: to_float(im), eval_transform=to_float,
-                     teacher=teacher, connectors=built.connectors)
+  steps = make_steps(
+    student=student,
+    method=built.method,
+    tx=tx,
+    train_transform=lambda im, r: to_float(im),
+    eval_transform=to_float,
+    teacher=teacher,
+    connectors=built.connectors,
+  )
   rs = np.random.RandomState(0)
   n = 16
   images = rs.randint(0, 255, (n, 16, 16, 3)).astype(np.uint8)
   labels = rs.randint(0, 10, (n,)).astype(np.int32)
   pos = np.array([0, 5, 9, 3, 12, 7, 1, 14], np.int32)
-  new_state, metrics = steps.train_indexed(state, images, labels, np.arange(n, dtype=np.int32),
-                                           pos, tv)
+  new_state, metrics = steps.train_indexed(
+    state, images, labels, np.arange(n, dtype=np.int32), pos, tv
+  )
   assert np.isfinite(float(metrics["loss"])) and np.isfinite(float(metrics["itrd"]))
 
   # by hand: the same forward (student in train mode, teacher in eval mode), the ITRD loss alone
@@ -150,23 +186,33 @@ def test_jitted_train_step_with_itrd_updates_embed_by_the_itrd_gradient(t_width)
   val, g = jax.value_and_grad(itrd_mean)(p0["connectors"]["itrd"])
   assert float(metrics["itrd"]) == pytest.approx(float(val), rel=1e-5)
   # CE and WTTM do not reach the embed: its SGD update is -lr * w_itrd * dITRD/dembed
-  got = jax.tree_util.tree_map(lambda a, b: (np.asarray(a) - b) / -lr,
-                               new_state.params["connectors"]["itrd"], p0["connectors"]["itrd"])
+  got = jax.tree_util.tree_map(
+    lambda a, b: (np.asarray(a) - b) / -lr,
+    new_state.params["connectors"]["itrd"],
+    p0["connectors"]["itrd"],
+  )
   # Tolerance from the quantity's scale: the float32 update p1 = p0 - lr*u is rounded to p1's
   # ulp, so (p1 - p0) / -lr carries an absolute error of up to eps32 * |p| / lr (~2e-7 here for
   # |p| ~ 0.18, the same size as the smallest gradients); on top, the step's and the by-hand
   # gradient differ by float32 operation order (~1e-4 of the largest gradient).
   eps32 = float(np.finfo(np.float32).eps)
-  for leaf_got, leaf_want, leaf_p in zip(jax.tree_util.tree_leaves(got),
-                                         jax.tree_util.tree_leaves(g),
-                                         jax.tree_util.tree_leaves(p0["connectors"]["itrd"])):
+  for leaf_got, leaf_want, leaf_p in zip(
+    jax.tree_util.tree_leaves(got),
+    jax.tree_util.tree_leaves(g),
+    jax.tree_util.tree_leaves(p0["connectors"]["itrd"]),
+  ):
     rounding = 2 * eps32 * float(np.max(np.abs(leaf_p))) / lr
     atol = rounding + 2e-4 * w_itrd * float(np.max(np.abs(leaf_want)))
     np.testing.assert_allclose(leaf_got, w_itrd * np.asarray(leaf_want), rtol=0, atol=atol)
   kernels = jax.tree_util.tree_leaves(
-      jax.tree_util.tree_map(lambda a, b: not np.allclose(a, b), p0["connectors"]["itrd"],
-                             new_state.params["connectors"]["itrd"]))
-  assert any(kernels)                                   # the embed is trained
-  moved = jax.tree_util.tree_map(lambda a, b: not np.allclose(a, b), p0["student"],
-                                 new_state.params["student"])
+    jax.tree_util.tree_map(
+      lambda a, b: not np.allclose(a, b),
+      p0["connectors"]["itrd"],
+      new_state.params["connectors"]["itrd"],
+    )
+  )
+  assert any(kernels)  # the embed is trained
+  moved = jax.tree_util.tree_map(
+    lambda a, b: not np.allclose(a, b), p0["student"], new_state.params["student"]
+  )
   assert all(jax.tree_util.tree_leaves(moved))

@@ -2,6 +2,7 @@
 (tools/goldens/make_nkd_goldens.py, tests/golden/nkd.npz): values and gradients w.r.t. the
 student logits at the reference's CIFAR-100 (T 3, γ 3.5) and ImageNet (T 1, γ 1.5) settings,
 1e-5 relative in float64 and 1e-4 in float32 (O(10-100) sums of O(1) terms); the ``nkd`` term."""
+
 import os
 
 import jax
@@ -34,8 +35,10 @@ def _all(s, t, y, settings):
 @pytest.mark.parametrize("tag", ["small", "cifar100"])
 def test_nkd_matches_reference_values_and_gradients(tag, dtype, rtol):
   g = _g()
-  settings = {"cifar": tuple(map(float, g["settings"][0])),
-              "imagenet": tuple(map(float, g["settings"][1]))}
+  settings = {
+    "cifar": tuple(map(float, g["settings"][0])),
+    "imagenet": tuple(map(float, g["settings"][1])),
+  }
   with jax.enable_x64(dtype == np.float64):
     s = jnp.asarray(g[f"{tag}/student"], dtype)
     t = jnp.asarray(g[f"{tag}/teacher"], dtype)
@@ -56,15 +59,18 @@ def test_nkd_properties():
   y = jnp.asarray(rs.randint(0, 10, 4), jnp.int32)
   # γ = 0 leaves the target part  −p_y log q_y
   p_y = jax.nn.softmax(3.0 * s)[jnp.arange(4), y]
-  np.testing.assert_allclose(losses.nkd(s, 3.0 * s, y, gamma=0.0),
-                             -p_y * jax.nn.log_softmax(s)[jnp.arange(4), y], rtol=1e-6)
+  np.testing.assert_allclose(
+    losses.nkd(s, 3.0 * s, y, gamma=0.0), -p_y * jax.nn.log_softmax(s)[jnp.arange(4), y], rtol=1e-6
+  )
   # the non-target part depends on the non-target logits only: moving the target logit of
   # both sides changes only the target part
   bump = 5.0 * jax.nn.one_hot(y, 10)
   a = losses.nkd(s, 2.0 * s, y, temperature=3.0, gamma=1.0) - losses.nkd(
-      s, 2.0 * s, y, temperature=3.0, gamma=0.0)
+    s, 2.0 * s, y, temperature=3.0, gamma=0.0
+  )
   b = losses.nkd(s + bump, 2.0 * s + bump, y, temperature=3.0, gamma=1.0) - losses.nkd(
-      s + bump, 2.0 * s + bump, y, temperature=3.0, gamma=0.0)
+    s + bump, 2.0 * s + bump, y, temperature=3.0, gamma=0.0
+  )
   np.testing.assert_allclose(a, b, rtol=1e-5)
   with pytest.raises(ValueError, match="temperature"):
     losses.nkd(s, s, y, temperature=0.0)

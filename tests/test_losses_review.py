@@ -5,6 +5,7 @@ the torch parameters) + HCL: outputs, loss, gradients w.r.t. the student feature
 parameter, BatchNorm running means; 1e-5 relative in float64, 1e-4 in float32 (the chain is three
 convs and two BNs deep per level over O(1) features; float32 rounding is ~1e-6 per op).
 Gradients are compared as max |error| / max |reference| per array."""
+
 import os
 
 import jax
@@ -18,10 +19,16 @@ from kdjax.methods.reviewkd import ReviewKDConnector, resize_nearest
 GOLDEN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "golden", "reviewkd.npz")
 CASES = ("same", "resize")
 # torch name -> (flax module, flax param); convs are (out, in, kh, kw) -> (kh, kw, in, out)
-PARAMS = {"conv1.0.weight": ("conv1", "kernel"), "conv1.1.weight": ("bn1", "scale"),
-          "conv1.1.bias": ("bn1", "bias"), "conv2.0.weight": ("conv2", "kernel"),
-          "conv2.1.weight": ("bn2", "scale"), "conv2.1.bias": ("bn2", "bias"),
-          "att_conv.0.weight": ("att_conv", "kernel"), "att_conv.0.bias": ("att_conv", "bias")}
+PARAMS = {
+  "conv1.0.weight": ("conv1", "kernel"),
+  "conv1.1.weight": ("bn1", "scale"),
+  "conv1.1.bias": ("bn1", "bias"),
+  "conv2.0.weight": ("conv2", "kernel"),
+  "conv2.1.weight": ("bn2", "scale"),
+  "conv2.1.bias": ("bn2", "bias"),
+  "att_conv.0.weight": ("att_conv", "kernel"),
+  "att_conv.0.bias": ("att_conv", "bias"),
+}
 
 
 def _g():
@@ -46,8 +53,9 @@ def _case(g, tag, dtype):
     for tname, (mod, p) in PARAMS.items():
       key = f"{tag}/abf{i}/{tname}"
       if key in g:
-        params.setdefault(f"abf{i}", {}).setdefault(mod, {})[p] = jnp.asarray(_to_flax(g[key]),
-                                                                               dtype)
+        params.setdefault(f"abf{i}", {}).setdefault(mod, {})[p] = jnp.asarray(
+          _to_flax(g[key]), dtype
+        )
   return n, s, t, params
 
 
@@ -65,9 +73,10 @@ def test_hcl_on_reference_abf_outputs(tag, dtype, rtol):
 
 
 # float32 on one case only: each case is a separate (slow on CPU) compilation of the chain
-@pytest.mark.parametrize("tag,dtype,rtol", [("same", np.float64, 1e-5),
-                                            ("resize", np.float64, 1e-5),
-                                            ("same", np.float32, 1e-4)])
+@pytest.mark.parametrize(
+  "tag,dtype,rtol",
+  [("same", np.float64, 1e-5), ("resize", np.float64, 1e-5), ("same", np.float32, 1e-4)],
+)
 def test_abf_chain_and_hcl_match_reference_values_and_gradients(tag, dtype, rtol):
   g = _g()
   with jax.enable_x64(dtype == np.float64):
@@ -79,16 +88,19 @@ def test_abf_chain_and_hcl_match_reference_values_and_gradients(tag, dtype, rtol
     got_shapes = jax.tree.map(lambda a: a.shape, variables["params"])
     assert got_shapes == jax.tree.map(jnp.shape, params)
     stats = jax.tree_util.tree_map_with_path(
-        lambda path, a: (jnp.zeros if path[-1].key == "mean" else jnp.ones)(a.shape, a.dtype),
-        variables["batch_stats"])
+      lambda path, a: (jnp.zeros if path[-1].key == "mean" else jnp.ones)(a.shape, a.dtype),
+      variables["batch_stats"],
+    )
 
     def loss_fn(p, feats):
-      outs, upd = conn.apply({"params": p, "batch_stats": stats}, feats, t, train=True,
-                             mutable=["batch_stats"])
+      outs, upd = conn.apply(
+        {"params": p, "batch_stats": stats}, feats, t, train=True, mutable=["batch_stats"]
+      )
       return losses.hcl(outs, t).mean(), (outs, upd["batch_stats"])
 
     (val, (outs, new_stats)), (gp, gs) = jax.jit(
-        jax.value_and_grad(loss_fn, argnums=(0, 1), has_aux=True))(params, s)
+      jax.value_and_grad(loss_fn, argnums=(0, 1), has_aux=True)
+    )(params, s)
   np.testing.assert_allclose(float(val), g[f"{tag}/hcl"], rtol=rtol)
   for i in range(n):
     assert outs[i].dtype == dtype
@@ -99,8 +111,9 @@ def test_abf_chain_and_hcl_match_reference_values_and_gradients(tag, dtype, rtol
       if key in g:
         assert _max_rel(gp[f"abf{i}"][mod][p], _to_flax(g[key + "/grad"])) <= rtol, key
     for bn, tname in (("bn1", "conv1.1"), ("bn2", "conv2.1")):
-      assert _max_rel(new_stats[f"abf{i}"][bn]["mean"],
-                      g[f"{tag}/abf{i}/{tname}.running_mean"]) <= rtol
+      assert (
+        _max_rel(new_stats[f"abf{i}"][bn]["mean"], g[f"{tag}/abf{i}/{tname}.running_mean"]) <= rtol
+      )
 
 
 def test_hcl_levels_and_zero_on_equal_maps():
@@ -111,12 +124,14 @@ def test_hcl_levels_and_zero_on_equal_maps():
   # hand-computed: 8x8 map uses levels 4, 2, 1 with weights 1/2, 1/4, 1/8
   mse = lambda x, y: np.mean((np.asarray(x) - np.asarray(y)) ** 2, axis=(1, 2, 3))
   pool = lambda x, l: np.asarray(x).reshape(2, l, 8 // l, l, 8 // l, 3).mean(axis=(2, 4))
-  want = (mse(a, b) + sum(w * mse(pool(a, l), pool(b, l))
-                          for w, l in ((0.5, 4), (0.25, 2), (0.125, 1)))) / 1.875
+  want = (
+    mse(a, b) + sum(w * mse(pool(a, l), pool(b, l)) for w, l in ((0.5, 4), (0.25, 2), (0.125, 1)))
+  ) / 1.875
   np.testing.assert_allclose(losses.hcl([a], [b]), want, rtol=1e-5)
   # a 1x1 map keeps only its MSE
-  np.testing.assert_allclose(losses.hcl([a[:, :1, :1]], [b[:, :1, :1]]),
-                             mse(a[:, :1, :1], b[:, :1, :1]), rtol=1e-6)
+  np.testing.assert_allclose(
+    losses.hcl([a[:, :1, :1]], [b[:, :1, :1]]), mse(a[:, :1, :1], b[:, :1, :1]), rtol=1e-6
+  )
 
 
 def test_resize_nearest_matches_torch_rule():

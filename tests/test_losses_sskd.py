@@ -1,4 +1,5 @@
 """SSKD losses against torch goldens (tools/goldens/make_sskd_goldens.py) and their invariants."""
+
 import os
 
 import jax
@@ -19,8 +20,13 @@ def _g(tag, k):
 
 def _inputs(tag, dtype):
   cast = lambda k: jnp.asarray(_g(tag, k), dtype)
-  return (cast("s_logits"), cast("t_logits"), cast("s_rep"), cast("t_rep"),
-          jnp.asarray(_g(tag, "target")))
+  return (
+    cast("s_logits"),
+    cast("t_logits"),
+    cast("s_rep"),
+    cast("t_rep"),
+    jnp.asarray(_g(tag, "target")),
+  )
 
 
 @pytest.mark.parametrize("tag", CASES)
@@ -31,21 +37,22 @@ def test_parts_and_gradients_match_torch(tag, x64):
     s_logits, t_logits, s_rep, t_rep, target = _inputs(tag, dtype)
     ratio_tf, ratio_ss, kd_t, tf_t, ss_t = _g(tag, "hparams")
     b = target.shape[0]
-    tf = lambda z: selfsup.sskd_transform_kd(z, t_logits, target, temperature=tf_t,
-                                             ratio=float(ratio_tf)).mean()
-    ss = lambda r: selfsup.sskd_similarity(r, t_rep, temperature=ss_t,
-                                           ratio=float(ratio_ss)).mean()
+    tf = lambda z: selfsup.sskd_transform_kd(
+      z, t_logits, target, temperature=tf_t, ratio=float(ratio_tf)
+    ).mean()
+    ss = lambda r: selfsup.sskd_similarity(r, t_rep, temperature=ss_t, ratio=float(ratio_ss)).mean()
     head = lambda r: selfsup.sskd_head_ce(r).mean()
     np.testing.assert_allclose(tf(s_logits), _g(tag, "tf"), rtol=rtol)
     np.testing.assert_allclose(ss(s_rep), _g(tag, "ss"), rtol=rtol)
     np.testing.assert_allclose(head(t_rep), _g(tag, "head_ce"), rtol=rtol)
     atol = 1e-12 if x64 else 1e-7
-    np.testing.assert_allclose(jax.grad(tf)(s_logits), _g(tag, "grad_tf_s_logits"), rtol=rtol,
-                               atol=atol)
-    np.testing.assert_allclose(jax.grad(ss)(s_rep), _g(tag, "grad_ss_s_rep"), rtol=rtol,
-                               atol=atol)
-    np.testing.assert_allclose(jax.grad(head)(t_rep), _g(tag, "grad_head_t_rep"), rtol=rtol,
-                               atol=atol)
+    np.testing.assert_allclose(
+      jax.grad(tf)(s_logits), _g(tag, "grad_tf_s_logits"), rtol=rtol, atol=atol
+    )
+    np.testing.assert_allclose(jax.grad(ss)(s_rep), _g(tag, "grad_ss_s_rep"), rtol=rtol, atol=atol)
+    np.testing.assert_allclose(
+      jax.grad(head)(t_rep), _g(tag, "grad_head_t_rep"), rtol=rtol, atol=atol
+    )
     # The normal-view parts are kdjax's ordinary CE and KD on rows 0, 4, 8, ...
     kd = losses.kd(s_logits[::4], t_logits[::4], temperature=kd_t).mean()
     np.testing.assert_allclose(kd, _g(tag, "kd"), rtol=rtol)
@@ -72,8 +79,7 @@ def test_kept_rows_match_torch(tag):
 def test_error_filter_rule():
   rank = jnp.array([0, 3, 1, 0, 2, 1, 5, 0])
   # 3 correct, 5 wrong; int(5 * 0.6) = 3 wrong kept: ranks 1, 1, 2 (rows 2, 5, 4).
-  np.testing.assert_array_equal(selfsup.error_filter(rank, 0.6),
-                                [1, 0, 1, 1, 1, 1, 0, 1])
+  np.testing.assert_array_equal(selfsup.error_filter(rank, 0.6), [1, 0, 1, 1, 1, 1, 0, 1])
   assert selfsup.error_filter(rank, 1.0).all()
   np.testing.assert_array_equal(selfsup.error_filter(rank, 0.0), rank == 0)
   # Python's int(w * r) in float64: 10 * 0.7 = 7.000000000000001 -> 7 (float32 would give 6).

@@ -4,6 +4,7 @@ the Z-scores, KD+LS at τ = 2, 3 and DKD+LS (α 9, β 72, τ 2) and their gradie
 for KD+LS, teacher) logits, 1e-5 relative in float64; 1e-4 in float32 (the losses are O(1)-O(100) sums of
 O(1e-2) terms: float32 rounding of the exps and the std is about 1e-6 relative per op). Plus the
 invariances the paper claims and the zero-variance guard."""
+
 import os
 
 import jax
@@ -59,7 +60,7 @@ def test_standardised_losses_match_reference_values_and_gradients(tag, dtype, rt
     assert per_ex.shape == (s.shape[0],) and per_ex.dtype == dtype
     np.testing.assert_allclose(float(got[name]), g[f"{tag}/{name}"], rtol=rtol)
     assert _max_rel(got[name + "/grad_student"], g[f"{tag}/{name}/grad_student"]) <= rtol, name
-    if f"{tag}/{name}/grad_teacher" in g:   # KD+LS only (torch's DKD one is NaN)
+    if f"{tag}/{name}/grad_teacher" in g:  # KD+LS only (torch's DKD one is NaN)
       assert _max_rel(got[name + "/grad_teacher"], g[f"{tag}/{name}/grad_teacher"]) <= rtol, name
     else:
       assert np.all(np.isfinite(got[name + "/grad_teacher"]))
@@ -74,8 +75,9 @@ def test_standardisation_makes_kd_invariant_to_logit_scale_and_shift():
   moved = losses.lskd(0.2 * s - 4.0, 7.0 * t + 30.0, temperature=2.0)
   np.testing.assert_allclose(moved, base, rtol=1e-5)
   # ... which plain KD is not: the check can fail.
-  assert not np.allclose(losses.kd(0.2 * s - 4.0, t, temperature=2.0),
-                         losses.kd(s, t, temperature=2.0), rtol=1e-2)
+  assert not np.allclose(
+    losses.kd(0.2 * s - 4.0, t, temperature=2.0), losses.kd(s, t, temperature=2.0), rtol=1e-2
+  )
   # The student matching the teacher up to an affine map gives zero loss.
   np.testing.assert_allclose(losses.lskd(0.5 * t + 1.0, t, temperature=2.0), 0.0, atol=1e-5)
 

@@ -1,4 +1,5 @@
 """Seeds as a batch axis (kdjax.train.members) on mock CIFAR-100 with the toy model."""
+
 import json
 import os
 
@@ -16,8 +17,10 @@ def _max_rel(a, b):
   """max |a - b| / (max |b| + 1e-6) over the leaves of two pytrees."""
   la, lb = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
   assert len(la) == len(lb)
-  return max(float(np.max(np.abs(np.asarray(x) - np.asarray(y)))
-                   / (np.max(np.abs(np.asarray(y))) + 1e-6)) for x, y in zip(la, lb))
+  return max(
+    float(np.max(np.abs(np.asarray(x) - np.asarray(y))) / (np.max(np.abs(np.asarray(y))) + 1e-6))
+    for x, y in zip(la, lb)
+  )
 
 
 def _kd_config(teacher_wd, **over):
@@ -62,8 +65,9 @@ def test_member_equals_the_same_run_trained_alone(tmp_path, teacher, impl):
   # Each member is a plain run dir: loadable, with its own summary and config.
   v, meta = load_model(member_dir(str(tmp_path / "members"), 3), "final")
   assert meta["seed"] == 3 and meta["arch"] == "tiny_cnn"
-  np.testing.assert_allclose(v["params"]["fc"]["kernel"], got.params["student"]["fc"]["kernel"],
-                             rtol=0, atol=0)
+  np.testing.assert_allclose(
+    v["params"]["fc"]["kernel"], got.params["student"]["fc"]["kernel"], rtol=0, atol=0
+  )
   with open(os.path.join(member_dir(str(tmp_path / "members"), 3), "summary.json")) as fh:
     s = json.load(fh)
   assert s["seed"] == 3 and s["finished"] and s["last_top1"] == out["last_top1"][1]
@@ -74,7 +78,7 @@ def test_members_resume_equals_uninterrupted(tmp_path, teacher):
   cfg = _kd_config(teacher)
   full = train_members(cfg, [0, 1], str(tmp_path / "full"))
   wd = str(tmp_path / "part")
-  cfg.max_steps = 7                      # mid-epoch 2 (5 steps per epoch)
+  cfg.max_steps = 7  # mid-epoch 2 (5 steps per epoch)
   part = train_members(cfg, [0, 1], wd)
   assert not part["finished"] and part["step"] == 7
   cfg.max_steps = 0

@@ -10,6 +10,7 @@
 * ``configs/cifar100/repdistiller.py`` and ``wttm_crd.py``: every method x pair loads, validates,
   builds, and its connectors / losses trace on the real tap shapes.
 """
+
 import functools
 import importlib.util
 import os
@@ -56,7 +57,8 @@ def init_variables(method, s_shapes, t_shapes, seed):
   trainer does once per run) would dominate this file's runtime."""
   modules = method.connectors()
   a_params, a_stats = jax.eval_shape(
-      lambda: method.init_connectors(s_shapes, t_shapes, jax.random.PRNGKey(0))[1:])
+    lambda: method.init_connectors(s_shapes, t_shapes, jax.random.PRNGKey(0))[1:]
+  )
   params, stats = {}, {}
   for i, k in enumerate(sorted(modules)):
     rs = np.random.RandomState(seed + i)
@@ -87,8 +89,9 @@ def run_term(loss, hp, s_name, t_name, *, weight=2.0, ce_weight=0.5, seed=0):
   ``init_train_state`` does and evaluates ``Method.loss``. Returns a dict with everything the
   by-hand computation needs."""
   s_shapes, t_shapes = tap_shapes(s_name), tap_shapes(t_name)
-  method = build_method(dict(name="t", ce_weight=ce_weight,
-                             terms={"term": dict(loss=loss, weight=weight, **hp)}))
+  method = build_method(
+    dict(name="t", ce_weight=ce_weight, terms={"term": dict(loss=loss, weight=weight, **hp)})
+  )
   method = method.bind(s_shapes, t_shapes)
   mods, params, stats = init_variables(method, s_shapes, t_shapes, 100)
   states = method.init_states(ctx(N_DATA, s_shapes, t_shapes), jax.random.PRNGKey(5))
@@ -97,21 +100,39 @@ def run_term(loss, hp, s_name, t_name, *, weight=2.0, ce_weight=0.5, seed=0):
   labels = jnp.arange(B) % 7
   batch = Batch(labels, jnp.array([3, 7, 11, 19])[:B], 1)
   calls, new_stats = connector_calls(mods, params, stats)
-  total, metrics, new_states = method.loss(s_out, t_out, batch, connectors=calls, states=states,
-                                           return_states=True)
+  total, metrics, new_states = method.loss(
+    s_out, t_out, batch, connectors=calls, states=states, return_states=True
+  )
   ce = -jnp.take_along_axis(jax.nn.log_softmax(s_out.logits), labels[:, None], 1)[:, 0]
-  return dict(method=method, total=total, metrics=metrics, s=s_out, t=t_out, batch=batch,
-              params=params.get("term"), stats=stats.get("term"), new_stats=new_stats.get("term"),
-              states=states.get("term"), new_states=new_states.get("term"), ce=ce,
-              weight=weight, ce_weight=ce_weight, module=mods.get("term"))
+  return dict(
+    method=method,
+    total=total,
+    metrics=metrics,
+    s=s_out,
+    t=t_out,
+    batch=batch,
+    params=params.get("term"),
+    stats=stats.get("term"),
+    new_stats=new_stats.get("term"),
+    states=states.get("term"),
+    new_states=new_states.get("term"),
+    ce=ce,
+    weight=weight,
+    ce_weight=ce_weight,
+    module=mods.get("term"),
+  )
 
 
 def check_value(r, expected, rtol=1e-5, atol=1e-6):
   expected = np.asarray(expected)
   assert expected.shape == (B,)
   np.testing.assert_allclose(float(r["metrics"]["term"]), expected.mean(), rtol=rtol, atol=atol)
-  np.testing.assert_allclose(np.asarray(r["total"]), r["ce_weight"] * np.asarray(r["ce"])
-                             + r["weight"] * expected, rtol=rtol, atol=atol)
+  np.testing.assert_allclose(
+    np.asarray(r["total"]),
+    r["ce_weight"] * np.asarray(r["ce"]) + r["weight"] * expected,
+    rtol=rtol,
+    atol=atol,
+  )
 
 
 def bn_apply(module, params, stats, *args, **kw):
@@ -122,8 +143,8 @@ def bn_apply(module, params, stats, *args, **kw):
   return module.apply(v, *args, **kw)
 
 
-HOMO = ("resnet8", "resnet14")        # student, teacher (identical tap shapes)
-HETERO = ("vgg8", "resnet8x4")        # 4-stage student vs 3-stage teacher, different widths
+HOMO = ("resnet8", "resnet14")  # student, teacher (identical tap shapes)
+HETERO = ("vgg8", "resnet8x4")  # 4-stage student vs 3-stage teacher, different widths
 PAIRS_UNDER_TEST = [HOMO, HETERO]
 STAGES3 = ("stage1", "stage2", "stage3")
 
@@ -136,8 +157,9 @@ def test_fitnet_term_is_mse_of_convreg(pair):
   r = run_term("fitnet", {}, *pair)
   tap = "stage2"
   ss, ts = tap_shapes(pair[0])[tap], tap_shapes(pair[1])[tap]
-  reg = bn_apply(conn.ConvReg(ss, ts), r["params"]["reg"], r["stats"]["reg"], r["s"].taps[tap],
-                 True)
+  reg = bn_apply(
+    conn.ConvReg(ss, ts), r["params"]["reg"], r["stats"]["reg"], r["s"].taps[tap], True
+  )
   check_value(r, losses.fitnet(reg, r["t"].taps[tap]))
   assert r["method"].teacher_taps == (tap,)
   # the BN running statistics of the regressor were updated in training mode
@@ -149,8 +171,9 @@ def test_fitnet_hint_layer_reads_its_stage():
     r = run_term("fitnet", dict(hint_layer=k), *HOMO)
     assert r["method"].teacher_taps == (tap,)
     ss = tap_shapes(HOMO[0])[tap]
-    reg = bn_apply(conn.ConvReg(ss, ss), r["params"]["reg"], r["stats"]["reg"], r["s"].taps[tap],
-                   True)
+    reg = bn_apply(
+      conn.ConvReg(ss, ss), r["params"]["reg"], r["stats"]["reg"], r["s"].taps[tap], True
+    )
     check_value(r, losses.fitnet(reg, r["t"].taps[tap]))
 
 
@@ -170,16 +193,21 @@ def test_all_layers_of_a_four_stage_pair_read_stage4_and_bad_layers_are_reported
   assert r["method"].teacher_taps == keys
   check_value(r, losses.at([r["s"].taps[k] for k in keys], [r["t"].taps[k] for k in keys]))
   # 'all' of a 4-stage student and a 3-stage teacher = their common stages 1..3
-  m = build_method(dict(terms={"at": dict(weight=1.0)})).bind(tap_shapes("vgg8"),
-                                                              tap_shapes("resnet8x4"))
+  m = build_method(dict(terms={"at": dict(weight=1.0)})).bind(
+    tap_shapes("vgg8"), tap_shapes("resnet8x4")
+  )
   assert m.teacher_taps == STAGES3 and m.student_taps == STAGES3
   m = build_method(dict(terms={"at": dict(weight=1.0, layers=(1, 4))}))
   with pytest.raises(ValueError, match=r"method.terms.at: term at: layers must be .* in 1..3"):
     m.bind(tap_shapes("vgg8"), tap_shapes("resnet8x4"))
   r = run_term("at", dict(layers=(2, 3)), *HOMO)
   assert r["method"].student_taps == ("stage2", "stage3")
-  check_value(r, losses.at([r["s"].taps[k] for k in ("stage2", "stage3")],
-                           [r["t"].taps[k] for k in ("stage2", "stage3")]))
+  check_value(
+    r,
+    losses.at(
+      [r["s"].taps[k] for k in ("stage2", "stage3")], [r["t"].taps[k] for k in ("stage2", "stage3")]
+    ),
+  )
 
 
 @pytest.mark.parametrize("pair", PAIRS_UNDER_TEST)
@@ -213,8 +241,9 @@ def test_vid_one_regressor_per_stage(pair):
   expected = 0.0
   for i, k in enumerate(STAGES3):
     ts = tap_shapes(pair[1])[k]
-    mu, ls = conn.VIDRegressor(ts[3], ts[3]).apply({"params": r["params"][f"vid{i + 1}"]},
-                                                   r["s"].taps[k], target_hw=ts[1:3])
+    mu, ls = conn.VIDRegressor(ts[3], ts[3]).apply(
+      {"params": r["params"][f"vid{i + 1}"]}, r["s"].taps[k], target_hw=ts[1:3]
+    )
     expected = expected + losses.vid(mu, ls, r["t"].taps[k], eps=1e-5)
   check_value(r, expected)
 
@@ -229,10 +258,11 @@ def test_ab_connectors_on_preact_stages(pair):
     if c.is_identity:
       outs.append(r["s"].taps[k])
     else:
-      outs.append(bn_apply(c, r["params"][f"ab{i + 1}"], r["stats"][f"ab{i + 1}"],
-                           r["s"].taps[k], True))
+      outs.append(
+        bn_apply(c, r["params"][f"ab{i + 1}"], r["stats"][f"ab{i + 1}"], r["s"].taps[k], True)
+      )
   check_value(r, losses.ab(outs, [r["t"].taps[k] for k in keys], margin=1.0), rtol=2e-5)
-  if pair == HOMO:                 # all identity: only the documented placeholder parameter
+  if pair == HOMO:  # all identity: only the documented placeholder parameter
     assert set(r["params"]) == {"identity_placeholder"}
 
 
@@ -242,11 +272,13 @@ def test_ft_translator_and_trainable_paraphraser(pair):
   r = run_term("ft", hp, *pair)
   ss, ts = tap_shapes(pair[0])["stage3"], tap_shapes(pair[1])["stage3"]
   f_s, f_t = r["s"].taps["stage3"], r["t"].taps["stage3"]
-  factor_s = bn_apply(conn.Translator(ss, ts, 0.5), r["params"]["translator"],
-                      r["stats"]["translator"], f_s, True)
+  factor_s = bn_apply(
+    conn.Translator(ss, ts, 0.5), r["params"]["translator"], r["stats"]["translator"], f_s, True
+  )
   factor_t, recon = conn.Paraphraser(ts, 0.5).apply({"params": r["params"]["paraphraser"]}, f_t)
-  expected = (losses.ft(factor_s, factor_t)
-              + 0.01 * jnp.mean(jnp.square(recon - f_t), axis=(1, 2, 3)))
+  expected = losses.ft(factor_s, factor_t) + 0.01 * jnp.mean(
+    jnp.square(recon - f_t), axis=(1, 2, 3)
+  )
   check_value(r, expected)
 
 
@@ -258,14 +290,24 @@ def test_fsp_and_oh_terms():
   with pytest.raises(ValueError, match="same number of channels"):
     run_term("fsp", {}, *HETERO)
 
-  r = run_term("oh", dict(scale=1e-3, margins="batch"), *HOMO)   # (teacher-BN margins: test_oh_margins.py)
+  r = run_term(
+    "oh", dict(scale=1e-3, margins="batch"), *HOMO
+  )  # (teacher-BN margins: test_oh_margins.py)
   keys = tuple(f"preact_{k}" for k in STAGES3)
   t_pre = [r["t"].taps[k] for k in keys]
-  margins = [losses.overhaul_margin(jnp.std(x, axis=(0, 1, 2)), jnp.mean(x, axis=(0, 1, 2)))
-             for x in t_pre]
-  outs = [bn_apply(conn.OHConnector(x.shape[-1]), r["params"][f"oh{i + 1}"],
-                   r["stats"][f"oh{i + 1}"], r["s"].taps[k], True)
-          for i, (k, x) in enumerate(zip(keys, t_pre))]
+  margins = [
+    losses.overhaul_margin(jnp.std(x, axis=(0, 1, 2)), jnp.mean(x, axis=(0, 1, 2))) for x in t_pre
+  ]
+  outs = [
+    bn_apply(
+      conn.OHConnector(x.shape[-1]),
+      r["params"][f"oh{i + 1}"],
+      r["stats"][f"oh{i + 1}"],
+      r["s"].taps[k],
+      True,
+    )
+    for i, (k, x) in enumerate(zip(keys, t_pre))
+  ]
   check_value(r, losses.oh(outs, t_pre, margins, scale=1e-3))
   assert int(r["states"]["is_set"]) == 0 and int(r["new_states"]["is_set"]) == 1
   for m_new, m in zip(r["new_states"]["margins"], margins):
@@ -328,8 +370,9 @@ def test_crd_term_matches_pure_loss_and_updates_exactly_the_batch_rows(pair, neg
     # known same-class indices are never drawn (here: only the batch's own labels are known)
     assert not np.any(np.asarray(bank)[np.asarray(neg)] == np.asarray(r["batch"].labels)[:, None])
   assert neg.shape == (B, 9) and int(neg.min()) >= 0 and int(neg.max()) < N_DATA
-  expected, (z_s, z_t) = C.crd(e_s, e_t, st["memory_s"], st["memory_t"], idx, neg, nce_t=0.07,
-                               num_data=N_DATA, return_z=True)
+  expected, (z_s, z_t) = C.crd(
+    e_s, e_t, st["memory_s"], st["memory_t"], idx, neg, nce_t=0.07, num_data=N_DATA, return_z=True
+  )
   check_value(r, expected, rtol=2e-5)
   np.testing.assert_allclose(new["z_s"], z_s, rtol=1e-6)
   np.testing.assert_allclose(new["z_t"], z_t, rtol=1e-6)
@@ -354,8 +397,14 @@ def test_crd_second_call_keeps_z_fixed():
   outs = []
   for seed in (0, 1):
     s_out, t_out = random_outputs(s_shapes, seed), random_outputs(t_shapes, seed + 10)
-    _, _, states = method.loss(s_out, t_out, Batch(jnp.zeros(B, jnp.int32), jnp.arange(B) + seed),
-                               connectors=calls, states=states, return_states=True)
+    _, _, states = method.loss(
+      s_out,
+      t_out,
+      Batch(jnp.zeros(B, jnp.int32), jnp.arange(B) + seed),
+      connectors=calls,
+      states=states,
+      return_states=True,
+    )
     outs.append((float(states["crd"]["z_s"]), float(states["crd"]["z_t"])))
   assert outs[0] == outs[1] and outs[0][0] > 0
 
@@ -372,10 +421,22 @@ def test_crd_golden_against_repdistiller(score_mode):
     ms, mt = jnp.asarray(g["memory_s0"]), jnp.asarray(g["memory_t0"])
     z_s = z_t = -1.0
     for k in (1, 2):
+
       def f(es, et):
-        return C.crd(es, et, ms, mt, g[f"index{k}"], g[f"contrast_idx{k}"],
-                     nce_t=float(g["nce_t"]), num_data=n, z_s=z_s, z_t=z_t,
-                     score_mode=score_mode)
+        return C.crd(
+          es,
+          et,
+          ms,
+          mt,
+          g[f"index{k}"],
+          g[f"contrast_idx{k}"],
+          nce_t=float(g["nce_t"]),
+          num_data=n,
+          z_s=z_s,
+          z_t=z_t,
+          score_mode=score_mode,
+        )
+
       es, et = jnp.asarray(g[f"embed_s{k}"]), jnp.asarray(g[f"embed_t{k}"])
       pe = f(es, et)
       assert pe.dtype == jnp.float64
@@ -384,9 +445,19 @@ def test_crd_golden_against_repdistiller(score_mode):
       gs, gt = jax.grad(lambda a, b: jnp.mean(f(a, b)), argnums=(0, 1))(es, et)
       np.testing.assert_allclose(gs, g[f"grad_s{k}"], rtol=1e-5, atol=1e-12)
       np.testing.assert_allclose(gt, g[f"grad_t{k}"], rtol=1e-5, atol=1e-12)
-      _, (zs_new, zt_new) = C.crd(es, et, ms, mt, g[f"index{k}"], g[f"contrast_idx{k}"],
-                                  nce_t=float(g["nce_t"]), num_data=n, z_s=z_s, z_t=z_t,
-                                  return_z=True)
+      _, (zs_new, zt_new) = C.crd(
+        es,
+        et,
+        ms,
+        mt,
+        g[f"index{k}"],
+        g[f"contrast_idx{k}"],
+        nce_t=float(g["nce_t"]),
+        num_data=n,
+        z_s=z_s,
+        z_t=z_t,
+        return_z=True,
+      )
       np.testing.assert_allclose([zs_new, zt_new], [g["z_s"], g["z_t"]], rtol=1e-10)
       z_s, z_t = zs_new, zt_new
       ms = C.crd_update_memory(ms, es, g[f"index{k}"], momentum=float(g["nce_m"]))
@@ -399,8 +470,9 @@ def test_crd_float32_matches_golden_and_memory_gets_no_gradient():
   g = _golden()
   ms, mt = jnp.asarray(g["memory_s0"], jnp.float32), jnp.asarray(g["memory_t0"], jnp.float32)
   es, et = jnp.asarray(g["embed_s1"], jnp.float32), jnp.asarray(g["embed_t1"], jnp.float32)
-  f = lambda a, b, m1, m2: jnp.mean(C.crd(a, b, m1, m2, g["index1"], g["contrast_idx1"],
-                                          nce_t=0.07, num_data=int(g["num_data"])))
+  f = lambda a, b, m1, m2: jnp.mean(
+    C.crd(a, b, m1, m2, g["index1"], g["contrast_idx1"], nce_t=0.07, num_data=int(g["num_data"]))
+  )
   np.testing.assert_allclose(f(es, et, ms, mt), g["loss1"], rtol=1e-4)
   gm1, gm2 = jax.grad(f, argnums=(2, 3))(es, et, ms, mt)
   assert float(jnp.abs(gm1).max()) == 0.0 and float(jnp.abs(gm2).max()) == 0.0
@@ -416,21 +488,23 @@ def test_crd_queue_term_and_fifo():
   assert float(st["num_data"]) == N_DATA
   expected = C.crd_queue(e_s, e_t, st["queue_s"], st["queue_t"], nce_t=0.1, num_data=N_DATA)
   check_value(r, expected, rtol=2e-5)
+
   # by hand: anchor, positive = the other network's embedding, negatives = the other queue
   def view(anchor, positive, queue):
     lg = jnp.concatenate([jnp.sum(anchor * positive, 1, keepdims=True), anchor @ queue.T], 1) / 0.1
     return lg - (jax.nn.logsumexp(lg) - np.log(lg.size) + np.log(N_DATA))
-  by_hand = (C.crd_nce(view(e_s, e_t, st["queue_t"]), N_DATA)
-             + C.crd_nce(view(e_t, e_s, st["queue_s"]), N_DATA))
+
+  by_hand = C.crd_nce(view(e_s, e_t, st["queue_t"]), N_DATA) + C.crd_nce(
+    view(e_t, e_s, st["queue_s"]), N_DATA
+  )
   np.testing.assert_allclose(expected, by_hand, rtol=1e-5)
   np.testing.assert_allclose(new["queue_s"][:B], e_s, rtol=1e-6)
   np.testing.assert_array_equal(new["queue_s"][B:], st["queue_s"][B:])
   assert int(new["ptr"]) == B
-  q, ptr = C.crd_enqueue(new["queue_s"], e_s, new["ptr"])        # wraps around
+  q, ptr = C.crd_enqueue(new["queue_s"], e_s, new["ptr"])  # wraps around
   assert int(ptr) == (2 * B) % 6
-  np.testing.assert_allclose(q[B:], e_s[:6 - B], rtol=1e-6)
-  np.testing.assert_allclose(q[:2 * B - 6], e_s[6 - B:], rtol=1e-6)
-
+  np.testing.assert_allclose(q[B:], e_s[: 6 - B], rtol=1e-6)
+  np.testing.assert_allclose(q[: 2 * B - 6], e_s[6 - B :], rtol=1e-6)
 
 
 # --------------------------------------------------------------------------------------------
@@ -441,37 +515,51 @@ def test_jitted_step_with_fitnet_and_crd_moves_connectors_and_memory():
   teacher = models.get("tiny_cnn", num_classes=10, width=12)
   x0 = jnp.zeros((1, 16, 16, 3))
   tv = teacher.init(jax.random.PRNGKey(1), x0)
-  method = build_method(dict(name="fitnet_crd", ce_weight=1.0, terms=dict(
-      fitnet=dict(weight=1.0),
-      crd=dict(weight=0.8, feat_dim=16, nce_k=7, negatives="other_class"))))
+  method = build_method(
+    dict(
+      name="fitnet_crd",
+      ce_weight=1.0,
+      terms=dict(
+        fitnet=dict(weight=1.0), crd=dict(weight=0.8, feat_dim=16, nce_k=7, negatives="other_class")
+      ),
+    )
+  )
   n = 32
   tx = optax.sgd(0.1, momentum=0.9)
-  built = state_lib.init_train_state(student, (teacher, tv), method, x0, jax.random.PRNGKey(0),
-                                     tx=tx, num_examples=n)
+  built = state_lib.init_train_state(
+    student, (teacher, tv), method, x0, jax.random.PRNGKey(0), tx=tx, num_examples=n
+  )
   state = built.state
   assert set(state.batch_stats["connectors"]) == {"fitnet"}
-  before = jax.tree_util.tree_map(np.array, (state.params, state.batch_stats,
-                                             state.method_state))
-  steps = make_steps(student=student, method=built.method, tx=tx,
-                     train_transform=lambda im, r: im.astype(jnp.float32) / 255.,
-                     eval_transform=lambda im: im.astype(jnp.float32) / 255., teacher=teacher,
-                     connectors=built.connectors)
+  before = jax.tree_util.tree_map(np.array, (state.params, state.batch_stats, state.method_state))
+  steps = make_steps(
+    student=student,
+    method=built.method,
+    tx=tx,
+    train_transform=lambda im, r: im.astype(jnp.float32) / 255.0,
+    eval_transform=lambda im: im.astype(jnp.float32) / 255.0,
+    teacher=teacher,
+    connectors=built.connectors,
+  )
   rs = np.random.RandomState(0)
   images = rs.randint(0, 255, (n, 16, 16, 3)).astype(np.uint8)
   labels = rs.randint(0, 10, (n,)).astype(np.int32)
-  ds_index = np.arange(n, dtype=np.int32)[::-1].copy()          # dataset index != position
+  ds_index = np.arange(n, dtype=np.int32)[::-1].copy()  # dataset index != position
   pos = np.array([0, 5, 9, 30, 12, 3, 21, 17], np.int32)
   new_state, metrics = steps.train_indexed(state, images, labels, ds_index, pos, tv)
   p0, bs0, ms_before = before
   assert np.isfinite(float(metrics["loss"])) and "crd" in metrics and "fitnet" in metrics
   for k in ("fitnet", "crd"):
-    moved = jax.tree_util.tree_map(lambda a, b: not np.allclose(a, b), p0["connectors"][k],
-                                   new_state.params["connectors"][k])
-    if k == "fitnet":     # the conv bias before BN has an exactly-zero gradient (BN removes it)
+    moved = jax.tree_util.tree_map(
+      lambda a, b: not np.allclose(a, b), p0["connectors"][k], new_state.params["connectors"][k]
+    )
+    if k == "fitnet":  # the conv bias before BN has an exactly-zero gradient (BN removes it)
       assert not moved["reg"]["conv"].pop("bias")
     assert all(jax.tree_util.tree_leaves(moved)), (k, moved)
-  assert not np.allclose(bs0["connectors"]["fitnet"]["reg"]["bn"]["mean"],
-                         new_state.batch_stats["connectors"]["fitnet"]["reg"]["bn"]["mean"])
+  assert not np.allclose(
+    bs0["connectors"]["fitnet"]["reg"]["bn"]["mean"],
+    new_state.batch_stats["connectors"]["fitnet"]["reg"]["bn"]["mean"],
+  )
   crd0, crd1 = ms_before["crd"], jax.device_get(new_state.method_state["crd"])
   rows = np.sort(ds_index[pos])
   for name in ("memory_s", "memory_t"):
@@ -490,21 +578,45 @@ _MODULES = {}
 def _load(name):
   if name not in _MODULES:
     spec = importlib.util.spec_from_file_location(
-        f"cfg_{name}", os.path.join(ROOT, "configs", "cifar100", f"{name}.py"))
+      f"cfg_{name}", os.path.join(ROOT, "configs", "cifar100", f"{name}.py")
+    )
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     _MODULES[name] = mod
   return _MODULES[name]
 
 
-ALL_13 = ("wrn_40_2-wrn_16_2", "wrn_40_2-wrn_40_1", "resnet56-resnet20", "resnet110-resnet20",
-          "resnet110-resnet32", "resnet32x4-resnet8x4", "vgg13-vgg8", "vgg13-MobileNetV2",
-          "ResNet50-MobileNetV2", "ResNet50-vgg8", "resnet32x4-ShuffleV1",
-          "resnet32x4-ShuffleV2", "wrn_40_2-ShuffleV1")
+ALL_13 = (
+  "wrn_40_2-wrn_16_2",
+  "wrn_40_2-wrn_40_1",
+  "resnet56-resnet20",
+  "resnet110-resnet20",
+  "resnet110-resnet32",
+  "resnet32x4-resnet8x4",
+  "vgg13-vgg8",
+  "vgg13-MobileNetV2",
+  "ResNet50-MobileNetV2",
+  "ResNet50-vgg8",
+  "resnet32x4-ShuffleV1",
+  "resnet32x4-ShuffleV2",
+  "wrn_40_2-ShuffleV1",
+)
 LOW_LR = ("MobileNetV2", "ShuffleV1", "ShuffleV2")
-RD_WEIGHTS = {"kd": (0.1, 0.9), "fitnet": (1, 100), "at": (1, 1000), "sp": (1, 3000),
-              "cc": (1, 0.02), "vid": (1, 1), "rkd": (1, 1), "pkt": (1, 30000), "ab": (1, 1),
-              "ft": (1, 200), "fsp": (1, 50), "nst": (1, 50), "crd": (1, 0.8)}
+RD_WEIGHTS = {
+  "kd": (0.1, 0.9),
+  "fitnet": (1, 100),
+  "at": (1, 1000),
+  "sp": (1, 3000),
+  "cc": (1, 0.02),
+  "vid": (1, 1),
+  "rkd": (1, 1),
+  "pkt": (1, 30000),
+  "ab": (1, 1),
+  "ft": (1, 200),
+  "fsp": (1, 50),
+  "nst": (1, 50),
+  "crd": (1, 0.8),
+}
 
 
 def _trace_method(method, s_name, t_name):
@@ -517,11 +629,13 @@ def _trace_method(method, s_name, t_name):
     mods, params, stats = method.init_connectors(s_shapes, t_shapes, jax.random.PRNGKey(0))
     states = method.init_states(ctx(64, s_shapes, t_shapes), jax.random.PRNGKey(0))
     s = Outputs(jnp.zeros((2, 100)), {k: jnp.ones((2,) + v[1:]) for k, v in s_shapes.items()})
-    t = Outputs(jnp.zeros((2, 100)), {k: jnp.ones((2,) + t_shapes[k][1:])
-                                      for k in method.teacher_taps})
+    t = Outputs(
+      jnp.zeros((2, 100)), {k: jnp.ones((2,) + t_shapes[k][1:]) for k in method.teacher_taps}
+    )
     calls, _ = connector_calls(mods, params, stats)
-    return method.loss(s, t, Batch(jnp.zeros(2, jnp.int32), jnp.arange(2)), connectors=calls,
-                       states=states)[0]
+    return method.loss(
+      s, t, Batch(jnp.zeros(2, jnp.int32), jnp.arange(2)), connectors=calls, states=states
+    )[0]
 
   out = jax.eval_shape(run)
   assert out.shape == (2,)
@@ -556,19 +670,21 @@ def test_repdistiller_configs_every_pair(method):
     weights = {t.key: t.weight for t in m.terms}
     if method == "kd":
       assert weights == {"kd": 0.9}
-    elif method in ("ab", "fsp"):       # init stage only (weight 1); the main stage is CE alone
+    elif method in ("ab", "fsp"):  # init stage only (weight 1); the main stage is CE alone
       assert weights == {} and m.trainable == ("student",)
     else:
       assert weights == {method: b}
-    if method in ("ab", "ft", "fsp"):   # RepDistiller's 30-epoch init stage (test_stages.py)
+    if method in ("ab", "ft", "fsp"):  # RepDistiller's 30-epoch init stage (test_stages.py)
       assert m.init.epochs == 30 and m.init.method.ce_weight == 0.0
       assert {t.key: t.weight for t in m.init.method.terms} == {method: 1.0}
     else:
       assert m.init is None and m.trainable == ("student", "connectors")
-    if method in ("at", "nst", "vid"):   # layers='all' = RepDistiller's feat[1:-1] of the pair
+    if method in ("at", "nst", "vid"):  # layers='all' = RepDistiller's feat[1:-1] of the pair
       n = len(m.bind(tap_shapes(student), tap_shapes(teacher)).terms[0].student_taps)
-      assert n == min(models.get(student, num_classes=100).num_stages,
-                      models.get(teacher, num_classes=100).num_stages)
+      assert n == min(
+        models.get(student, num_classes=100).num_stages,
+        models.get(teacher, num_classes=100).num_stages,
+      )
       assert n == (4 if any(f in pair for f in ("vgg", "MobileNet", "ResNet50")) else 3)
     _trace_method(m, student, teacher)
     if m.init is not None:
@@ -595,19 +711,22 @@ def test_wttm_crd_configs(pair):
   validate(cfg)
   m = build_method(cfg.method)
   assert m.ce_weight == 1.0
-  assert {t.key: (t.spec.name, t.weight) for t in m.terms} == {"crd": ("crd", 0.8),
-                                                               "wttm": ("wttm", beta)}
+  assert {t.key: (t.spec.name, t.weight) for t in m.terms} == {
+    "crd": ("crd", 0.8),
+    "wttm": ("wttm", beta),
+  }
   assert dict(cfg.method.terms.wttm) == dict(weight=beta, gamma=gamma)
   assert cfg.model == student and cfg.optim.lr == (0.01 if student in LOW_LR else 0.05)
   line = [l for l in mod.__doc__.splitlines() if l.strip().startswith(pair + " ")]
   assert len(line) == 1 and f"{published:.2f}" in line[0]
   assert line[0].split()[1:3] == [f"{gamma:g}", f"{beta:g}"]
-  assert mod.PAIRS["vgg13-vgg8"][2:4] == (0.2, 4.0)     # the zkxufo/TTM README command
+  assert mod.PAIRS["vgg13-vgg8"][2:4] == (0.2, 4.0)  # the zkxufo/TTM README command
   _trace_method(m, student, teacher)
 
 
-@pytest.mark.parametrize("pair", ["resnet32x4-resnet8x4", "vgg13-MobileNetV2",
-                                  "wrn_40_2-ShuffleV1"])
+@pytest.mark.parametrize(
+  "pair", ["resnet32x4-resnet8x4", "vgg13-MobileNetV2", "wrn_40_2-ShuffleV1"]
+)
 @pytest.mark.parametrize("itrd_only", [False, True])
 def test_wttm_itrd_configs(pair, itrd_only):
   mod = _load("wttm_itrd")
@@ -616,12 +735,15 @@ def test_wttm_itrd_configs(pair, itrd_only):
   cfg = mod.get_config(("itrd:" if itrd_only else "") + pair)
   validate(cfg)
   m = build_method(cfg.method)
-  want = {"itrd": ("itrd", 1.0)} if itrd_only else {"itrd": ("itrd", 1.0),
-                                                    "wttm": ("wttm", beta)}
+  want = {"itrd": ("itrd", 1.0)} if itrd_only else {"itrd": ("itrd", 1.0), "wttm": ("wttm", beta)}
   assert {t.key: (t.spec.name, t.weight) for t in m.terms} == want
   line = [l for l in mod.__doc__.splitlines() if l.strip().startswith(pair + " ")]
-  assert len(line) == 1 and line[0].split()[1:5] == [f"{gamma:g}", f"{beta:g}",
-                                                     f"{pub_wttm_itrd:.2f}", f"{pub_itrd:.2f}"]
+  assert len(line) == 1 and line[0].split()[1:5] == [
+    f"{gamma:g}",
+    f"{beta:g}",
+    f"{pub_wttm_itrd:.2f}",
+    f"{pub_itrd:.2f}",
+  ]
   teacher = pair.split("-")[0]
   _trace_method(m, cfg.model, teacher)
 
@@ -649,7 +771,7 @@ def test_itrd_configs_per_pair_hyperparameters(pair):
     assert cfg.method.terms.itrd.to_dict() == want
     assert cfg.model == student and cfg.teacher.workdir == f"runs/cifar100/teacher_{teacher}"
     assert cfg.optim.lr == (0.01 if student in LOW_LR else 0.05) and cfg.num_epochs == 240
-    assert build_method(cfg.method).terms                     # builds
+    assert build_method(cfg.method).terms  # builds
   assert it.get_config(pair).to_dict() == wi.get_config("itrd:" + pair).to_dict()
   line = [l for l in wi.__doc__.splitlines() if l.strip().startswith(pair + " ")]
   assert len(line) == 1 and line[0].split()[5:7] == [f"{mi:g}", f"{alpha:g}"]
@@ -666,5 +788,5 @@ def test_itrd_config_rejects_unknown_pair_and_traces_an_mi_off_pair():
   it = _load("itrd")
   with pytest.raises(ValueError, match="Unknown pair"):
     it.get_config("resnet8-resnet8")
-  cfg = it.get_config("ResNet50-vgg8")                        # λ_mi 0, embed 512 -> 2048
+  cfg = it.get_config("ResNet50-vgg8")  # λ_mi 0, embed 512 -> 2048
   _trace_method(build_method(cfg.method), "vgg8", "ResNet50")

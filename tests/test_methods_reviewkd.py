@@ -8,6 +8,7 @@
   CIFAR-sized inputs: finite loss, every ABF parameter and BN statistic updated, and the reported
   term value equal to the warm-up-scaled HCL recomputed from the same connector parameters.
 """
+
 import importlib.util
 import os
 
@@ -29,7 +30,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def _config_module():
   spec = importlib.util.spec_from_file_location(
-      "cfg_reviewkd", os.path.join(ROOT, "configs", "cifar100", "reviewkd.py"))
+    "cfg_reviewkd", os.path.join(ROOT, "configs", "cifar100", "reviewkd.py")
+  )
   mod = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(mod)
   return mod
@@ -44,14 +46,16 @@ def _abstract_taps(name):
     m = models.get(name, num_classes=100)
     x = jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32)
     v = jax.eval_shape(lambda x: m.init(jax.random.PRNGKey(0), x, train=False), x)
-    _SHAPES[name] = {k: tuple(a.shape) for k, a in
-                     jax.eval_shape(lambda v, x: m.apply(v, x, train=False), v, x)[1].items()}
+    _SHAPES[name] = {
+      k: tuple(a.shape)
+      for k, a in jax.eval_shape(lambda v, x: m.apply(v, x, train=False), v, x)[1].items()
+    }
   return _SHAPES[name]
 
 
 def _bound(pair):
   cfg = R.get_config(pair)
-  teacher = os.path.basename(cfg.teacher.workdir)[len("teacher_"):]
+  teacher = os.path.basename(cfg.teacher.workdir)[len("teacher_") :]
   ss, ts = _abstract_taps(cfg.model), _abstract_taps(teacher)
   method = build_method(cfg.method).bind(ss, ts)
   params = jax.eval_shape(lambda: method.init_connectors(ss, ts, jax.random.PRNGKey(0))[1])
@@ -61,16 +65,23 @@ def _bound(pair):
 # dvlab-research/ReviewKD build_review_kd: (in_channels, out_channels, shapes, out_shapes), with
 # out_shapes = shapes where the table has none. One pair per student family of the config.
 DVLAB = {
-    "resnet32x4-resnet8x4": ([64, 128, 256, 256], [64, 128, 256, 256], [1, 8, 16, 32], None),
-    "resnet56-resnet20": ([16, 32, 64, 64], [16, 32, 64, 64], [1, 8, 16, 32], None),
-    "wrn_40_2-wrn_16_2": ([32, 64, 128, 128], [32, 64, 128, 128], [1, 8, 16, 32], None),
-    "wrn_40_2-ShuffleV1": ([240, 480, 960, 960], [32, 64, 128, 128], [1, 4, 8, 16],
-                           [1, 8, 16, 32]),
-    "resnet32x4-ShuffleV2": ([116, 232, 464, 1024], [64, 128, 256, 256], [1, 4, 8, 16],
-                             [1, 8, 16, 32]),
-    "vgg13-vgg8": ([128, 256, 512, 512, 512], [128, 256, 512, 512, 512], [1, 4, 4, 8, 16], None),
-    "ResNet50-MobileNetV2": ([12, 16, 48, 160, 1280], [256, 512, 1024, 2048, 2048],
-                             [1, 2, 4, 8, 16], [1, 4, 8, 16, 32]),
+  "resnet32x4-resnet8x4": ([64, 128, 256, 256], [64, 128, 256, 256], [1, 8, 16, 32], None),
+  "resnet56-resnet20": ([16, 32, 64, 64], [16, 32, 64, 64], [1, 8, 16, 32], None),
+  "wrn_40_2-wrn_16_2": ([32, 64, 128, 128], [32, 64, 128, 128], [1, 8, 16, 32], None),
+  "wrn_40_2-ShuffleV1": ([240, 480, 960, 960], [32, 64, 128, 128], [1, 4, 8, 16], [1, 8, 16, 32]),
+  "resnet32x4-ShuffleV2": (
+    [116, 232, 464, 1024],
+    [64, 128, 256, 256],
+    [1, 4, 8, 16],
+    [1, 8, 16, 32],
+  ),
+  "vgg13-vgg8": ([128, 256, 512, 512, 512], [128, 256, 512, 512, 512], [1, 4, 4, 8, 16], None),
+  "ResNet50-MobileNetV2": (
+    [12, 16, 48, 160, 1280],
+    [256, 512, 1024, 2048, 2048],
+    [1, 2, 4, 8, 16],
+    [1, 4, 8, 16, 32],
+  ),
 }
 
 
@@ -105,7 +116,7 @@ def test_every_config_cell_builds_with_its_recipe():
     assert cfg.optim.lr == (0.01 if student in R.LOW_LR else 0.05)
     assert tuple(cfg.optim.milestones) == (150, 180, 210) and cfg.num_epochs == 240
     assert published is None or 69 < published < 78
-  _bound("resnet110-resnet32")          # a cell not covered by the table test binds too
+  _bound("resnet110-resnet32")  # a cell not covered by the table test binds too
   assert preset("reviewkd")["terms"]["reviewkd"]["weight"] == R.PAIRS["resnet32x4-resnet8x4"][2]
   with pytest.raises(ValueError, match="Unknown pair"):
     R.get_config("resnet8-resnet8")
@@ -125,40 +136,60 @@ def test_jitted_train_step_updates_abf_connectors_by_the_hcl_gradient():
   teacher = models.get("resnet20", num_classes=100)
   x0 = jnp.zeros((1, 32, 32, 3))
   tv = teacher.init(jax.random.PRNGKey(1), x0, train=False)
-  method = build_method(dict(name="reviewkd", ce_weight=1.0,
-                             terms=dict(reviewkd=dict(weight=5.0, warmup_epochs=20))))
+  method = build_method(
+    dict(name="reviewkd", ce_weight=1.0, terms=dict(reviewkd=dict(weight=5.0, warmup_epochs=20)))
+  )
   tx = optax.sgd(0.05, momentum=0.9)
   init = init_train_state(student, (teacher, tv), method, x0, jax.random.PRNGKey(0), tx=tx)
   state = init.state
   assert set(init.connectors) == {"reviewkd"}
   before = jax.device_get((state.params, state.batch_stats))
-  steps = make_steps(student=student, method=init.method, tx=tx,
-                     train_transform=lambda im, r: im.astype(jnp.float32) / 255.0 - 0.5,
-                     eval_transform=lambda im: im.astype(jnp.float32) / 255.0 - 0.5,
-                     teacher=teacher, connectors=init.connectors, emit_norms=False)
+  steps = make_steps(
+    student=student,
+    method=init.method,
+    tx=tx,
+    train_transform=lambda im, r: im.astype(jnp.float32) / 255.0 - 0.5,
+    eval_transform=lambda im: im.astype(jnp.float32) / 255.0 - 0.5,
+    teacher=teacher,
+    connectors=init.connectors,
+    emit_norms=False,
+  )
   rs = np.random.RandomState(0)
-  batch = dict(image=rs.randint(0, 255, (8, 32, 32, 3)).astype(np.uint8),
-               label=rs.randint(0, 100, (8,)).astype(np.int32), index=np.arange(8, dtype=np.int32))
+  batch = dict(
+    image=rs.randint(0, 255, (8, 32, 32, 3)).astype(np.uint8),
+    label=rs.randint(0, 100, (8,)).astype(np.int32),
+    index=np.arange(8, dtype=np.int32),
+  )
   new_state, metrics = steps.train_batch(state, batch, tv)
   assert np.isfinite(float(metrics["loss"]))
   p0, bs0 = before
-  moved = jax.tree_util.tree_map(lambda a, b: not np.allclose(a, b), p0["connectors"]["reviewkd"],
-                                 jax.device_get(new_state.params["connectors"]["reviewkd"]))
+  moved = jax.tree_util.tree_map(
+    lambda a, b: not np.allclose(a, b),
+    p0["connectors"]["reviewkd"],
+    jax.device_get(new_state.params["connectors"]["reviewkd"]),
+  )
   assert all(jax.tree_util.tree_leaves(moved)), moved
   stats_moved = jax.tree_util.tree_map(
-      lambda a, b: not np.allclose(a, b), bs0["connectors"]["reviewkd"],
-      jax.device_get(new_state.batch_stats["connectors"]["reviewkd"]))
+    lambda a, b: not np.allclose(a, b),
+    bs0["connectors"]["reviewkd"],
+    jax.device_get(new_state.batch_stats["connectors"]["reviewkd"]),
+  )
   assert all(jax.tree_util.tree_leaves(stats_moved)), stats_moved
   # the logged term is 5 · (1/20) · HCL of this batch, recomputed outside the step
   x = batch["image"].astype(np.float32) / 255.0 - 0.5
-  _, s_taps = student.apply({"params": p0["student"], "batch_stats": bs0["student"]}, x,
-                            train=True, mutable=["batch_stats"])[0]
+  _, s_taps = student.apply(
+    {"params": p0["student"], "batch_stats": bs0["student"]}, x, train=True, mutable=["batch_stats"]
+  )[0]
   _, t_taps = teacher.apply(tv, x, train=False)
   (term,) = init.method.terms
   s_feats = tuple(s_taps[k] for k in term.student_taps)
   t_feats = tuple(as_map(t_taps[k]) for k in term.teacher_taps)
   outs = init.connectors["reviewkd"].apply(
-      {"params": p0["connectors"]["reviewkd"], "batch_stats": bs0["connectors"]["reviewkd"]},
-      s_feats, t_feats, train=True, mutable=["batch_stats"])[0]
+    {"params": p0["connectors"]["reviewkd"], "batch_stats": bs0["connectors"]["reviewkd"]},
+    s_feats,
+    t_feats,
+    train=True,
+    mutable=["batch_stats"],
+  )[0]
   want = float(losses.hcl(outs, t_feats).mean()) / 20.0
   np.testing.assert_allclose(float(metrics["reviewkd"]), want, rtol=1e-4)

@@ -4,6 +4,7 @@ Expected numbers are RepDistiller's (docs anchors §3 and §4.3), num_classes=10
 Counts and shapes are only traced (``jax.eval_shape``); real computation runs on one small model
 per family at batch 2 (ResNet50 at 8x8), with random variables instead of the initialisers.
 """
+
 import functools
 
 import jax
@@ -15,28 +16,28 @@ from kdjax import models
 
 # anchors §3: exact parameter counts with num_classes=100 (BN running statistics excluded).
 PARAM_COUNTS = {
-    "resnet8": 83_892,
-    "resnet14": 181_108,
-    "resnet20": 278_324,
-    "resnet32": 472_756,
-    "resnet44": 667_188,
-    "resnet56": 861_620,
-    "resnet110": 1_736_564,
-    "resnet8x4": 1_233_540,
-    "resnet32x4": 7_433_860,
-    "wrn_16_1": 180_916,
-    "wrn_16_2": 703_284,
-    "wrn_40_1": 569_780,
-    "wrn_40_2": 2_255_156,
-    "vgg8": 3_965_028,
-    "vgg11": 9_277_284,
-    "vgg13": 9_462_180,
-    "vgg16": 14_774_436,
-    "vgg19": 20_086_692,
-    "MobileNetV2": 812_836,
-    "ShuffleV1": 949_258,
-    "ShuffleV2": 1_355_528,
-    "ResNet50": 23_705_252,
+  "resnet8": 83_892,
+  "resnet14": 181_108,
+  "resnet20": 278_324,
+  "resnet32": 472_756,
+  "resnet44": 667_188,
+  "resnet56": 861_620,
+  "resnet110": 1_736_564,
+  "resnet8x4": 1_233_540,
+  "resnet32x4": 7_433_860,
+  "wrn_16_1": 180_916,
+  "wrn_16_2": 703_284,
+  "wrn_40_1": 569_780,
+  "wrn_40_2": 2_255_156,
+  "vgg8": 3_965_028,
+  "vgg11": 9_277_284,
+  "vgg13": 9_462_180,
+  "vgg16": 14_774_436,
+  "vgg19": 20_086_692,
+  "MobileNetV2": 812_836,
+  "ShuffleV1": 949_258,
+  "ShuffleV2": 1_355_528,
+  "ResNet50": 23_705_252,
 }
 
 # anchors §4.3 as (C, H) per tap, f0..fN then pooled (C only); NHWC in kdjax.
@@ -45,41 +46,51 @@ _R4 = [(32, 32), (64, 32), (128, 16), (256, 8), 256]
 _W2 = [(16, 32), (32, 32), (64, 16), (128, 8), 128]
 _VGG = [(64, 32), (128, 16), (256, 8), (512, 4), (512, 4), 512]
 TAP_SHAPES = {
-    **{n: _R for n in ["resnet8", "resnet14", "resnet20", "resnet32", "resnet44", "resnet56",
-                        "resnet110"]},
-    "resnet8x4": _R4,
-    "resnet32x4": _R4,
-    "wrn_16_1": _R,
-    "wrn_40_1": _R,
-    "wrn_16_2": _W2,
-    "wrn_40_2": _W2,
-    **{n: _VGG for n in ["vgg8", "vgg11", "vgg13", "vgg16", "vgg19"]},
-    "MobileNetV2": [(16, 16), (12, 16), (16, 8), (48, 4), (160, 2), 1280],
-    "ShuffleV1": [(24, 32), (240, 16), (480, 8), (960, 4), 960],
-    "ShuffleV2": [(24, 32), (116, 16), (232, 8), (464, 4), 1024],
-    "ResNet50": [(64, 32), (256, 32), (512, 16), (1024, 8), (2048, 4), 2048],
+  **{
+    n: _R
+    for n in ["resnet8", "resnet14", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110"]
+  },
+  "resnet8x4": _R4,
+  "resnet32x4": _R4,
+  "wrn_16_1": _R,
+  "wrn_40_1": _R,
+  "wrn_16_2": _W2,
+  "wrn_40_2": _W2,
+  **{n: _VGG for n in ["vgg8", "vgg11", "vgg13", "vgg16", "vgg19"]},
+  "MobileNetV2": [(16, 16), (12, 16), (16, 8), (48, 4), (160, 2), 1280],
+  "ShuffleV1": [(24, 32), (240, 16), (480, 8), (960, 4), 960],
+  "ShuffleV2": [(24, 32), (116, 16), (232, 8), (464, 4), 1024],
+  "ResNet50": [(64, 32), (256, 32), (512, 16), (1024, 8), (2048, 4), 2048],
 }
 
 # Real computation (eval-mode block-by-block equality): one small model per family, input side.
-BLOCKWISE = {"resnet8": 32, "wrn_16_1": 32, "vgg8": 32, "MobileNetV2": 32, "ShuffleV1": 32,
-             "ShuffleV2": 32, "ResNet50": 8}
+BLOCKWISE = {
+  "resnet8": 32,
+  "wrn_16_1": 32,
+  "vgg8": 32,
+  "MobileNetV2": 32,
+  "ShuffleV1": 32,
+  "ShuffleV2": 32,
+  "ResNet50": 8,
+}
 
 B = 2
 
 
 def _shuffled_relu(p):
   from kdjax.models.cifar.common import channel_shuffle
+
   return channel_shuffle(jax.nn.relu(p), 2)
 
 
 # stage{i} as a function of preact_stage{i} (WRN is checked separately: its preact is a BN).
 POST_FROM_PREACT = {
-    "resnet8": jax.nn.relu,
-    "vgg8": jax.nn.relu,
-    "ShuffleV1": jax.nn.relu,
-    "ResNet50": jax.nn.relu,
-    "ShuffleV2": _shuffled_relu,  # post taps are shuffled, preact taps are not
-    "MobileNetV2": lambda p: p,  # RepDistiller ignores preact here
+  "resnet8": jax.nn.relu,
+  "vgg8": jax.nn.relu,
+  "ShuffleV1": jax.nn.relu,
+  "ResNet50": jax.nn.relu,
+  "ShuffleV2": _shuffled_relu,  # post taps are shuffled, preact taps are not
+  "MobileNetV2": lambda p: p,  # RepDistiller ignores preact here
 }
 
 
@@ -87,8 +98,9 @@ POST_FROM_PREACT = {
 def _traced(name):
   """(model, abstract variables, abstract (logits, taps)) at 32x32x3, num_classes=100."""
   model = models.get(name, num_classes=100)
-  out, variables = jax.eval_shape(model.init_with_output, jax.random.key(0),
-                                  jnp.zeros((B, 32, 32, 3), jnp.float32))
+  out, variables = jax.eval_shape(
+    model.init_with_output, jax.random.key(0), jnp.zeros((B, 32, 32, 3), jnp.float32)
+  )
   return model, variables, out
 
 
@@ -168,9 +180,11 @@ def test_blockwise_equals_call(name):
   # Family-specific relation between the post and pre-activation stage taps.
   if name in POST_FROM_PREACT:
     for i in range(1, model.num_stages + 1):
-      np.testing.assert_array_equal(np.asarray(taps[f"stage{i}"]),
-                                    np.asarray(POST_FROM_PREACT[name](taps[f"preact_stage{i}"])),
-                                    err_msg=f"stage{i}")
+      np.testing.assert_array_equal(
+        np.asarray(taps[f"stage{i}"]),
+        np.asarray(POST_FROM_PREACT[name](taps[f"preact_stage{i}"])),
+        err_msg=f"stage{i}",
+      )
 
 
 def test_preact_semantics_resnet8():
@@ -197,16 +211,22 @@ def test_preact_semantics_wrn():
     np.testing.assert_allclose(taps[f"preact_stage{i}"], want, rtol=1e-5, atol=1e-5)
     assert float(jnp.min(taps[f"preact_stage{i}"])) < 0.0
   # stem is the raw conv1 output (no BN/ReLU); pooled = mean(relu(preact_stage3)).
-  stem = jax.lax.conv_general_dilated(x, variables["params"]["conv1"]["kernel"], (1, 1),
-                                      ((1, 1), (1, 1)),
-                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  stem = jax.lax.conv_general_dilated(
+    x,
+    variables["params"]["conv1"]["kernel"],
+    (1, 1),
+    ((1, 1), (1, 1)),
+    dimension_numbers=("NHWC", "HWIO", "NHWC"),
+  )
   np.testing.assert_allclose(taps["stem"], stem, rtol=1e-5, atol=1e-5)
-  np.testing.assert_allclose(taps["pooled"], jax.nn.relu(taps["preact_stage3"]).mean(axis=(1, 2)),
-                             rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(
+    taps["pooled"], jax.nn.relu(taps["preact_stage3"]).mean(axis=(1, 2)), rtol=1e-5, atol=1e-6
+  )
 
 
 def test_channel_shuffle_matches_torch_order():
   from kdjax.models.cifar.common import channel_shuffle
+
   x = jnp.arange(6.0).reshape(1, 1, 1, 6)
   # torch: view(N, g=2, 3, H, W).permute(0, 2, 1, 3, 4) -> channels 0, 3, 1, 4, 2, 5.
   np.testing.assert_array_equal(channel_shuffle(x, 2).ravel(), [0, 3, 1, 4, 2, 5])
@@ -216,16 +236,18 @@ def test_channel_shuffle_matches_torch_order():
 def test_vgg_pool3_only_at_64():
   model = models.get("vgg8", num_classes=10)
   for side, (h3, h4) in [(32, (4, 4)), (64, (8, 4)), (28, (3, 3))]:
-    _, taps = jax.eval_shape(model.init_with_output, jax.random.key(0),
-                             jnp.zeros((1, side, side, 3)))[0]
+    _, taps = jax.eval_shape(
+      model.init_with_output, jax.random.key(0), jnp.zeros((1, side, side, 3))
+    )[0]
     assert (taps["stage3"].shape[1], taps["stage4"].shape[1]) == (h3, h4), side
 
 
 @pytest.mark.parametrize("name", ["vgg8", "MobileNetV2", "ShuffleV1", "ShuffleV2", "ResNet50"])
 def test_fashion_mnist_input_traced(name):
   model = models.get(name, num_classes=10)
-  logits, _ = jax.eval_shape(model.init_with_output, jax.random.key(0),
-                             jnp.zeros((B, 28, 28, 1)))[0]
+  logits, _ = jax.eval_shape(model.init_with_output, jax.random.key(0), jnp.zeros((B, 28, 28, 1)))[
+    0
+  ]
   assert logits.shape == (B, 10)
 
 
@@ -265,12 +287,18 @@ def test_train_updates_batch_stats():
   assert any(not np.allclose(a, b) for a, b in zip(old, new))
   # bn1 running mean moves 10% towards the batch mean of conv1's output (momentum 0.9).
   conv_out = jax.lax.conv_general_dilated(
-      x, variables["params"]["conv1"]["kernel"], (1, 1), ((1, 1), (1, 1)),
-      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    x,
+    variables["params"]["conv1"]["kernel"],
+    (1, 1),
+    ((1, 1), (1, 1)),
+    dimension_numbers=("NHWC", "HWIO", "NHWC"),
+  )
   np.testing.assert_allclose(
-      updates["batch_stats"]["bn1"]["mean"],
-      0.9 * variables["batch_stats"]["bn1"]["mean"] + 0.1 * conv_out.mean(axis=(0, 1, 2)),
-      rtol=1e-4, atol=1e-6)
+    updates["batch_stats"]["bn1"]["mean"],
+    0.9 * variables["batch_stats"]["bn1"]["mean"] + 0.1 * conv_out.mean(axis=(0, 1, 2)),
+    rtol=1e-4,
+    atol=1e-6,
+  )
   # Training mode normalises with batch statistics, eval mode with the running ones.
   logits_eval, _ = model.apply(variables, x)
   assert not np.allclose(logits, logits_eval)
@@ -278,5 +306,6 @@ def test_train_updates_batch_stats():
 
 def test_kaiming_fan_out_init():
   from kdjax.models.cifar import common
+
   w = common.kaiming_fan_out(jax.random.key(0), (3, 3, 64, 64))
   np.testing.assert_allclose(float(jnp.std(w)), np.sqrt(2.0 / (9 * 64)), rtol=0.03)

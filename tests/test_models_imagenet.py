@@ -5,6 +5,7 @@ runs at 64x64, batch 2, with random variables. Numerical parity with PyTorch is 
 tests/test_import_torch.py, except for ResNet-101/152, whose parity test is here
 (``test_deep_resnet_parity_with_pytorch``).
 """
+
 import importlib.util
 import os
 
@@ -16,29 +17,30 @@ import pytest
 from kdjax import models
 
 PARAM_COUNTS = {  # torchvision resnet18/34/50; mdistiller MobileNetV1 (counted on the reference)
-    "resnet18_imagenet": 11_689_512,
-    "resnet34_imagenet": 21_797_672,
-    "resnet50_imagenet": 25_557_032,
-    "resnet101_imagenet": 44_549_160,
-    "resnet152_imagenet": 60_192_808,
-    "mobilenetv1_imagenet": 4_231_976,
+  "resnet18_imagenet": 11_689_512,
+  "resnet34_imagenet": 21_797_672,
+  "resnet50_imagenet": 25_557_032,
+  "resnet101_imagenet": 44_549_160,
+  "resnet152_imagenet": 60_192_808,
+  "mobilenetv1_imagenet": 4_231_976,
 }
 _R = [64, 64, 128, 256, 512]
 TAP_CHANNELS = {  # stem, stage1..4; spatial 112, 56, 28, 14, 7 at 224x224
-    "resnet18_imagenet": _R,
-    "resnet34_imagenet": _R,
-    "resnet50_imagenet": [64, 256, 512, 1024, 2048],
-    "resnet101_imagenet": [64, 256, 512, 1024, 2048],
-    "resnet152_imagenet": [64, 256, 512, 1024, 2048],
-    "mobilenetv1_imagenet": [32, 128, 256, 512, 1024],
+  "resnet18_imagenet": _R,
+  "resnet34_imagenet": _R,
+  "resnet50_imagenet": [64, 256, 512, 1024, 2048],
+  "resnet101_imagenet": [64, 256, 512, 1024, 2048],
+  "resnet152_imagenet": [64, 256, 512, 1024, 2048],
+  "mobilenetv1_imagenet": [32, 128, 256, 512, 1024],
 }
 
 
 @pytest.mark.parametrize("name", sorted(PARAM_COUNTS))
 def test_param_count_and_taps(name):
   model = models.get(name, num_classes=1000)
-  (logits, taps), variables = jax.eval_shape(model.init_with_output, jax.random.key(0),
-                                             jnp.zeros((1, 224, 224, 3)))
+  (logits, taps), variables = jax.eval_shape(
+    model.init_with_output, jax.random.key(0), jnp.zeros((1, 224, 224, 3))
+  )
   assert models.count_params(variables["params"]) == PARAM_COUNTS[name]
   assert set(variables) == {"params", "batch_stats"}
   assert logits.shape == (1, 1000)
@@ -85,16 +87,16 @@ def test_blockwise_equals_call(name):
     taps.update(t)
     return logits, taps
 
-  (logits, taps), (logits_b, taps_b) = jax.jit(
-      lambda v, x: (model.apply(v, x), blockwise(v, x)))(variables, x)
+  (logits, taps), (logits_b, taps_b) = jax.jit(lambda v, x: (model.apply(v, x), blockwise(v, x)))(
+    variables, x
+  )
   assert logits.shape == (2, 10)
   np.testing.assert_array_equal(logits_b, logits)
   for k in taps:
     np.testing.assert_array_equal(taps_b[k], taps[k], err_msg=k)
   for i in range(1, 5):
     np.testing.assert_array_equal(taps[f"stage{i}"], jax.nn.relu(taps[f"preact_stage{i}"]))
-  np.testing.assert_allclose(taps["pooled"], taps["stage4"].mean(axis=(1, 2)), rtol=1e-5,
-                             atol=1e-6)
+  np.testing.assert_allclose(taps["pooled"], taps["stage4"].mean(axis=(1, 2)), rtol=1e-5, atol=1e-6)
   assert taps["stage1"].shape[1:3] == (16, 16)
 
 
@@ -103,8 +105,9 @@ def test_blockwise_equals_call(name):
 # random recipe weights, calibrated BN statistics, 1x3x64x64 input, float64 expectations); the
 # state dict goes through kdjax.models.import_torch exactly as a torchvision checkpoint would.
 _PARITY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "golden", "parity")
-_spec = importlib.util.spec_from_file_location("parity_recipe_deep",
-                                               os.path.join(_PARITY, "recipe.py"))
+_spec = importlib.util.spec_from_file_location(
+  "parity_recipe_deep", os.path.join(_PARITY, "recipe.py")
+)
 _recipe = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_recipe)
 
@@ -118,6 +121,7 @@ def _rel_err(got, want):
 @pytest.mark.parametrize("arch", ["resnet101_imagenet", "resnet152_imagenet"])
 def test_deep_resnet_parity_with_pytorch(arch, tmp_path):
   from kdjax.models import import_torch
+
   with np.load(os.path.join(_PARITY, f"{arch}.npz")) as f:
     fx = {k: f[k] for k in f.files}
   path = os.path.join(str(tmp_path), "sd.npz")

@@ -1,6 +1,7 @@
 """Teacher-free noisy-soft-label control (Ojha et al. App. 11.2): kdjax/losses/noisy_labels.py and
 the ``noisy_labels`` term: the soft-label construction against numpy, the noise's determinism and
 variance, the term inside a method without a teacher, and one jitted train step with no teacher."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -31,7 +32,7 @@ def test_soft_labels_match_numpy_and_noise_free_case():
   np.testing.assert_allclose(p, ref, rtol=1e-5, atol=1e-7)
   np.testing.assert_allclose(p.sum(1), 1.0, atol=1e-6)
   p0 = np.asarray(nl.noisy_soft_labels(y, np.zeros((6, 10), np.float32), temperature=0.15))
-  py = np.exp(1 / 0.15) / (np.exp(1 / 0.15) + 9)      # softmax(e_y / 0.15) at the label
+  py = np.exp(1 / 0.15) / (np.exp(1 / 0.15) + 9)  # softmax(e_y / 0.15) at the label
   np.testing.assert_allclose(p0[np.arange(6), y], py, rtol=1e-5)
 
 
@@ -41,14 +42,15 @@ def test_loss_matches_numpy(form, t_s):
   z = rs.randn(5, 7).astype(np.float32) * 3
   y = rs.randint(0, 7, 5)
   noise = rs.randn(5, 7).astype(np.float32) * np.sqrt(0.2)
-  got = np.asarray(nl.noisy_label_kd(z, y, noise, label_temperature=0.15, student_temperature=t_s,
-                                     form=form))
+  got = np.asarray(
+    nl.noisy_label_kd(z, y, noise, label_temperature=0.15, student_temperature=t_s, form=form)
+  )
   p = _np_softmax((np.eye(7)[y] + noise).astype(np.float64) / 0.15)
   logq = np.log(_np_softmax(z.astype(np.float64) / t_s))
   ref = -(p * logq).sum(1)
   if form == "kl":
     ref += (p * np.log(np.where(p > 0, p, 1))).sum(1)
-  np.testing.assert_allclose(got, t_s ** 2 * ref, rtol=2e-5, atol=1e-5)
+  np.testing.assert_allclose(got, t_s**2 * ref, rtol=2e-5, atol=1e-5)
   # gradient of the cross-entropy form w.r.t. the student logits: T_s (softmax(z / T_s) − p̃)
   if form == "cross_entropy":
     g = jax.grad(lambda a: nl.noisy_label_kd(a, y, noise, student_temperature=t_s).sum())(z)
@@ -96,18 +98,28 @@ def test_jitted_train_step_without_teacher():
   method = build_method(preset("noisy_labels"))
   tx = optax.sgd(0.1)
   init = init_train_state(student, None, method, x0, jax.random.PRNGKey(0), tx=tx)
-  steps = make_steps(student=student, method=init.method, tx=tx,
-                     train_transform=lambda im, r: im.astype(jnp.float32) / 255.0,
-                     eval_transform=lambda im: im.astype(jnp.float32) / 255.0, teacher=None,
-                     connectors=init.connectors, emit_norms=False)
+  steps = make_steps(
+    student=student,
+    method=init.method,
+    tx=tx,
+    train_transform=lambda im, r: im.astype(jnp.float32) / 255.0,
+    eval_transform=lambda im: im.astype(jnp.float32) / 255.0,
+    teacher=None,
+    connectors=init.connectors,
+    emit_norms=False,
+  )
   rs = np.random.RandomState(0)
-  batch = dict(image=rs.randint(0, 255, (8, 8, 8, 3)).astype(np.uint8),
-               label=rs.randint(0, 10, (8,)).astype(np.int32), index=np.arange(8, dtype=np.int32))
-  p0 = jax.device_get(init.state.params["student"])     # the step donates its input state
+  batch = dict(
+    image=rs.randint(0, 255, (8, 8, 8, 3)).astype(np.uint8),
+    label=rs.randint(0, 10, (8,)).astype(np.int32),
+    index=np.arange(8, dtype=np.int32),
+  )
+  p0 = jax.device_get(init.state.params["student"])  # the step donates its input state
   new_state, metrics = steps.train_batch(init.state, batch, {})
   assert np.isfinite(float(metrics["loss"])) and float(metrics["noisy_labels"]) > 0
-  moved = jax.tree_util.tree_map(lambda a, b: not np.allclose(a, b), p0,
-                                 jax.device_get(new_state.params["student"]))
+  moved = jax.tree_util.tree_map(
+    lambda a, b: not np.allclose(a, b), p0, jax.device_get(new_state.params["student"])
+  )
   assert any(jax.tree_util.tree_leaves(moved))
 
 

@@ -1,5 +1,6 @@
 """DML against torch goldens (tools/goldens/make_online_goldens.py: AberHu train_dml.py's loss,
 the K-peer form and a T = 2 case), values and each peer's gradient w.r.t. its own logits."""
+
 import os
 
 import jax
@@ -20,7 +21,7 @@ def test_dml_matches_torch(tag, x64):
     z = jnp.asarray(GOLDEN[f"{tag}/logits"], dtype)
     y = jnp.asarray(GOLDEN[f"{tag}/labels"])
     t, lam = (float(v) for v in GOLDEN[f"{tag}/hparams"])
-    per_peer = lambda zz: L.dml(zz, y, temperature=t, weight=lam).mean(axis=1)   # (K,)
+    per_peer = lambda zz: L.dml(zz, y, temperature=t, weight=lam).mean(axis=1)  # (K,)
     np.testing.assert_allclose(per_peer(z), GOLDEN[f"{tag}/loss"], rtol=rtol)
     # d(sum of all peers' losses)/dz_i is peer i's own gradient: the others are stopped.
     g = jax.grad(lambda zz: per_peer(zz).sum())(z)

@@ -12,6 +12,7 @@ wrong cast (float32 master weights lost, a bf16 loss reduction, a BN statistic i
 O(u sqrt(n)) or more) would break; and the bfloat16 run must train: its loss falls by >= 25 %
 (observed 37 %, as float32's).
 """
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -63,22 +64,36 @@ def _run(policy):
   s_mod = precision.build_model("resnet8", num_classes=K, policy=policy)
   t_mod = precision.build_model("resnet8", num_classes=K, policy=policy)
   x0 = jnp.zeros((1, HW, HW, C))
-  sv = models.get("resnet8", num_classes=K).init(jax.random.PRNGKey(0), x0)   # same init
+  sv = models.get("resnet8", num_classes=K).init(jax.random.PRNGKey(0), x0)  # same init
   tv = models.get("resnet8", num_classes=K).init(jax.random.PRNGKey(1), x0)
   cfg = base_config()
   cfg.optim.lr = 0.05
   tx, _ = make_optimizer(cfg.optim, steps_per_epoch=STEPS)
-  method = build_method(dict(name="kd", ce_weight=0.1,
-                             terms=dict(kd=dict(weight=0.9, temperature=4.0))))
-  state = state_lib.create({"student": sv["params"], "connectors": {}},
-                           {"student": sv["batch_stats"]}, tx, jax.random.PRNGKey(2))
-  fns = make_steps(student=s_mod, method=method, tx=tx, teacher=t_mod,
-                   train_transform=lambda im, r: im, eval_transform=lambda im: im)
+  method = build_method(
+    dict(name="kd", ce_weight=0.1, terms=dict(kd=dict(weight=0.9, temperature=4.0)))
+  )
+  state = state_lib.create(
+    {"student": sv["params"], "connectors": {}},
+    {"student": sv["batch_stats"]},
+    tx,
+    jax.random.PRNGKey(2),
+  )
+  fns = make_steps(
+    student=s_mod,
+    method=method,
+    tx=tx,
+    teacher=t_mod,
+    train_transform=lambda im, r: im,
+    eval_transform=lambda im: im,
+  )
   images, labels = _data()
   losses = []
   for i in range(STEPS):
-    b = {"image": jnp.asarray(images[i % 4]), "label": jnp.asarray(labels[i % 4]),
-         "index": jnp.arange(B)}
+    b = {
+      "image": jnp.asarray(images[i % 4]),
+      "label": jnp.asarray(labels[i % 4]),
+      "index": jnp.arange(B),
+    }
     state, m = fns.train_batch(state, b, tv)
     assert m["loss"].dtype == jnp.float32
     losses.append(float(m["loss"]))
@@ -90,11 +105,11 @@ def test_bf16_kd_run_trains_and_tracks_float32():
   l16, s16 = _run("bfloat16")
   assert np.all(np.isfinite(l16))
   # master weights and BN statistics stay float32 under the bf16 policy
-  assert {a.dtype for a in jax.tree_util.tree_leaves((s16.params, s16.batch_stats,
-                                                      s16.opt_state))} \
-      <= {jnp.dtype(jnp.float32), jnp.dtype(jnp.int32)}
+  assert {
+    a.dtype for a in jax.tree_util.tree_leaves((s16.params, s16.batch_stats, s16.opt_state))
+  } <= {jnp.dtype(jnp.float32), jnp.dtype(jnp.int32)}
   rel = np.abs(l16 - l32) / l32
   assert rel[0] <= 0.01, rel[0]
   assert rel.max() <= 0.05, rel
-  assert l32[-1] < 0.75 * l32[0]    # the task is learnable (sanity of the test itself)
+  assert l32[-1] < 0.75 * l32[0]  # the task is learnable (sanity of the test itself)
   assert l16[-1] < 0.75 * l16[0], l16

@@ -1,6 +1,7 @@
 """Probes ``boundary`` (decision-boundary IoU on triplet planes), ``crop`` and ``shift``
 (kdjax/analysis/probes/): the plane geometry against its definition, the triplet sampler, the
 crop / shift kernels' known answers, and the probes on a Context of tiny random CNNs."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -70,17 +71,26 @@ def ctx_parts():
   images = rs.randint(0, 256, (24, 8, 8, 3)).astype(np.uint8)
   labels = np.arange(24) % 5
   teacher = _run("teacher", "teacher", 0)
-  self_kd = base.Run("self", "distilled", "/nowhere/self", teacher.module, teacher.variables,
-                     teacher.meta)
+  self_kd = base.Run(
+    "self", "distilled", "/nowhere/self", teacher.module, teacher.variables, teacher.meta
+  )
   ind = _run("independent", "independent", 1)
   return images, labels, teacher, [self_kd, ind]
 
 
 def _ctx(ctx_parts, tmp_path):
   images, labels, teacher, students = ctx_parts
-  return base.Context(teacher=teacher, students=students, info=kdata.info("cifar10"),
-                      images=images, labels=labels, batch_size=16, out_dir=str(tmp_path),
-                      seed=0, num_examples=len(labels))
+  return base.Context(
+    teacher=teacher,
+    students=students,
+    info=kdata.info("cifar10"),
+    images=images,
+    labels=labels,
+    batch_size=16,
+    out_dir=str(tmp_path),
+    seed=0,
+    num_examples=len(labels),
+  )
 
 
 def test_boundary_probe_self_is_one_and_matches_a_direct_computation(ctx_parts, tmp_path):
@@ -100,8 +110,13 @@ def test_boundary_probe_self_is_one_and_matches_a_direct_computation(ctx_parts, 
     b = w / np.linalg.norm(w)
     cs = np.array([[0, 0], [np.linalg.norm(v1), 0], [a @ v2, b @ v2]])
     lo, hi = cs.min(0) - 0.1 * np.ptp(cs, 0), cs.max(0) + 0.1 * np.ptp(cs, 0)
-    pts = np.array([x[0].ravel() + u * a + v * b for u in np.linspace(lo[0], hi[0], 6)
-                    for v in np.linspace(lo[1], hi[1], 6)]).reshape((-1, 8, 8, 3))
+    pts = np.array(
+      [
+        x[0].ravel() + u * a + v * b
+        for u in np.linspace(lo[0], hi[0], 6)
+        for v in np.linspace(lo[1], hi[1], 6)
+      ]
+    ).reshape((-1, 8, 8, 3))
     pts = pts.astype(np.float32)
     pt = np.asarray(teacher.module.apply(teacher.variables, pts, train=False)[0]).argmax(-1)
     pi = np.asarray(ind.module.apply(ind.variables, pts, train=False)[0]).argmax(-1)
@@ -120,14 +135,17 @@ def test_boundary_probe_self_is_one_and_matches_a_direct_computation(ctx_parts, 
 def test_random_resized_crops_known_answers():
   rows = np.broadcast_to(np.arange(8, dtype=np.float32)[None, :, None, None], (16, 8, 8, 1))
   key = jax.random.PRNGKey(0)
-  np.testing.assert_allclose(C.random_resized_crops(rows, key, scale=1.0),
-                             np.broadcast_to(rows, (2,) + rows.shape), atol=1e-5)
-  v = np.asarray(C.random_resized_crops(rows, key, scale=0.25))     # 4x4 crops of a row ramp
+  np.testing.assert_allclose(
+    C.random_resized_crops(rows, key, scale=1.0),
+    np.broadcast_to(rows, (2,) + rows.shape),
+    atol=1e-5,
+  )
+  v = np.asarray(C.random_resized_crops(rows, key, scale=0.25))  # 4x4 crops of a row ramp
   assert v.shape == (2, 16, 8, 8, 1)
   np.testing.assert_allclose(v, np.broadcast_to(v[:, :, :, :1], v.shape), atol=1e-5)  # rows only
   lo, hi = v.min(axis=(2, 3, 4)), v.max(axis=(2, 3, 4))
-  assert np.all(hi - lo <= 3 + 1e-5) and np.all(hi - lo >= 2.5)      # spans a 4-row window
-  assert len(np.unique(np.round(lo, 3))) > 1                          # random positions
+  assert np.all(hi - lo <= 3 + 1e-5) and np.all(hi - lo >= 2.5)  # spans a 4-row window
+  assert len(np.unique(np.round(lo, 3))) > 1  # random positions
 
 
 def test_shifted_pairs_are_crops_of_the_padded_image():
@@ -139,8 +157,12 @@ def test_shifted_pairs_are_crops_of_the_padded_image():
   offs = set()
   for k in range(2):
     for i in range(6):
-      hits = [(oy, ox) for oy in range(m + 1) for ox in range(m + 1)
-              if np.array_equal(v[k, i], xp[i, oy:oy + 8, ox:ox + 8])]
+      hits = [
+        (oy, ox)
+        for oy in range(m + 1)
+        for ox in range(m + 1)
+        if np.array_equal(v[k, i], xp[i, oy : oy + 8, ox : ox + 8])
+      ]
       assert hits, (k, i)
       offs.add(hits[0])
   assert len(offs) > 2
@@ -150,7 +172,7 @@ def test_shifted_pairs_are_crops_of_the_padded_image():
 def test_crop_and_shift_probes(ctx_parts, tmp_path):
   ctx = _ctx(ctx_parts, tmp_path)
   cr = C.Crop("crop", dict(scales=(1.0, 0.4))).compute(ctx)
-  assert all(cr["agreement"][n][0] == 100.0 for n in cr["agreement"])   # identical views
+  assert all(cr["agreement"][n][0] == 100.0 for n in cr["agreement"])  # identical views
   assert cr["agreement"]["self"] == cr["agreement"]["teacher"]
   assert all(0.0 <= a <= 100.0 for a in cr["agreement"]["independent"])
   sh = S.Shift("shift", dict(shifts=(0.125, 0.25))).compute(ctx)

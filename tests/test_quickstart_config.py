@@ -1,4 +1,5 @@
 """The quickstart family's fairness: student alone and KD student differ only in the method."""
+
 import pytest
 
 from configs import fmnist_quickstart
@@ -15,7 +16,7 @@ def test_students_have_equal_budgets_and_seeds(arg):
   for c in (s, k):
     c.pop("method")
     c.pop("teacher")
-  assert s == k                                   # same data, schedule, batch, optimiser, evals
+  assert s == k  # same data, schedule, batch, optimiser, evals
   assert f.cells.student.get("seeds", None) is None and f.cells.kd.get("seeds", None) is None
   assert not build_method(f.cells.student.run.method).needs_teacher
   assert build_method(f.cells.kd.run.method).needs_teacher
@@ -27,6 +28,6 @@ def test_students_have_equal_budgets_and_seeds(arg):
 
 def test_full_setting_is_data_scarce_student_and_full_data_teacher():
   f = fmnist_quickstart.get_config()
-  assert f.cells.teacher.run.dataset.train_limit == 0          # all 60,000 images
+  assert f.cells.teacher.run.dataset.train_limit == 0  # all 60,000 images
   assert 0 < f.cells.student.run.dataset.train_limit <= 2000
   assert len(f.seeds) >= 3

@@ -1,5 +1,6 @@
 """Soft Spearman / Kendall rank-correlation losses (CANDIDATES, kdjax.losses.ranking_corr) against
 scipy at low temperature; ranks, invariances, finite gradients; the method terms."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -24,8 +25,9 @@ def _z(seed, b=5, k=20):
 def test_ranks_match_scipy_with_ties():
   x = np.array([[3.0, 1.0, 2.0, 2.0, -1.0, 3.0]])
   np.testing.assert_array_equal(rc.hard_rank(jnp.asarray(x)), stats.rankdata(x, axis=-1))
-  np.testing.assert_allclose(rc.soft_rank(jnp.asarray(x), 1e-4), stats.rankdata(x, axis=-1),
-                             atol=1e-9)
+  np.testing.assert_allclose(
+    rc.soft_rank(jnp.asarray(x), 1e-4), stats.rankdata(x, axis=-1), atol=1e-9
+  )
   # the soft ranks always sum to K(K+1)/2, like exact ranks
   z = _z(0)
   np.testing.assert_allclose(rc.soft_rank(jnp.asarray(z), 2.0).sum(-1), 20 * 21 / 2, rtol=1e-12)
@@ -65,7 +67,8 @@ def test_gradients_finite_and_useful():
     assert np.all(np.isfinite(g)) and float(jnp.abs(g).max()) > 0
     # a gradient step on the student improves the correlation
     assert float(f(zs - 2.0 * g, zt, temperature=0.5).mean()) < float(
-        f(zs, zt, temperature=0.5).mean())
+      f(zs, zt, temperature=0.5).mean()
+    )
     # no gradient reaches the teacher
     assert float(jnp.abs(jax.grad(lambda t: f(zs, t, temperature=0.5).sum())(zt)).max()) == 0
   # ties in the student (all equal) stay finite
@@ -78,12 +81,18 @@ def test_gradients_finite_and_useful():
 
 
 def test_terms():
-  m = build_method(dict(name="c", ce_weight=0.0, terms=dict(
-      spearman=dict(weight=1.0, temperature=0.5), kendall=dict(weight=1.0)))).bind({}, {})
+  m = build_method(
+    dict(
+      name="c",
+      ce_weight=0.0,
+      terms=dict(spearman=dict(weight=1.0, temperature=0.5), kendall=dict(weight=1.0)),
+    )
+  ).bind({}, {})
   zs, zt = jnp.asarray(_z(8)), jnp.asarray(_z(9))
   tot, met = m.loss(Outputs(zs, {}), Outputs(zt, {}), Batch(jnp.zeros(5, jnp.int32), jnp.arange(5)))
   np.testing.assert_allclose(met["spearman"], rc.spearman_loss(zs, zt, temperature=0.5).mean())
-  np.testing.assert_allclose(tot, rc.spearman_loss(zs, zt, temperature=0.5)
-                             + rc.kendall_loss(zs, zt, temperature=0.1))
+  np.testing.assert_allclose(
+    tot, rc.spearman_loss(zs, zt, temperature=0.5) + rc.kendall_loss(zs, zt, temperature=0.1)
+  )
   with pytest.raises(UserError, match="temperature"):
     build_method(dict(terms=dict(spearman=dict(weight=1.0, temperature=0.0))))

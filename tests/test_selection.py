@@ -1,4 +1,5 @@
 """Checkpoint-KD teacher selection on a real (Fashion-MNIST) run with planted checkpoints."""
+
 import json
 import os
 
@@ -18,11 +19,15 @@ def test_probes_rank_informative_features_higher():
   x = rs.randn(800, 6)
   informative = np.concatenate([np.eye(4)[y] * 3 + 0.1 * rs.randn(800, 4), x], 1)
   noise = rs.randn(800, 10)
-  assert classification_mi(informative[:400], y[:400], informative[400:], y[400:], 4) > \
-      classification_mi(noise[:400], y[:400], noise[400:], y[400:], 4) + 0.5
-  assert reconstruction_mi(informative[:400], x[:400], informative[400:], x[400:]) > \
-      reconstruction_mi(noise[:400], x[:400], noise[400:], x[400:]) + 0.5
-  np.testing.assert_allclose(minmax([2., 4., 3.]), [0., 1., .5])
+  assert (
+    classification_mi(informative[:400], y[:400], informative[400:], y[400:], 4)
+    > classification_mi(noise[:400], y[:400], noise[400:], y[400:], 4) + 0.5
+  )
+  assert (
+    reconstruction_mi(informative[:400], x[:400], informative[400:], x[400:])
+    > reconstruction_mi(noise[:400], x[:400], noise[400:], x[400:]) + 0.5
+  )
+  np.testing.assert_allclose(minmax([2.0, 4.0, 3.0]), [0.0, 1.0, 0.5])
 
 
 def _collapse(variables, frac):
@@ -47,7 +52,7 @@ def test_selection_picks_the_planted_best_checkpoint(tmp_path, fmnist_dir, monke
   train_and_evaluate(cfg, wd)
   variables, meta = ckpt_lib.load_model(wd, "final")
   ck = ckpt_lib.RunCheckpoints(wd, async_save=False)
-  for i, frac in enumerate((0.75, 1.0)):       # worse than the trained network on both probes
+  for i, frac in enumerate((0.75, 1.0)):  # worse than the trained network on both probes
     ck.save_model("kept", 1000 + i, _collapse(variables, frac), dict(meta, epoch=10 + i))
   ck.close()
   res = select_teacher(wd, num_examples=1000, eval_limit=500, probe_steps=200)

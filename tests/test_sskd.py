@@ -7,6 +7,7 @@
 * a tiny end-to-end run on mock CIFAR-100 (1 head epoch + 1 student epoch) finishes and its
   summary counts the stage; bad SSKD configs fail at build time.
 """
+
 import importlib.util
 import os
 
@@ -28,8 +29,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _sskd_config_module():
-  spec = importlib.util.spec_from_file_location("sskd_cfg",
-                                                os.path.join(ROOT, "configs/cifar100/sskd.py"))
+  spec = importlib.util.spec_from_file_location(
+    "sskd_cfg", os.path.join(ROOT, "configs/cifar100/sskd.py")
+  )
   mod = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(mod)
   return mod
@@ -77,32 +79,42 @@ def test_method_loss_is_the_reference_combination():
   w1 = jnp.asarray(rs.randn(6, 6), jnp.float32)
   w2 = jnp.asarray(rs.randn(9, 9), jnp.float32)
   conn = {"ss": lambda s_taps, t_taps, train=False: (s_taps[0] @ w1, t_taps[0] @ w2)}
-  per_ex, metrics = method.loss(Outputs(s_log, {"pooled": s_pool}),
-                                Outputs(t_log, {"pooled": t_pool}),
-                                Batch(y, jnp.arange(b)), connectors=conn)
+  per_ex, metrics = method.loss(
+    Outputs(s_log, {"pooled": s_pool}),
+    Outputs(t_log, {"pooled": t_pool}),
+    Batch(y, jnp.arange(b)),
+    connectors=conn,
+  )
   assert per_ex.shape == (b,)
   ce = -jnp.take_along_axis(jax.nn.log_softmax(s_log[::4]), y[:, None], 1)[:, 0]
-  ref = (0.1 * ce + 0.9 * losses.kd(s_log[::4], t_log[::4], temperature=4.0)
-         + 2.7 * selfsup.sskd_transform_kd(s_log, t_log, y, temperature=4.0, ratio=1.0)
-         + 10.0 * selfsup.sskd_similarity(s_pool @ w1, t_pool @ w2, temperature=0.5,
-                                          ratio=0.75))
+  ref = (
+    0.1 * ce
+    + 0.9 * losses.kd(s_log[::4], t_log[::4], temperature=4.0)
+    + 2.7 * selfsup.sskd_transform_kd(s_log, t_log, y, temperature=4.0, ratio=1.0)
+    + 10.0 * selfsup.sskd_similarity(s_pool @ w1, t_pool @ w2, temperature=0.5, ratio=0.75)
+  )
   np.testing.assert_allclose(per_ex, ref, rtol=1e-5)
   assert set(metrics) == {"ce", "kd", "tf", "ss"}
   with pytest.raises(ValueError, match="4 x 5 rows"):
-    method.loss(Outputs(s_log[:b], {"pooled": s_pool[:b]}), Outputs(t_log[:b], {"pooled":
-                t_pool[:b]}), Batch(y, jnp.arange(b)), connectors=conn)
+    method.loss(
+      Outputs(s_log[:b], {"pooled": s_pool[:b]}),
+      Outputs(t_log[:b], {"pooled": t_pool[:b]}),
+      Batch(y, jnp.arange(b)),
+      connectors=conn,
+    )
 
 
 def test_head_stage_then_student_stage_train_the_right_parameters():
   env = _setup(_method_cfg(head_epochs=1))
   state = env["state"]
   p0, bs0 = _np(state.params), _np(state.batch_stats)
-  assert set(env["mods"]) == {"ss"}                           # one connector, shared
+  assert set(env["mods"]) == {"ss"}  # one connector, shared
   state, ms = _run(env["init_fns"], env, state, 3)
   p1 = _np(state.params)
-  assert _changed_leaves(p0, p1) == {f"connectors/ss/teacher_head/{m}/{w}"
-                                     for m in ("fc1", "fc2") for w in ("kernel", "bias")}
-  assert _changed_leaves(bs0, _np(state.batch_stats)) == set()   # student BN untouched
+  assert _changed_leaves(p0, p1) == {
+    f"connectors/ss/teacher_head/{m}/{w}" for m in ("fc1", "fc2") for w in ("kernel", "bias")
+  }
+  assert _changed_leaves(bs0, _np(state.batch_stats)) == set()  # student BN untouched
   assert all(np.isfinite(m["ss"]) for m in ms)
   # The head loss on fixed inputs falls while it trains (the SS task is learnable).
   state = _to_main(env, state)
@@ -158,9 +170,16 @@ def test_sskd_rejects_mixup():
   cfg = tiny_run_config()
   cfg.dataset.mixup_alpha = 0.2
   from kdjax.train.step import make_steps
+
   with pytest.raises(ValueError, match="mixup"):
-    make_steps(student=None, method=build_method(_method_cfg()), tx=None,
-               train_transform=None, eval_transform=None, mixup_alpha=0.2)
+    make_steps(
+      student=None,
+      method=build_method(_method_cfg()),
+      tx=None,
+      train_transform=None,
+      eval_transform=None,
+      mixup_alpha=0.2,
+    )
 
 
 def test_tiny_sskd_run_end_to_end(tmp_path, mock_cifar100):
@@ -171,5 +190,5 @@ def test_tiny_sskd_run_end_to_end(tmp_path, mock_cifar100):
   cfg.teacher.workdir = twd
   summary = train_and_evaluate(cfg, str(tmp_path / "sskd"))
   assert summary["init_epochs"] == 1 and summary["finished"]
-  assert summary["step"] == summary["total_steps"] == 10          # 5 head + 5 student steps
+  assert summary["step"] == summary["total_steps"] == 10  # 5 head + 5 student steps
   assert np.isfinite(summary["last_top1"])

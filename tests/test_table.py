@@ -1,4 +1,5 @@
 """The table runner (kdjax.tables, launch/table.py) on the tiny Fashion-MNIST family."""
+
 import csv
 import importlib.util
 import json
@@ -21,6 +22,7 @@ def _family(path="configs/fmnist_tiny.py", arg=""):
 
 def test_published_numbers_parsed_from_a_real_docstring():
   from configs.cifar100 import kd
+
   nums = published_numbers(kd.__doc__)
   assert nums["resnet32x4-resnet8x4"] == 73.33
   assert nums["wrn_40_2-wrn_40_1"] == 73.54
@@ -32,8 +34,7 @@ def test_tiny_family_table_runs_resumes_and_skips_finished(tmp_path, fmnist_dir,
   fam, doc = _family()
   out = str(tmp_path / "t")
   logs = []
-  res = run_table(fam, out, module_doc=doc, command="python -m launch.table ...",
-                  log=logs.append)
+  res = run_table(fam, out, module_doc=doc, command="python -m launch.table ...", log=logs.append)
   rows = {r["cell"]: r for r in res["rows"]}
   assert list(rows) == ["teacher", "student", "kd"]
   assert rows["teacher"]["seeds"] == [0] and rows["kd"]["seeds"] == [0, 1]

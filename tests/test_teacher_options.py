@@ -1,6 +1,7 @@
 """Run-level options of the teacher and the precision policy: ``teacher.fold_bn`` (the steps run
 the BN-folded teacher, same outputs), ``precision.student/teacher = 'bfloat16'`` (trains, losses
 near float32) and the ensemble's per-member logits tap."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -29,6 +30,7 @@ def _kd(teacher_dir, **over):
 
 def _train_losses(workdir):
   import json
+
   with open(workdir / "metrics.jsonl") as f:
     recs = [json.loads(line) for line in f if line.strip()]
   return np.array([r["train/loss"] for r in recs if "train/loss" in r])
@@ -49,18 +51,20 @@ def test_folded_teacher_gives_the_same_outputs_and_the_same_run(tmp_path, teache
   assert set(t1) == set(t0)
   a = train_and_evaluate(_kd(teacher_dir), str(tmp_path / "plain"))
   b = train_and_evaluate(_kd(teacher_dir, **{"teacher.fold_bn": True}), str(tmp_path / "folded"))
-  for p, q in zip(jax.tree_util.tree_leaves(a["state"].params),
-                  jax.tree_util.tree_leaves(b["state"].params)):
+  for p, q in zip(
+    jax.tree_util.tree_leaves(a["state"].params), jax.tree_util.tree_leaves(b["state"].params)
+  ):
     np.testing.assert_allclose(p, q, atol=1e-4 * max(1.0, float(np.abs(p).max())))
 
 
 def test_bfloat16_student_and_teacher_train_with_losses_near_float32(tmp_path, teacher_dir):
   f32 = train_and_evaluate(_kd(teacher_dir), str(tmp_path / "f32"))
-  bf = train_and_evaluate(_kd(teacher_dir, **{"precision.student": "bfloat16",
-                                               "precision.teacher": "bfloat16"}),
-                          str(tmp_path / "bf16"))
+  bf = train_and_evaluate(
+    _kd(teacher_dir, **{"precision.student": "bfloat16", "precision.teacher": "bfloat16"}),
+    str(tmp_path / "bf16"),
+  )
   for leaf in jax.tree_util.tree_leaves(bf["state"].params):
-    assert leaf.dtype == jnp.float32 and np.all(np.isfinite(leaf))   # float32 master weights
+    assert leaf.dtype == jnp.float32 and np.all(np.isfinite(leaf))  # float32 master weights
   lf, lb = _train_losses(tmp_path / "f32"), _train_losses(tmp_path / "bf16")
   assert len(lf) == len(lb) >= 1
   # bfloat16 has an 8-bit mantissa (rel. rounding 2^-8 = 0.4 %); 3 steps of a tiny net: 5 %.
@@ -74,6 +78,7 @@ def test_ensemble_exposes_every_members_scaled_logits():
 
     def apply(self, v, x, train=False):
       return x @ (self.w * v), {"pooled": x}
+
   ens = EnsembleTeacher([Lin(jnp.eye(3)), Lin(2 * jnp.eye(3))], "logit_mean", 2.0)
   x = jnp.arange(6.0).reshape(2, 3)
   z, taps = ens.apply([1.0, 1.0], x)

@@ -2,6 +2,7 @@
 ``tiny-imagenet-200`` folder built in tmp_path: 200 wnids, 2 training JPEGs per class, 5
 validation JPEGs. Every image is one flat colour that encodes its class and position, so labels
 and order are checked through the pixels (flat-colour JPEGs decode to within a few levels)."""
+
 import os
 
 import numpy as np
@@ -14,8 +15,13 @@ from kdjax.errors import UserError
 
 WNIDS = [f"n{10_000_000 + 7 * i:08d}" for i in range(200)]
 PER_CLASS = 2
-VAL = [("val_3.JPEG", 17), ("val_0.JPEG", 199), ("val_2.JPEG", 0), ("val_1.JPEG", 5),
-       ("val_4.JPEG", 17)]
+VAL = [
+  ("val_3.JPEG", 17),
+  ("val_0.JPEG", 199),
+  ("val_2.JPEG", 0),
+  ("val_1.JPEG", 5),
+  ("val_4.JPEG", 17),
+]
 
 
 def _colour(label, k):
@@ -33,7 +39,7 @@ def _jpeg(path, colour, size=64, mode="RGB"):
 def fake_root(tmp_path, monkeypatch):
   monkeypatch.delenv(ti.ENV_VAR, raising=False)
   root = tmp_path / "tiny-imagenet-200"
-  order = np.random.RandomState(0).permutation(200)       # wnids.txt is not sorted
+  order = np.random.RandomState(0).permutation(200)  # wnids.txt is not sorted
   (root / "val" / "images").mkdir(parents=True)
   (root / "wnids.txt").write_text("".join(WNIDS[i] + "\n" for i in order))
   for label, w in enumerate(WNIDS):
@@ -50,8 +56,9 @@ def fake_root(tmp_path, monkeypatch):
 
 
 def _close(images, colours):
-  np.testing.assert_allclose(images.reshape(len(images), -1, 3).mean(1), np.asarray(colours),
-                             atol=3)
+  np.testing.assert_allclose(
+    images.reshape(len(images), -1, 3).mean(1), np.asarray(colours), atol=3
+  )
 
 
 def test_registry_info():
@@ -82,14 +89,14 @@ def test_train_labels_follow_sorted_wnids(fake_root):
 
 def test_validation_from_annotations(fake_root):
   images, labels, index = ti.load("validation", data_dir=fake_root)
-  rows = sorted(VAL)                                      # by file name
+  rows = sorted(VAL)  # by file name
   np.testing.assert_array_equal(labels, [y for _, y in rows])
   np.testing.assert_array_equal(index, np.arange(5))
   _close(images, [_colour(y, 3) for _, y in rows])
 
 
 def test_split_slices_limit_and_parent_dir(fake_root):
-  parent = os.path.dirname(fake_root)                     # the folder holding tiny-imagenet-200
+  parent = os.path.dirname(fake_root)  # the folder holding tiny-imagenet-200
   images, labels, index = ti.load("train[396:]+validation[:2]", data_dir=parent)
   np.testing.assert_array_equal(index, [396, 397, 398, 399, 0, 1])
   np.testing.assert_array_equal(labels, [198, 198, 199, 199, 199, 5])  # val_0, val_1
@@ -128,7 +135,7 @@ def test_full_split_is_cached(fake_root):
   np.testing.assert_array_equal(ti.load("validation", data_dir=fake_root)[0], first)
   os.remove(os.path.join(fake_root, "kdjax_cache_validation.npz"))
   again = ti.load("validation", data_dir=fake_root)[0]
-  assert again[0].mean() < 3                               # val_0 is first by file name
+  assert again[0].mean() < 3  # val_0 is first by file name
 
 
 def test_wrong_wnid_count(fake_root):
@@ -141,17 +148,22 @@ def test_wrong_wnid_count(fake_root):
 def _load_arrays_reads_tiny_imagenet() -> bool:
   import inspect
   from kdjax.data import arrays
+
   return "tiny_imagenet" in inspect.getsource(arrays.load_arrays)
 
 
 # Strict: once kdjax/data/arrays.py dispatches (the source check), the mark turns itself off.
-@pytest.mark.xfail(not _load_arrays_reads_tiny_imagenet(), strict=True,
-                   raises=kdata.DatasetNotFoundError,
-                   reason="kdjax.data.load_arrays does not dispatch to kdjax.data.tiny_imagenet "
-                   "yet (kdjax/data/arrays.py, outside this branch's files)")
+@pytest.mark.xfail(
+  not _load_arrays_reads_tiny_imagenet(),
+  strict=True,
+  raises=kdata.DatasetNotFoundError,
+  reason="kdjax.data.load_arrays does not dispatch to kdjax.data.tiny_imagenet "
+  "yet (kdjax/data/arrays.py, outside this branch's files)",
+)
 def test_train_loop_reads_the_directory(fake_root, tmp_path):
   from conftest import tiny_run_config
   from kdjax.train.loop import train_and_evaluate
+
   split = kdata.load_arrays("tiny_imagenet", "train[:8]", data_dir=fake_root)
   assert split.images.shape == (8, 64, 64, 3) and split.info.name == "tiny_imagenet"
   cfg = tiny_run_config(num_epochs=1)

@@ -1,4 +1,5 @@
 """Trainer tests on mock CIFAR-100 (TFDS mock data) with the toy model."""
+
 import json
 import os
 
@@ -33,13 +34,23 @@ def _kd_setup(seed=0):
   tv = teacher.init(jax.random.PRNGKey(seed + 1), x)
   cfg = tiny_run_config().optim
   tx, _ = make_optimizer(cfg, steps_per_epoch=10)
-  method = build_method(dict(name="kd", ce_weight=0.1,
-                             terms=dict(kd=dict(weight=0.9, temperature=4.0))))
-  state = state_lib.create({"student": sv["params"], "connectors": {}},
-                           {"student": sv["batch_stats"]}, tx, jax.random.PRNGKey(7))
-  steps = make_steps(student=student, method=method, tx=tx,
-                     train_transform=lambda im, r: im.astype(jnp.float32) / 255.,
-                     eval_transform=lambda im: im.astype(jnp.float32) / 255., teacher=teacher)
+  method = build_method(
+    dict(name="kd", ce_weight=0.1, terms=dict(kd=dict(weight=0.9, temperature=4.0)))
+  )
+  state = state_lib.create(
+    {"student": sv["params"], "connectors": {}},
+    {"student": sv["batch_stats"]},
+    tx,
+    jax.random.PRNGKey(7),
+  )
+  steps = make_steps(
+    student=student,
+    method=method,
+    tx=tx,
+    train_transform=lambda im, r: im.astype(jnp.float32) / 255.0,
+    eval_transform=lambda im: im.astype(jnp.float32) / 255.0,
+    teacher=teacher,
+  )
   rs = np.random.RandomState(0)
   images = rs.randint(0, 255, (32, 16, 16, 3)).astype(np.uint8)
   labels = rs.randint(0, 10, (32,)).astype(np.int32)
@@ -53,16 +64,19 @@ def test_kd_step_updates_student_only_and_matches_manual_loss():
   bs0 = jax.tree_util.tree_map(np.array, state.batch_stats)
   idx = jnp.arange(8)
   # Expected loss computed by hand from the same inputs.
-  x = images[:8].astype(np.float32) / 255.
-  (s_logits, _), _ = student.apply({"params": p0["student"], "batch_stats": bs0["student"]}, x,
-                                   train=True, mutable=["batch_stats"])
+  x = images[:8].astype(np.float32) / 255.0
+  (s_logits, _), _ = student.apply(
+    {"params": p0["student"], "batch_stats": bs0["student"]}, x, train=True, mutable=["batch_stats"]
+  )
   t_logits, _ = teacher.apply(tv, x, train=False)
   logp = jax.nn.log_softmax(s_logits)
   ce = -np.take_along_axis(np.asarray(logp), labels[:8, None], 1)[:, 0]
-  pt = jax.nn.softmax(t_logits / 4.)
-  kl = 16. * np.sum(pt * (jnp.log(pt) - jax.nn.log_softmax(s_logits / 4.)), -1)
+  pt = jax.nn.softmax(t_logits / 4.0)
+  kl = 16.0 * np.sum(pt * (jnp.log(pt) - jax.nn.log_softmax(s_logits / 4.0)), -1)
   expected = np.mean(0.1 * ce + 0.9 * kl)
-  new_state, metrics = steps.train_indexed(state, images, labels, np.arange(32, dtype=np.int32), idx, tv)
+  new_state, metrics = steps.train_indexed(
+    state, images, labels, np.arange(32, dtype=np.int32), idx, tv
+  )
   np.testing.assert_allclose(float(metrics["loss"]), expected, rtol=1e-5)
   assert int(new_state.step) == 1
   # The student moved, the teacher (passed in, never part of the state) did not.
@@ -70,15 +84,21 @@ def test_kd_step_updates_student_only_and_matches_manual_loss():
   assert any(jax.tree_util.tree_leaves(moved))
   _tree_allclose(tv, tv_before, rtol=0, atol=0)
   # BN running statistics of the student were updated in training mode.
-  assert not np.allclose(bs0["student"]["bn0"]["mean"], new_state.batch_stats["student"]["bn0"]["mean"])
+  assert not np.allclose(
+    bs0["student"]["bn0"]["mean"], new_state.batch_stats["student"]["bn0"]["mean"]
+  )
 
 
 def test_step_compiles_once_per_batch_shape():
   steps, state, tv, images, labels, *_ = _kd_setup()
   for i in range(3):
-    state, _ = steps.train_indexed(state, images, labels, np.arange(32, dtype=np.int32), jnp.arange(8) + 8 * i, tv)
+    state, _ = steps.train_indexed(
+      state, images, labels, np.arange(32, dtype=np.int32), jnp.arange(8) + 8 * i, tv
+    )
   assert steps.train_indexed._cache_size() == 1
-  state, _ = steps.train_indexed(state, images, labels, np.arange(32, dtype=np.int32), jnp.arange(4), tv)   # remainder batch
+  state, _ = steps.train_indexed(
+    state, images, labels, np.arange(32, dtype=np.int32), jnp.arange(4), tv
+  )  # remainder batch
   assert steps.train_indexed._cache_size() == 2
 
 
@@ -93,7 +113,7 @@ def test_supervised_run_writes_checkpoints_metrics_and_summary(tmp_path, mock_ci
   assert any("test/top1" in r for r in recs) and any("train/loss" in r for r in recs)
   assert any(f.startswith("events") for f in os.listdir(os.path.join(wd, "tb")))
   kept = kept_checkpoints(wd)
-  assert [k["epoch"] for k in kept] == [2, 3]          # every 2 epochs + the final one
+  assert [k["epoch"] for k in kept] == [2, 3]  # every 2 epochs + the final one
   assert all(k["arch"] == "tiny_cnn" and "test_top1" in k for k in kept)
   variables, meta = load_model(wd, {"epoch": 2})
   assert meta["epoch"] == 2 and "batch_stats" in variables
@@ -120,8 +140,9 @@ def test_resume_after_interruption_gives_identical_parameters(tmp_path, mock_cif
     pass
 
   def kill_at(step):
-    if step == 7:            # mid-epoch 2 (5 steps/epoch), after the step-6 checkpoint
+    if step == 7:  # mid-epoch 2 (5 steps/epoch), after the step-6 checkpoint
       raise Killed()
+
   wd = str(tmp_path / "interrupted")
   with pytest.raises(Killed):
     train_and_evaluate(cfg, wd, _step_hook=kill_at)
@@ -156,7 +177,7 @@ def test_nan_loss_stops_with_message_and_keeps_checkpoints(tmp_path, mock_cifar1
   train_and_evaluate(tiny_run_config(num_epochs=1), wd)
   bad = tiny_run_config(num_epochs=3)
   bad.optim.lr = 1e30
-  bad.force_resume = True           # a changed lr is refused otherwise (tests/test_faults.py)
+  bad.force_resume = True  # a changed lr is refused otherwise (tests/test_faults.py)
   with pytest.raises(NonFiniteLossError, match="non-finite.*intact"):
     train_and_evaluate(bad, wd)
   variables, meta = load_model(wd, "final")
@@ -203,6 +224,7 @@ def test_streamed_imagenet_path_on_mock_data(tmp_path):
   """imagenet2012 is not kept in memory: host-side RandomResizedCrop/flip batches (HostStream)
   feed the same jitted step; exercised on TFDS mock data at a small crop size."""
   import tensorflow_datasets as tfds
+
   cfg = tiny_run_config(num_epochs=1)
   cfg.dataset.name = "imagenet2012"
   cfg.dataset.image_size = 32
@@ -214,6 +236,7 @@ def test_streamed_imagenet_path_on_mock_data(tmp_path):
 
 def test_snapshot_ensemble_teacher_from_kept_checkpoints(tmp_path, mock_cifar100):
   from kdjax.train.teacher import EnsembleTeacher
+
   twd = str(tmp_path / "teacher")
   train_and_evaluate(tiny_run_config(num_epochs=2, keep_every_epochs=1), twd)
   members = (f"{twd}@epoch:1", f"{twd}@epoch:2")
@@ -231,13 +254,15 @@ def test_snapshot_ensemble_teacher_from_kept_checkpoints(tmp_path, mock_cifar100
   z, _ = EnsembleTeacher([net, net], "logit_mean").apply([v1, v2], x)
   np.testing.assert_allclose(z, (z1 + z2) / 2, rtol=1e-5, atol=1e-5)
   zp, _ = EnsembleTeacher([net, net], "prob_mean").apply([v1, v2], x)
-  np.testing.assert_allclose(jax.nn.softmax(zp), (jax.nn.softmax(z1) + jax.nn.softmax(z2)) / 2,
-                             rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(
+    jax.nn.softmax(zp), (jax.nn.softmax(z1) + jax.nn.softmax(z2)) / 2, rtol=1e-5, atol=1e-6
+  )
 
 
 def _register_visit_counter():
   """A toy stateful term: its explicit state counts how often each dataset index was seen."""
   from kdjax.methods.registry import get_term, register_term
+
   if get_term("_visits") is not None:
     return
 
@@ -247,22 +272,24 @@ def _register_visit_counter():
   def fn(s, t, batch, *, state):
     new = {"visits": state["visits"].at[batch.index].add(1)}
     return jnp.zeros(s.logits.shape[0]), new
+
   register_term("_visits", needs_teacher=False, init_state=init_state)(fn)
 
 
 def test_stateful_term_state_is_carried_checkpointed_and_indexed_by_dataset_index(
-    tmp_path, fmnist_dir):
+  tmp_path, fmnist_dir
+):
   _register_visit_counter()
   cfg = tiny_run_config(num_epochs=2, max_steps=3)
   cfg.dataset.name, cfg.dataset.idx_dir = "fashion_mnist", fmnist_dir
   cfg.dataset.eval_limit = 50
-  cfg.dataset.train_split = "train[10:30]"     # dataset indices 10..29 (real data: TFDS mock
-                                               # data ignores split slices)
+  cfg.dataset.train_split = "train[10:30]"  # dataset indices 10..29 (real data: TFDS mock
+  # data ignores split slices)
   cfg.method.terms._visits = dict(weight=1.0)
   wd = str(tmp_path / "run")
-  train_and_evaluate(cfg, wd)                   # stops after 3 of 3 + 3 steps (checkpointed)
+  train_and_evaluate(cfg, wd)  # stops after 3 of 3 + 3 steps (checkpointed)
   cfg.max_steps = 0
-  s = train_and_evaluate(cfg, wd)               # resumes: the state comes back from Orbax
+  s = train_and_evaluate(cfg, wd)  # resumes: the state comes back from Orbax
   visits = np.asarray(s["state"].method_state["_visits"]["visits"])
   assert visits.shape == (30,)
   np.testing.assert_array_equal(visits[:10], 0)
@@ -272,7 +299,8 @@ def test_stateful_term_state_is_carried_checkpointed_and_indexed_by_dataset_inde
 def test_scale_lr_for_batch(capsys):
   from conftest import tiny_run_config
   from kdjax.train.loop import scale_lr_for_batch
-  c = tiny_run_config(batch_size=16)            # lr 0.05 quoted for batch 8
+
+  c = tiny_run_config(batch_size=16)  # lr 0.05 quoted for batch 8
   scale_lr_for_batch(c)
   assert c.optim.lr == 0.05 and "scale_lr_with_batch" in capsys.readouterr().out
   c.optim.scale_lr_with_batch = True

@@ -37,6 +37,7 @@ float32 rounding floor. kdjax reaches that only since ``kdjax.models.cifar.commo
 uses the two-pass batch variance: with Flax's default ``E[x^2] - E[x]^2`` the KD+AT float32 step
 was off by 1.6e-4 in one updated conv kernel (layer3_0.conv1) and by 1.4e-2 in its update.
 """
+
 import functools
 import importlib.util
 import os
@@ -61,8 +62,8 @@ EPS32 = float(np.finfo(np.float32).eps)
 
 KD = dict(weight=0.9, temperature=4.0)
 METHODS = {  # RepDistiller -r 0.1 -a 0.9 (-b 0 --distill kd | -b 1000 --distill attention)
-    "kd": dict(name="kd", ce_weight=0.1, terms=dict(kd=KD)),
-    "kd_at": dict(name="kd+at", ce_weight=0.1, terms=dict(kd=KD, at=dict(weight=1000.0, p=2.0))),
+  "kd": dict(name="kd", ce_weight=0.1, terms=dict(kd=KD)),
+  "kd_at": dict(name="kd+at", ce_weight=0.1, terms=dict(kd=KD, at=dict(weight=1000.0, p=2.0))),
 }
 # precision -> (loss rtol, parameter rtol, update rtol, update floor in units of max|param|)
 TOL = {"float32": (1e-4, 1e-4, 1e-4, EPS32), "float64": (1e-9, 1e-6, 1e-6, 0.0)}
@@ -85,13 +86,15 @@ def _torch_sd(arch):
 
 
 def _flat(tree):
-  return {jax.tree_util.keystr(p): np.asarray(v, np.float64)
-          for p, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
+  return {
+    jax.tree_util.keystr(p): np.asarray(v, np.float64)
+    for p, v in jax.tree_util.tree_flatten_with_path(tree)[0]
+  }
 
 
 def _bn_count(path, batch):
   """Elements per channel of a resnet8x4 BN (batch x H x W), from its kdjax path."""
-  top = path.split("'")[1]            # "['layer2_0']['bn1']['var']" -> layer2_0
+  top = path.split("'")[1]  # "['layer2_0']['bn1']['var']" -> layer2_0
   side = {"layer2": 16, "layer3": 8}.get(top.split("_")[0], 32)
   return batch * side * side
 
@@ -106,28 +109,51 @@ def _step(method_name, dtype):
   teacher = models.get("resnet32x4", num_classes=100, dtype=dtype)
   student = models.get("resnet8x4", num_classes=100, dtype=dtype)
   method = build_method(METHODS[method_name])
-  cfg = base_config().optim          # sgd, lr 0.05, momentum 0.9, wd 5e-4 (RepDistiller)
+  cfg = base_config().optim  # sgd, lr 0.05, momentum 0.9, wd 5e-4 (RepDistiller)
   cfg.schedule = "constant"
   assert (cfg.name, cfg.lr, cfg.momentum, cfg.nesterov, cfg.weight_decay) == (
-      "sgd", 0.05, 0.9, False, 5e-4)
+    "sgd",
+    0.05,
+    0.9,
+    False,
+    5e-4,
+  )
   tx, _ = make_optimizer(cfg, steps_per_epoch=1)
-  built = state_lib.init_train_state(student, (teacher, tv), method,
-                                     jnp.zeros((1, 32, 32, 3), dtype), jax.random.PRNGKey(0),
-                                     tx=tx, student_variables=sv)
+  built = state_lib.init_train_state(
+    student,
+    (teacher, tv),
+    method,
+    jnp.zeros((1, 32, 32, 3), dtype),
+    jax.random.PRNGKey(0),
+    tx=tx,
+    student_variables=sv,
+  )
   state = built.state
-  fns = make_steps(student=student, method=built.method, tx=tx, teacher=teacher,
-                   train_transform=lambda im, r: im, eval_transform=lambda im: im)
-  batch = {"image": jnp.asarray(np.transpose(g["input"], (0, 2, 3, 1)), dtype),
-           "label": jnp.asarray(g["labels"]), "index": jnp.arange(len(g["labels"]))}
+  fns = make_steps(
+    student=student,
+    method=built.method,
+    tx=tx,
+    teacher=teacher,
+    train_transform=lambda im, r: im,
+    eval_transform=lambda im: im,
+  )
+  batch = {
+    "image": jnp.asarray(np.transpose(g["input"], (0, 2, 3, 1)), dtype),
+    "label": jnp.asarray(g["labels"]),
+    "index": jnp.arange(len(g["labels"])),
+  }
   new_state, metrics = jax.device_get(fns.train_batch(state, batch, tv))
   assert jax.tree_util.tree_leaves(new_state.params)[0].dtype == dtype
   prefix = f"{method_name}/delta/"
-  delta, _ = it.convert("resnet8x4", {k[len(prefix):]: v for k, v in g.items()
-                                      if k.startswith(prefix)})
+  delta, _ = it.convert(
+    "resnet8x4", {k[len(prefix) :]: v for k, v in g.items() if k.startswith(prefix)}
+  )
   before, _ = it.convert("resnet8x4", s_sd)  # float32 values, exact in float64
   out = {}
-  for coll, got in (("params", new_state.params["student"]),
-                    ("batch_stats", new_state.batch_stats["student"])):
+  for coll, got in (
+    ("params", new_state.params["student"]),
+    ("batch_stats", new_state.batch_stats["student"]),
+  ):
     got, b, d = _flat(got), _flat(before[coll]), _flat(delta[coll])
     assert set(got) == set(b) == set(d)
     for k in got:
@@ -135,8 +161,9 @@ def _step(method_name, dtype):
   return {k: float(v) for k, v in metrics.items()}, out
 
 
-@pytest.fixture(scope="module", params=[(m, p) for m in METHODS for p in TOL],
-                ids=lambda mp: "-".join(mp))
+@pytest.fixture(
+  scope="module", params=[(m, p) for m in METHODS for p in TOL], ids=lambda mp: "-".join(mp)
+)
 def stepped(request):
   method_name, precision = request.param
   if precision == "float64":
@@ -153,7 +180,7 @@ def test_loss_and_parts_match_repdistiller(stepped):
   want = {"loss": g[f"{m}/loss"], "ce": g[f"{m}/loss_ce"], "kd": g[f"{m}/loss_kd"]}
   if m == "kd_at":
     want["at"] = g[f"{m}/loss_at"]
-    assert float(want["at"]) > 1e-4   # AT contributes: 1000 * at ~ 1.6 of the loss 2.38
+    assert float(want["at"]) > 1e-4  # AT contributes: 1000 * at ~ 1.6 of the loss 2.38
   else:
     assert "at" not in metrics and float(g[f"{m}/loss_at"]) == 0.0
   for k, v in want.items():
@@ -163,7 +190,7 @@ def test_loss_and_parts_match_repdistiller(stepped):
 def _bn_var_expected(path, before, delta):
   """Flax's running variance for PyTorch's update ``delta`` (unbiased -> biased batch variance)."""
   n = _bn_count(path, len(_golden()["labels"]))
-  torch_after = before + delta                  # 0.9 r0 + 0.1 var * n / (n - 1)
+  torch_after = before + delta  # 0.9 r0 + 0.1 var * n / (n - 1)
   return 0.9 * before + (n - 1) / n * (torch_after - 0.9 * before)
 
 
@@ -178,16 +205,18 @@ def _errors(tensors):
       delta = want - before
     d_scale = np.max(np.abs(delta))
     assert d_scale > 0, f"{k} did not move"
-    errors[k] = (np.max(np.abs(got - want)) / np.max(np.abs(want)),
-                 np.max(np.abs((got - before) - delta)) / d_scale,
-                 np.max(np.abs(want)) / d_scale)
+    errors[k] = (
+      np.max(np.abs(got - want)) / np.max(np.abs(want)),
+      np.max(np.abs((got - before) - delta)) / d_scale,
+      np.max(np.abs(want)) / d_scale,
+    )
   return errors
 
 
 def test_updated_parameters_and_bn_statistics_match_repdistiller(stepped):
   m, (_, rtol, _, _), _, tensors = stepped
   errors = _errors(tensors)
-  assert len([k for k in errors if k.startswith("params")]) == 32   # 10 convs, 10 BNs x 2, fc x 2
+  assert len([k for k in errors if k.startswith("params")]) == 32  # 10 convs, 10 BNs x 2, fc x 2
   assert len([k for k in errors if k.startswith("batch_stats")]) == 2 * 10
   bad = {k: e[0] for k, e in errors.items() if not e[0] <= rtol}
   assert not bad, f"{m}: updated tensors off by more than {rtol} of their magnitude: {bad}"
@@ -196,8 +225,9 @@ def test_updated_parameters_and_bn_statistics_match_repdistiller(stepped):
 def test_updates_match_repdistiller(stepped):
   m, (_, _, rtol, floor), _, tensors = stepped
   errors = _errors(tensors)
-  bad = {k: (e[1], rtol + floor * e[2]) for k, e in errors.items()
-         if not e[1] <= rtol + floor * e[2]}
+  bad = {
+    k: (e[1], rtol + floor * e[2]) for k, e in errors.items() if not e[1] <= rtol + floor * e[2]
+  }
   assert not bad, f"{m}: updates off by more than the tolerance (error, allowed): {bad}"
 
 

@@ -1,5 +1,6 @@
 """TTM monitors (kdjax.methods.monitors): the Rényi-entropy identity of Zheng & Yang (ICLR 2024,
 Sec. 3) and the monitor-term mechanism (metrics only, no loss, no gradient)."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -13,7 +14,6 @@ from kdjax.methods import monitors
 from kdjax.train import state as state_lib
 from kdjax.train.optim import make_optimizer
 from kdjax.train.step import make_steps
-
 
 
 @pytest.fixture(autouse=True)
@@ -31,14 +31,15 @@ def test_renyi_entropy_matches_numpy_and_shannon_limit():
   z = _logits(0)
   q = np.asarray(jax.nn.softmax(z, -1))
   for a in (0.25, 0.5, 2.0):
-    ref = np.log(np.sum(q ** a, -1)) / (1 - a)
+    ref = np.log(np.sum(q**a, -1)) / (1 - a)
     np.testing.assert_allclose(monitors.renyi_entropy(z, a), ref, rtol=1e-12)
   shannon = -np.sum(q * np.log(q), -1)
   np.testing.assert_allclose(monitors.shannon_entropy(z), shannon, rtol=1e-12)
   # H_α -> H as α -> 1, and H_α is non-increasing in α
   np.testing.assert_allclose(monitors.renyi_entropy(z, 1 - 1e-6), shannon, rtol=1e-5)
-  assert np.all(np.asarray(monitors.renyi_entropy(z, 0.25)) >= np.asarray(
-      monitors.renyi_entropy(z, 2.0)))
+  assert np.all(
+    np.asarray(monitors.renyi_entropy(z, 0.25)) >= np.asarray(monitors.renyi_entropy(z, 2.0))
+  )
 
 
 @pytest.mark.parametrize("temperature", [2.0, 4.0, 10.0])
@@ -129,19 +130,30 @@ def test_train_step_logs_monitor_metrics():
     images = rs.randint(0, 255, (16, 16, 16, 3)).astype(np.uint8)
     labels = rs.randint(0, 10, (16,)).astype(np.int32)
     out = {}
-    for name, terms in (("plain", dict(ttm=dict(weight=45.0, gamma=0.1))),
-                        ("mon", dict(ttm=dict(weight=45.0, gamma=0.1), ttm_stats=dict(gamma=0.1))),
-                        ("ce_mon", dict(ttm_stats=dict(gamma=0.25)))):
+    for name, terms in (
+      ("plain", dict(ttm=dict(weight=45.0, gamma=0.1))),
+      ("mon", dict(ttm=dict(weight=45.0, gamma=0.1), ttm_stats=dict(gamma=0.1))),
+      ("ce_mon", dict(ttm_stats=dict(gamma=0.25))),
+    ):
       method = build_method(dict(name=name, ce_weight=1.0, terms=terms))
-      fresh = jax.tree_util.tree_map(jnp.array, sv)      # the step donates its state
-      st = state_lib.create({"student": fresh["params"], "connectors": {}},
-                            {"student": fresh["batch_stats"]}, tx, jax.random.PRNGKey(7))
-      steps = make_steps(student=student, method=method, tx=tx,
-                         train_transform=lambda im, r: im.astype(jnp.float32) / 255.,
-                         eval_transform=lambda im: im.astype(jnp.float32) / 255.,
-                         teacher=teacher)
-      out[name] = steps.train_indexed(st, images, labels, np.arange(16, dtype=np.int32),
-                                      jnp.arange(8), tv)
+      fresh = jax.tree_util.tree_map(jnp.array, sv)  # the step donates its state
+      st = state_lib.create(
+        {"student": fresh["params"], "connectors": {}},
+        {"student": fresh["batch_stats"]},
+        tx,
+        jax.random.PRNGKey(7),
+      )
+      steps = make_steps(
+        student=student,
+        method=method,
+        tx=tx,
+        train_transform=lambda im, r: im.astype(jnp.float32) / 255.0,
+        eval_transform=lambda im: im.astype(jnp.float32) / 255.0,
+        teacher=teacher,
+      )
+      out[name] = steps.train_indexed(
+        st, images, labels, np.arange(16, dtype=np.int32), jnp.arange(8), tv
+      )
     (s_plain, m_plain), (s_mon, m_mon), (_, m_ce) = out["plain"], out["mon"], out["ce_mon"]
     np.testing.assert_array_equal(m_plain["loss"], m_mon["loss"])
     jax.tree_util.tree_map(np.testing.assert_array_equal, s_plain.params, s_mon.params)

@@ -17,6 +17,7 @@ Launch::
 
 Published numbers: NONE transcribed (methods.md §2.5).
 """
+
 from configs.cifar100 import calibration_population as pop
 
 CAPACITY, SCHEDULES, LOSSES, STUDENTS = pop.CAPACITY, pop.SCHEDULES, pop.LOSSES, pop.STUDENTS

@@ -12,13 +12,16 @@ Launch::
 
 Published numbers: none transcribed for CIFAR-10.
 """
+
 from configs.cifar100 import common
 from kdjax.methods import apply_preset
 
-PAIRS = {"resnet56-resnet20": ("resnet56", "resnet20"),
-         "resnet110-resnet32": ("resnet110", "resnet32"),
-         "wrn_40_2-wrn_16_2": ("wrn_40_2", "wrn_16_2"),
-         "resnet32x4-resnet8x4": ("resnet32x4", "resnet8x4")}
+PAIRS = {
+  "resnet56-resnet20": ("resnet56", "resnet20"),
+  "resnet110-resnet32": ("resnet110", "resnet32"),
+  "wrn_40_2-wrn_16_2": ("wrn_40_2", "wrn_16_2"),
+  "resnet32x4-resnet8x4": ("resnet32x4", "resnet8x4"),
+}
 PUBLISHED = {}
 
 

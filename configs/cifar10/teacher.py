@@ -12,6 +12,7 @@ Launch::
 
 Published numbers: none for this recipe on CIFAR-10 (RepDistiller reports CIFAR-100 only).
 """
+
 from configs.cifar100 import common
 
 PUBLISHED = {}

@@ -33,20 +33,41 @@ Published numbers: NONE. The per-teacher ECE values, correlation coefficients an
 accuracies have not been transcribed from the PMLR PDF (methods.md §2.5), so no config here
 claims a paper number.
 """
+
 from kdjax.config import base_config
 
 # CIFAR model zoo (RepDistiller models/) usable as students.
-STUDENTS = ("resnet8", "resnet14", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110",
-            "resnet8x4", "resnet32x4", "wrn_16_1", "wrn_16_2", "wrn_40_1", "wrn_40_2",
-            "vgg8", "vgg11", "vgg13", "vgg16", "vgg19", "ResNet50",
-            "MobileNetV2", "ShuffleV1", "ShuffleV2")
+STUDENTS = (
+  "resnet8",
+  "resnet14",
+  "resnet20",
+  "resnet32",
+  "resnet44",
+  "resnet56",
+  "resnet110",
+  "resnet8x4",
+  "resnet32x4",
+  "wrn_16_1",
+  "wrn_16_2",
+  "wrn_40_1",
+  "wrn_40_2",
+  "vgg8",
+  "vgg11",
+  "vgg13",
+  "vgg16",
+  "vgg19",
+  "ResNet50",
+  "MobileNetV2",
+  "ShuffleV1",
+  "ShuffleV2",
+)
 TAU = 1.8
 # loss -> term hyper-parameters (weight α = 1 for all)
 LOSSES = {
-    "kl": dict(teacher_temperature=TAU, student_temperature=TAU, t2_scale=True),
-    "listmle": dict(),                       # top_k None: the full order
-    "pairwise_ranking": dict(temperature=1.0),  # top_k None: all pairs
-    "pld": dict(teacher_temperature=1.0),
+  "kl": dict(teacher_temperature=TAU, student_temperature=TAU, t2_scale=True),
+  "listmle": dict(),  # top_k None: the full order
+  "pairwise_ranking": dict(temperature=1.0),  # top_k None: all pairs
+  "pld": dict(teacher_temperature=1.0),
 }
 PUBLISHED = {}  # none transcribed (methods.md §2.5)
 
@@ -68,7 +89,7 @@ def get_config(arg: str = "resnet8x4,kl"):
   c.dataset.name = "cifar100"
   c.teacher.workdir = f"runs/cifar100/teacher_{teacher}" if teacher else ""
   c.method.name = f"calibration_{loss}"
-  c.method.ce_weight = 0.0                       # CE excluded (α = 1 on the distillation term)
+  c.method.ce_weight = 0.0  # CE excluded (α = 1 on the distillation term)
   c.method.terms[loss] = dict(weight=1.0, **LOSSES[loss])
   c.optim.lr = 0.03
   c.optim.milestones = (125, 150, 175)

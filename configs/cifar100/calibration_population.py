@@ -36,11 +36,21 @@ Launch::
 
 Published numbers: NONE transcribed (methods.md §2.5); no cell here claims a paper number.
 """
+
 from configs.cifar100 import calibration_kd, common
 
 # capacity ladder per family (RepDistiller CIFAR zoo)
-CAPACITY = ("resnet20", "resnet32", "resnet56", "resnet110", "resnet32x4",
-            "wrn_16_2", "wrn_40_1", "wrn_40_2", "MobileNetV2")
+CAPACITY = (
+  "resnet20",
+  "resnet32",
+  "resnet56",
+  "resnet110",
+  "resnet32x4",
+  "wrn_16_2",
+  "wrn_40_1",
+  "wrn_40_2",
+  "MobileNetV2",
+)
 SCHEDULES = ("short100", "full")
 RANK_CORR = {"spearman": dict(temperature=0.1), "kendall": dict(temperature=0.1)}
 LOSSES = {**calibration_kd.LOSSES, **RANK_CORR}
@@ -55,8 +65,9 @@ def teacher_workdir(arch: str, schedule: str, dataset: str = DATASET) -> str:
 
 def _check(value, allowed, what):
   if value not in allowed:
-    raise ValueError(f"calibration_population: unknown {what} {value!r}; choose one of "
-                     f"{list(allowed)}.")
+    raise ValueError(
+      f"calibration_population: unknown {what} {value!r}; choose one of {list(allowed)}."
+    )
 
 
 def teacher_config(arch: str, schedule: str, dataset: str = DATASET):
@@ -95,6 +106,8 @@ def get_config(arg: str = "teacher:resnet110,short100", dataset: str = DATASET):
     return teacher_config(parts[0].strip(), parts[1].strip(), dataset)
   parts = [p.strip() for p in arg.split(",")]
   if len(parts) != 4:
-    raise ValueError(f"Expected '<student>,<loss>,<teacher arch>,<schedule>' or "
-                     f"'teacher:<arch>,<schedule>', got {arg!r}.")
+    raise ValueError(
+      f"Expected '<student>,<loss>,<teacher arch>,<schedule>' or "
+      f"'teacher:<arch>,<schedule>', got {arg!r}."
+    )
   return student_config(*parts, dataset=dataset)

@@ -41,21 +41,22 @@ Published numbers: NONE transcribed (methods.md §5.5: Tables 1-3 are still to b
 paper). Orientation only (unverified: our reading): intermediate over full teachers +0.15 to
 +0.96 points, snapshot over full ensembles about +0.52 points.
 """
+
 from configs.cifar100 import common
 from kdjax.config import base_config
 
 TEACHERS = ("wrn_40_2", "resnet110")
 # pair -> (teacher, student)
 PAIRS = {
-    "wrn_40_2-wrn_40_1": ("wrn_40_2", "wrn_40_1"),
-    "resnet110-resnet32": ("resnet110", "resnet32"),
-    "wrn_40_2-mobilenetv2_075": ("wrn_40_2", "mobilenetv2_075"),
-    "resnet110-mobilenetv2_075": ("resnet110", "mobilenetv2_075"),
+  "wrn_40_2-wrn_40_1": ("wrn_40_2", "wrn_40_1"),
+  "resnet110-resnet32": ("resnet110", "resnet32"),
+  "wrn_40_2-mobilenetv2_075": ("wrn_40_2", "mobilenetv2_075"),
+  "resnet110-mobilenetv2_075": ("resnet110", "mobilenetv2_075"),
 }
 EPOCHS, BATCH, KEEP_EVERY = 200, 128, 20
-KEPT = tuple(range(KEEP_EVERY, EPOCHS, KEEP_EVERY))     # 20..180; 200 is the full teacher
+KEPT = tuple(range(KEEP_EVERY, EPOCHS, KEEP_EVERY))  # 20..180; 200 is the full teacher
 TEMPERATURE, ALPHA = 5.0, 0.5
-PUBLISHED = {}   # none transcribed (methods.md §5.5)
+PUBLISHED = {}  # none transcribed (methods.md §5.5)
 
 
 def teacher_workdir(arch: str) -> str:
@@ -84,8 +85,10 @@ def _epoch(spec: str, where: str) -> int:
   except ValueError:
     e = -1
   if e not in KEPT:
-    raise ValueError(f"{where}: kept teacher epochs are {list(KEPT)} (200 is the full teacher: "
-                     f"omit the teacher option), got {spec!r}.")
+    raise ValueError(
+      f"{where}: kept teacher epochs are {list(KEPT)} (200 is the full teacher: "
+      f"omit the teacher option), got {spec!r}."
+    )
   return e
 
 
@@ -104,8 +107,10 @@ def get_config(arg: str = "wrn_40_2-wrn_40_1"):
   kl_mean = "kl_mean" in opts
   opts = [o for o in opts if o != "kl_mean"]
   if len(opts) > 1:
-    raise ValueError(f"ckd: give at most one teacher option (inter, epoch:N, snapshot:E1+E2, "
-                     f"full_ensemble) plus kl_mean, got {arg!r}.")
+    raise ValueError(
+      f"ckd: give at most one teacher option (inter, epoch:N, snapshot:E1+E2, "
+      f"full_ensemble) plus kl_mean, got {arg!r}."
+    )
   which = opts[0] if opts else "full"
   c = recipe(student)
   wd = teacher_workdir(teacher)
@@ -125,11 +130,15 @@ def get_config(arg: str = "wrn_40_2-wrn_40_1"):
   elif which == "full_ensemble":
     members = (f"{wd}@final", f"{wd}_seed1@final")
   else:
-    raise ValueError(f"ckd: unknown teacher option {which!r}; use inter, epoch:N, "
-                     f"snapshot:E1+E2, full_ensemble (and kl_mean).")
+    raise ValueError(
+      f"ckd: unknown teacher option {which!r}; use inter, epoch:N, "
+      f"snapshot:E1+E2, full_ensemble (and kl_mean)."
+    )
   if kl_mean and not members:
-    raise ValueError("ckd: kl_mean averages per-teacher KLs and needs an ensemble "
-                     "(snapshot:E1+E2 or full_ensemble).")
+    raise ValueError(
+      "ckd: kl_mean averages per-teacher KLs and needs an ensemble "
+      "(snapshot:E1+E2 or full_ensemble)."
+    )
   c.teacher.members = members
   c.teacher.ensemble_mode = "logit_mean"
   c.method.name = "ckd_kl_mean" if kl_mean else "ckd"

@@ -6,10 +6,11 @@ ShuffleV1 or ShuffleV2 (the silent override in RepDistiller's, zkxufo/TTM's and 
 ``train_student.py``). Checkpoints every 5 epochs of 782 steps. The method block comes from
 :func:`kdjax.methods.preset` (or the config itself).
 """
+
 from kdjax.config import base_config
 
 LOW_LR = ("MobileNetV2", "ShuffleV1", "ShuffleV2")
-STEPS_PER_EPOCH = 782                  # ceil(50000 / 64)
+STEPS_PER_EPOCH = 782  # ceil(50000 / 64)
 
 
 def lr_for(student: str) -> float:

@@ -42,6 +42,7 @@ resnet110-resnet20, wrn_40_2-wrn_16_2, wrn_40_2-wrn_40_1, vgg13-vgg8):
   ResNet50-MobileNetV2     68.67  69.36
 Runtime: 240 × 782 steps per run; use a GPU.
 """
+
 from configs.cifar100 import common
 from kdjax.methods import apply_preset
 
@@ -49,28 +50,30 @@ LOW_LR = common.LOW_LR
 
 # pair -> (teacher, student, published CTKD top-1, published CTKD+LS top-1)
 PAIRS = {
-    "resnet32x4-resnet8x4": ("resnet32x4", "resnet8x4", 73.39, 76.67),
-    "vgg13-vgg8": ("vgg13", "vgg8", 73.52, 74.47),
-    "wrn_40_2-wrn_40_1": ("wrn_40_2", "wrn_40_1", 73.93, 74.58),
-    "wrn_40_2-wrn_16_2": ("wrn_40_2", "wrn_16_2", 75.45, 76.08),
-    "resnet56-resnet20": ("resnet56", "resnet20", 71.19, 71.34),
-    "resnet110-resnet32": ("resnet110", "resnet32", 73.52, 74.01),
-    "resnet110-resnet20": ("resnet110", "resnet20", 70.99, 71.39),
-    "resnet32x4-ShuffleV2": ("resnet32x4", "ShuffleV2", 75.37, 76.18),
-    "resnet32x4-wrn_16_2": ("resnet32x4", "wrn_16_2", 74.57, 75.16),
-    "resnet32x4-wrn_40_2": ("resnet32x4", "wrn_40_2", 77.66, 77.99),
-    "wrn_40_2-resnet8x4": ("wrn_40_2", "resnet8x4", 74.61, 77.03),
-    "wrn_40_2-MobileNetV2": ("wrn_40_2", "MobileNetV2", 68.34, 69.53),
-    "vgg13-MobileNetV2": ("vgg13", "MobileNetV2", 68.50, 68.98),
-    "ResNet50-MobileNetV2": ("ResNet50", "MobileNetV2", 68.67, 69.36),
+  "resnet32x4-resnet8x4": ("resnet32x4", "resnet8x4", 73.39, 76.67),
+  "vgg13-vgg8": ("vgg13", "vgg8", 73.52, 74.47),
+  "wrn_40_2-wrn_40_1": ("wrn_40_2", "wrn_40_1", 73.93, 74.58),
+  "wrn_40_2-wrn_16_2": ("wrn_40_2", "wrn_16_2", 75.45, 76.08),
+  "resnet56-resnet20": ("resnet56", "resnet20", 71.19, 71.34),
+  "resnet110-resnet32": ("resnet110", "resnet32", 73.52, 74.01),
+  "resnet110-resnet20": ("resnet110", "resnet20", 70.99, 71.39),
+  "resnet32x4-ShuffleV2": ("resnet32x4", "ShuffleV2", 75.37, 76.18),
+  "resnet32x4-wrn_16_2": ("resnet32x4", "wrn_16_2", 74.57, 75.16),
+  "resnet32x4-wrn_40_2": ("resnet32x4", "wrn_40_2", 77.66, 77.99),
+  "wrn_40_2-resnet8x4": ("wrn_40_2", "resnet8x4", 74.61, 77.03),
+  "wrn_40_2-MobileNetV2": ("wrn_40_2", "MobileNetV2", 68.34, 69.53),
+  "vgg13-MobileNetV2": ("vgg13", "MobileNetV2", 68.50, 68.98),
+  "ResNet50-MobileNetV2": ("ResNet50", "MobileNetV2", 68.67, 69.36),
 }
 
 
 def get_config(arg: str = "kd:resnet32x4-resnet8x4"):
   variant, _, pair = arg.partition(":")
   if variant not in ("kd", "ls") or not pair:
-    raise ValueError(f"ctkd config argument must be 'kd:PAIR' (CTKD) or 'ls:PAIR' (CTKD + logit "
-                     f"standardisation), got {arg!r}.")
+    raise ValueError(
+      f"ctkd config argument must be 'kd:PAIR' (CTKD) or 'ls:PAIR' (CTKD + logit "
+      f"standardisation), got {arg!r}."
+    )
   teacher, student, _, _ = common.parse_pair(pair, PAIRS, "ctkd")
   c = common.recipe(student, teacher)
   apply_preset(c.method, "ctkd" if variant == "kd" else "ctkd_ls")

@@ -32,33 +32,35 @@ runs and best vs last epoch not stated there):
   (lr 0.01), wrn_40_2-ShuffleV1 76.40 (lr 0.01).
 Runtime: 240 x 782 steps per run; use a GPU.
 """
+
 from configs.cifar100 import common
 from kdjax.methods import apply_preset
 
-CE_WEIGHT = 1.0      # -r 1 (ori_loss_weight)
-DIST_WEIGHT = 2.0    # -b 2 (kd_loss_weight); unverified for the TTM-cited numbers, see docstring
+CE_WEIGHT = 1.0  # -r 1 (ori_loss_weight)
+DIST_WEIGHT = 2.0  # -b 2 (kd_loss_weight); unverified for the TTM-cited numbers, see docstring
 
 # pair -> (teacher, student, published DIST top-1)
 PAIRS = {
-    "wrn_40_2-wrn_16_2": ("wrn_40_2", "wrn_16_2", 75.51),
-    "wrn_40_2-wrn_40_1": ("wrn_40_2", "wrn_40_1", 74.73),
-    "resnet56-resnet20": ("resnet56", "resnet20", 71.75),
-    "resnet110-resnet20": ("resnet110", "resnet20", 71.65),
-    "resnet110-resnet32": ("resnet110", "resnet32", 73.69),
-    "resnet32x4-resnet8x4": ("resnet32x4", "resnet8x4", 76.31),
-    "vgg13-vgg8": ("vgg13", "vgg8", 73.89),
-    "vgg13-MobileNetV2": ("vgg13", "MobileNetV2", 68.50),
-    "ResNet50-MobileNetV2": ("ResNet50", "MobileNetV2", 68.66),
-    "ResNet50-vgg8": ("ResNet50", "vgg8", 74.11),
-    "resnet32x4-ShuffleV1": ("resnet32x4", "ShuffleV1", 76.34),
-    "resnet32x4-ShuffleV2": ("resnet32x4", "ShuffleV2", 77.35),
-    "wrn_40_2-ShuffleV1": ("wrn_40_2", "ShuffleV1", 76.40),
+  "wrn_40_2-wrn_16_2": ("wrn_40_2", "wrn_16_2", 75.51),
+  "wrn_40_2-wrn_40_1": ("wrn_40_2", "wrn_40_1", 74.73),
+  "resnet56-resnet20": ("resnet56", "resnet20", 71.75),
+  "resnet110-resnet20": ("resnet110", "resnet20", 71.65),
+  "resnet110-resnet32": ("resnet110", "resnet32", 73.69),
+  "resnet32x4-resnet8x4": ("resnet32x4", "resnet8x4", 76.31),
+  "vgg13-vgg8": ("vgg13", "vgg8", 73.89),
+  "vgg13-MobileNetV2": ("vgg13", "MobileNetV2", 68.50),
+  "ResNet50-MobileNetV2": ("ResNet50", "MobileNetV2", 68.66),
+  "ResNet50-vgg8": ("ResNet50", "vgg8", 74.11),
+  "resnet32x4-ShuffleV1": ("resnet32x4", "ShuffleV1", 76.34),
+  "resnet32x4-ShuffleV2": ("resnet32x4", "ShuffleV2", 77.35),
+  "wrn_40_2-ShuffleV1": ("wrn_40_2", "ShuffleV1", 76.40),
 }
 
 
 def get_config(pair: str = "resnet32x4-resnet8x4"):
   teacher, student, _ = common.parse_pair(pair, PAIRS)
   c = common.recipe(student, teacher)
-  apply_preset(c.method, "dist", ce_weight=CE_WEIGHT, weight=DIST_WEIGHT, beta=1.0, gamma=1.0,
-               temperature=4.0)
+  apply_preset(
+    c.method, "dist", ce_weight=CE_WEIGHT, weight=DIST_WEIGHT, beta=1.0, gamma=1.0, temperature=4.0
+  )
   return c

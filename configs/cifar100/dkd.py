@@ -34,6 +34,7 @@ Published DKD top-1 (mdistiller README, mean of 5 runs per mdistiller#42):
                                           the repo ships res32x4_shuv2.yaml)
 Runtime: 240 x 782 steps per run; use a GPU.
 """
+
 from configs.cifar100 import common
 from kdjax.methods import apply_preset
 
@@ -41,25 +42,27 @@ NOT_PUBLISHED = ("resnet110-resnet20", "ResNet50-vgg8")
 
 # pair -> (teacher, student, beta, published DKD top-1)
 PAIRS = {
-    "resnet56-resnet20": ("resnet56", "resnet20", 2.0, 71.97),
-    "resnet110-resnet32": ("resnet110", "resnet32", 2.0, 74.11),
-    "resnet32x4-resnet8x4": ("resnet32x4", "resnet8x4", 8.0, 76.32),
-    "wrn_40_2-wrn_16_2": ("wrn_40_2", "wrn_16_2", 6.0, 76.23),
-    "wrn_40_2-wrn_40_1": ("wrn_40_2", "wrn_40_1", 6.0, 74.81),
-    "vgg13-vgg8": ("vgg13", "vgg8", 6.0, 74.68),
-    "resnet32x4-ShuffleV1": ("resnet32x4", "ShuffleV1", 8.0, 76.45),
-    "wrn_40_2-ShuffleV1": ("wrn_40_2", "ShuffleV1", 8.0, 76.70),
-    "vgg13-MobileNetV2": ("vgg13", "MobileNetV2", 6.0, 69.71),
-    "ResNet50-MobileNetV2": ("ResNet50", "MobileNetV2", 8.0, 70.35),
-    "resnet32x4-ShuffleV2": ("resnet32x4", "ShuffleV2", 8.0, 77.07),
+  "resnet56-resnet20": ("resnet56", "resnet20", 2.0, 71.97),
+  "resnet110-resnet32": ("resnet110", "resnet32", 2.0, 74.11),
+  "resnet32x4-resnet8x4": ("resnet32x4", "resnet8x4", 8.0, 76.32),
+  "wrn_40_2-wrn_16_2": ("wrn_40_2", "wrn_16_2", 6.0, 76.23),
+  "wrn_40_2-wrn_40_1": ("wrn_40_2", "wrn_40_1", 6.0, 74.81),
+  "vgg13-vgg8": ("vgg13", "vgg8", 6.0, 74.68),
+  "resnet32x4-ShuffleV1": ("resnet32x4", "ShuffleV1", 8.0, 76.45),
+  "wrn_40_2-ShuffleV1": ("wrn_40_2", "ShuffleV1", 8.0, 76.70),
+  "vgg13-MobileNetV2": ("vgg13", "MobileNetV2", 6.0, 69.71),
+  "ResNet50-MobileNetV2": ("ResNet50", "MobileNetV2", 8.0, 70.35),
+  "resnet32x4-ShuffleV2": ("resnet32x4", "ShuffleV2", 8.0, 77.07),
 }
 
 
 def get_config(pair: str = "resnet32x4-resnet8x4"):
   if pair in NOT_PUBLISHED:
-    raise ValueError(f"mdistiller has no DKD config for {pair!r} (no published number); "
-                     f"choose one of {sorted(PAIRS)}.")
+    raise ValueError(
+      f"mdistiller has no DKD config for {pair!r} (no published number); "
+      f"choose one of {sorted(PAIRS)}."
+    )
   teacher, student, beta, _ = common.parse_pair(pair, PAIRS)
   c = common.recipe(student, teacher)
-  apply_preset(c.method, "dkd", beta=beta)      # CE 1, alpha 1, beta, T 4, warm-up 20
+  apply_preset(c.method, "dkd", beta=beta)  # CE 1, alpha 1, beta, T 4, warm-up 20
   return c

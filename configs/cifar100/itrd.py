@@ -45,12 +45,17 @@ roymiles/ITRD README prints five cells differently (last column, "=" where equal
 
 Runtime: 240 x 782 steps per run; use a GPU.
 """
+
 from configs.cifar100 import wttm_itrd
 
-PAIRS = {pair: v[3] for pair, v in wttm_itrd.PAIRS.items()}     # pair -> published ITRD top-1
-README_ITRD = {"resnet32x4-resnet8x4": 76.69, "ResNet50-MobileNetV2": 71.34,
-               "ResNet50-vgg8": 75.49, "resnet32x4-ShuffleV1": 76.69,
-               "wrn_40_2-ShuffleV1": 77.09}
+PAIRS = {pair: v[3] for pair, v in wttm_itrd.PAIRS.items()}  # pair -> published ITRD top-1
+README_ITRD = {
+  "resnet32x4-resnet8x4": 76.69,
+  "ResNet50-MobileNetV2": 71.34,
+  "ResNet50-vgg8": 75.49,
+  "resnet32x4-ShuffleV1": 76.69,
+  "wrn_40_2-ShuffleV1": 77.09,
+}
 
 
 def get_config(pair: str = "resnet32x4-resnet8x4"):

@@ -53,6 +53,7 @@ The README also prints CTKD+LS and MLKD+LS rows (e.g. resnet32x4 → resnet8x4: 
 MLKD+LS 78.28); kdjax has neither CTKD nor MLKD, so they have no config here.
 Runtime: 240 × 782 steps per run; use a GPU.
 """
+
 from configs.cifar100 import common
 from kdjax.methods import apply_preset
 
@@ -60,38 +61,38 @@ LOW_LR = common.LOW_LR
 
 # pair -> (teacher, student, base temperature τ, kd weight w, published KD+LS top-1)
 KD_PAIRS = {
-    "resnet32x4-resnet8x4": ("resnet32x4", "resnet8x4", 2.0, 9.0, 76.62),
-    "vgg13-vgg8": ("vgg13", "vgg8", 3.0, 9.0, 74.36),
-    "wrn_40_2-wrn_40_1": ("wrn_40_2", "wrn_40_1", 2.0, 9.0, 74.37),
-    "wrn_40_2-wrn_16_2": ("wrn_40_2", "wrn_16_2", 2.0, 9.0, 76.11),
-    "resnet56-resnet20": ("resnet56", "resnet20", 2.0, 9.0, 71.43),
-    "resnet110-resnet32": ("resnet110", "resnet32", 2.0, 9.0, 74.17),
-    "resnet110-resnet20": ("resnet110", "resnet20", 4.0, 12.0, 71.48),
-    "resnet32x4-ShuffleV2": ("resnet32x4", "ShuffleV2", 2.0, 9.0, 75.56),
-    "resnet32x4-wrn_16_2": ("resnet32x4", "wrn_16_2", 3.0, 9.0, 75.26),
-    "resnet32x4-wrn_40_2": ("resnet32x4", "wrn_40_2", 3.0, 9.0, 77.92),
-    "wrn_40_2-resnet8x4": ("wrn_40_2", "resnet8x4", 2.0, 9.0, 77.11),
-    "wrn_40_2-MobileNetV2": ("wrn_40_2", "MobileNetV2", 3.0, 9.0, 69.23),
-    "vgg13-MobileNetV2": ("vgg13", "MobileNetV2", 3.0, 9.0, 68.61),
-    "ResNet50-MobileNetV2": ("ResNet50", "MobileNetV2", 3.0, 1.0, 69.02),
+  "resnet32x4-resnet8x4": ("resnet32x4", "resnet8x4", 2.0, 9.0, 76.62),
+  "vgg13-vgg8": ("vgg13", "vgg8", 3.0, 9.0, 74.36),
+  "wrn_40_2-wrn_40_1": ("wrn_40_2", "wrn_40_1", 2.0, 9.0, 74.37),
+  "wrn_40_2-wrn_16_2": ("wrn_40_2", "wrn_16_2", 2.0, 9.0, 76.11),
+  "resnet56-resnet20": ("resnet56", "resnet20", 2.0, 9.0, 71.43),
+  "resnet110-resnet32": ("resnet110", "resnet32", 2.0, 9.0, 74.17),
+  "resnet110-resnet20": ("resnet110", "resnet20", 4.0, 12.0, 71.48),
+  "resnet32x4-ShuffleV2": ("resnet32x4", "ShuffleV2", 2.0, 9.0, 75.56),
+  "resnet32x4-wrn_16_2": ("resnet32x4", "wrn_16_2", 3.0, 9.0, 75.26),
+  "resnet32x4-wrn_40_2": ("resnet32x4", "wrn_40_2", 3.0, 9.0, 77.92),
+  "wrn_40_2-resnet8x4": ("wrn_40_2", "resnet8x4", 2.0, 9.0, 77.11),
+  "wrn_40_2-MobileNetV2": ("wrn_40_2", "MobileNetV2", 3.0, 9.0, 69.23),
+  "vgg13-MobileNetV2": ("vgg13", "MobileNetV2", 3.0, 9.0, 68.61),
+  "ResNet50-MobileNetV2": ("ResNet50", "MobileNetV2", 3.0, 1.0, 69.02),
 }
 
 # pair -> (teacher, student, τ, w, β₀, published DKD+LS top-1); α = w · 1, β = w · β₀
 DKD_PAIRS = {
-    "resnet32x4-resnet8x4": ("resnet32x4", "resnet8x4", 2.0, 9.0, 8.0, 77.01),
-    "vgg13-vgg8": ("vgg13", "vgg8", 2.0, 15.0, 2.0, 74.81),
-    "wrn_40_2-wrn_40_1": ("wrn_40_2", "wrn_40_1", 2.0, 12.0, 2.0, 74.89),
-    "wrn_40_2-wrn_16_2": ("wrn_40_2", "wrn_16_2", 2.0, 12.0, 2.0, 76.39),
-    "resnet56-resnet20": ("resnet56", "resnet20", 3.0, 18.0, 2.0, 72.32),
-    "resnet110-resnet32": ("resnet110", "resnet32", 2.0, 15.0, 2.0, 74.29),
-    "resnet110-resnet20": ("resnet110", "resnet20", 2.0, 15.0, 2.0, 71.85),
-    "resnet32x4-ShuffleV2": ("resnet32x4", "ShuffleV2", 2.0, 9.0, 8.0, 77.37),
-    "resnet32x4-wrn_16_2": ("resnet32x4", "wrn_16_2", 2.0, 9.0, 2.0, 76.19),
-    "resnet32x4-wrn_40_2": ("resnet32x4", "wrn_40_2", 2.0, 9.0, 8.0, 78.95),
-    "wrn_40_2-resnet8x4": ("wrn_40_2", "resnet8x4", 2.0, 18.0, 2.0, 76.75),
-    "wrn_40_2-MobileNetV2": ("wrn_40_2", "MobileNetV2", 2.0, 15.0, 2.0, 70.01),
-    "vgg13-MobileNetV2": ("vgg13", "MobileNetV2", 3.0, 9.0, 2.0, 69.98),
-    "ResNet50-MobileNetV2": ("ResNet50", "MobileNetV2", 2.0, 15.0, 2.0, 70.45),
+  "resnet32x4-resnet8x4": ("resnet32x4", "resnet8x4", 2.0, 9.0, 8.0, 77.01),
+  "vgg13-vgg8": ("vgg13", "vgg8", 2.0, 15.0, 2.0, 74.81),
+  "wrn_40_2-wrn_40_1": ("wrn_40_2", "wrn_40_1", 2.0, 12.0, 2.0, 74.89),
+  "wrn_40_2-wrn_16_2": ("wrn_40_2", "wrn_16_2", 2.0, 12.0, 2.0, 76.39),
+  "resnet56-resnet20": ("resnet56", "resnet20", 3.0, 18.0, 2.0, 72.32),
+  "resnet110-resnet32": ("resnet110", "resnet32", 2.0, 15.0, 2.0, 74.29),
+  "resnet110-resnet20": ("resnet110", "resnet20", 2.0, 15.0, 2.0, 71.85),
+  "resnet32x4-ShuffleV2": ("resnet32x4", "ShuffleV2", 2.0, 9.0, 8.0, 77.37),
+  "resnet32x4-wrn_16_2": ("resnet32x4", "wrn_16_2", 2.0, 9.0, 2.0, 76.19),
+  "resnet32x4-wrn_40_2": ("resnet32x4", "wrn_40_2", 2.0, 9.0, 8.0, 78.95),
+  "wrn_40_2-resnet8x4": ("wrn_40_2", "resnet8x4", 2.0, 18.0, 2.0, 76.75),
+  "wrn_40_2-MobileNetV2": ("wrn_40_2", "MobileNetV2", 2.0, 15.0, 2.0, 70.01),
+  "vgg13-MobileNetV2": ("vgg13", "MobileNetV2", 3.0, 9.0, 2.0, 69.98),
+  "ResNet50-MobileNetV2": ("ResNet50", "MobileNetV2", 2.0, 15.0, 2.0, 70.45),
 }
 
 
@@ -102,8 +103,8 @@ def get_config(arg: str = "kd:resnet32x4-resnet8x4"):
     raise ValueError(f"lskd config argument must be 'kd:PAIR' or 'dkd:PAIR', got {arg!r}.")
   row = common.parse_pair(pair, tables[base], f"{base}+LS")
   c = common.recipe(row[1], row[0])
-  if base == "kd":      # CE 0.1 + w · lskd(τ)
+  if base == "kd":  # CE 0.1 + w · lskd(τ)
     apply_preset(c.method, "lskd", base_temp=row[2], kd_weight=row[3])
-  else:                 # CE 1 + warm-up(20) · lsdkd(α = w, β = w·β₀, τ)
+  else:  # CE 1 + warm-up(20) · lsdkd(α = w, β = w·β₀, τ)
     apply_preset(c.method, "lsdkd", base_temp=row[2], kd_weight=row[3], beta=row[4])
   return c

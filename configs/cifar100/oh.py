@@ -22,16 +22,17 @@ Launch::
 Published numbers: the OH paper's CIFAR-100 pairs (WRN-28-4 teachers) are not kdjax models and are
 not transcribed; RepDistiller's table has no OH row. NONE cited.
 """
+
 from configs.cifar100 import common
 from kdjax.methods import apply_preset
 
 PAIRS = {
-    "wrn_40_2-wrn_16_2": ("wrn_40_2", "wrn_16_2"),
-    "wrn_40_2-wrn_40_1": ("wrn_40_2", "wrn_40_1"),
-    "resnet56-resnet20": ("resnet56", "resnet20"),
-    "resnet110-resnet32": ("resnet110", "resnet32"),
-    "resnet32x4-resnet8x4": ("resnet32x4", "resnet8x4"),
-    "vgg13-vgg8": ("vgg13", "vgg8"),
+  "wrn_40_2-wrn_16_2": ("wrn_40_2", "wrn_16_2"),
+  "wrn_40_2-wrn_40_1": ("wrn_40_2", "wrn_40_1"),
+  "resnet56-resnet20": ("resnet56", "resnet20"),
+  "resnet110-resnet32": ("resnet110", "resnet32"),
+  "resnet32x4-resnet8x4": ("resnet32x4", "resnet8x4"),
+  "vgg13-vgg8": ("vgg13", "vgg8"),
 }
 EPOCHS, BATCH = 200, 128
 PUBLISHED = {}

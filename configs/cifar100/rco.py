@@ -23,6 +23,7 @@ Launch (once the loop hook exists)::
 Published numbers: NONE transcribed (SFTN Table 4's RCO row and the RCO paper's CIFAR-100 table use
 other pairs / are NF).
 """
+
 from configs.cifar100 import common, kd, teacher
 from kdjax.methods import apply_preset
 from kdjax.teachers import rco
@@ -30,7 +31,7 @@ from kdjax.teachers import rco
 PAIRS = kd.PAIRS
 # the anchor schedule, as data: strategy, number of anchors (design decision: 4, methods.md §7.2)
 ANCHORS = dict(strategy="equal_epoch", num_anchors=4)
-TEACHER_EPOCHS, KEEP_EVERY = 240, 20          # configs/cifar100/teacher.py
+TEACHER_EPOCHS, KEEP_EVERY = 240, 20  # configs/cifar100/teacher.py
 PUBLISHED = {}
 
 
@@ -43,8 +44,9 @@ def kept_epochs():
 
 def schedule(total_epochs: int = 240):
   """The RCO :class:`kdjax.teachers.rco.Anchor` segments for a student of ``total_epochs``."""
-  return rco.rco_anchors(kept_epochs(), ANCHORS["num_anchors"], total_epochs,
-                         strategy=ANCHORS["strategy"])
+  return rco.rco_anchors(
+    kept_epochs(), ANCHORS["num_anchors"], total_epochs, strategy=ANCHORS["strategy"]
+  )
 
 
 def get_config(pair: str = "resnet32x4-resnet8x4"):

@@ -78,13 +78,14 @@ Published top-1 (RepDistiller README = anchors.md §5.1 / §5.2; "-" = N/A):
   wrn_40_2-ShuffleV1     75.61  70.50  74.83  73.73  73.32  74.52  71.38  73.61  72.21  73.89  73.34  72.03  -      74.89  76.05
 Runtime: 240 x 782 steps per run (270 x 782 for ab, ft, fsp); use a GPU.
 """
+
 from configs.cifar100 import common
 from kdjax.methods import apply_preset, ft, presets
 
 LOW_LR = common.LOW_LR
 METHOD_ORDER = presets.REPDISTILLER
-INIT_EPOCHS = 30                       # --init_epochs 30 (ab, ft, fsp; kdjax.methods.preset)
-FT_INIT_LR_001 = ft.INIT_LR_001_STUDENTS   # pretrain.py: FT's init stage at lr 0.01 for these
+INIT_EPOCHS = 30  # --init_epochs 30 (ab, ft, fsp; kdjax.methods.preset)
+FT_INIT_LR_001 = ft.INIT_LR_001_STUDENTS  # pretrain.py: FT's init stage at lr 0.01 for these
 
 
 def _row(*values):
@@ -93,32 +94,97 @@ def _row(*values):
 
 # pair -> (teacher, student, published teacher, published student, {method: published top-1})
 PAIRS = {
-    "wrn_40_2-wrn_16_2": ("wrn_40_2", "wrn_16_2", 75.61, 73.26, _row(
-        74.92, 73.58, 74.08, 73.83, 73.56, 74.11, 73.35, 74.54, 72.50, 73.25, 72.91, 73.68, 75.48)),
-    "wrn_40_2-wrn_40_1": ("wrn_40_2", "wrn_40_1", 75.61, 71.98, _row(
-        73.54, 72.24, 72.77, 72.43, 72.21, 73.30, 72.22, 73.45, 72.38, 71.59, None, 72.24, 74.14)),
-    "resnet56-resnet20": ("resnet56", "resnet20", 72.34, 69.06, _row(
-        70.66, 69.21, 70.55, 69.67, 69.63, 70.38, 69.61, 70.34, 69.47, 69.84, 69.95, 69.60, 71.16)),
-    "resnet110-resnet20": ("resnet110", "resnet20", 74.31, 69.06, _row(
-        70.67, 68.99, 70.22, 70.04, 69.48, 70.16, 69.25, 70.25, 69.53, 70.22, 70.11, 69.53, 71.46)),
-    "resnet110-resnet32": ("resnet110", "resnet32", 74.31, 71.14, _row(
-        73.08, 71.06, 72.31, 72.69, 71.48, 72.61, 71.82, 72.61, 70.98, 72.37, 71.89, 71.96, 73.48)),
-    "resnet32x4-resnet8x4": ("resnet32x4", "resnet8x4", 79.42, 72.50, _row(
-        73.33, 73.50, 73.44, 72.94, 72.97, 73.09, 71.90, 73.64, 73.17, 72.86, 72.62, 73.30, 75.51)),
-    "vgg13-vgg8": ("vgg13", "vgg8", 74.64, 70.36, _row(
-        72.98, 71.02, 71.43, 72.68, 70.71, 71.23, 71.48, 72.88, 70.94, 70.58, 70.23, 71.53, 73.94)),
-    "vgg13-MobileNetV2": ("vgg13", "MobileNetV2", 74.64, 64.60, _row(
-        67.37, 64.14, 59.40, 66.30, 64.86, 65.56, 64.52, 67.13, 66.06, 61.78, None, 58.16, 69.73)),
-    "ResNet50-MobileNetV2": ("ResNet50", "MobileNetV2", 79.34, 64.60, _row(
-        67.35, 63.16, 58.58, 68.08, 65.43, 67.57, 64.43, 66.52, 67.20, 60.99, None, 64.96, 69.11)),
-    "ResNet50-vgg8": ("ResNet50", "vgg8", 79.34, 70.36, _row(
-        73.81, 70.69, 71.84, 73.34, 70.25, 70.30, 71.50, 73.01, 70.65, 70.29, None, 71.28, 74.30)),
-    "resnet32x4-ShuffleV1": ("resnet32x4", "ShuffleV1", 79.42, 70.50, _row(
-        74.07, 73.59, 71.73, 73.48, 71.14, 73.38, 72.28, 74.10, 73.55, 71.75, None, 74.12, 75.11)),
-    "resnet32x4-ShuffleV2": ("resnet32x4", "ShuffleV2", 79.42, 71.82, _row(
-        74.45, 73.54, 72.73, 74.56, 71.29, 73.40, 73.21, 74.69, 74.31, 72.50, None, 74.68, 75.65)),
-    "wrn_40_2-ShuffleV1": ("wrn_40_2", "ShuffleV1", 75.61, 70.50, _row(
-        74.83, 73.73, 73.32, 74.52, 71.38, 73.61, 72.21, 73.89, 73.34, 72.03, None, 74.89, 76.05)),
+  "wrn_40_2-wrn_16_2": (
+    "wrn_40_2",
+    "wrn_16_2",
+    75.61,
+    73.26,
+    _row(74.92, 73.58, 74.08, 73.83, 73.56, 74.11, 73.35, 74.54, 72.50, 73.25, 72.91, 73.68, 75.48),
+  ),
+  "wrn_40_2-wrn_40_1": (
+    "wrn_40_2",
+    "wrn_40_1",
+    75.61,
+    71.98,
+    _row(73.54, 72.24, 72.77, 72.43, 72.21, 73.30, 72.22, 73.45, 72.38, 71.59, None, 72.24, 74.14),
+  ),
+  "resnet56-resnet20": (
+    "resnet56",
+    "resnet20",
+    72.34,
+    69.06,
+    _row(70.66, 69.21, 70.55, 69.67, 69.63, 70.38, 69.61, 70.34, 69.47, 69.84, 69.95, 69.60, 71.16),
+  ),
+  "resnet110-resnet20": (
+    "resnet110",
+    "resnet20",
+    74.31,
+    69.06,
+    _row(70.67, 68.99, 70.22, 70.04, 69.48, 70.16, 69.25, 70.25, 69.53, 70.22, 70.11, 69.53, 71.46),
+  ),
+  "resnet110-resnet32": (
+    "resnet110",
+    "resnet32",
+    74.31,
+    71.14,
+    _row(73.08, 71.06, 72.31, 72.69, 71.48, 72.61, 71.82, 72.61, 70.98, 72.37, 71.89, 71.96, 73.48),
+  ),
+  "resnet32x4-resnet8x4": (
+    "resnet32x4",
+    "resnet8x4",
+    79.42,
+    72.50,
+    _row(73.33, 73.50, 73.44, 72.94, 72.97, 73.09, 71.90, 73.64, 73.17, 72.86, 72.62, 73.30, 75.51),
+  ),
+  "vgg13-vgg8": (
+    "vgg13",
+    "vgg8",
+    74.64,
+    70.36,
+    _row(72.98, 71.02, 71.43, 72.68, 70.71, 71.23, 71.48, 72.88, 70.94, 70.58, 70.23, 71.53, 73.94),
+  ),
+  "vgg13-MobileNetV2": (
+    "vgg13",
+    "MobileNetV2",
+    74.64,
+    64.60,
+    _row(67.37, 64.14, 59.40, 66.30, 64.86, 65.56, 64.52, 67.13, 66.06, 61.78, None, 58.16, 69.73),
+  ),
+  "ResNet50-MobileNetV2": (
+    "ResNet50",
+    "MobileNetV2",
+    79.34,
+    64.60,
+    _row(67.35, 63.16, 58.58, 68.08, 65.43, 67.57, 64.43, 66.52, 67.20, 60.99, None, 64.96, 69.11),
+  ),
+  "ResNet50-vgg8": (
+    "ResNet50",
+    "vgg8",
+    79.34,
+    70.36,
+    _row(73.81, 70.69, 71.84, 73.34, 70.25, 70.30, 71.50, 73.01, 70.65, 70.29, None, 71.28, 74.30),
+  ),
+  "resnet32x4-ShuffleV1": (
+    "resnet32x4",
+    "ShuffleV1",
+    79.42,
+    70.50,
+    _row(74.07, 73.59, 71.73, 73.48, 71.14, 73.38, 72.28, 74.10, 73.55, 71.75, None, 74.12, 75.11),
+  ),
+  "resnet32x4-ShuffleV2": (
+    "resnet32x4",
+    "ShuffleV2",
+    79.42,
+    71.82,
+    _row(74.45, 73.54, 72.73, 74.56, 71.29, 73.40, 73.21, 74.69, 74.31, 72.50, None, 74.68, 75.65),
+  ),
+  "wrn_40_2-ShuffleV1": (
+    "wrn_40_2",
+    "ShuffleV1",
+    75.61,
+    70.50,
+    _row(74.83, 73.73, 73.32, 74.52, 71.38, 73.61, 72.21, 73.89, 73.34, 72.03, None, 74.89, 76.05),
+  ),
 }
 
 
@@ -126,8 +192,9 @@ def parse(arg: str):
   """``'METHOD:TEACHER-STUDENT'`` -> ``(method, pair)``; raises ValueError on unknown values."""
   method, sep, pair = str(arg).partition(":")
   if not sep or method not in METHOD_ORDER:
-    raise ValueError(f"Expected 'METHOD:TEACHER-STUDENT' with METHOD in {list(METHOD_ORDER)}; "
-                     f"got {arg!r}.")
+    raise ValueError(
+      f"Expected 'METHOD:TEACHER-STUDENT' with METHOD in {list(METHOD_ORDER)}; got {arg!r}."
+    )
   common.parse_pair(pair, PAIRS)
   return method, pair
 
@@ -137,12 +204,13 @@ def get_config(arg: str = "crd:resnet32x4-resnet8x4"):
   teacher, student, _, _, published = PAIRS[pair]
   if published[method] is None:
     raise ValueError(
-        f"{method} is N/A for {pair} in RepDistiller: FSP needs equal channel counts at every "
-        "tap (its FSP matrices are compared elementwise), which holds only for the "
-        "same-architecture pairs other than wrn_40_2-wrn_40_1.")
+      f"{method} is N/A for {pair} in RepDistiller: FSP needs equal channel counts at every "
+      "tap (its FSP matrices are compared elementwise), which holds only for the "
+      "same-architecture pairs other than wrn_40_2-wrn_40_1."
+    )
   c = common.recipe(student, teacher)
   apply_preset(c.method, method)
   c.method.name = f"repdistiller_{method}"
-  if c.method.init.epochs:                    # ab, ft, fsp: helper/pretrain.py's lr
+  if c.method.init.epochs:  # ab, ft, fsp: helper/pretrain.py's lr
     c.method.init.lr = 0.01 if method == "ft" and student in FT_INIT_LR_001 else c.optim.lr
   return c

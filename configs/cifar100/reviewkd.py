@@ -41,6 +41,7 @@ vgg13 → vgg8, Papers-with-Code's extraction of the paper):
 "--": the paper reports these pairs too; transcribe the number from its Table 1/2 before citing.
 Runtime: 240 × 782 steps per run; use a GPU.
 """
+
 from configs.cifar100 import common
 from kdjax.methods import apply_preset
 
@@ -48,21 +49,21 @@ LOW_LR = common.LOW_LR
 
 # pair -> (teacher, student, HCL weight, published ReviewKD top-1 or None)
 PAIRS = {
-    "resnet56-resnet20": ("resnet56", "resnet20", 0.6, 71.89),
-    "resnet110-resnet32": ("resnet110", "resnet32", 1.0, None),
-    "wrn_40_2-wrn_16_2": ("wrn_40_2", "wrn_16_2", 5.0, None),
-    "wrn_40_2-wrn_40_1": ("wrn_40_2", "wrn_40_1", 5.0, 75.09),
-    "resnet32x4-resnet8x4": ("resnet32x4", "resnet8x4", 5.0, 75.63),
-    "wrn_40_2-ShuffleV1": ("wrn_40_2", "ShuffleV1", 5.0, None),
-    "resnet32x4-ShuffleV1": ("resnet32x4", "ShuffleV1", 5.0, 77.45),
-    "resnet32x4-ShuffleV2": ("resnet32x4", "ShuffleV2", 8.0, 77.78),
-    "vgg13-vgg8": ("vgg13", "vgg8", 5.0, 74.84),
-    "ResNet50-MobileNetV2": ("ResNet50", "MobileNetV2", 5.0, 69.89),
+  "resnet56-resnet20": ("resnet56", "resnet20", 0.6, 71.89),
+  "resnet110-resnet32": ("resnet110", "resnet32", 1.0, None),
+  "wrn_40_2-wrn_16_2": ("wrn_40_2", "wrn_16_2", 5.0, None),
+  "wrn_40_2-wrn_40_1": ("wrn_40_2", "wrn_40_1", 5.0, 75.09),
+  "resnet32x4-resnet8x4": ("resnet32x4", "resnet8x4", 5.0, 75.63),
+  "wrn_40_2-ShuffleV1": ("wrn_40_2", "ShuffleV1", 5.0, None),
+  "resnet32x4-ShuffleV1": ("resnet32x4", "ShuffleV1", 5.0, 77.45),
+  "resnet32x4-ShuffleV2": ("resnet32x4", "ShuffleV2", 8.0, 77.78),
+  "vgg13-vgg8": ("vgg13", "vgg8", 5.0, 74.84),
+  "ResNet50-MobileNetV2": ("ResNet50", "MobileNetV2", 5.0, 69.89),
 }
 
 
 def get_config(pair: str = "resnet32x4-resnet8x4"):
   teacher, student, weight, _ = common.parse_pair(pair, PAIRS)
   c = common.recipe(student, teacher)
-  apply_preset(c.method, "reviewkd", weight=weight)   # CE 1 + weight · warm-up(20) · HCL
+  apply_preset(c.method, "reviewkd", weight=weight)  # CE 1 + weight · warm-up(20) · HCL
   return c

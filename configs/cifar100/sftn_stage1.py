@@ -21,6 +21,7 @@ Launch::
 Published numbers: none transcribed (methods.md §4.4); expected teacher accuracy below the
 standard teacher's (kimyuji/SFTN_kd logs: resnet32x4 77.96 / 78.40 vs 79.42).
 """
+
 from configs import sftn
 
 PAIRS = sftn.PAIRS

@@ -32,6 +32,7 @@ Published numbers: NONE transcribed (SFTN Tables 1/2 per pair are NF, methods.md
 orientation only: SFTN teachers add about +1.58 points on average on CIFAR-100 (Table 1) and
 +1.51 for heterogeneous pairs (Table 2), unverified.
 """
+
 from configs import sftn
 from configs.cifar100 import common, oh, repdistiller
 
@@ -60,24 +61,27 @@ def get_config(arg: str = "at:resnet32x4-resnet8x4"):
     raise ValueError(f"sftn_stage2: unknown method {method!r}; choose one of {list(METHODS)}.")
   teacher, student = common.parse_pair(pair, PAIRS, "sftn_stage2")
   if _na(method, pair):
-    raise ValueError(f"sftn_stage2: {method} is N/A for {pair} (RepDistiller / OH do not "
-                     "support this pair).")
+    raise ValueError(
+      f"sftn_stage2: {method} is N/A for {pair} (RepDistiller / OH do not support this pair)."
+    )
   if method == "oh":
     c = common.recipe(student, teacher)
     oh.apply_oh(c.method)
   else:
     c = repdistiller.get_config(f"{method}:{pair}")
-  if method != "kd":                  # X + KD: r = 1, a = 1, b = X's weight
+  if method != "kd":  # X + KD: r = 1, a = 1, b = X's weight
     c.method.ce_weight = 1.0
     c.method.terms.kd = dict(weight=1.0, temperature=KD_T, t2_scale=True)
   c.method.name = f"sftn2_{method}"
   if opt == "standard":
     c.teacher.workdir = common.teacher_workdir(teacher)
   elif opt.startswith("branch:"):
-    a = opt[len("branch:"):]
+    a = opt[len("branch:") :]
     if f"{teacher}-{a}" not in PAIRS or a == student:
-      raise ValueError(f"sftn_stage2: branch student {a!r} must be another student of an SFTN "
-                       f"pair with teacher {teacher} ({sorted(p for p in PAIRS if p.startswith(teacher + '-'))}).")
+      raise ValueError(
+        f"sftn_stage2: branch student {a!r} must be another student of an SFTN "
+        f"pair with teacher {teacher} ({sorted(p for p in PAIRS if p.startswith(teacher + '-'))})."
+      )
     c.teacher.workdir = sftn_teacher_workdir(f"{teacher}-{a}")
   elif opt == "":
     c.teacher.workdir = sftn_teacher_workdir(pair)

@@ -49,34 +49,35 @@ the numbers are not expected to match to the decimal). SSKD reports the best-epo
 Runtime: 60 x 782 head steps (teacher forward only) + 240 x 782 student steps on 4 x 64 images:
 about 4x a KD run; use a GPU.
 """
+
 from configs.cifar100 import common
 from kdjax.methods import apply_preset
 
 # pair -> (teacher, student, published SSKD top-1, SSKD's teacher, SSKD's student baseline)
 PAIRS = {
-    "wrn_40_2-wrn_16_2": ("wrn_40_2", "wrn_16_2", 76.04, 76.46, 73.64),
-    "wrn_40_2-wrn_40_1": ("wrn_40_2", "wrn_40_1", 76.13, 76.46, 72.24),
-    "resnet56-resnet20": ("resnet56", "resnet20", 71.49, 73.44, 69.63),
-    "resnet32x4-resnet8x4": ("resnet32x4", "resnet8x4", 76.20, 79.63, 72.51),
-    "vgg13-vgg8": ("vgg13", "vgg8", 75.33, 75.38, 70.68),
-    "vgg13-MobileNetV2": ("vgg13", "MobileNetV2", 71.53, 75.38, 65.79),
-    "ResNet50-MobileNetV2": ("ResNet50", "MobileNetV2", 72.57, 79.10, 65.79),
-    "ResNet50-vgg8": ("ResNet50", "vgg8", 75.76, 79.10, 70.68),
-    "resnet32x4-ShuffleV1": ("resnet32x4", "ShuffleV1", 78.44, 79.63, 70.77),
-    "resnet32x4-ShuffleV2": ("resnet32x4", "ShuffleV2", 78.61, 79.63, 73.12),
-    "wrn_40_2-ShuffleV1": ("wrn_40_2", "ShuffleV1", 77.40, 76.46, 70.77),
+  "wrn_40_2-wrn_16_2": ("wrn_40_2", "wrn_16_2", 76.04, 76.46, 73.64),
+  "wrn_40_2-wrn_40_1": ("wrn_40_2", "wrn_40_1", 76.13, 76.46, 72.24),
+  "resnet56-resnet20": ("resnet56", "resnet20", 71.49, 73.44, 69.63),
+  "resnet32x4-resnet8x4": ("resnet32x4", "resnet8x4", 76.20, 79.63, 72.51),
+  "vgg13-vgg8": ("vgg13", "vgg8", 75.33, 75.38, 70.68),
+  "vgg13-MobileNetV2": ("vgg13", "MobileNetV2", 71.53, 75.38, 65.79),
+  "ResNet50-MobileNetV2": ("ResNet50", "MobileNetV2", 72.57, 79.10, 65.79),
+  "ResNet50-vgg8": ("ResNet50", "vgg8", 75.76, 79.10, 70.68),
+  "resnet32x4-ShuffleV1": ("resnet32x4", "ShuffleV1", 78.44, 79.63, 70.77),
+  "resnet32x4-ShuffleV2": ("resnet32x4", "ShuffleV2", 78.61, 79.63, 73.12),
+  "wrn_40_2-ShuffleV1": ("wrn_40_2", "ShuffleV1", 77.40, 76.46, 70.77),
 }
 
 
-LOW_LR = common.LOW_LR   # command.sh: --lr 0.01
+LOW_LR = common.LOW_LR  # command.sh: --lr 0.01
 
 
-def sskd_method(c, *, head_epochs: int = 60, head_lr: float = 0.05,
-                head_milestones=(30, 45)):
+def sskd_method(c, *, head_epochs: int = 60, head_lr: float = 0.05, head_milestones=(30, 45)):
   """Fills ``c.method`` with SSKD's loss and its teacher-head init stage (preset ``'sskd'``; also
   used by the Fashion-MNIST smoke configs with fewer head epochs)."""
-  apply_preset(c.method, "sskd", head_epochs=head_epochs, head_lr=head_lr,
-               head_milestones=head_milestones)
+  apply_preset(
+    c.method, "sskd", head_epochs=head_epochs, head_lr=head_lr, head_milestones=head_milestones
+  )
   return c
 
 

@@ -17,12 +17,26 @@ resnet8x4 72.50, vgg8 70.36, MobileNetV2 64.60, ShuffleV1 70.50, ShuffleV2 71.82
 Runtime: ~240 epochs x 782 steps; on the 2-core CPU machines this is days (use a GPU).
 Kept checkpoints every 20 epochs serve checkpoint-KD.
 """
+
 from configs.cifar100 import common
 
-PUBLISHED = {"wrn_40_2": 75.61, "resnet56": 72.34, "resnet110": 74.31, "resnet32x4": 79.42,
-             "vgg13": 74.64, "ResNet50": 79.34, "wrn_16_2": 73.26, "wrn_40_1": 71.98,
-             "resnet20": 69.06, "resnet32": 71.14, "resnet8x4": 72.50, "vgg8": 70.36,
-             "MobileNetV2": 64.60, "ShuffleV1": 70.50, "ShuffleV2": 71.82}
+PUBLISHED = {
+  "wrn_40_2": 75.61,
+  "resnet56": 72.34,
+  "resnet110": 74.31,
+  "resnet32x4": 79.42,
+  "vgg13": 74.64,
+  "ResNet50": 79.34,
+  "wrn_16_2": 73.26,
+  "wrn_40_1": 71.98,
+  "resnet20": 69.06,
+  "resnet32": 71.14,
+  "resnet8x4": 72.50,
+  "vgg8": 70.36,
+  "MobileNetV2": 64.60,
+  "ShuffleV1": 70.50,
+  "ShuffleV2": 71.82,
+}
 LOW_LR = common.LOW_LR
 
 

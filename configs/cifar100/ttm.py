@@ -35,24 +35,25 @@ std over 5 runs; different architectures: mean over 3 runs; best vs last epoch n
   wrn_40_2-ShuffleV1       0.3   8     75.39   (lr 0.01)
 Runtime: 240 x 782 steps per run; use a GPU.
 """
+
 from configs.cifar100 import common
 from kdjax.methods import apply_preset
 
 # pair -> (teacher, student, gamma, beta, published mean top-1, published std or None)
 PAIRS = {
-    "wrn_40_2-wrn_16_2": ("wrn_40_2", "wrn_16_2", 0.1, 101.0, 76.23, 0.15),
-    "wrn_40_2-wrn_40_1": ("wrn_40_2", "wrn_40_1", 0.1, 76.0, 74.32, 0.31),
-    "resnet56-resnet20": ("resnet56", "resnet20", 0.3, 7.0, 71.83, 0.16),
-    "resnet110-resnet20": ("resnet110", "resnet20", 0.2, 8.0, 71.46, 0.16),
-    "resnet110-resnet32": ("resnet110", "resnet32", 0.1, 33.0, 73.97, 0.23),
-    "resnet32x4-resnet8x4": ("resnet32x4", "resnet8x4", 0.1, 100.0, 76.17, 0.28),
-    "vgg13-vgg8": ("vgg13", "vgg8", 0.1, 45.0, 74.33, 0.07),
-    "vgg13-MobileNetV2": ("vgg13", "MobileNetV2", 0.2, 16.0, 68.98, None),
-    "ResNet50-MobileNetV2": ("ResNet50", "MobileNetV2", 0.2, 20.0, 69.24, None),
-    "ResNet50-vgg8": ("ResNet50", "vgg8", 0.1, 70.0, 74.87, None),
-    "resnet32x4-ShuffleV1": ("resnet32x4", "ShuffleV1", 0.2, 12.0, 74.18, None),
-    "resnet32x4-ShuffleV2": ("resnet32x4", "ShuffleV2", 0.4, 40.0, 76.57, None),
-    "wrn_40_2-ShuffleV1": ("wrn_40_2", "ShuffleV1", 0.3, 8.0, 75.39, None),
+  "wrn_40_2-wrn_16_2": ("wrn_40_2", "wrn_16_2", 0.1, 101.0, 76.23, 0.15),
+  "wrn_40_2-wrn_40_1": ("wrn_40_2", "wrn_40_1", 0.1, 76.0, 74.32, 0.31),
+  "resnet56-resnet20": ("resnet56", "resnet20", 0.3, 7.0, 71.83, 0.16),
+  "resnet110-resnet20": ("resnet110", "resnet20", 0.2, 8.0, 71.46, 0.16),
+  "resnet110-resnet32": ("resnet110", "resnet32", 0.1, 33.0, 73.97, 0.23),
+  "resnet32x4-resnet8x4": ("resnet32x4", "resnet8x4", 0.1, 100.0, 76.17, 0.28),
+  "vgg13-vgg8": ("vgg13", "vgg8", 0.1, 45.0, 74.33, 0.07),
+  "vgg13-MobileNetV2": ("vgg13", "MobileNetV2", 0.2, 16.0, 68.98, None),
+  "ResNet50-MobileNetV2": ("ResNet50", "MobileNetV2", 0.2, 20.0, 69.24, None),
+  "ResNet50-vgg8": ("ResNet50", "vgg8", 0.1, 70.0, 74.87, None),
+  "resnet32x4-ShuffleV1": ("resnet32x4", "ShuffleV1", 0.2, 12.0, 74.18, None),
+  "resnet32x4-ShuffleV2": ("resnet32x4", "ShuffleV2", 0.4, 40.0, 76.57, None),
+  "wrn_40_2-ShuffleV1": ("wrn_40_2", "ShuffleV1", 0.3, 8.0, 75.39, None),
 }
 
 

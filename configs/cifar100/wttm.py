@@ -38,24 +38,25 @@ std over 5 runs; different architectures: mean over 3 runs; best vs last epoch n
   wrn_40_2-ShuffleV1       0.3   3     75.42   (lr 0.01)
 Runtime: 240 x 782 steps per run; use a GPU.
 """
+
 from configs.cifar100 import common
 from kdjax.methods import apply_preset
 
 # pair -> (teacher, student, gamma, beta, published mean top-1, published std or None)
 PAIRS = {
-    "wrn_40_2-wrn_16_2": ("wrn_40_2", "wrn_16_2", 0.1, 4.0, 76.37, 0.10),
-    "wrn_40_2-wrn_40_1": ("wrn_40_2", "wrn_40_1", 0.1, 3.0, 74.58, 0.26),
-    "resnet56-resnet20": ("resnet56", "resnet20", 0.3, 1.5, 71.92, 0.40),
-    "resnet110-resnet20": ("resnet110", "resnet20", 0.2, 2.0, 71.67, 0.28),
-    "resnet110-resnet32": ("resnet110", "resnet32", 0.1, 1.5, 74.13, 0.37),
-    "resnet32x4-resnet8x4": ("resnet32x4", "resnet8x4", 0.1, 3.0, 76.06, 0.27),
-    "vgg13-vgg8": ("vgg13", "vgg8", 0.1, 2.25, 74.44, 0.19),
-    "vgg13-MobileNetV2": ("vgg13", "MobileNetV2", 0.2, 3.0, 69.16, None),
-    "ResNet50-MobileNetV2": ("ResNet50", "MobileNetV2", 0.2, 5.0, 69.59, None),
-    "ResNet50-vgg8": ("ResNet50", "vgg8", 0.1, 2.0, 74.82, None),
-    "resnet32x4-ShuffleV1": ("resnet32x4", "ShuffleV1", 0.2, 1.4, 74.37, None),
-    "resnet32x4-ShuffleV2": ("resnet32x4", "ShuffleV2", 0.4, 16.0, 76.55, None),
-    "wrn_40_2-ShuffleV1": ("wrn_40_2", "ShuffleV1", 0.3, 3.0, 75.42, None),
+  "wrn_40_2-wrn_16_2": ("wrn_40_2", "wrn_16_2", 0.1, 4.0, 76.37, 0.10),
+  "wrn_40_2-wrn_40_1": ("wrn_40_2", "wrn_40_1", 0.1, 3.0, 74.58, 0.26),
+  "resnet56-resnet20": ("resnet56", "resnet20", 0.3, 1.5, 71.92, 0.40),
+  "resnet110-resnet20": ("resnet110", "resnet20", 0.2, 2.0, 71.67, 0.28),
+  "resnet110-resnet32": ("resnet110", "resnet32", 0.1, 1.5, 74.13, 0.37),
+  "resnet32x4-resnet8x4": ("resnet32x4", "resnet8x4", 0.1, 3.0, 76.06, 0.27),
+  "vgg13-vgg8": ("vgg13", "vgg8", 0.1, 2.25, 74.44, 0.19),
+  "vgg13-MobileNetV2": ("vgg13", "MobileNetV2", 0.2, 3.0, 69.16, None),
+  "ResNet50-MobileNetV2": ("ResNet50", "MobileNetV2", 0.2, 5.0, 69.59, None),
+  "ResNet50-vgg8": ("ResNet50", "vgg8", 0.1, 2.0, 74.82, None),
+  "resnet32x4-ShuffleV1": ("resnet32x4", "ShuffleV1", 0.2, 1.4, 74.37, None),
+  "resnet32x4-ShuffleV2": ("resnet32x4", "ShuffleV2", 0.4, 16.0, 76.55, None),
+  "wrn_40_2-ShuffleV1": ("wrn_40_2", "ShuffleV1", 0.3, 3.0, 75.42, None),
 }
 
 

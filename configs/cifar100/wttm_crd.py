@@ -37,27 +37,28 @@ columns are means over 5 runs, cross-architecture over 3; best vs last epoch not
   wrn_40_2-ShuffleV1       0.2   0.16  76.86   (lr 0.01)
 Runtime: 240 x 782 steps per run; use a GPU.
 """
+
 from configs.cifar100 import common
 from kdjax.methods import crd as crd_family
 
-CRD_WEIGHT = 0.8                                   # -b 0.8 (paper's μ)
-CRD_HPARAMS = crd_family.CRD_HPARAMS               # RepDistiller train_student.py defaults
+CRD_WEIGHT = 0.8  # -b 0.8 (paper's μ)
+CRD_HPARAMS = crd_family.CRD_HPARAMS  # RepDistiller train_student.py defaults
 
 # pair -> (teacher, student, gamma, beta, published WTTM+CRD top-1)
 PAIRS = {
-    "wrn_40_2-wrn_16_2": ("wrn_40_2", "wrn_16_2", 0.1, 4.0, 76.61),
-    "wrn_40_2-wrn_40_1": ("wrn_40_2", "wrn_40_1", 0.1, 2.0, 74.94),
-    "resnet56-resnet20": ("resnet56", "resnet20", 0.3, 0.6, 72.20),
-    "resnet110-resnet20": ("resnet110", "resnet20", 0.2, 1.4, 72.13),
-    "resnet110-resnet32": ("resnet110", "resnet32", 0.2, 1.0, 74.52),
-    "resnet32x4-resnet8x4": ("resnet32x4", "resnet8x4", 0.2, 4.0, 76.65),
-    "vgg13-vgg8": ("vgg13", "vgg8", 0.2, 4.0, 74.71),
-    "vgg13-MobileNetV2": ("vgg13", "MobileNetV2", 0.3, 4.2, 70.30),
-    "ResNet50-MobileNetV2": ("ResNet50", "MobileNetV2", 0.3, 3.0, 70.84),
-    "ResNet50-vgg8": ("ResNet50", "vgg8", 0.1, 3.0, 75.30),
-    "resnet32x4-ShuffleV1": ("resnet32x4", "ShuffleV1", 0.2, 0.4, 75.82),
-    "resnet32x4-ShuffleV2": ("resnet32x4", "ShuffleV2", 0.4, 12.0, 77.04),
-    "wrn_40_2-ShuffleV1": ("wrn_40_2", "ShuffleV1", 0.2, 0.16, 76.86),
+  "wrn_40_2-wrn_16_2": ("wrn_40_2", "wrn_16_2", 0.1, 4.0, 76.61),
+  "wrn_40_2-wrn_40_1": ("wrn_40_2", "wrn_40_1", 0.1, 2.0, 74.94),
+  "resnet56-resnet20": ("resnet56", "resnet20", 0.3, 0.6, 72.20),
+  "resnet110-resnet20": ("resnet110", "resnet20", 0.2, 1.4, 72.13),
+  "resnet110-resnet32": ("resnet110", "resnet32", 0.2, 1.0, 74.52),
+  "resnet32x4-resnet8x4": ("resnet32x4", "resnet8x4", 0.2, 4.0, 76.65),
+  "vgg13-vgg8": ("vgg13", "vgg8", 0.2, 4.0, 74.71),
+  "vgg13-MobileNetV2": ("vgg13", "MobileNetV2", 0.3, 4.2, 70.30),
+  "ResNet50-MobileNetV2": ("ResNet50", "MobileNetV2", 0.3, 3.0, 70.84),
+  "ResNet50-vgg8": ("ResNet50", "vgg8", 0.1, 3.0, 75.30),
+  "resnet32x4-ShuffleV1": ("resnet32x4", "ShuffleV1", 0.2, 0.4, 75.82),
+  "resnet32x4-ShuffleV2": ("resnet32x4", "ShuffleV2", 0.4, 12.0, 77.04),
+  "wrn_40_2-ShuffleV1": ("wrn_40_2", "ShuffleV1", 0.2, 0.16, 76.86),
 }
 
 
@@ -65,7 +66,7 @@ def get_config(pair: str = "vgg13-vgg8"):
   teacher, student, gamma, beta, _ = common.parse_pair(pair, PAIRS)
   c = common.recipe(student, teacher)
   c.method.name = "wttm_crd"
-  c.method.ce_weight = 1.0                                        # -r 1
-  c.method.terms.crd = dict(weight=CRD_WEIGHT, **CRD_HPARAMS)     # --distill crd -b 0.8
-  c.method.terms.wttm = dict(weight=beta, gamma=gamma)            # --add wttm -a beta --ttm_l
+  c.method.ce_weight = 1.0  # -r 1
+  c.method.terms.crd = dict(weight=CRD_WEIGHT, **CRD_HPARAMS)  # --distill crd -b 0.8
+  c.method.terms.wttm = dict(weight=beta, gamma=gamma)  # --add wttm -a beta --ttm_l
   return c

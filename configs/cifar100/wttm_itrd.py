@@ -51,45 +51,57 @@ Published top-1 (paper Tables 1/11 and 3/12 = methods.md §3.5; ITRD row as the 
 
 Runtime: 240 x 782 steps per run; use a GPU.
 """
+
 from configs.cifar100 import wttm_crd
 
-ITRD_WEIGHT = 1.0                                   # -b 1 (paper's μ)
-ITRD_CORR_WEIGHT = 2.0                              # --lambda_corr 2 (β_corr)
-MI_OFF = ("ResNet50-MobileNetV2", "ResNet50-vgg8", "wrn_40_2-ShuffleV1")   # --lambda_mutual 0
+ITRD_WEIGHT = 1.0  # -b 1 (paper's μ)
+ITRD_CORR_WEIGHT = 2.0  # --lambda_corr 2 (β_corr)
+MI_OFF = ("ResNet50-MobileNetV2", "ResNet50-vgg8", "wrn_40_2-ShuffleV1")  # --lambda_mutual 0
 # pair -> (gamma, beta, published WTTM+ITRD, published ITRD)
 PAIRS = {
-    "wrn_40_2-wrn_16_2": (0.3, 6.0, 76.65, 76.12),
-    "wrn_40_2-wrn_40_1": (0.4, 0.08, 75.34, 75.18),
-    "resnet56-resnet20": (0.5, 5.0, 72.16, 71.47),
-    "resnet110-resnet20": (0.3, 1.5, 72.20, 71.99),
-    "resnet110-resnet32": (0.3, 0.015, 74.36, 74.26),
-    "resnet32x4-resnet8x4": (0.1, 1.5, 77.36, 76.19),
-    "vgg13-vgg8": (0.1, 0.5, 75.13, 74.93),
-    "vgg13-MobileNetV2": (0.3, 0.03, 70.70, 70.39),
-    "ResNet50-MobileNetV2": (0.2, 0.02, 71.56, 71.41),
-    "ResNet50-vgg8": (0.1, 1.0, 76.00, 75.71),
-    "resnet32x4-ShuffleV1": (0.3, 0.6, 77.03, 76.91),
-    "resnet32x4-ShuffleV2": (0.4, 0.8, 77.68, 77.40),
-    "wrn_40_2-ShuffleV1": (0.1, 0.2, 77.44, 77.35),
+  "wrn_40_2-wrn_16_2": (0.3, 6.0, 76.65, 76.12),
+  "wrn_40_2-wrn_40_1": (0.4, 0.08, 75.34, 75.18),
+  "resnet56-resnet20": (0.5, 5.0, 72.16, 71.47),
+  "resnet110-resnet20": (0.3, 1.5, 72.20, 71.99),
+  "resnet110-resnet32": (0.3, 0.015, 74.36, 74.26),
+  "resnet32x4-resnet8x4": (0.1, 1.5, 77.36, 76.19),
+  "vgg13-vgg8": (0.1, 0.5, 75.13, 74.93),
+  "vgg13-MobileNetV2": (0.3, 0.03, 70.70, 70.39),
+  "ResNet50-MobileNetV2": (0.2, 0.02, 71.56, 71.41),
+  "ResNet50-vgg8": (0.1, 1.0, 76.00, 75.71),
+  "resnet32x4-ShuffleV1": (0.3, 0.6, 77.03, 76.91),
+  "resnet32x4-ShuffleV2": (0.4, 0.8, 77.68, 77.40),
+  "wrn_40_2-ShuffleV1": (0.1, 0.2, 77.44, 77.35),
 }
-SAME_ARCH = ("wrn_40_2-wrn_16_2", "wrn_40_2-wrn_40_1", "resnet56-resnet20", "resnet110-resnet20",
-             "resnet110-resnet32", "resnet32x4-resnet8x4", "vgg13-vgg8")
+SAME_ARCH = (
+  "wrn_40_2-wrn_16_2",
+  "wrn_40_2-wrn_40_1",
+  "resnet56-resnet20",
+  "resnet110-resnet20",
+  "resnet110-resnet32",
+  "resnet32x4-resnet8x4",
+  "vgg13-vgg8",
+)
 
 
 def itrd_hparams(pair: str) -> dict:
   """The ``itrd`` term's hyper-parameters for ``pair`` (paper Appendix A.5)."""
-  return dict(corr_weight=ITRD_CORR_WEIGHT, mi_weight=0.0 if pair in MI_OFF else 1.0,
-              alpha=1.01 if pair in SAME_ARCH else 1.5)
+  return dict(
+    corr_weight=ITRD_CORR_WEIGHT,
+    mi_weight=0.0 if pair in MI_OFF else 1.0,
+    alpha=1.01 if pair in SAME_ARCH else 1.5,
+  )
 
 
 def get_config(arg: str = "resnet32x4-resnet8x4"):
   itrd_only = arg.startswith("itrd:")
-  pair = arg[len("itrd:"):] if itrd_only else arg
+  pair = arg[len("itrd:") :] if itrd_only else arg
   if pair not in PAIRS:
-    raise ValueError(f"Unknown pair {pair!r}; choose one of {sorted(PAIRS)} "
-                     "(prefix 'itrd:' for ITRD alone).")
+    raise ValueError(
+      f"Unknown pair {pair!r}; choose one of {sorted(PAIRS)} (prefix 'itrd:' for ITRD alone)."
+    )
   gamma, beta, _, _ = PAIRS[pair]
-  c = wttm_crd.get_config(pair)                     # same pairs, schedule and teacher paths
+  c = wttm_crd.get_config(pair)  # same pairs, schedule and teacher paths
   del c.method.terms["crd"]
   c.method.terms.itrd = dict(weight=ITRD_WEIGHT, **itrd_hparams(pair))
   if itrd_only:

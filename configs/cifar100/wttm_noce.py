@@ -28,19 +28,20 @@ Published top-1 (paper Table 6; methods.md §3.5):
   vgg13-vgg8             0.2  2.25      72.98         74.04
 Runtime: 240 x 782 steps per run; use a GPU.
 """
+
 from configs.cifar100 import common
 from kdjax.methods import apply_preset
 
 # pair -> (teacher, student, gamma (Table 8, w/o CE column), beta (design decision: WTTM's),
 #          published KD top-1, published WTTM-w/o-CE top-1)
 PAIRS = {
-    "wrn_40_2-wrn_16_2": ("wrn_40_2", "wrn_16_2", 0.2, 4.0, 74.92, 75.11),
-    "wrn_40_2-wrn_40_1": ("wrn_40_2", "wrn_40_1", 0.5, 3.0, 73.54, 73.16),
-    "resnet56-resnet20": ("resnet56", "resnet20", 0.6, 1.5, 70.66, 70.95),
-    "resnet110-resnet20": ("resnet110", "resnet20", 0.4, 2.0, 70.67, 70.71),
-    "resnet110-resnet32": ("resnet110", "resnet32", 0.4, 1.5, 73.08, 73.21),
-    "resnet32x4-resnet8x4": ("resnet32x4", "resnet8x4", 0.5, 3.0, 73.33, 72.94),
-    "vgg13-vgg8": ("vgg13", "vgg8", 0.2, 2.25, 72.98, 74.04),
+  "wrn_40_2-wrn_16_2": ("wrn_40_2", "wrn_16_2", 0.2, 4.0, 74.92, 75.11),
+  "wrn_40_2-wrn_40_1": ("wrn_40_2", "wrn_40_1", 0.5, 3.0, 73.54, 73.16),
+  "resnet56-resnet20": ("resnet56", "resnet20", 0.6, 1.5, 70.66, 70.95),
+  "resnet110-resnet20": ("resnet110", "resnet20", 0.4, 2.0, 70.67, 70.71),
+  "resnet110-resnet32": ("resnet110", "resnet32", 0.4, 1.5, 73.08, 73.21),
+  "resnet32x4-resnet8x4": ("resnet32x4", "resnet8x4", 0.5, 3.0, 73.33, 72.94),
+  "vgg13-vgg8": ("vgg13", "vgg8", 0.2, 2.25, 72.98, 74.04),
 }
 PUBLISHED = {pair: row[5] for pair, row in PAIRS.items()}
 
@@ -50,5 +51,5 @@ def get_config(pair: str = "resnet32x4-resnet8x4"):
   c = common.recipe(student, teacher)
   apply_preset(c.method, "wttm", gamma=gamma, beta=beta)
   c.method.name = "wttm_noce"
-  c.method.ce_weight = 0.0            # Table 6: no cross-entropy term
+  c.method.ce_weight = 0.0  # Table 6: no cross-entropy term
   return c

@@ -27,19 +27,25 @@ into ``runs/imagenet/teacher_<arch>`` (:func:`teacher_workdir`), e.g.::
 
 (torchvision top-1: resnet34 73.31, resnet50 76.13, resnet101 77.37, resnet152 78.31).
 """
+
 from kdjax.config import base_config
 
 NUM_TRAIN = 1_281_167
 # kdjax model names of the short names used in pair keys ('resnet34-resnet18').
-ARCHS = {"resnet18": "resnet18_imagenet", "resnet34": "resnet34_imagenet",
-         "resnet50": "resnet50_imagenet", "resnet101": "resnet101_imagenet",
-         "resnet152": "resnet152_imagenet", "mobilenetv1": "mobilenetv1_imagenet"}
+ARCHS = {
+  "resnet18": "resnet18_imagenet",
+  "resnet34": "resnet34_imagenet",
+  "resnet50": "resnet50_imagenet",
+  "resnet101": "resnet101_imagenet",
+  "resnet152": "resnet152_imagenet",
+  "mobilenetv1": "mobilenetv1_imagenet",
+}
 # name -> (batch, lr, epochs, milestones or None for "every step_epochs", step_epochs)
 SCHEDULES = {
-    "torchdistill": (256, 0.1, 100, (30, 60, 90), 0),
-    "mdistiller_512": (512, 0.2, 100, (30, 60, 90), 0),
-    "mdistiller_256": (256, 0.1, 100, (30, 60, 90), 0),
-    "pytorch_example": (256, 0.1, 90, None, 30),
+  "torchdistill": (256, 0.1, 100, (30, 60, 90), 0),
+  "mdistiller_512": (512, 0.2, 100, (30, 60, 90), 0),
+  "mdistiller_256": (256, 0.1, 100, (30, 60, 90), 0),
+  "pytorch_example": (256, 0.1, 90, None, 30),
 }
 
 
@@ -58,8 +64,7 @@ def steps_per_epoch(batch_size: int) -> int:
   return -(-NUM_TRAIN // batch_size)
 
 
-def recipe(student: str, teacher: str = "", schedule: str = "torchdistill", *,
-           epochs: int = 0):
+def recipe(student: str, teacher: str = "", schedule: str = "torchdistill", *, epochs: int = 0):
   """``base_config()`` for ImageNet with ``schedule`` (a key of SCHEDULES) for the student
   ``student`` (short name), the teacher's workdir when ``teacher`` is given; ``epochs`` overrides
   the schedule's length (Ojha's 100-epoch distilled students on the 90-epoch example)."""
@@ -73,12 +78,12 @@ def recipe(student: str, teacher: str = "", schedule: str = "torchdistill", *,
     c.teacher.workdir = teacher_workdir(teacher)
   d = c.dataset
   d.name = "imagenet2012"
-  d.image_size = 0               # 224 (kdjax.data.info('imagenet2012'))
-  d.crop_pad = 0                 # no CIFAR-style padded crop: HostStream does RandomResizedCrop
+  d.image_size = 0  # 224 (kdjax.data.info('imagenet2012'))
+  d.crop_pad = 0  # no CIFAR-style padded crop: HostStream does RandomResizedCrop
   d.stream_threads = 16
   c.batch_size = batch
   c.eval_batch_size = 250
-  c.drop_remainder = False       # torchdistill / mdistiller: drop_last False
+  c.drop_remainder = False  # torchdistill / mdistiller: drop_last False
   o = c.optim
   o.lr = lr
   o.momentum = 0.9
@@ -93,7 +98,7 @@ def recipe(student: str, teacher: str = "", schedule: str = "torchdistill", *,
   c.num_epochs = epochs or n_epochs
   c.log_every_steps = 500
   c.checkpoint_every_steps = 2000
-  c.keep_every_epochs = 10       # mdistiller SAVE_CHECKPOINT_FREQ 10
+  c.keep_every_epochs = 10  # mdistiller SAVE_CHECKPOINT_FREQ 10
   return c
 
 
@@ -101,7 +106,8 @@ def parse(arg: str, cells, where: str):
   """``'method:teacher-student'`` -> ``(method, teacher, student, cells[(method, pair)])``."""
   method, sep, pair = str(arg).partition(":")
   if not sep or (method, pair) not in cells:
-    raise ValueError(f"{where}: unknown cell {arg!r}; choose one of "
-                     f"{sorted(f'{m}:{p}' for m, p in cells)}.")
+    raise ValueError(
+      f"{where}: unknown cell {arg!r}; choose one of {sorted(f'{m}:{p}' for m, p in cells)}."
+    )
   teacher, student = pair.split("-")
   return method, teacher, student, cells[(method, pair)]

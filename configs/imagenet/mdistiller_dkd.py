@@ -32,18 +32,19 @@ Published top-1 (%), ImageNet val (mdistiller README, "On ImageNet"):
 
 Runtime: 100 x 2503 steps (batch 512); use GPUs.
 """
+
 from configs.imagenet import common
 from configs.imagenet import ttm
 
 CELLS = {
-    ("kd", ttm.R34_R18): 71.03,
-    ("dkd", ttm.R34_R18): 71.70,
-    ("kd", ttm.R50_MV1): 70.50,
-    ("dkd", ttm.R50_MV1): 72.05,
+  ("kd", ttm.R34_R18): 71.03,
+  ("dkd", ttm.R34_R18): 71.70,
+  ("kd", ttm.R50_MV1): 70.50,
+  ("dkd", ttm.R50_MV1): 72.05,
 }
 
 
 def get_config(cell: str = "dkd:resnet34-resnet18"):
   method, teacher, student, _ = common.parse(cell, CELLS, "configs/imagenet/mdistiller_dkd.py")
   c = common.recipe(student, teacher, "mdistiller_512")
-  return ttm.method_block(c, method, teacher, student)   # same kd / dkd blocks as mdistiller
+  return ttm.method_block(c, method, teacher, student)  # same kd / dkd blocks as mdistiller

@@ -41,28 +41,38 @@ Published top-1 (%), ImageNet val (paper Table 5; teacher ResNet-50 76.13):
 
 Runtime: 90-100 x 5005 steps; use GPUs.
 """
+
 from configs.imagenet import common
 from kdjax.methods import apply_preset
 
 PAIR = "resnet50-resnet18"
-CELLS = {("independent", PAIR): 70.04, ("kl", PAIR): 70.98, ("hint", PAIR): 70.56,
-         ("crd", PAIR): 70.73}
+CELLS = {
+  ("independent", PAIR): 70.04,
+  ("kl", PAIR): 70.98,
+  ("hint", PAIR): 70.56,
+  ("crd", PAIR): 70.73,
+}
 TEACHER_TOP1 = 76.13
 
 
 def get_config(cell: str = "kl:resnet50-resnet18"):
   method, teacher, student, _ = common.parse(cell, CELLS, "configs/imagenet/ojha.py")
   if method == "independent":
-    return common.recipe(student, "", "pytorch_example")           # 90 epochs, CE only
+    return common.recipe(student, "", "pytorch_example")  # 90 epochs, CE only
   c = common.recipe(student, teacher, "pytorch_example", epochs=100)
   m = c.method
   if method == "kl":
     m.name, m.ce_weight = "kl", 0.5
-    m.terms.kl = dict(weight=0.5, teacher_temperature=4.0, student_temperature=4.0,
-                      t2_scale=True, form="cross_entropy")
+    m.terms.kl = dict(
+      weight=0.5,
+      teacher_temperature=4.0,
+      student_temperature=4.0,
+      t2_scale=True,
+      form="cross_entropy",
+    )
   elif method == "hint":
     m.name, m.ce_weight = "fitnet", 1.0
     m.terms.fitnet = dict(weight=5.0, hint_layer=2)
   else:
-    apply_preset(m, "crd")                                          # γ 1, β 0.8, τ 0.07, N 16384
+    apply_preset(m, "crd")  # γ 1, β 0.8, τ 0.07, N 16384
   return c

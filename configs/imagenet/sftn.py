@@ -38,13 +38,14 @@ table was available), so no cell cites one: ``CELLS`` holds ``None``. For orient
 average over the standard teacher.
 Runtime: a ResNet-50 with three ResNet-34 tails, 90 x 5005 steps; use GPUs.
 """
+
 from configs.imagenet import common
 from kdjax.methods import apply_preset
 
 PAIR = "resnet50-resnet34"
 CELLS = {("teacher", PAIR): None, ("kd", PAIR): None}
-AVERAGE_GAIN = 0.52             # Table 3 average student gain (unverified reading)
-LAMBDA_T, LAMBDA_R_CE, LAMBDA_R_KL, TAU = 1.0, 1.0, 1.0, 1.0   # the paper's ImageNet values
+AVERAGE_GAIN = 0.52  # Table 3 average student gain (unverified reading)
+LAMBDA_T, LAMBDA_R_CE, LAMBDA_R_KL, TAU = 1.0, 1.0, 1.0, 1.0  # the paper's ImageNet values
 
 
 def get_config(cell: str = "teacher:resnet50-resnet34"):
@@ -52,7 +53,7 @@ def get_config(cell: str = "teacher:resnet50-resnet34"):
   if method == "kd":
     c = common.recipe(student, "", "pytorch_example")
     c.teacher.workdir = f"runs/imagenet/sftn_teacher_{PAIR}"
-    apply_preset(c.method, "kd")                          # CE 0.1 + 0.9·KD, τ 4
+    apply_preset(c.method, "kd")  # CE 0.1 + 0.9·KD, τ 4
     return c
   c = common.recipe(teacher, "", "pytorch_example")
   c.model = "sftn"
@@ -64,7 +65,14 @@ def get_config(cell: str = "teacher:resnet50-resnet34"):
   mk.init_teacher_from = ""
   c.method.name = "sftn"
   c.method.ce_weight = LAMBDA_T
-  c.method.terms.sftn = dict(weight=1.0, ce_weight=LAMBDA_R_CE, kl_weight=LAMBDA_R_KL,
-                             temperature=TAU, kl_direction="teacher_to_branch", t2_scale=True,
-                             detach_teacher_logits_in_kl=False, branch_reduce="mean")
+  c.method.terms.sftn = dict(
+    weight=1.0,
+    ce_weight=LAMBDA_R_CE,
+    kl_weight=LAMBDA_R_KL,
+    temperature=TAU,
+    kl_direction="teacher_to_branch",
+    t2_scale=True,
+    detach_teacher_logits_in_kl=False,
+    branch_reduce="mean",
+  )
   return c

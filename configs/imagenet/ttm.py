@@ -72,41 +72,48 @@ R34 -> R18) comes from the DIST paper's own KD runs. Each cell uses the released
 its method, so a kdjax run reproduces that recipe, not necessarily the printed number. Runtime: 100 x 5005
 steps (batch 256); use GPUs.
 """
+
 from configs.imagenet import common
 from kdjax.methods import apply_preset
 
 R34_R18, R50_MV1 = "resnet34-resnet18", "resnet50-mobilenetv1"
 # (method, pair) -> {table: published top-1}
 CELLS = {
-    ("kd", R34_R18): {"table5": 70.66, "table7": 71.21},
-    ("crd", R34_R18): {"table5": 71.17},
-    ("reviewkd", R34_R18): {"table5": 71.61},
-    ("dkd", R34_R18): {"table5": 71.70},
-    ("dist", R34_R18): {"table5": 72.07, "table7": 72.07},
-    ("wttm", R34_R18): {"table5": 72.19, "table7": 72.19},
-    ("kd", R50_MV1): {"table5": 70.50},
-    ("crd", R50_MV1): {"table5": 71.37},
-    ("reviewkd", R50_MV1): {"table5": 72.56},
-    ("dkd", R50_MV1): {"table5": 72.05},
-    ("dist", R50_MV1): {"table5": 73.24},
-    ("wttm", R50_MV1): {"table5": 73.09},
-    ("kd", "resnet50-resnet18"): {"table7": 71.35},
-    ("dist", "resnet50-resnet18"): {"table7": 72.12},
-    ("wttm", "resnet50-resnet18"): {"table7": 72.26},
-    ("kd", "resnet101-resnet18"): {"table7": 71.09},
-    ("dist", "resnet101-resnet18"): {"table7": 72.08},
-    ("wttm", "resnet101-resnet18"): {"table7": 72.34},
-    ("kd", "resnet152-resnet18"): {"table7": 71.12},
-    ("dist", "resnet152-resnet18"): {"table7": 72.24},
-    ("wttm", "resnet152-resnet18"): {"table7": 72.39},
+  ("kd", R34_R18): {"table5": 70.66, "table7": 71.21},
+  ("crd", R34_R18): {"table5": 71.17},
+  ("reviewkd", R34_R18): {"table5": 71.61},
+  ("dkd", R34_R18): {"table5": 71.70},
+  ("dist", R34_R18): {"table5": 72.07, "table7": 72.07},
+  ("wttm", R34_R18): {"table5": 72.19, "table7": 72.19},
+  ("kd", R50_MV1): {"table5": 70.50},
+  ("crd", R50_MV1): {"table5": 71.37},
+  ("reviewkd", R50_MV1): {"table5": 72.56},
+  ("dkd", R50_MV1): {"table5": 72.05},
+  ("dist", R50_MV1): {"table5": 73.24},
+  ("wttm", R50_MV1): {"table5": 73.09},
+  ("kd", "resnet50-resnet18"): {"table7": 71.35},
+  ("dist", "resnet50-resnet18"): {"table7": 72.12},
+  ("wttm", "resnet50-resnet18"): {"table7": 72.26},
+  ("kd", "resnet101-resnet18"): {"table7": 71.09},
+  ("dist", "resnet101-resnet18"): {"table7": 72.08},
+  ("wttm", "resnet101-resnet18"): {"table7": 72.34},
+  ("kd", "resnet152-resnet18"): {"table7": 71.12},
+  ("dist", "resnet152-resnet18"): {"table7": 72.24},
+  ("wttm", "resnet152-resnet18"): {"table7": 72.39},
 }
 # Table 10: (γ, β) of WTTM; every ResNet teacher -> ResNet-18 shares one setting.
 WTTM_GAMMA_BETA = {"resnet18": (0.8, 1.6), "mobilenetv1": (0.7, 3.5)}
 # mdistiller per-pair weights: ReviewKD (weight, MAX_MID_CHANNEL), DKD β.
 REVIEWKD = {R34_R18: (1.0, 512), R50_MV1: (8.0, 256)}
 DKD_BETA = {R34_R18: 0.5, R50_MV1: 2.0}
-SCHEDULE = {"wttm": "torchdistill", "kd": "torchdistill", "dist": "torchdistill",
-            "crd": "mdistiller_256", "reviewkd": "mdistiller_256", "dkd": "mdistiller_512"}
+SCHEDULE = {
+  "wttm": "torchdistill",
+  "kd": "torchdistill",
+  "dist": "torchdistill",
+  "crd": "mdistiller_256",
+  "reviewkd": "mdistiller_256",
+  "dkd": "mdistiller_512",
+}
 
 
 def method_block(c, method: str, teacher: str, student: str):
@@ -118,8 +125,7 @@ def method_block(c, method: str, teacher: str, student: str):
   elif method == "kd":
     apply_preset(c.method, "kd", ce_weight=0.5, weight=0.5, temperature=1.0)
   elif method == "dist":
-    apply_preset(c.method, "dist", ce_weight=1.0, weight=2.0, beta=1.0, gamma=1.0,
-                 temperature=1.0)
+    apply_preset(c.method, "dist", ce_weight=1.0, weight=2.0, beta=1.0, gamma=1.0, temperature=1.0)
   elif method == "crd":
     apply_preset(c.method, "crd")
   elif method == "reviewkd":
@@ -128,8 +134,7 @@ def method_block(c, method: str, teacher: str, student: str):
     c.method.terms.reviewkd.student_preact = True
     c.method.terms.reviewkd.max_mid_channels = mid
   elif method == "dkd":
-    apply_preset(c.method, "dkd", beta=DKD_BETA[pair], alpha=1.0, temperature=1.0,
-                 warmup_epochs=1)
+    apply_preset(c.method, "dkd", beta=DKD_BETA[pair], alpha=1.0, temperature=1.0, warmup_epochs=1)
   else:
     raise ValueError(f"configs/imagenet/ttm.py: no ImageNet recipe for method {method!r}.")
   return c

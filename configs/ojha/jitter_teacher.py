@@ -30,6 +30,7 @@ Hint 72.22 / 72.42, CRD 79.44 / 71.27.
 Needs the ``dataset.color_jitter`` key in ``kdjax.config.base_config`` (all magnitudes 0 = off; read by
 :func:`kdjax.data.augment.dataset_train_transform`).
 """
+
 from configs.cifar100 import common
 from kdjax.config import base_config
 from kdjax.data.augment import OJHA_JITTER
@@ -58,16 +59,19 @@ def imagenet_teacher(model: str = "resnet50_imagenet"):
 def get_config(arg: str = "imagenet"):
   parts = [p for p in arg.split(",") if p]
   if not parts or parts[0] not in ("imagenet", "cifar100"):
-    raise ValueError(f"configs/ojha/jitter_teacher.py: unknown cell {arg!r}; use imagenet, "
-                     "imagenet,control, cifar100[,ARCH] or cifar100,control[,ARCH].")
+    raise ValueError(
+      f"configs/ojha/jitter_teacher.py: unknown cell {arg!r}; use imagenet, "
+      "imagenet,control, cifar100[,ARCH] or cifar100,control[,ARCH]."
+    )
   control = "control" in parts[1:]
   rest = [p for p in parts[1:] if p != "control"]
   if parts[0] == "imagenet":
     if rest:
-      raise ValueError(f"configs/ojha/jitter_teacher.py: the imagenet cell takes only "
-                       f"'control', got {rest}.")
+      raise ValueError(
+        f"configs/ojha/jitter_teacher.py: the imagenet cell takes only 'control', got {rest}."
+      )
     c = imagenet_teacher()
   else:
     c = common.recipe(rest[0] if rest else "resnet32x4")
-  c.dataset.color_jitter = ({k: 0.0 for k in OJHA_JITTER} if control else dict(OJHA_JITTER))
+  c.dataset.color_jitter = {k: 0.0 for k in OJHA_JITTER} if control else dict(OJHA_JITTER)
   return c

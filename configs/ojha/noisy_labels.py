@@ -19,6 +19,7 @@ Launch::
 
 Published: the appendix reports "marginal" gains without a table number methods.md records.
 """
+
 from configs import quickstart
 from configs.ojha import jitter_teacher
 from kdjax.methods import apply_preset
@@ -30,10 +31,10 @@ def get_config(arg: str = "imagenet"):
     c = jitter_teacher.imagenet_teacher("resnet18_imagenet")
     c.num_epochs = 100
   elif role == "fashion_mnist":
-    c = quickstart.apply_size(quickstart.get_config().student, size,
-                              "configs/ojha/noisy_labels.py")
+    c = quickstart.apply_size(quickstart.get_config().student, size, "configs/ojha/noisy_labels.py")
   else:
-    raise ValueError(f"configs/ojha/noisy_labels.py: unknown cell {arg!r}; use imagenet or "
-                     "fashion_mnist[,quick].")
+    raise ValueError(
+      f"configs/ojha/noisy_labels.py: unknown cell {arg!r}; use imagenet or fashion_mnist[,quick]."
+    )
   apply_preset(c.method, "noisy_labels")
   return c

@@ -33,6 +33,7 @@ Published KD top-1 (%), Tiny-ImageNet validation (mdistiller README, DOT table, 
 
 Runtime: 200 x 391 steps; use a GPU.
 """
+
 from kdjax import models
 from kdjax.config import base_config
 from kdjax.errors import UserError
@@ -40,8 +41,8 @@ from kdjax.methods import apply_preset
 
 # pair -> (teacher, student, published KD top-1 or None)
 PAIRS = {
-    "ResNet18-ShuffleV2": ("ResNet18", "ShuffleV2", 62.26),
-    "ResNet50-ShuffleV2": ("ResNet50", "ShuffleV2", None),
+  "ResNet18-ShuffleV2": ("ResNet18", "ShuffleV2", 62.26),
+  "ResNet50-ShuffleV2": ("ResNet50", "ShuffleV2", None),
 }
 
 
@@ -49,7 +50,7 @@ def recipe(arch: str):
   c = base_config()
   c.model = arch
   c.dataset.name = "tiny_imagenet"
-  c.dataset.crop_pad = 0          # mdistiller: RandomRotation(20) + flip, no crop; no rotation
+  c.dataset.crop_pad = 0  # mdistiller: RandomRotation(20) + flip, no crop; no rotation
   c.dataset.flip = True
   c.batch_size = 256
   c.eval_batch_size = 500
@@ -63,16 +64,20 @@ def recipe(arch: str):
 
 def get_config(arg: str = "ResNet50-ShuffleV2"):
   if arg.startswith("teacher:"):
-    return recipe(arg[len("teacher:"):])
+    return recipe(arg[len("teacher:") :])
   if arg not in PAIRS:
-    raise ValueError(f"configs/tiny_imagenet/kd.py: unknown pair {arg!r}; choose one of "
-                     f"{sorted(PAIRS)} or 'teacher:<arch>'.")
+    raise ValueError(
+      f"configs/tiny_imagenet/kd.py: unknown pair {arg!r}; choose one of "
+      f"{sorted(PAIRS)} or 'teacher:<arch>'."
+    )
   teacher, student, _ = PAIRS[arg]
   if teacher not in models.names():
-    raise UserError(f"configs/tiny_imagenet/kd.py:{arg}: the teacher {teacher!r} (RepDistiller's "
-                    "resnetv2.ResNet18) is not a registered kdjax model yet; use "
-                    "'ResNet50-ShuffleV2'.")
+    raise UserError(
+      f"configs/tiny_imagenet/kd.py:{arg}: the teacher {teacher!r} (RepDistiller's "
+      "resnetv2.ResNet18) is not a registered kdjax model yet; use "
+      "'ResNet50-ShuffleV2'."
+    )
   c = recipe(student)
   c.teacher.workdir = f"runs/tiny_imagenet/teacher_{teacher}"
-  apply_preset(c.method, "kd")           # 0.1·CE + 0.9·KD, T 4 (mdistiller defaults)
+  apply_preset(c.method, "kd")  # 0.1·CE + 0.9·KD, T 4 (mdistiller defaults)
   return c

@@ -1,5 +1,6 @@
 """Predicted classes of a kdjax module or of a plain ``x -> logits`` callable, through the one
 prediction path :func:`kdjax.eval.predict_logits` (fixed-size padded batches, one compile)."""
+
 from __future__ import annotations
 
 from typing import Callable, Optional
@@ -28,8 +29,9 @@ class _CallableModel:
     return isinstance(other, _CallableModel) and other.fn is self.fn
 
 
-def predict_classes(model, variables, x, *, batch_size: Optional[int] = None,
-                    preprocess: Optional[Callable] = None) -> np.ndarray:
+def predict_classes(
+  model, variables, x, *, batch_size: Optional[int] = None, preprocess: Optional[Callable] = None
+) -> np.ndarray:
   """``argmax`` of the eval-mode logits; ``variables=None`` means ``model`` is a callable."""
   if variables is None:
     model = _CallableModel(model)

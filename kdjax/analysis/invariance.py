@@ -23,6 +23,7 @@ factors are drawn but have no effect.
 :func:`prediction_consistency` is the paper's agreement score: the fraction of images whose
 top-1 prediction is unchanged by the jitter.
 """
+
 from __future__ import annotations
 
 import functools
@@ -35,14 +36,14 @@ import numpy as np
 from kdjax.analysis._predict import predict_classes
 
 __all__ = [
-    "color_jitter",
-    "adjust_brightness",
-    "adjust_contrast",
-    "adjust_saturation",
-    "adjust_hue",
-    "rgb_to_grayscale",
-    "prediction_consistency",
-    "transform_consistency",
+  "color_jitter",
+  "adjust_brightness",
+  "adjust_contrast",
+  "adjust_saturation",
+  "adjust_hue",
+  "rgb_to_grayscale",
+  "prediction_consistency",
+  "transform_consistency",
 ]
 
 _KEYS = ("brightness", "contrast", "saturation", "hue")
@@ -54,79 +55,79 @@ _KEYS = ("brightness", "contrast", "saturation", "hue")
 
 
 def rgb_to_grayscale(img: jax.Array) -> jax.Array:
-    """``0.2989 R + 0.587 G + 0.114 B`` keeping a channel axis of size 1 (1-channel: unchanged)."""
-    if img.shape[-1] == 1:
-        return img
-    r, g, b = img[..., 0], img[..., 1], img[..., 2]
-    return (0.2989 * r + 0.587 * g + 0.114 * b)[..., None].astype(img.dtype)
+  """``0.2989 R + 0.587 G + 0.114 B`` keeping a channel axis of size 1 (1-channel: unchanged)."""
+  if img.shape[-1] == 1:
+    return img
+  r, g, b = img[..., 0], img[..., 1], img[..., 2]
+  return (0.2989 * r + 0.587 * g + 0.114 * b)[..., None].astype(img.dtype)
 
 
 def _blend(a, b, ratio):
-    return jnp.clip(ratio * a + (1.0 - ratio) * b, 0.0, 1.0)
+  return jnp.clip(ratio * a + (1.0 - ratio) * b, 0.0, 1.0)
 
 
 @jax.jit
 def adjust_brightness(img, factor):
-    """``clip(factor · img, 0, 1)`` (torchvision ``adjust_brightness``)."""
-    return _blend(img, jnp.zeros_like(img), factor)
+  """``clip(factor · img, 0, 1)`` (torchvision ``adjust_brightness``)."""
+  return _blend(img, jnp.zeros_like(img), factor)
 
 
 @jax.jit
 def adjust_contrast(img, factor):
-    """Blend with the mean grey level of the image (torchvision ``adjust_contrast``)."""
-    mean = jnp.mean(rgb_to_grayscale(img), axis=(-3, -2, -1), keepdims=True)
-    return _blend(img, mean, factor)
+  """Blend with the mean grey level of the image (torchvision ``adjust_contrast``)."""
+  mean = jnp.mean(rgb_to_grayscale(img), axis=(-3, -2, -1), keepdims=True)
+  return _blend(img, mean, factor)
 
 
 @jax.jit
 def adjust_saturation(img, factor):
-    """Blend with the grayscale image (torchvision ``adjust_saturation``); 1-channel: identity."""
-    if img.shape[-1] == 1:
-        return img
-    return _blend(img, rgb_to_grayscale(img), factor)
+  """Blend with the grayscale image (torchvision ``adjust_saturation``); 1-channel: identity."""
+  if img.shape[-1] == 1:
+    return img
+  return _blend(img, rgb_to_grayscale(img), factor)
 
 
 def _rgb2hsv(img):
-    r, g, b = img[..., 0], img[..., 1], img[..., 2]
-    maxc = jnp.max(img, axis=-1)
-    minc = jnp.min(img, axis=-1)
-    eqc = maxc == minc
-    cr = maxc - minc
-    ones = jnp.ones_like(maxc)
-    s = cr / jnp.where(eqc, ones, maxc)
-    crd = jnp.where(eqc, ones, cr)
-    rc, gc, bc = (maxc - r) / crd, (maxc - g) / crd, (maxc - b) / crd
-    hr = (maxc == r) * (bc - gc)
-    hg = ((maxc == g) & (maxc != r)) * (2.0 + rc - bc)
-    hb = ((maxc != g) & (maxc != r)) * (4.0 + gc - rc)
-    h = jnp.fmod((hr + hg + hb) / 6.0 + 1.0, 1.0)
-    return h, s, maxc
+  r, g, b = img[..., 0], img[..., 1], img[..., 2]
+  maxc = jnp.max(img, axis=-1)
+  minc = jnp.min(img, axis=-1)
+  eqc = maxc == minc
+  cr = maxc - minc
+  ones = jnp.ones_like(maxc)
+  s = cr / jnp.where(eqc, ones, maxc)
+  crd = jnp.where(eqc, ones, cr)
+  rc, gc, bc = (maxc - r) / crd, (maxc - g) / crd, (maxc - b) / crd
+  hr = (maxc == r) * (bc - gc)
+  hg = ((maxc == g) & (maxc != r)) * (2.0 + rc - bc)
+  hb = ((maxc != g) & (maxc != r)) * (4.0 + gc - rc)
+  h = jnp.fmod((hr + hg + hb) / 6.0 + 1.0, 1.0)
+  return h, s, maxc
 
 
 def _hsv2rgb(h, s, v):
-    i = jnp.floor(h * 6.0)
-    f = h * 6.0 - i
-    i = i.astype(jnp.int32) % 6
-    p = jnp.clip(v * (1.0 - s), 0.0, 1.0)
-    q = jnp.clip(v * (1.0 - s * f), 0.0, 1.0)
-    t = jnp.clip(v * (1.0 - s * (1.0 - f)), 0.0, 1.0)
-    r = jnp.choose(i, [v, q, p, p, t, v], mode="clip")
-    g = jnp.choose(i, [t, v, v, q, p, p], mode="clip")
-    b = jnp.choose(i, [p, p, t, v, v, q], mode="clip")
-    return jnp.stack([r, g, b], axis=-1)
+  i = jnp.floor(h * 6.0)
+  f = h * 6.0 - i
+  i = i.astype(jnp.int32) % 6
+  p = jnp.clip(v * (1.0 - s), 0.0, 1.0)
+  q = jnp.clip(v * (1.0 - s * f), 0.0, 1.0)
+  t = jnp.clip(v * (1.0 - s * (1.0 - f)), 0.0, 1.0)
+  r = jnp.choose(i, [v, q, p, p, t, v], mode="clip")
+  g = jnp.choose(i, [t, v, v, q, p, p], mode="clip")
+  b = jnp.choose(i, [p, p, t, v, v, q], mode="clip")
+  return jnp.stack([r, g, b], axis=-1)
 
 
 @jax.jit
 def adjust_hue(img, hue_factor):
-    """Shift the hue by ``hue_factor ∈ [−0.5, 0.5]`` in HSV space (torchvision ``adjust_hue``).
+  """Shift the hue by ``hue_factor ∈ [−0.5, 0.5]`` in HSV space (torchvision ``adjust_hue``).
 
-    1-channel images are returned unchanged.
-    """
-    if img.shape[-1] == 1:
-        return img
-    h, s, v = _rgb2hsv(img)
-    h = jnp.mod(h + hue_factor, 1.0)
-    return _hsv2rgb(h, s, v).astype(img.dtype)
+  1-channel images are returned unchanged.
+  """
+  if img.shape[-1] == 1:
+    return img
+  h, s, v = _rgb2hsv(img)
+  h = jnp.mod(h + hue_factor, 1.0)
+  return _hsv2rgb(h, s, v).astype(img.dtype)
 
 
 # --------------------------------------------------------------------------------------------
@@ -135,90 +136,106 @@ def adjust_hue(img, hue_factor):
 
 
 def _check_magnitudes(brightness, contrast, saturation, hue):
-    for name, m in zip(_KEYS, (brightness, contrast, saturation, hue)):
-        if isinstance(m, jax.core.Tracer):
-            raise ValueError(f"{name} must be a concrete Python number (static), got a tracer")
-        if not float(m) >= 0:
-            raise ValueError(f"{name} magnitude must be >= 0, got {m!r}")
-    if float(hue) > 0.5:
-        raise ValueError(f"hue magnitude must be in [0, 0.5], got {hue!r}")
-    return tuple(float(m) for m in (brightness, contrast, saturation, hue))
+  for name, m in zip(_KEYS, (brightness, contrast, saturation, hue)):
+    if isinstance(m, jax.core.Tracer):
+      raise ValueError(f"{name} must be a concrete Python number (static), got a tracer")
+    if not float(m) >= 0:
+      raise ValueError(f"{name} magnitude must be >= 0, got {m!r}")
+  if float(hue) > 0.5:
+    raise ValueError(f"hue magnitude must be in [0, 0.5], got {hue!r}")
+  return tuple(float(m) for m in (brightness, contrast, saturation, hue))
 
 
-@functools.partial(jax.jit, static_argnames=("brightness", "contrast", "saturation", "hue",
-                                             "random_order"))
+@functools.partial(
+  jax.jit, static_argnames=("brightness", "contrast", "saturation", "hue", "random_order")
+)
 def _jitter_float(images, rng, *, brightness, contrast, saturation, hue, random_order):
-    b = images.shape[0]
-    # One uniform draw per example: 3 factors, the hue shift and 4 keys of the random order
-    # (argsort of i.i.d. uniforms is a uniformly random permutation, like torch.randperm).
-    u = jax.random.uniform(rng, (b, 8), images.dtype)
+  b = images.shape[0]
+  # One uniform draw per example: 3 factors, the hue shift and 4 keys of the random order
+  # (argsort of i.i.d. uniforms is a uniformly random permutation, like torch.randperm).
+  u = jax.random.uniform(rng, (b, 8), images.dtype)
 
-    def factors(col, m):
-        lo = max(0.0, 1.0 - m)
-        return lo + (1.0 + m - lo) * u[:, col]
+  def factors(col, m):
+    lo = max(0.0, 1.0 - m)
+    return lo + (1.0 + m - lo) * u[:, col]
 
-    fb, fc, fs = factors(0, brightness), factors(1, contrast), factors(2, saturation)
-    fh = -hue + 2.0 * hue * u[:, 3]
-    if random_order:
-        perms = jnp.argsort(u[:, 4:], axis=1)
-    else:
-        perms = jnp.broadcast_to(jnp.arange(4), (b, 4))
+  fb, fc, fs = factors(0, brightness), factors(1, contrast), factors(2, saturation)
+  fh = -hue + 2.0 * hue * u[:, 3]
+  if random_order:
+    perms = jnp.argsort(u[:, 4:], axis=1)
+  else:
+    perms = jnp.broadcast_to(jnp.arange(4), (b, 4))
 
-    # Brightness, contrast and saturation are all blends ``clip(f · x + (1 − f) · target)`` with
-    # target 0, the mean grey level or the grey image, so each of the 4 positions of the random
-    # order costs one blend plus (if hue is active) one hue shift, selected per example; this is
-    # the same computation as a per-example ``lax.switch`` but much cheaper to compile.
-    active = jnp.asarray([brightness > 0, contrast > 0, saturation > 0, hue > 0])
+  # Brightness, contrast and saturation are all blends ``clip(f · x + (1 − f) · target)`` with
+  # target 0, the mean grey level or the grey image, so each of the 4 positions of the random
+  # order costs one blend plus (if hue is active) one hue shift, selected per example; this is
+  # the same computation as a per-example ``lax.switch`` but much cheaper to compile.
+  active = jnp.asarray([brightness > 0, contrast > 0, saturation > 0, hue > 0])
 
-    def one(img, perm, b_, c_, s_, h_):
-        for pos in range(4):
-            k = perm[pos]
-            gray = rgb_to_grayscale(img)
-            target = jnp.where(k == 0, 0.0, jnp.where(k == 1, jnp.mean(gray), gray))
-            f = jnp.stack([b_, c_, s_, jnp.ones_like(b_)])[k]
-            blended = _blend(img, target, f)
-            if img.shape[-1] == 1:  # saturation / hue are the identity on one channel
-                blended = jnp.where(k >= 2, img, blended)
-            out = jnp.where(k == 3, adjust_hue(img, h_), blended) if hue > 0 else blended
-            img = jnp.where(active[k], out, img)
-        return img
+  def one(img, perm, b_, c_, s_, h_):
+    for pos in range(4):
+      k = perm[pos]
+      gray = rgb_to_grayscale(img)
+      target = jnp.where(k == 0, 0.0, jnp.where(k == 1, jnp.mean(gray), gray))
+      f = jnp.stack([b_, c_, s_, jnp.ones_like(b_)])[k]
+      blended = _blend(img, target, f)
+      if img.shape[-1] == 1:  # saturation / hue are the identity on one channel
+        blended = jnp.where(k >= 2, img, blended)
+      out = jnp.where(k == 3, adjust_hue(img, h_), blended) if hue > 0 else blended
+      img = jnp.where(active[k], out, img)
+    return img
 
-    return jax.vmap(one)(images, perms, fb, fc, fs, fh)
+  return jax.vmap(one)(images, perms, fb, fc, fs, fh)
 
 
-def color_jitter(images, rng, *, brightness: float = 0.0, contrast: float = 0.0,
-                 saturation: float = 0.0, hue: float = 0.0, random_order: bool = True):
-    """Per-example torchvision-style ``ColorJitter`` on a batch (see the module docstring).
+def color_jitter(
+  images,
+  rng,
+  *,
+  brightness: float = 0.0,
+  contrast: float = 0.0,
+  saturation: float = 0.0,
+  hue: float = 0.0,
+  random_order: bool = True,
+):
+  """Per-example torchvision-style ``ColorJitter`` on a batch (see the module docstring).
 
-    Args:
-      images: ``(B, H, W, C)`` float images in ``[0, 1]`` or uint8 in ``[0, 255]``; ``C ∈ {1, 3}``.
-      rng: PRNG key (the same key gives the same output).
-      brightness: magnitude ``m_b ≥ 0``: factor ``~ U[max(0, 1 − m_b), 1 + m_b]``.
-      contrast: magnitude ``m_c ≥ 0``.
-      saturation: magnitude ``m_s ≥ 0`` (no effect when ``C = 1``).
-      hue: magnitude ``m_h ∈ [0, 0.5]``: shift ``~ U[−m_h, m_h]`` (no effect when ``C = 1``).
-      random_order: apply the four transforms in a random per-example order (torchvision).
+  Args:
+    images: ``(B, H, W, C)`` float images in ``[0, 1]`` or uint8 in ``[0, 255]``; ``C ∈ {1, 3}``.
+    rng: PRNG key (the same key gives the same output).
+    brightness: magnitude ``m_b ≥ 0``: factor ``~ U[max(0, 1 − m_b), 1 + m_b]``.
+    contrast: magnitude ``m_c ≥ 0``.
+    saturation: magnitude ``m_s ≥ 0`` (no effect when ``C = 1``).
+    hue: magnitude ``m_h ∈ [0, 0.5]``: shift ``~ U[−m_h, m_h]`` (no effect when ``C = 1``).
+    random_order: apply the four transforms in a random per-example order (torchvision).
 
-    Returns:
-      Jittered images, same shape and dtype. With all magnitudes 0 the input is returned
-      unchanged. Magnitudes are static: jit with them as static arguments (this function is
-      already jitted internally).
-    """
-    m = _check_magnitudes(brightness, contrast, saturation, hue)
-    images = jnp.asarray(images)
-    if images.ndim != 4 or images.shape[-1] not in (1, 3):
-        raise ValueError(f"expected (B, H, W, C) images with C in (1, 3), got {images.shape}")
-    if not any(m):
-        return images
-    is_uint8 = images.dtype == jnp.uint8
-    x = images.astype(jnp.float32) / 255.0 if is_uint8 else images
-    if not jnp.issubdtype(x.dtype, jnp.floating):
-        raise ValueError(f"images must be uint8 or float in [0, 1], got dtype {images.dtype}")
-    out = _jitter_float(x, rng, brightness=m[0], contrast=m[1], saturation=m[2], hue=m[3],
-                        random_order=bool(random_order))
-    if is_uint8:
-        out = jnp.clip(jnp.round(out * 255.0), 0, 255).astype(jnp.uint8)
-    return out
+  Returns:
+    Jittered images, same shape and dtype. With all magnitudes 0 the input is returned
+    unchanged. Magnitudes are static: jit with them as static arguments (this function is
+    already jitted internally).
+  """
+  m = _check_magnitudes(brightness, contrast, saturation, hue)
+  images = jnp.asarray(images)
+  if images.ndim != 4 or images.shape[-1] not in (1, 3):
+    raise ValueError(f"expected (B, H, W, C) images with C in (1, 3), got {images.shape}")
+  if not any(m):
+    return images
+  is_uint8 = images.dtype == jnp.uint8
+  x = images.astype(jnp.float32) / 255.0 if is_uint8 else images
+  if not jnp.issubdtype(x.dtype, jnp.floating):
+    raise ValueError(f"images must be uint8 or float in [0, 1], got dtype {images.dtype}")
+  out = _jitter_float(
+    x,
+    rng,
+    brightness=m[0],
+    contrast=m[1],
+    saturation=m[2],
+    hue=m[3],
+    random_order=bool(random_order),
+  )
+  if is_uint8:
+    out = jnp.clip(jnp.round(out * 255.0), 0, 255).astype(jnp.uint8)
+  return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -227,91 +244,116 @@ def color_jitter(images, rng, *, brightness: float = 0.0, contrast: float = 0.0,
 
 
 def _to01(images):
-    images = jnp.asarray(images)
-    if images.dtype == jnp.uint8:
-        return images.astype(jnp.float32) / 255.0
-    return images
+  images = jnp.asarray(images)
+  if images.dtype == jnp.uint8:
+    return images.astype(jnp.float32) / 255.0
+  return images
 
 
-def transform_consistency(apply_fn: Callable, images01, rng, *, transform: Callable,
-                          normalize_fn: Optional[Callable] = None, n_views: int = 1,
-                          batch_size: Optional[int] = None, require_all: bool = False) -> float:
-    """Agreement score under an arbitrary random transform ``transform(images01, key)``.
+def transform_consistency(
+  apply_fn: Callable,
+  images01,
+  rng,
+  *,
+  transform: Callable,
+  normalize_fn: Optional[Callable] = None,
+  n_views: int = 1,
+  batch_size: Optional[int] = None,
+  require_all: bool = False,
+) -> float:
+  """Agreement score under an arbitrary random transform ``transform(images01, key)``.
 
-    The prediction on each transformed view is compared with the prediction on the untransformed
-    image. View ``v`` of batch ``j`` uses ``fold_in(fold_in(rng, v), j)``.
+  The prediction on each transformed view is compared with the prediction on the untransformed
+  image. View ``v`` of batch ``j`` uses ``fold_in(fold_in(rng, v), j)``.
 
-    Args:
-      apply_fn: ``x -> logits`` or ``x -> (logits, ...)`` on model inputs.
-      images01: ``(N, H, W, C)`` images in ``[0, 1]`` (uint8 is converted).
-      rng: PRNG key.
-      transform: ``(images01_batch, key) -> images01_batch``.
-      normalize_fn: maps ``[0, 1]`` images to model inputs, e.g.
-        ``lambda x: kdjax.data.augment.normalize(x * 255.0, info.mean, info.std)``; None = identity.
-      n_views: independent transformed views per image.
-      batch_size: examples per batch (default: all).
-      require_all: count an image as consistent only if all views agree; otherwise (default) the
-        score is the mean over (image, view) pairs.
+  Args:
+    apply_fn: ``x -> logits`` or ``x -> (logits, ...)`` on model inputs.
+    images01: ``(N, H, W, C)`` images in ``[0, 1]`` (uint8 is converted).
+    rng: PRNG key.
+    transform: ``(images01_batch, key) -> images01_batch``.
+    normalize_fn: maps ``[0, 1]`` images to model inputs, e.g.
+      ``lambda x: kdjax.data.augment.normalize(x * 255.0, info.mean, info.std)``; None = identity.
+    n_views: independent transformed views per image.
+    batch_size: examples per batch (default: all).
+    require_all: count an image as consistent only if all views agree; otherwise (default) the
+      score is the mean over (image, view) pairs.
 
-    Returns:
-      Python float in ``[0, 1]``.
-    """
-    if int(n_views) < 1:
-        raise ValueError(f"n_views must be >= 1, got {n_views}")
-    x = _to01(images01)
-    n = x.shape[0]
-    bs = n if batch_size is None else int(batch_size)
-    def predict(xs):
-        return predict_classes(apply_fn, None, xs, batch_size=bs, preprocess=normalize_fn)
+  Returns:
+    Python float in ``[0, 1]``.
+  """
+  if int(n_views) < 1:
+    raise ValueError(f"n_views must be >= 1, got {n_views}")
+  x = _to01(images01)
+  n = x.shape[0]
+  bs = n if batch_size is None else int(batch_size)
 
-    base = predict(x)
-    agree = []
-    for j, i in enumerate(range(0, n, bs)):
-        xb = x[i:i + bs]
-        views = [predict(transform(xb, jax.random.fold_in(jax.random.fold_in(rng, v), j))) ==
-                 base[i:i + bs] for v in range(int(n_views))]
-        agree.append(np.stack(views, axis=1))
-    a = np.concatenate(agree)
-    return float(np.mean(a.all(axis=1)) if require_all else np.mean(a))
+  def predict(xs):
+    return predict_classes(apply_fn, None, xs, batch_size=bs, preprocess=normalize_fn)
+
+  base = predict(x)
+  agree = []
+  for j, i in enumerate(range(0, n, bs)):
+    xb = x[i : i + bs]
+    views = [
+      predict(transform(xb, jax.random.fold_in(jax.random.fold_in(rng, v), j))) == base[i : i + bs]
+      for v in range(int(n_views))
+    ]
+    agree.append(np.stack(views, axis=1))
+  a = np.concatenate(agree)
+  return float(np.mean(a.all(axis=1)) if require_all else np.mean(a))
 
 
-def prediction_consistency(apply_fn: Callable, images01, rng, *,
-                           magnitudes: Union[Mapping[str, float], Sequence[float]],
-                           normalize_fn: Optional[Callable] = None, n_views: int = 1,
-                           batch_size: Optional[int] = None, require_all: bool = False,
-                           random_order: bool = True) -> float:
-    """Ojha et al.'s colour agreement score: fraction of images whose prediction is unchanged.
+def prediction_consistency(
+  apply_fn: Callable,
+  images01,
+  rng,
+  *,
+  magnitudes: Union[Mapping[str, float], Sequence[float]],
+  normalize_fn: Optional[Callable] = None,
+  n_views: int = 1,
+  batch_size: Optional[int] = None,
+  require_all: bool = False,
+  random_order: bool = True,
+) -> float:
+  """Ojha et al.'s colour agreement score: fraction of images whose prediction is unchanged.
 
-    Args:
-      apply_fn: ``x -> logits`` (or ``(logits, taps)``), e.g.
-        ``lambda x: model.apply(variables, x, train=False)``.
-      images01: ``(N, H, W, C)`` images in ``[0, 1]`` (uint8 is converted).
-      rng: PRNG key.
-      magnitudes: ``{'brightness': .4, 'contrast': .4, 'saturation': .4, 'hue': .2}`` (missing keys
-        are 0) or a 4-sequence in that order.
-      normalize_fn: ``[0, 1]`` images -> model inputs (see :func:`transform_consistency`).
-      n_views: jittered views per image.
-      batch_size: examples per batch.
-      require_all: see :func:`transform_consistency`.
-      random_order: torchvision's random order of the four transforms.
+  Args:
+    apply_fn: ``x -> logits`` (or ``(logits, taps)``), e.g.
+      ``lambda x: model.apply(variables, x, train=False)``.
+    images01: ``(N, H, W, C)`` images in ``[0, 1]`` (uint8 is converted).
+    rng: PRNG key.
+    magnitudes: ``{'brightness': .4, 'contrast': .4, 'saturation': .4, 'hue': .2}`` (missing keys
+      are 0) or a 4-sequence in that order.
+    normalize_fn: ``[0, 1]`` images -> model inputs (see :func:`transform_consistency`).
+    n_views: jittered views per image.
+    batch_size: examples per batch.
+    require_all: see :func:`transform_consistency`.
+    random_order: torchvision's random order of the four transforms.
 
-    Returns:
-      Python float in ``[0, 1]``.
-    """
-    if isinstance(magnitudes, Mapping):
-        unknown = set(magnitudes) - set(_KEYS)
-        if unknown:
-            raise ValueError(f"unknown magnitude keys {sorted(unknown)}; expected {_KEYS}")
-        mags = {k: float(magnitudes.get(k, 0.0)) for k in _KEYS}
-    else:
-        if len(magnitudes) != 4:
-            raise ValueError(f"magnitudes must have 4 entries {_KEYS}, got {magnitudes!r}")
-        mags = dict(zip(_KEYS, map(float, magnitudes)))
-    _check_magnitudes(*mags.values())
+  Returns:
+    Python float in ``[0, 1]``.
+  """
+  if isinstance(magnitudes, Mapping):
+    unknown = set(magnitudes) - set(_KEYS)
+    if unknown:
+      raise ValueError(f"unknown magnitude keys {sorted(unknown)}; expected {_KEYS}")
+    mags = {k: float(magnitudes.get(k, 0.0)) for k in _KEYS}
+  else:
+    if len(magnitudes) != 4:
+      raise ValueError(f"magnitudes must have 4 entries {_KEYS}, got {magnitudes!r}")
+    mags = dict(zip(_KEYS, map(float, magnitudes)))
+  _check_magnitudes(*mags.values())
 
-    def transform(xb, key):
-        return color_jitter(xb, key, random_order=random_order, **mags)
+  def transform(xb, key):
+    return color_jitter(xb, key, random_order=random_order, **mags)
 
-    return transform_consistency(apply_fn, images01, rng, transform=transform,
-                                 normalize_fn=normalize_fn, n_views=n_views,
-                                 batch_size=batch_size, require_all=require_all)
+  return transform_consistency(
+    apply_fn,
+    images01,
+    rng,
+    transform=transform,
+    normalize_fn=normalize_fn,
+    n_views=n_views,
+    batch_size=batch_size,
+    require_all=require_all,
+  )

@@ -22,6 +22,7 @@ Every "direction vs paper" sentence compares a distilled student with the indepe
 the numbers just computed (e.g. "distilled agreement > independent: yes"); nothing is asserted
 from the paper's tables.
 """
+
 from __future__ import annotations
 
 import os
@@ -44,8 +45,10 @@ from kdjax.train.checkpoint import load_model, write_json
 __all__ = ["analyze", "base_config", "select_probes", "parse_distilled", "ALL_PROBES"]
 
 ALL_PROBES = probes_lib.names()
-_PAPER = ("Ojha et al., What Knowledge Gets Distilled in Knowledge Distillation?, NeurIPS 2023 "
-          "(methods.md §6)")
+_PAPER = (
+  "Ojha et al., What Knowledge Gets Distilled in Knowledge Distillation?, NeurIPS 2023 "
+  "(methods.md §6)"
+)
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -53,19 +56,19 @@ def base_config() -> ml_collections.ConfigDict:
   its default settings under ``probes.<name>`` (``type`` = the probe's registered name)."""
   c = ml_collections.ConfigDict()
   c.setting = ""
-  c.teacher = ""                 # workdir of the teacher run
-  c.distilled = ""               # 'NAME=WORKDIR,...' distilled students
-  c.independent = ""             # workdir of the same student trained without a teacher
-  c.out_dir = ""                 # report.md, report.json and PNGs go here
-  c.num_examples = 1000          # seeded random subset of the evaluation split (0 = all)
-  c.batch_size = 250             # rows of every compiled batch (the last one is padded)
-  c.which = "final"              # checkpoint of every run: final | best | <step>
-  c.eval_split = ""              # default: the dataset's evaluation split
-  c.image_size = 0               # streamed datasets (ImageNet): crop size; 0 = default
-  c.data_dir = ""                # TFDS data_dir
-  c.idx_dir = ""                 # (Fashion-)MNIST IDX directory
-  c.seed = 0                     # subset, jitter and cue-set seed
-  c.progress = True              # a progress bar per probe
+  c.teacher = ""  # workdir of the teacher run
+  c.distilled = ""  # 'NAME=WORKDIR,...' distilled students
+  c.independent = ""  # workdir of the same student trained without a teacher
+  c.out_dir = ""  # report.md, report.json and PNGs go here
+  c.num_examples = 1000  # seeded random subset of the evaluation split (0 = all)
+  c.batch_size = 250  # rows of every compiled batch (the last one is padded)
+  c.which = "final"  # checkpoint of every run: final | best | <step>
+  c.eval_split = ""  # default: the dataset's evaluation split
+  c.image_size = 0  # streamed datasets (ImageNet): crop size; 0 = default
+  c.data_dir = ""  # TFDS data_dir
+  c.idx_dir = ""  # (Fashion-)MNIST IDX directory
+  c.seed = 0  # subset, jitter and cue-set seed
+  c.progress = True  # a progress bar per probe
   c.probes = ml_collections.ConfigDict()
   for name in probes_lib.names():
     c.probes[name] = ml_collections.ConfigDict(dict(type=name, **probes_lib.get(name).defaults()))
@@ -77,8 +80,9 @@ def select_probes(config, names) -> ml_collections.ConfigDict:
   names = list(names)
   unknown = [n for n in names if n not in config.probes]
   if unknown or not names:
-    raise UserError(f"unknown probes {unknown or names}; choose from "
-                    f"{', '.join(config.probes.keys())}")
+    raise UserError(
+      f"unknown probes {unknown or names}; choose from {', '.join(config.probes.keys())}"
+    )
   config.probes = ml_collections.ConfigDict({n: config.probes[n] for n in names})
   return config
 
@@ -100,8 +104,10 @@ def parse_distilled(spec) -> Dict[str, str]:
     if name in runs:
       raise UserError(f"the distilled student {name!r} is named twice")
     if name in ("teacher", "independent") or not re.fullmatch(r"[A-Za-z0-9_.\-]+", name):
-      raise UserError(f"bad distilled student name {name!r}: use letters, digits, _ . -; "
-                      "'teacher' and 'independent' are reserved")
+      raise UserError(
+        f"bad distilled student name {name!r}: use letters, digits, _ . -; "
+        "'teacher' and 'independent' are reserved"
+      )
     runs[name] = wd
   return runs
 
@@ -114,11 +120,20 @@ def _load_run(name, role, workdir, which) -> base.Run:
   for k in ("arch", "num_classes", "dataset"):
     if k not in meta:
       raise UserError(f"checkpoint metadata of {workdir!r} has no {k!r}; is it a kdjax run?")
-  module = kmodels.get(meta["arch"], num_classes=int(meta["num_classes"]),
-                       **dict(meta.get("model_kwargs") or {}))
+  module = kmodels.get(
+    meta["arch"], num_classes=int(meta["num_classes"]), **dict(meta.get("model_kwargs") or {})
+  )
   ns = getattr(module, "num_stages", None)
-  return base.Run(name, role, workdir, module, jax.device_put(variables), meta, None,
-                  ns if isinstance(ns, int) else None)
+  return base.Run(
+    name,
+    role,
+    workdir,
+    module,
+    jax.device_put(variables),
+    meta,
+    None,
+    ns if isinstance(ns, int) else None,
+  )
 
 
 def _last_stage_tap(run: base.Run, x):
@@ -139,8 +154,15 @@ def _load_eval_data(dataset, split, n, *, data_dir, idx_dir, seed, image_size):
     if n and n < len(idx):
       idx = np.sort(np.random.default_rng(seed).permutation(len(idx))[:n])
     return info, split, s.images[idx], s.labels[idx].astype(np.int32)
-  stream = kdata.HostStream(dataset, split, batch_size=256, train=False, data_dir=data_dir,
-                            image_size=image_size or info.image_shape[0], limit=n or None)
+  stream = kdata.HostStream(
+    dataset,
+    split,
+    batch_size=256,
+    train=False,
+    data_dir=data_dir,
+    image_size=image_size or info.image_shape[0],
+    limit=n or None,
+  )
   imgs, labels = [], []
   for b in stream.iter_epoch(0):
     imgs.append(b["image"])
@@ -166,15 +188,22 @@ def _build_probes(config):
 
 def _write_markdown(ctx: base.Context, report: dict, probes, path: str):
   s = report["setup"]
-  L = ["# What gets distilled: analysis report", "",
-       "Ojha et al., *What Knowledge Gets Distilled in Knowledge Distillation?* (NeurIPS 2023); "
-       "methods.md §6. Every student (each distilled one and the independent one) is compared "
-       "with the teacher.", "",
-       f"Dataset `{s['dataset']}`, split `{s['split']}`, {s['num_examples']} evaluation "
-       f"examples (seed {s['seed']}).", "",
-       base.table(["name", "role", "arch", "checkpoint step", "workdir"],
-                  [[m["name"], m["role"], m["arch"], m["step"], f"`{m['workdir']}`"]
-                   for m in s["models"]]), ""]
+  L = [
+    "# What gets distilled: analysis report",
+    "",
+    "Ojha et al., *What Knowledge Gets Distilled in Knowledge Distillation?* (NeurIPS 2023); "
+    "methods.md §6. Every student (each distilled one and the independent one) is compared "
+    "with the teacher.",
+    "",
+    f"Dataset `{s['dataset']}`, split `{s['split']}`, {s['num_examples']} evaluation "
+    f"examples (seed {s['seed']}).",
+    "",
+    base.table(
+      ["name", "role", "arch", "checkpoint step", "workdir"],
+      [[m["name"], m["role"], m["arch"], m["step"], f"`{m['workdir']}`"] for m in s["models"]],
+    ),
+    "",
+  ]
   if ctx.notes:
     L += ["Notes:", ""] + [f"- {n}" for n in ctx.notes] + [""]
   for p in probes:
@@ -190,9 +219,11 @@ def _write_markdown(ctx: base.Context, report: dict, probes, path: str):
     L.append("")
   L += ["## Direction vs paper", ""]
   decided = [d for d in ctx.directions if d["holds"] is not None]
-  L.append(f"The paper's direction (distilled student closer to the teacher than the "
-           f"independent one) holds in {sum(d['holds'] for d in decided)} of {len(decided)} "
-           f"comparisons computed here.")
+  L.append(
+    f"The paper's direction (distilled student closer to the teacher than the "
+    f"independent one) holds in {sum(d['holds'] for d in decided)} of {len(decided)} "
+    f"comparisons computed here."
+  )
   L += [""] + [f"- [{d['probe']}] {base.direction_sentence(d)}" for d in ctx.directions] + [""]
   with open(path, "w") as f:
     f.write("\n".join(L))
@@ -242,15 +273,31 @@ def analyze(config) -> dict:
   dataset = datasets["teacher"]
 
   info, split, images, labels = _load_eval_data(
-      dataset, config.eval_split or None, num_examples, data_dir=config.data_dir or None,
-      idx_dir=config.idx_dir or None, seed=seed, image_size=config.image_size or None)
+    dataset,
+    config.eval_split or None,
+    num_examples,
+    data_dir=config.data_dir or None,
+    idx_dir=config.idx_dir or None,
+    seed=seed,
+    image_size=config.image_size or None,
+  )
   bs = max(1, min(int(config.batch_size), len(labels)))
   for r in runs:
     r.last_tap = _last_stage_tap(r, jnp.zeros((1,) + images.shape[1:], jnp.float32))
   out_dir = str(config.out_dir)
   os.makedirs(out_dir, exist_ok=True)
-  ctx = base.Context(teacher, students, info, images, labels, bs, out_dir, seed=seed,
-                     num_examples=num_examples, progress=bool(config.progress))
+  ctx = base.Context(
+    teacher,
+    students,
+    info,
+    images,
+    labels,
+    bs,
+    out_dir,
+    seed=seed,
+    num_examples=num_examples,
+    progress=bool(config.progress),
+  )
 
   timings = {}
   t0 = time.perf_counter()
@@ -266,13 +313,30 @@ def analyze(config) -> dict:
     p.figures(ctx, results[p.name])
     timings[p.name] = time.perf_counter() - t0
 
-  report = {"setup": {
-      "paper": _PAPER, "dataset": dataset, "split": split, "num_examples": int(len(labels)),
-      "seed": seed, "probes": [p.name for p in probes],
+  report = {
+    "setup": {
+      "paper": _PAPER,
+      "dataset": dataset,
+      "split": split,
+      "num_examples": int(len(labels)),
+      "seed": seed,
+      "probes": [p.name for p in probes],
       "config": config.to_dict() if hasattr(config, "to_dict") else dict(config),
-      "models": [{"name": r.name, "role": r.role, "workdir": r.workdir, "arch": r.meta["arch"],
-                  "step": r.meta.get("step"), "last_stage_tap": r.last_tap} for r in runs],
-      "seconds": timings}, **results}
+      "models": [
+        {
+          "name": r.name,
+          "role": r.role,
+          "workdir": r.workdir,
+          "arch": r.meta["arch"],
+          "step": r.meta.get("step"),
+          "last_stage_tap": r.last_tap,
+        }
+        for r in runs
+      ],
+      "seconds": timings,
+    },
+    **results,
+  }
   report["directions"] = ctx.directions
   report["notes"] = ctx.notes
   _write_markdown(ctx, report, probes, os.path.join(out_dir, "report.md"))

@@ -8,36 +8,37 @@ student accuracy. Public API::
   fit_temperature(logits, labels) -> T,  apply_temperature(logits, T)
   reliability_diagram(probs, labels, path)
 """
+
 from kdjax.calibration.metrics import (
-    accuracy,
-    brier,
-    calibration_report,
-    classwise_calibration_error,
-    classwise_ece,
-    ece,
-    mce,
-    nll,
-    probs_from_logits,
-    reliability_data,
-    top_label_calibration_error,
+  accuracy,
+  brier,
+  calibration_report,
+  classwise_calibration_error,
+  classwise_ece,
+  ece,
+  mce,
+  nll,
+  probs_from_logits,
+  reliability_data,
+  top_label_calibration_error,
 )
 from kdjax.calibration.plots import reliability_diagram
 from kdjax.calibration.temperature import apply_temperature, fit_temperature, temperature_nll
 
 __all__ = [
-    "accuracy",
-    "brier",
-    "calibration_report",
-    "classwise_calibration_error",
-    "classwise_ece",
-    "ece",
-    "mce",
-    "nll",
-    "probs_from_logits",
-    "reliability_data",
-    "top_label_calibration_error",
-    "reliability_diagram",
-    "apply_temperature",
-    "fit_temperature",
-    "temperature_nll",
+  "accuracy",
+  "brier",
+  "calibration_report",
+  "classwise_calibration_error",
+  "classwise_ece",
+  "ece",
+  "mce",
+  "nll",
+  "probs_from_logits",
+  "reliability_data",
+  "top_label_calibration_error",
+  "reliability_diagram",
+  "apply_temperature",
+  "fit_temperature",
+  "temperature_nll",
 ]

@@ -20,9 +20,13 @@ import numpy as np
 
 from kdjax.data import idx as idx_lib
 from kdjax.data import tiny_imagenet
-from kdjax.data.registry import (DatasetInfo, DatasetNotFoundError,
-                                 IDX_DEFAULT_DIRS, IDX_ENV_VARS,
-                                 missing_dataset_message)
+from kdjax.data.registry import (
+  DatasetInfo,
+  DatasetNotFoundError,
+  IDX_DEFAULT_DIRS,
+  IDX_ENV_VARS,
+  missing_dataset_message,
+)
 from kdjax.data.registry import info as get_info
 from kdjax.errors import UserError
 
@@ -39,6 +43,7 @@ class ArraySplit:
   example's position within its base split (for 'train[90%:]' of a 50k split
   the indices are 45000..49999), stable across runs and across `subset`.
   """
+
   images: np.ndarray
   labels: np.ndarray
   index: np.ndarray
@@ -59,11 +64,10 @@ class ArraySplit:
       if sel.dtype == bool:
         sel = np.flatnonzero(sel)
       elif not np.issubdtype(sel.dtype, np.integer):
-        raise TypeError(f'subset() takes an int or integer indices, got '
-                        f'dtype {sel.dtype}.')
+        raise TypeError(f'subset() takes an int or integer indices, got dtype {sel.dtype}.')
     return dataclasses.replace(
-        self, images=self.images[sel], labels=self.labels[sel],
-        index=self.index[sel])
+      self, images=self.images[sel], labels=self.labels[sel], index=self.index[sel]
+    )
 
 
 # --------------------------------------------------------------------------
@@ -72,7 +76,6 @@ class ArraySplit:
 
 
 class _N:  # stands in for tfds.core.SplitInfo: only num_examples is read
-
   def __init__(self, n):
     self.num_examples = int(n)
 
@@ -80,9 +83,11 @@ class _N:  # stands in for tfds.core.SplitInfo: only num_examples is read
 def _absolute_instructions(split: str, sizes: dict[str, int]):
   """[(base_split, start, stop)] for a TFDS split spec, using TFDS's parser."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
   try:
     instrs = tfds.core.ReadInstruction.from_spec(split).to_absolute(
-        {k: _N(v) for k, v in sizes.items()})
+      {k: _N(v) for k, v in sizes.items()}
+    )
   except (ValueError, KeyError, AssertionError) as e:
     raise UserError(f'Bad split {split!r}: {e}') from None
   out = []
@@ -141,8 +146,7 @@ def open_tfds_source(name: str, split: str, data_dir: str | None):
     raise _Unavailable(f'tensorflow_datasets cannot be imported ({e})') from None
   try:
     with _quiet_tfds_variants():
-      return tfds.data_source(name, split=split, data_dir=data_dir,
-                              download=False)
+      return tfds.data_source(name, split=split, data_dir=data_dir, download=False)
   except Exception as e:  # pylint: disable=broad-except
     err = f'{type(e).__name__}: {e}'.strip().splitlines()[0]
   # Classify: is there a prepared copy at all, and in a readable format?
@@ -157,6 +161,7 @@ def open_tfds_source(name: str, split: str, data_dir: str | None):
     raise _Unavailable(_NOT_PREPARED) from None
   try:
     from tensorflow_datasets.core import file_adapters  # pylint: disable=g-import-not-at-top
+
     formats = set(builder.info.available_file_formats())
     random_access = set(file_adapters.FileFormat.with_random_access())
     readable = bool(formats & random_access)
@@ -164,13 +169,12 @@ def open_tfds_source(name: str, split: str, data_dir: str | None):
     readable, formats = True, set()
   if not readable:
     raise _Unavailable(
-        f'a TFDS copy exists at {where} but in format(s) '
-        f'{sorted(f.value for f in formats)}, which tfds.data_source cannot '
-        f'read: delete it and prepare again with python -m kdjax.data.prepare '
-        f'(which writes array_record)') from None
-  raise UserError(
-      f'TFDS could not open {name!r} split {split!r} from {where}: {err}'
-  ) from None
+      f'a TFDS copy exists at {where} but in format(s) '
+      f'{sorted(f.value for f in formats)}, which tfds.data_source cannot '
+      f'read: delete it and prepare again with python -m kdjax.data.prepare '
+      f'(which writes array_record)'
+    ) from None
+  raise UserError(f'TFDS could not open {name!r} split {split!r} from {where}: {err}') from None
 
 
 def _split_sizes(source) -> dict[str, int] | None:
@@ -189,15 +193,15 @@ def source_indices(source, split: str) -> np.ndarray:
     sizes = _split_sizes(source)
     if sizes:
       try:
-        parts = [np.arange(a, b) for _, a, b in
-                 _absolute_instructions(split, sizes)]
+        parts = [np.arange(a, b) for _, a, b in _absolute_instructions(split, sizes)]
         idx = np.concatenate(parts) if parts else np.zeros(0, np.int64)
         if len(idx) == n:
           return idx.astype(np.int32)
       except ValueError:
         pass
-    log.warning('Could not map split %r to base-split indices; using '
-                'positions 0..%d.', split, n - 1)
+    log.warning(
+      'Could not map split %r to base-split indices; using positions 0..%d.', split, n - 1
+    )
   return np.arange(n, dtype=np.int32)
 
 
@@ -222,8 +226,9 @@ def fetch_records(source, positions) -> list:
   return [source[p] for p in positions]
 
 
-def source_to_arrays(source, *, limit: int | None = None,
-                     chunk: int = _CHUNK) -> tuple[np.ndarray, np.ndarray]:
+def source_to_arrays(
+  source, *, limit: int | None = None, chunk: int = _CHUNK
+) -> tuple[np.ndarray, np.ndarray]:
   """All records (or the first `limit`) of a TFDS data source as arrays.
 
   Records are fetched in chunks of `chunk` with `__getitems__` and written
@@ -248,8 +253,7 @@ def source_to_arrays(source, *, limit: int | None = None,
   return images, labels
 
 
-def _fast_arrays(name: str, split: str, data_dir: str | None, source,
-                 n: int, chunk: int = 4096):
+def _fast_arrays(name: str, split: str, data_dir: str | None, source, n: int, chunk: int = 4096):
   """Faster equivalent of `source_to_arrays` for {image, label} datasets.
 
   Reads raw tf.Example records, parses them with TFDS's bundled protobuf
@@ -268,15 +272,21 @@ def _fast_arrays(name: str, split: str, data_dir: str | None, source,
     from tensorflow_datasets.proto import tf_example_pb2  # pylint: disable=g-import-not-at-top
 
     feats = source.dataset_info.features
-    if not (isinstance(feats['image'], tfds.features.Image) and
-            isinstance(feats['label'], tfds.features.ClassLabel) and
-            np.dtype(feats['image'].np_dtype) == np.uint8 and
-            None not in tuple(feats['image'].shape)):
+    if not (
+      isinstance(feats['image'], tfds.features.Image)
+      and isinstance(feats['label'], tfds.features.ClassLabel)
+      and np.dtype(feats['image'].np_dtype) == np.uint8
+      and None not in tuple(feats['image'].shape)
+    ):
       return None
     shape = tuple(feats['image'].shape)
-    raw = tfds.data_source(name, split=split, data_dir=data_dir,
-                           download=False,
-                           deserialize_method=decode.DeserializeMethod.RAW_BYTES)
+    raw = tfds.data_source(
+      name,
+      split=split,
+      data_dir=data_dir,
+      download=False,
+      deserialize_method=decode.DeserializeMethod.RAW_BYTES,
+    )
     if len(raw) != len(source):
       return None
     parse = tf_example_pb2.Example.FromString
@@ -293,10 +303,13 @@ def _fast_arrays(name: str, split: str, data_dir: str | None, source,
       if a == 0:  # check against TFDS's own decoding
         k = min(4, b)
         ref = fetch_records(source, range(k))
-        if not all(np.array_equal(np.asarray(r['image']), images[i]) and
-                   int(r['label']) == labels[i] for i, r in enumerate(ref)):
-          log.warning('kdjax fast TFDS decoding disagrees with TFDS for %s; '
-                      'using TFDS decoding.', name)
+        if not all(
+          np.array_equal(np.asarray(r['image']), images[i]) and int(r['label']) == labels[i]
+          for i, r in enumerate(ref)
+        ):
+          log.warning(
+            'kdjax fast TFDS decoding disagrees with TFDS for %s; using TFDS decoding.', name
+          )
           return None
     return images, labels
   except Exception:  # pylint: disable=broad-except
@@ -336,42 +349,39 @@ def idx_dirs(name: str, idx_dir: str | None) -> list[str]:
 
 def _find_idx_dir(name: str, idx_dir: str | None) -> str | None:
   for d in idx_dirs(name, idx_dir):
-    if all(_idx_file(d, p, k) for p in _IDX_PREFIX.values()
-           for k in ('images-idx3', 'labels-idx1')):
+    if all(
+      _idx_file(d, p, k) for p in _IDX_PREFIX.values() for k in ('images-idx3', 'labels-idx1')
+    ):
       return d
   return None
 
 
-def load_idx_split(directory: str, base_split: str, *,
-                   max_items: int | None = None):
+def load_idx_split(directory: str, base_split: str, *, max_items: int | None = None):
   """(images uint8 (N,H,W,1), labels int32 (N,)) of 'train' or 'test'."""
   prefix = _IDX_PREFIX[base_split]
   ipath = _idx_file(directory, prefix, 'images-idx3')
   lpath = _idx_file(directory, prefix, 'labels-idx1')
   if ipath is None or lpath is None:
-    raise FileNotFoundError(
-        f'IDX files for split {base_split!r} not found in {directory!r}.')
+    raise FileNotFoundError(f'IDX files for split {base_split!r} not found in {directory!r}.')
   images = idx_lib.read_idx(ipath, max_items=max_items)
   labels = idx_lib.read_idx(lpath, max_items=max_items)
   if images.ndim != 3 or images.dtype != np.uint8:
     raise idx_lib.IdxFormatError(
-        f'{ipath!r}: expected uint8 images of shape (N, H, W), got '
-        f'{images.dtype} {images.shape}.')
+      f'{ipath!r}: expected uint8 images of shape (N, H, W), got {images.dtype} {images.shape}.'
+    )
   if labels.ndim != 1:
-    raise idx_lib.IdxFormatError(
-        f'{lpath!r}: expected labels of shape (N,), got {labels.shape}.')
+    raise idx_lib.IdxFormatError(f'{lpath!r}: expected labels of shape (N,), got {labels.shape}.')
   if len(images) != len(labels):
     raise idx_lib.IdxFormatError(
-        f'{ipath!r} has {len(images)} images but {lpath!r} has '
-        f'{len(labels)} labels.')
+      f'{ipath!r} has {len(images)} images but {lpath!r} has {len(labels)} labels.'
+    )
   return images[..., None], labels.astype(np.int32)
 
 
 def _load_idx(name, split, directory, limit, info):
   sizes = {}
   for s, prefix in _IDX_PREFIX.items():
-    _, dims = idx_lib.read_idx_header(
-        _idx_file(directory, prefix, 'labels-idx1'))
+    _, dims = idx_lib.read_idx_header(_idx_file(directory, prefix, 'labels-idx1'))
     sizes[s] = dims[0]
   instrs = _absolute_instructions(split, sizes)
   remaining = None if limit is None else max(0, int(limit))
@@ -388,8 +398,7 @@ def _load_idx(name, split, directory, limit, info):
     idxs.append(np.arange(a, b, dtype=np.int32))
   if not imgs:
     h, w, c = info.image_shape
-    return (np.zeros((0, h, w, c), np.uint8), np.zeros((0,), np.int32),
-            np.zeros((0,), np.int32))
+    return (np.zeros((0, h, w, c), np.uint8), np.zeros((0,), np.int32), np.zeros((0,), np.int32))
   if len(imgs) == 1:
     return imgs[0], labs[0], idxs[0]
   return np.concatenate(imgs), np.concatenate(labs), np.concatenate(idxs)
@@ -400,9 +409,14 @@ def _load_idx(name, split, directory, limit, info):
 # --------------------------------------------------------------------------
 
 
-def load_arrays(name: str, split: str, *, data_dir: str | None = None,
-                idx_dir: str | None = None,
-                limit: int | None = None) -> ArraySplit:
+def load_arrays(
+  name: str,
+  split: str,
+  *,
+  data_dir: str | None = None,
+  idx_dir: str | None = None,
+  limit: int | None = None,
+) -> ArraySplit:
   """Loads a whole split (or its first `limit` examples) into memory.
 
   `split` is a TFDS split spec: 'train', 'test', 'train[:90%]',
@@ -413,14 +427,16 @@ def load_arrays(name: str, split: str, *, data_dir: str | None = None,
   info = get_info(name)
   if not info.in_memory:
     raise UserError(
-        f'{name!r} is too large to hold in memory; use '
-        f'kdjax.data.stream.HostStream({name!r}, {split!r}, ...) instead.')
+      f'{name!r} is too large to hold in memory; use '
+      f'kdjax.data.stream.HostStream({name!r}, {split!r}, ...) instead.'
+    )
   if not isinstance(split, str) or not split:
     raise UserError(f'split must be a non-empty string, got {split!r}.')
-  if name == tiny_imagenet.NAME:   # no TFDS builder: the original tiny-imagenet-200 directory
+  if name == tiny_imagenet.NAME:  # no TFDS builder: the original tiny-imagenet-200 directory
     images, labels, index = tiny_imagenet.load(split, data_dir=data_dir, limit=limit)
-    return _checked(ArraySplit(images, labels, index, info, split),
-                    'the tiny-imagenet-200 directory')
+    return _checked(
+      ArraySplit(images, labels, index, info, split), 'the tiny-imagenet-200 directory'
+    )
   details = []
   # 1. Prepared TFDS data.
   try:
@@ -431,9 +447,8 @@ def load_arrays(name: str, split: str, *, data_dir: str | None = None,
   else:
     n = len(source) if limit is None else min(len(source), max(0, int(limit)))
     fast = _fast_arrays(name, split, data_dir, source, n)
-    images, labels = fast if fast is not None else source_to_arrays(
-        source, limit=limit)
-    index = source_indices(source, split)[:len(labels)]
+    images, labels = fast if fast is not None else source_to_arrays(source, limit=limit)
+    index = source_indices(source, split)[: len(labels)]
     if len(labels) == 0:
       images = np.zeros((0,) + tuple(info.image_shape), np.uint8)
     return _checked(ArraySplit(images, labels, index, info, split), 'TFDS')
@@ -442,29 +457,29 @@ def load_arrays(name: str, split: str, *, data_dir: str | None = None,
     directory = _find_idx_dir(name, idx_dir)
     if directory is not None:
       images, labels, index = _load_idx(name, split, directory, limit, info)
-      return _checked(ArraySplit(images, labels, index, info, split),
-                      f'IDX files in {directory}')
+      return _checked(ArraySplit(images, labels, index, info, split), f'IDX files in {directory}')
     details.append(
-        'IDX: no train-/t10k- images-idx3/labels-idx1 files in '
-        + ', '.join(repr(d) for d in idx_dirs(name, idx_dir))
-        + ('' if idx_dir is not None else
-           f' (${IDX_ENV_VARS[name]} is '
-           + ('not set' if not os.environ.get(IDX_ENV_VARS[name]) else 'set')
-           + ')') + '.')
+      'IDX: no train-/t10k- images-idx3/labels-idx1 files in '
+      + ', '.join(repr(d) for d in idx_dirs(name, idx_dir))
+      + (
+        ''
+        if idx_dir is not None
+        else f' (${IDX_ENV_VARS[name]} is '
+        + ('not set' if not os.environ.get(IDX_ENV_VARS[name]) else 'set')
+        + ')'
+      )
+      + '.'
+    )
   # 3. Nothing.
-  raise DatasetNotFoundError(
-      missing_dataset_message(name, split, data_dir, details)) from None
+  raise DatasetNotFoundError(missing_dataset_message(name, split, data_dir, details)) from None
 
 
 def _checked(s: ArraySplit, source: str) -> ArraySplit:
   if len(s.labels) and s.images.shape[1:] != tuple(s.info.image_shape):
     raise UserError(
-        f'{s.info.name} from {source}: images have shape {s.images.shape[1:]}, '
-        f'expected {tuple(s.info.image_shape)}.')
-  if len(s.labels) and (s.labels.min() < 0 or
-                        s.labels.max() >= s.info.num_classes):
-    raise UserError(
-        f'{s.info.name} from {source}: labels outside 0..'
-        f'{s.info.num_classes - 1}.')
+      f'{s.info.name} from {source}: images have shape {s.images.shape[1:]}, '
+      f'expected {tuple(s.info.image_shape)}.'
+    )
+  if len(s.labels) and (s.labels.min() < 0 or s.labels.max() >= s.info.num_classes):
+    raise UserError(f'{s.info.name} from {source}: labels outside 0..{s.info.num_classes - 1}.')
   return s
-

@@ -77,8 +77,9 @@ def rotation_views(images, rng, transform, *, num_views: int = 4):
   """
   images = jnp.asarray(images)
   if images.ndim != 4 or images.shape[1] != images.shape[2]:
-    raise ValueError(f"rotation views need a (B, H, W, C) batch of square images, got shape "
-                     f"{images.shape}.")
+    raise ValueError(
+      f"rotation views need a (B, H, W, C) batch of square images, got shape {images.shape}."
+    )
   if not 1 <= num_views <= 4:
     raise ValueError(f"rotation views: num_views must be in 1..4, got {num_views}.")
   flip_rng, rng = jax.random.split(rng)
@@ -113,8 +114,10 @@ def jitter_magnitudes(spec) -> tuple[float, float, float, float] | None:
     d = dict(spec.items())
     unknown = sorted(set(d) - set(JITTER_KEYS))
     if unknown:
-      raise UserError(f'dataset.color_jitter: unknown keys {unknown}; use {list(JITTER_KEYS)} '
-                      '(e.g. dict(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.2)).')
+      raise UserError(
+        f'dataset.color_jitter: unknown keys {unknown}; use {list(JITTER_KEYS)} '
+        '(e.g. dict(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.2)).'
+      )
     vals = [d.get(k, 0.0) for k in JITTER_KEYS]
   else:
     try:
@@ -122,17 +125,20 @@ def jitter_magnitudes(spec) -> tuple[float, float, float, float] | None:
     except TypeError:
       vals = None
     if vals is None or len(vals) != 4:
-      raise UserError(f'dataset.color_jitter must be None, a dict with keys {list(JITTER_KEYS)} '
-                      f'or 4 numbers (brightness, contrast, saturation, hue), got {spec!r}.')
+      raise UserError(
+        f'dataset.color_jitter must be None, a dict with keys {list(JITTER_KEYS)} '
+        f'or 4 numbers (brightness, contrast, saturation, hue), got {spec!r}.'
+      )
   try:
     m = tuple(float(v) for v in vals)
   except (TypeError, ValueError):
     raise UserError(f'dataset.color_jitter: magnitudes must be numbers, got {spec!r}.') from None
-  if not all(v >= 0 for v in m):   # also rejects NaN
+  if not all(v >= 0 for v in m):  # also rejects NaN
     raise UserError(f'dataset.color_jitter: magnitudes must be >= 0, got {m}.')
   if m[3] > 0.5:
-    raise UserError(f'dataset.color_jitter: hue must be in [0, 0.5] (a shift of the hue circle), '
-                    f'got {m[3]}.')
+    raise UserError(
+      f'dataset.color_jitter: hue must be in [0, 0.5] (a shift of the hue circle), got {m[3]}.'
+    )
   return m if any(m) else None
 
 
@@ -179,8 +185,16 @@ def _shift_hue(img, shift):
   return _hsv_to_rgb(jnp.mod(h + shift, 1.0), s, v)
 
 
-def color_jitter(images, rng, *, brightness: float = 0.0, contrast: float = 0.0,
-                 saturation: float = 0.0, hue: float = 0.0, random_order: bool = True):
+def color_jitter(
+  images,
+  rng,
+  *,
+  brightness: float = 0.0,
+  contrast: float = 0.0,
+  saturation: float = 0.0,
+  hue: float = 0.0,
+  random_order: bool = True,
+):
   """Per-example torchvision ``ColorJitter(brightness, contrast, saturation, hue)`` of a batch.
 
   ``images``: ``(B, H, W, C)``, ``C`` in {1, 3}, float in [0, 1] (returns float32 in [0, 1]).
@@ -196,8 +210,9 @@ def color_jitter(images, rng, *, brightness: float = 0.0, contrast: float = 0.0,
   mags = jitter_magnitudes((brightness, contrast, saturation, hue))
   images = jnp.asarray(images)
   if images.ndim != 4 or images.shape[-1] not in (1, 3):
-    raise ValueError(f'color_jitter expects (B, H, W, C) images with C in (1, 3), got shape '
-                     f'{images.shape}.')
+    raise ValueError(
+      f'color_jitter expects (B, H, W, C) images with C in (1, 3), got shape {images.shape}.'
+    )
   x = images.astype(jnp.float32)
   if mags is None:
     return x
@@ -217,8 +232,7 @@ def _jitter(x, rng, *, mags, random_order):
   fb, fc, fs = factor(0, mb), factor(1, mc), factor(2, ms)
   fh = -mh + 2.0 * mh * u[:, 3]
   # argsort of i.i.d. uniforms: a uniformly random permutation per example.
-  perms = (jnp.argsort(u[:, 4:], axis=1) if random_order
-           else jnp.broadcast_to(jnp.arange(4), (n, 4)))
+  perms = jnp.argsort(u[:, 4:], axis=1) if random_order else jnp.broadcast_to(jnp.arange(4), (n, 4))
   rgb = x.shape[-1] == 3
   active = jnp.asarray([mb > 0, mc > 0, ms > 0 and rgb, mh > 0 and rgb])
 
@@ -247,13 +261,21 @@ def color_jitter_pixels(images, rng, magnitudes, *, random_order: bool = True):
   x = jnp.asarray(images).astype(jnp.float32)
   if m is None:
     return x
-  out = color_jitter(x * (1.0 / 255.0), rng, brightness=m[0], contrast=m[1], saturation=m[2],
-                     hue=m[3], random_order=random_order)
+  out = color_jitter(
+    x * (1.0 / 255.0),
+    rng,
+    brightness=m[0],
+    contrast=m[1],
+    saturation=m[2],
+    hue=m[3],
+    random_order=random_order,
+  )
   return out * 255.0
 
 
-def train_transform(info: DatasetInfo, images, rng, *, crop_pad: int = 4,
-                    flip: bool = True, color_jitter=None):
+def train_transform(
+  info: DatasetInfo, images, rng, *, crop_pad: int = 4, flip: bool = True, color_jitter=None
+):
   """Training-time batch transform -> float32 normalized images.
 
   In-memory datasets (CIFAR, (Fashion-)MNIST): random crop (zero padding
@@ -280,8 +302,9 @@ def dataset_train_transform(info: DatasetInfo, dcfg, *, flip: bool | None = None
   crop_pad = int(get('crop_pad', 4))
   do_flip = bool(get('flip', True)) if flip is None else bool(flip)
   jitter = jitter_magnitudes(get('color_jitter', None))
-  return lambda images, rng: train_transform(info, images, rng, crop_pad=crop_pad, flip=do_flip,
-                                             color_jitter=jitter)
+  return lambda images, rng: train_transform(
+    info, images, rng, crop_pad=crop_pad, flip=do_flip, color_jitter=jitter
+  )
 
 
 def eval_transform(info: DatasetInfo, images):

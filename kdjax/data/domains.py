@@ -32,6 +32,7 @@ split (students without Caltech101 on VLCS, without photo on PACS).
 (FairFace's ``fairface_label_train.csv``; ``file`` relative to ``root``) and the images; per-race
 sample counts (the paper's D_s / D_t: :data:`FAIRFACE_COUNTS`), gender labels.
 """
+
 from __future__ import annotations
 
 import colorsys
@@ -47,15 +48,29 @@ from kdjax.data.registry import DatasetInfo
 from kdjax.errors import UserError
 
 __all__ = [
-    "CLASS_PALETTE", "DomainSplit", "FAIRFACE_COUNTS", "FAIRFACE_RACES", "FairFaceSubset",
-    "DIGIT_DOMAINS", "KNOWN_DOMAINS", "digit_domains", "fairface_subset", "load_digit_domain",
-    "load_images", "load_mnist",
-    "lodo_split", "mnist_color", "mnist_m", "procedural_textures", "to_rgb",
+  "CLASS_PALETTE",
+  "DomainSplit",
+  "FAIRFACE_COUNTS",
+  "FAIRFACE_RACES",
+  "FairFaceSubset",
+  "DIGIT_DOMAINS",
+  "KNOWN_DOMAINS",
+  "digit_domains",
+  "fairface_subset",
+  "load_digit_domain",
+  "load_images",
+  "load_mnist",
+  "lodo_split",
+  "mnist_color",
+  "mnist_m",
+  "procedural_textures",
+  "to_rgb",
 ]
 
 # Ten well-separated hues (HSV, full saturation and value), class c -> CLASS_PALETTE[c].
-CLASS_PALETTE = np.array([np.round(np.array(colorsys.hsv_to_rgb(h / 10.0, 1.0, 1.0)) * 255)
-                          for h in range(10)], np.uint8)
+CLASS_PALETTE = np.array(
+  [np.round(np.array(colorsys.hsv_to_rgb(h / 10.0, 1.0, 1.0)) * 255) for h in range(10)], np.uint8
+)
 
 
 def _check_digits(images, labels):
@@ -64,8 +79,9 @@ def _check_digits(images, labels):
   if images.ndim == 4 and images.shape[-1] == 1:
     images = images[..., 0]
   if images.ndim != 3:
-    raise UserError(f"digit builders take grey images (N, H, W) or (N, H, W, 1), got shape "
-                    f"{images.shape}.")
+    raise UserError(
+      f"digit builders take grey images (N, H, W) or (N, H, W, 1), got shape {images.shape}."
+    )
   if labels.shape != (images.shape[0],):
     raise UserError(f"labels must have shape ({images.shape[0]},), got {labels.shape}.")
   if images.dtype != np.uint8:
@@ -91,8 +107,9 @@ def _random_colours(rng, n):
   return np.array([colorsys.hsv_to_rgb(*x) for x in zip(h, s, v)]).reshape(n, 3) * 255.0
 
 
-def mnist_color(images, labels, *, seed: int = 0, mode: str = "random",
-                p_correlated: float = 1.0, palette=None):
+def mnist_color(
+  images, labels, *, seed: int = 0, mode: str = "random", p_correlated: float = 1.0, palette=None
+):
   """MNIST-Color from grey digits (module docstring). Returns ``(images (N, H, W, 3) uint8,
   labels (N,) int32, colours (N, 3) uint8)``, the colour of each image's strokes.
 
@@ -114,19 +131,20 @@ def mnist_color(images, labels, *, seed: int = 0, mode: str = "random",
     pal = np.asarray(CLASS_PALETTE if palette is None else palette, np.float64)
     k = pal.shape[0]
     if pal.ndim != 2 or pal.shape[1] != 3 or (n and y.max() >= k):
-      raise UserError(f"mnist_color(mode='class'): palette must be (num_classes, 3) with a colour "
-                      f"for every label (labels up to {y.max() if n else 0}), got "
-                      f"{pal.shape}.")
+      raise UserError(
+        f"mnist_color(mode='class'): palette must be (num_classes, 3) with a colour "
+        f"for every label (labels up to {y.max() if n else 0}), got "
+        f"{pal.shape}."
+      )
     if not 0.0 <= float(p_correlated) <= 1.0:
       raise UserError(f"p_correlated must be in [0, 1], got {p_correlated!r}.")
-    other = (y + rng.integers(1, k, n)) % k          # uniform over the other k - 1 colours
+    other = (y + rng.integers(1, k, n)) % k  # uniform over the other k - 1 colours
     which = np.where(rng.uniform(size=n) < p_correlated, y, other)
     colours = pal[which]
   else:
     raise UserError(f"mnist_color: mode must be 'random' or 'class', got {mode!r}.")
   out = x[..., None].astype(np.float64) / 255.0 * colours[:, None, None, :]
-  return (np.clip(np.round(out), 0, 255).astype(np.uint8), y,
-          np.round(colours).astype(np.uint8))
+  return (np.clip(np.round(out), 0, 255).astype(np.uint8), y, np.round(colours).astype(np.uint8))
 
 
 # ---- MNIST-M-style ---------------------------------------------------------------------------------
@@ -147,10 +165,11 @@ def procedural_textures(n: int, size: int = 28, *, seed: int = 0) -> np.ndarray:
         freq = rng.uniform(0.5, 4.0)
         ang = rng.uniform(0.0, np.pi)
         f += rng.uniform(0.3, 1.0) * np.sin(
-            2 * np.pi * freq * (np.cos(ang) * xx + np.sin(ang) * yy) + rng.uniform(0, 2 * np.pi))
+          2 * np.pi * freq * (np.cos(ang) * xx + np.sin(ang) * yy) + rng.uniform(0, 2 * np.pi)
+        )
       coarse = rng.standard_normal((4, 4))
-      rows = np.array([np.interp(t, coarse_t, r) for r in coarse])           # (4, size)
-      f += 0.7 * np.array([np.interp(t, coarse_t, col) for col in rows.T]).T   # (size, size)
+      rows = np.array([np.interp(t, coarse_t, r) for r in coarse])  # (4, size)
+      f += 0.7 * np.array([np.interp(t, coarse_t, col) for col in rows.T]).T  # (size, size)
       f = (f - f.min()) / max(f.max() - f.min(), 1e-8)
       lo = rng.uniform(0, 191)
       hi = rng.uniform(lo + 64, 255)
@@ -175,10 +194,18 @@ def mnist_m(images, labels, *, seed: int = 0, textures=None, num_textures: int =
   if textures is None:
     textures = procedural_textures(num_textures, max(h, w), seed=seed + 1)
   textures = np.asarray(textures)
-  if (textures.ndim != 4 or textures.shape[-1] != 3 or textures.dtype != np.uint8
-      or textures.shape[1] < h or textures.shape[2] < w or len(textures) == 0):
-    raise UserError(f"mnist_m: textures must be uint8 (M, H', W', 3) with H' >= {h}, W' >= {w}, "
-                    f"got {textures.dtype} {textures.shape}.")
+  if (
+    textures.ndim != 4
+    or textures.shape[-1] != 3
+    or textures.dtype != np.uint8
+    or textures.shape[1] < h
+    or textures.shape[2] < w
+    or len(textures) == 0
+  ):
+    raise UserError(
+      f"mnist_m: textures must be uint8 (M, H', W', 3) with H' >= {h}, W' >= {w}, "
+      f"got {textures.dtype} {textures.shape}."
+    )
   which = rng.integers(0, len(textures), n)
   oy = rng.integers(0, textures.shape[1] - h + 1, n)
   ox = rng.integers(0, textures.shape[2] - w + 1, n)
@@ -209,8 +236,13 @@ def load_mnist(split: str = "train", *, idx_dir=None, data_dir=None):
 
 
 # Digit-domain datasets buildable from MNIST: name -> domain ids of :func:`digit_domains`.
-DIGIT_DOMAINS = {"mnist_rgb": (0,), "mnist_color": (1,), "mnist_m": (2,), "mnist_domains": (0, 1, 2)}
-_STATS_N = 10_000   # training digits the normalisation statistics are computed on
+DIGIT_DOMAINS = {
+  "mnist_rgb": (0,),
+  "mnist_color": (1,),
+  "mnist_m": (2,),
+  "mnist_domains": (0, 1, 2),
+}
+_STATS_N = 10_000  # training digits the normalisation statistics are computed on
 
 
 def _domain_images(x, y, name, seed, textures, color_mode):
@@ -227,9 +259,17 @@ def _domain_images(x, y, name, seed, textures, color_mode):
   return np.concatenate(ims), np.concatenate(labs), np.concatenate(doms)
 
 
-def load_digit_domain(name: str, split: str = "train", *, idx_dir=None, data_dir=None,
-                      seed: int = 0, limit: int | None = None, textures=None,
-                      color_mode: str = "random") -> ArraySplit:
+def load_digit_domain(
+  name: str,
+  split: str = "train",
+  *,
+  idx_dir=None,
+  data_dir=None,
+  seed: int = 0,
+  limit: int | None = None,
+  textures=None,
+  color_mode: str = "random",
+) -> ArraySplit:
   """An :class:`~kdjax.data.ArraySplit` of a digit domain built from MNIST (offline).
 
   ``name``: ``mnist_rgb`` (MNIST, grey replicated to RGB: the students' set), ``mnist_color``,
@@ -246,29 +286,40 @@ def load_digit_domain(name: str, split: str = "train", *, idx_dir=None, data_dir
     raise UserError(f"digit domains have splits 'train' and 'test', got {split!r}.")
   x, y = load_mnist(split, idx_dir=idx_dir, data_dir=data_dir)
   if limit:
-    x, y = x[:int(limit)], y[:int(limit)]
+    x, y = x[: int(limit)], y[: int(limit)]
   s_seed = seed if split == "train" else seed + 1000
   images, labels, dom = _domain_images(x, y, name, s_seed, textures, color_mode)
   if split == "train" and len(x) >= _STATS_N:
-    ref = images if len(x) == _STATS_N else _domain_images(x[:_STATS_N], y[:_STATS_N], name,
-                                                           seed, textures, color_mode)[0]
+    ref = (
+      images
+      if len(x) == _STATS_N
+      else _domain_images(x[:_STATS_N], y[:_STATS_N], name, seed, textures, color_mode)[0]
+    )
   else:
     tx, ty = load_mnist("train", idx_dir=idx_dir, data_dir=data_dir)
     ref = _domain_images(tx[:_STATS_N], ty[:_STATS_N], name, seed, textures, color_mode)[0]
   ref = ref.reshape(-1, 3).astype(np.float64) / 255.0
-  info = DatasetInfo(name=name, num_classes=10, image_shape=(28, 28, 3),
-                     mean=tuple(float(v) for v in ref.mean(0)),
-                     std=tuple(float(v) for v in ref.std(0)), train_split="train",
-                     eval_split="test", num_train=None, num_eval=None, in_memory=True)
+  info = DatasetInfo(
+    name=name,
+    num_classes=10,
+    image_shape=(28, 28, 3),
+    mean=tuple(float(v) for v in ref.mean(0)),
+    std=tuple(float(v) for v in ref.std(0)),
+    train_split="train",
+    eval_split="test",
+    num_train=None,
+    num_eval=None,
+    in_memory=True,
+  )
   n = len(y)
-  index = (dom.astype(np.int64) * n + np.tile(np.arange(n), len(DIGIT_DOMAINS[name])))
+  index = dom.astype(np.int64) * n + np.tile(np.arange(n), len(DIGIT_DOMAINS[name]))
   return ArraySplit(images, labels, index.astype(np.int32), info, split)
 
 
 # ---- PACS / VLCS leave-one-domain-out -------------------------------------------------------------
 KNOWN_DOMAINS = {
-    "pacs": ("art_painting", "cartoon", "photo", "sketch"),
-    "vlcs": ("Caltech101", "LabelMe", "SUN09", "VOC2007"),
+  "pacs": ("art_painting", "cartoon", "photo", "sketch"),
+  "vlcs": ("Caltech101", "LabelMe", "SUN09", "VOC2007"),
 }
 _IMAGE_EXTS = (".jpg", ".jpeg", ".png")
 
@@ -277,6 +328,7 @@ _IMAGE_EXTS = (".jpg", ".jpeg", ".png")
 class DomainSplit:
   """Files of one side of a leave-one-domain-out split: ``files`` (paths), ``labels`` (class
   index into ``classes``) and ``domains`` (index into ``domain_names``)."""
+
   files: tuple
   labels: np.ndarray
   domains: np.ndarray
@@ -289,9 +341,10 @@ class DomainSplit:
 
 def _layout_error(root, what):
   return UserError(
-      f"{what}. Expected the directory layout <root>/<domain>/<class>/*.jpg (also .jpeg/.png), "
-      f"e.g. {os.path.join(str(root), 'photo', 'dog', '0001.jpg')}, with root={str(root)!r}; "
-      f"PACS domains {list(KNOWN_DOMAINS['pacs'])}, VLCS domains {list(KNOWN_DOMAINS['vlcs'])}.")
+    f"{what}. Expected the directory layout <root>/<domain>/<class>/*.jpg (also .jpeg/.png), "
+    f"e.g. {os.path.join(str(root), 'photo', 'dog', '0001.jpg')}, with root={str(root)!r}; "
+    f"PACS domains {list(KNOWN_DOMAINS['pacs'])}, VLCS domains {list(KNOWN_DOMAINS['vlcs'])}."
+  )
 
 
 def lodo_split(root, held_out: str, *, domains: Sequence[str] | None = None):
@@ -317,18 +370,26 @@ def lodo_split(root, held_out: str, *, domains: Sequence[str] | None = None):
   doms = tuple(domains) if domains is not None else names
   missing = [d for d in doms if d not in names]
   if not doms or missing:
-    raise _layout_error(root, f"domain directories {missing or '(none)'} not found under "
-                              f"{root!r} (it has {list(names)})")
+    raise _layout_error(
+      root,
+      f"domain directories {missing or '(none)'} not found under {root!r} (it has {list(names)})",
+    )
   if held_out not in doms:
-    raise UserError(f"held_out domain {held_out!r} is not one of the domains {list(doms)} under "
-                    f"{root!r}.")
-  per_dom = {d: sorted(c for c in os.listdir(os.path.join(root, d))
-                       if os.path.isdir(os.path.join(root, d, c))) for d in doms}
+    raise UserError(
+      f"held_out domain {held_out!r} is not one of the domains {list(doms)} under {root!r}."
+    )
+  per_dom = {
+    d: sorted(
+      c for c in os.listdir(os.path.join(root, d)) if os.path.isdir(os.path.join(root, d, c))
+    )
+    for d in doms
+  }
   classes = tuple(sorted(set().union(*per_dom.values())))
   for d, cs in per_dom.items():
     if set(cs) != set(classes):
-      raise _layout_error(root, f"domain {d!r} lacks class directories "
-                                f"{sorted(set(classes) - set(cs))}")
+      raise _layout_error(
+        root, f"domain {d!r} lacks class directories {sorted(set(classes) - set(cs))}"
+      )
   sides = {True: ([], [], []), False: ([], [], [])}
   for di, d in enumerate(doms):
     for ci, c in enumerate(classes):
@@ -343,8 +404,7 @@ def lodo_split(root, held_out: str, *, domains: Sequence[str] | None = None):
 
   def make(side):
     f_, l_, d_ = sides[side]
-    return DomainSplit(tuple(f_), np.asarray(l_, np.int32), np.asarray(d_, np.int32), classes,
-                       doms)
+    return DomainSplit(tuple(f_), np.asarray(l_, np.int32), np.asarray(d_, np.int32), classes, doms)
 
   return make(False), make(True)
 
@@ -353,6 +413,7 @@ def load_images(files: Sequence[str], size: int | tuple = 224) -> np.ndarray:
   """``(N, H, W, 3)`` uint8: each file decoded to RGB and resized to ``size`` (bilinear; an int
   is a square). For the small PACS/VLCS/FairFace sets held in memory."""
   from PIL import Image  # pylint: disable=g-import-not-at-top
+
   hw = (size, size) if isinstance(size, int) else tuple(size)
   out = np.empty((len(files),) + hw + (3,), np.uint8)
   for i, f in enumerate(files):
@@ -364,12 +425,19 @@ def load_images(files: Sequence[str], size: int | tuple = 224) -> np.ndarray:
 # ---- FairFace -------------------------------------------------------------------------------------
 # FairFace's race labels in the order of its README / label files (race 1..7 of the paper: our
 # reading, unverified).
-FAIRFACE_RACES = ("White", "Black", "Latino_Hispanic", "East Asian", "Southeast Asian", "Indian",
-                  "Middle Eastern")
+FAIRFACE_RACES = (
+  "White",
+  "Black",
+  "Latino_Hispanic",
+  "East Asian",
+  "Southeast Asian",
+  "Indian",
+  "Middle Eastern",
+)
 # Training images per race 1..7 (methods.md §6.3.7): the student's D_s and the teacher's D_t.
 FAIRFACE_COUNTS = {
-    "student": (600, 50, 2000, 200, 0, 200, 800),
-    "teacher": (4000, 4000, 0, 4000, 4000, 4000, 4000),
+  "student": (600, 50, 2000, 200, 0, 200, 800),
+  "teacher": (4000, 4000, 0, 4000, 4000, 4000, 4000),
 }
 GENDERS = ("Male", "Female")
 
@@ -378,6 +446,7 @@ GENDERS = ("Male", "Female")
 class FairFaceSubset:
   """``files`` (paths), ``labels`` (gender: 0 Male, 1 Female), ``race`` (index into
   :data:`FAIRFACE_RACES`), ``age`` (the CSV's age-group strings)."""
+
   files: tuple
   labels: np.ndarray
   race: np.ndarray
@@ -387,8 +456,14 @@ class FairFaceSubset:
     return len(self.files)
 
 
-def fairface_subset(root, counts, *, csv_name: str = "fairface_label_train.csv",
-                    seed: int = 0, check_files: bool = True) -> FairFaceSubset:
+def fairface_subset(
+  root,
+  counts,
+  *,
+  csv_name: str = "fairface_label_train.csv",
+  seed: int = 0,
+  check_files: bool = True,
+) -> FairFaceSubset:
   """A FairFace subset with ``counts`` images per race, sampled without replacement.
 
   Args:
@@ -405,14 +480,18 @@ def fairface_subset(root, counts, *, csv_name: str = "fairface_label_train.csv",
   """
   root = os.fspath(root)
   path = os.path.join(root, csv_name)
-  layout = (f"expected {path} with columns file,age,gender,race (FairFace's label CSV) and the "
-            f"images it names under {root!r} (e.g. train/1.jpg)")
+  layout = (
+    f"expected {path} with columns file,age,gender,race (FairFace's label CSV) and the "
+    f"images it names under {root!r} (e.g. train/1.jpg)"
+  )
   if not os.path.isfile(path):
     raise UserError(f"FairFace not found: {layout}.")
   if isinstance(counts, str):
     if counts not in FAIRFACE_COUNTS:
-      raise UserError(f"counts must be one of {sorted(FAIRFACE_COUNTS)}, 7 numbers or a mapping "
-                      f"race -> count, got {counts!r}.")
+      raise UserError(
+        f"counts must be one of {sorted(FAIRFACE_COUNTS)}, 7 numbers or a mapping "
+        f"race -> count, got {counts!r}."
+      )
     counts = FAIRFACE_COUNTS[counts]
   if isinstance(counts, Mapping):
     unknown = sorted(set(counts) - set(FAIRFACE_RACES))
@@ -421,8 +500,9 @@ def fairface_subset(root, counts, *, csv_name: str = "fairface_label_train.csv",
     counts = tuple(int(counts.get(r, 0)) for r in FAIRFACE_RACES)
   counts = tuple(int(c) for c in counts)
   if len(counts) != len(FAIRFACE_RACES) or min(counts) < 0:
-    raise UserError(f"counts must be 7 non-negative numbers (races {list(FAIRFACE_RACES)}), got "
-                    f"{counts}.")
+    raise UserError(
+      f"counts must be 7 non-negative numbers (races {list(FAIRFACE_RACES)}), got {counts}."
+    )
   with open(path, newline="") as f:
     reader = csv.DictReader(f)
     cols = set(reader.fieldnames or ())
@@ -447,5 +527,6 @@ def fairface_subset(root, counts, *, csv_name: str = "fairface_label_train.csv",
       labels.append(GENDERS.index(row["gender"]))
       race.append(ri)
       age.append(row["age"])
-  return FairFaceSubset(tuple(files), np.asarray(labels, np.int32), np.asarray(race, np.int32),
-                        tuple(age))
+  return FairFaceSubset(
+    tuple(files), np.asarray(labels, np.int32), np.asarray(race, np.int32), tuple(age)
+  )

@@ -19,6 +19,7 @@ batch (those its devices hold) and the global ``jax.Array`` is assembled with
 Grain reads its settings from absl flags: if the program has not parsed absl flags, this module
 marks them parsed (defaults) so that Grain's worker processes can start.
 """
+
 from __future__ import annotations
 
 import collections
@@ -39,9 +40,9 @@ def _grain():
   try:
     import grain  # pylint: disable=g-import-not-at-top
   except ImportError:
-    raise UserError("The Grain input pipeline needs grain: pip install 'grain>=0.2.18'.") \
-      from None
+    raise UserError("The Grain input pipeline needs grain: pip install 'grain>=0.2.18'.") from None
   from absl import flags  # pylint: disable=g-import-not-at-top
+
   if not flags.FLAGS.is_parsed():
     flags.FLAGS.mark_as_parsed()
   return grain
@@ -51,8 +52,9 @@ class _LoadTransform:
   """position -> {image uint8 (S, S, 3), label int32, index int32}; runs in Grain's workers
   (picklable: holds the data source, which reopens its files in the worker)."""
 
-  def __init__(self, source, index, *, epoch, seed, train, image_size, eval_resize, scale,
-               ratio, flip):
+  def __init__(
+    self, source, index, *, epoch, seed, train, image_size, eval_resize, scale, ratio, flip
+  ):
     self.source, self.index = source, index
     self.epoch, self.seed, self.train = int(epoch), int(seed), bool(train)
     self.image_size, self.eval_resize = int(image_size), int(eval_resize)
@@ -64,13 +66,22 @@ class _LoadTransform:
     idx = int(self.index[pos])
     if self.train:
       img = stream_lib.train_image_transform(
-          rec["image"], epoch_rng(self.seed, self.epoch, idx), size=self.image_size,
-          scale=self.scale, ratio=self.ratio, flip=self.flip)
+        rec["image"],
+        epoch_rng(self.seed, self.epoch, idx),
+        size=self.image_size,
+        scale=self.scale,
+        ratio=self.ratio,
+        flip=self.flip,
+      )
     else:
-      img = stream_lib.eval_image_transform(rec["image"], resize=self.eval_resize,
-                                            size=self.image_size)
-    return {"image": np.ascontiguousarray(img, np.uint8),
-            "label": np.int32(rec["label"]), "index": np.int32(idx)}
+      img = stream_lib.eval_image_transform(
+        rec["image"], resize=self.eval_resize, size=self.image_size
+      )
+    return {
+      "image": np.ascontiguousarray(img, np.uint8),
+      "label": np.int32(rec["label"]),
+      "index": np.int32(idx),
+    }
 
 
 class GrainStream:
@@ -81,13 +92,30 @@ class GrainStream:
   ``num_workers``). Train streams shuffle and drop the last partial batch; eval streams keep the
   order and the last partial batch (one process only)."""
 
-  def __init__(self, name: str, split: str, *, batch_size: int, seed: int = 0, train: bool,
-               data_dir: Optional[str] = None, image_size: int = 224, eval_resize: int = 256,
-               scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), flip: bool = True,
-               shuffle: Optional[bool] = None, drop_remainder: Optional[bool] = None,
-               num_workers: int = 0, worker_buffer_size: int = 2,
-               limit: Optional[int] = None, source=None, process_index: Optional[int] = None,
-               process_count: Optional[int] = None, epoch: int = 0):
+  def __init__(
+    self,
+    name: str,
+    split: str,
+    *,
+    batch_size: int,
+    seed: int = 0,
+    train: bool,
+    data_dir: Optional[str] = None,
+    image_size: int = 224,
+    eval_resize: int = 256,
+    scale=(0.08, 1.0),
+    ratio=(3 / 4, 4 / 3),
+    flip: bool = True,
+    shuffle: Optional[bool] = None,
+    drop_remainder: Optional[bool] = None,
+    num_workers: int = 0,
+    worker_buffer_size: int = 2,
+    limit: Optional[int] = None,
+    source=None,
+    process_index: Optional[int] = None,
+    process_count: Optional[int] = None,
+    epoch: int = 0,
+  ):
     self.info = get_info(name)
     self.name, self.split = name, split
     self.batch_size, self.seed, self.train = int(batch_size), int(seed), bool(train)
@@ -101,53 +129,78 @@ class GrainStream:
     self.epoch = int(epoch)
     if process_index is None or process_count is None:
       import jax  # pylint: disable=g-import-not-at-top
+
       process_index = jax.process_index() if process_index is None else process_index
       process_count = jax.process_count() if process_count is None else process_count
     self.process_index, self.process_count = int(process_index), int(process_count)
     self.local_batch_size = distributed.local_batch_size(self.batch_size, self.process_count)
     if self.process_count > 1 and not self.drop_remainder:
-      raise UserError("A stream split over several processes needs drop_remainder=True (every "
-                      "process must feed the same number of full batches).")
+      raise UserError(
+        "A stream split over several processes needs drop_remainder=True (every "
+        "process must feed the same number of full batches)."
+      )
     if source is None:
       try:
         source = arrays_lib.open_tfds_source(name, split, data_dir)
       except arrays_lib._Unavailable as e:  # pylint: disable=protected-access
-        details = ([] if e.args[0] == arrays_lib._NOT_PREPARED  # pylint: disable=protected-access
-                   else [f"TFDS: {e.args[0]}."])
-        raise DatasetNotFoundError(missing_dataset_message(name, split, data_dir, details)) \
-          from None
+        details = (
+          []
+          if e.args[0] == arrays_lib._NOT_PREPARED  # pylint: disable=protected-access
+          else [f"TFDS: {e.args[0]}."]
+        )
+        raise DatasetNotFoundError(
+          missing_dataset_message(name, split, data_dir, details)
+        ) from None
     self.source = source
     self.num_examples = len(source) if limit is None else min(len(source), int(limit))
     self.index = arrays_lib.source_indices(source, split)
-    self._index = self.index      # HostStream's name (kdjax.train.loop reads it)
+    self._index = self.index  # HostStream's name (kdjax.train.loop reads it)
 
   def __len__(self) -> int:
     return num_batches(self.num_examples, self.batch_size, drop_remainder=self.drop_remainder)
 
   def positions(self, epoch: int, offset: int = 0) -> np.ndarray:
     """Source positions this process reads for batches ``offset..`` of ``epoch``, in order."""
-    batches = batch_indices(self.num_examples, self.batch_size, seed=self.seed, epoch=epoch,
-                            shuffle=self.shuffle, drop_remainder=self.drop_remainder)[offset:]
+    batches = batch_indices(
+      self.num_examples,
+      self.batch_size,
+      seed=self.seed,
+      epoch=epoch,
+      shuffle=self.shuffle,
+      drop_remainder=self.drop_remainder,
+    )[offset:]
     if not batches:
       return np.zeros((0,), np.int64)
     if self.process_count == 1:
       return np.concatenate(batches)
     lo = self.process_index * self.local_batch_size
-    return np.concatenate([b[lo:lo + self.local_batch_size] for b in batches])
+    return np.concatenate([b[lo : lo + self.local_batch_size] for b in batches])
 
   def dataset(self, epoch: int, offset: int = 0):
     """The Grain pipeline of batches ``offset..`` of ``epoch`` (an ``IterDataset``)."""
     grain = _grain()
-    load = _LoadTransform(self.source, self.index, epoch=epoch, seed=self.seed, train=self.train,
-                          image_size=self.image_size, eval_resize=self.eval_resize,
-                          scale=self.scale, ratio=self.ratio, flip=self.flip)
+    load = _LoadTransform(
+      self.source,
+      self.index,
+      epoch=epoch,
+      seed=self.seed,
+      train=self.train,
+      image_size=self.image_size,
+      eval_resize=self.eval_resize,
+      scale=self.scale,
+      ratio=self.ratio,
+      flip=self.flip,
+    )
     ds = grain.MapDataset.source(self.positions(epoch, offset)).map(load)
     # Batches are cut on the already batch-aligned positions; the tail (eval only) is partial.
     ds = ds.batch(self.local_batch_size, drop_remainder=False)
     ds = ds.to_iter_dataset()
     if self.num_workers > 0:
-      ds = ds.mp_prefetch(grain.MultiprocessingOptions(
-          num_workers=self.num_workers, per_worker_buffer_size=self.worker_buffer_size))
+      ds = ds.mp_prefetch(
+        grain.MultiprocessingOptions(
+          num_workers=self.num_workers, per_worker_buffer_size=self.worker_buffer_size
+        )
+      )
     return ds
 
   def iter_epoch(self, epoch: int, offset: int = 0) -> Iterator[dict]:
@@ -156,7 +209,7 @@ class GrainStream:
       yield from it
     finally:
       close = getattr(it, "close", None)
-      if close is not None:       # stops the worker processes
+      if close is not None:  # stops the worker processes
         close()
 
   def __iter__(self) -> Iterator[dict]:
@@ -169,12 +222,13 @@ class GrainStream:
 def _put(batch: dict, mesh, global_batch_size: int, process_count: int):
   import jax  # pylint: disable=g-import-not-at-top
   from jax.sharding import NamedSharding, PartitionSpec as P  # pylint: disable=g-import-not-at-top
+
   if process_count > 1:
     return distributed.put_process_local(batch, mesh, global_batch_size)
   n = mesh.devices.size
   out = {}
   for k, v in batch.items():
-    spec = P(mesh.axis_names[0]) if v.shape[0] % n == 0 else P()   # partial eval tail
+    spec = P(mesh.axis_names[0]) if v.shape[0] % n == 0 else P()  # partial eval tail
     out[k] = jax.device_put(v, NamedSharding(mesh, spec))
   return out
 
@@ -187,12 +241,17 @@ class GrainFeed:
   def __init__(self, stream: GrainStream, mesh, *, prefetch: int = 2):
     self.stream, self.mesh, self.prefetch = stream, mesh, max(1, int(prefetch))
     if stream.process_count == 1 and stream.batch_size % mesh.devices.size:
-      raise UserError(f"batch_size={stream.batch_size} is not divisible by the "
-                      f"{mesh.devices.size} devices: use a multiple of {mesh.devices.size}.")
+      raise UserError(
+        f"batch_size={stream.batch_size} is not divisible by the "
+        f"{mesh.devices.size} devices: use a multiple of {mesh.devices.size}."
+      )
     if stream.process_count > 1 and all(
-        d.process_index == stream.process_index for d in mesh.devices.flat):
-      raise UserError("With several processes the mesh must span every process's devices: "
-                      "build it with kdjax.distributed.global_mesh() (not jax.local_devices()).")
+      d.process_index == stream.process_index for d in mesh.devices.flat
+    ):
+      raise UserError(
+        "With several processes the mesh must span every process's devices: "
+        "build it with kdjax.distributed.global_mesh() (not jax.local_devices())."
+      )
     self.index_space = int(np.max(stream.index)) + 1 if len(stream.index) else 0
 
   def steps_per_epoch(self) -> int:

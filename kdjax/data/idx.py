@@ -16,12 +16,12 @@ import numpy as np
 from kdjax.errors import UserError
 
 _DTYPES = {
-    0x08: np.dtype('u1'),
-    0x09: np.dtype('i1'),
-    0x0B: np.dtype('>i2'),
-    0x0C: np.dtype('>i4'),
-    0x0D: np.dtype('>f4'),
-    0x0E: np.dtype('>f8'),
+  0x08: np.dtype('u1'),
+  0x09: np.dtype('i1'),
+  0x0B: np.dtype('>i2'),
+  0x0C: np.dtype('>i4'),
+  0x0D: np.dtype('>f4'),
+  0x0E: np.dtype('>f8'),
 }
 _GZIP_MAGIC = b'\x1f\x8b'
 
@@ -48,25 +48,25 @@ def _read_exact(f, n: int, path, what: str) -> bytearray:
       got += k
   except (EOFError, OSError, zlib.error) as e:  # truncated / corrupt gzip
     raise IdxFormatError(
-        f'IDX file {os.fspath(path)!r} is corrupt or truncated '
-        f'(while reading {what}): {e}') from None
+      f'IDX file {os.fspath(path)!r} is corrupt or truncated (while reading {what}): {e}'
+    ) from None
   if got != n:
     raise IdxFormatError(
-        f'IDX file {os.fspath(path)!r} is truncated: expected {n} bytes of '
-        f'{what}, got {got}.')
+      f'IDX file {os.fspath(path)!r} is truncated: expected {n} bytes of {what}, got {got}.'
+    )
   return data
 
 
 def _read_header(f, path) -> tuple[np.dtype, tuple[int, ...]]:
   magic = _read_exact(f, 4, path, 'magic number')
-  if magic[0] != 0 or magic[1] != 0 or magic[2] not in _DTYPES or not (
-      1 <= magic[3] <= 8):
+  if magic[0] != 0 or magic[1] != 0 or magic[2] not in _DTYPES or not (1 <= magic[3] <= 8):
     raise IdxFormatError(
-        f'{os.fspath(path)!r} is not an IDX file (bad magic number '
-        f'0x{magic.hex()}).')
+      f'{os.fspath(path)!r} is not an IDX file (bad magic number 0x{magic.hex()}).'
+    )
   ndim = magic[3]
-  dims = tuple(int(x) for x in np.frombuffer(
-      _read_exact(f, 4 * ndim, path, 'dimensions'), dtype='>u4'))
+  dims = tuple(
+    int(x) for x in np.frombuffer(_read_exact(f, 4 * ndim, path, 'dimensions'), dtype='>u4')
+  )
   return _DTYPES[magic[2]], dims
 
 
@@ -98,16 +98,15 @@ def read_idx(path, *, max_items: int | None = None) -> np.ndarray:
       extra = _read_exact_or_less(f, path)
       if extra:
         raise IdxFormatError(
-            f'IDX file {os.fspath(path)!r} has trailing data after the '
-            f'{dims} array declared in its header.')
+          f'IDX file {os.fspath(path)!r} has trailing data after the '
+          f'{dims} array declared in its header.'
+        )
   arr = np.frombuffer(data, dtype=dtype).reshape(shape)
-  return arr.astype(dtype.newbyteorder('='), copy=False) if (
-      dtype.itemsize > 1) else arr
+  return arr.astype(dtype.newbyteorder('='), copy=False) if (dtype.itemsize > 1) else arr
 
 
 def _read_exact_or_less(f, path) -> bytes:
   try:
     return f.read(1)
   except (EOFError, OSError, zlib.error) as e:
-    raise IdxFormatError(
-        f'IDX file {os.fspath(path)!r} is corrupt or truncated: {e}') from None
+    raise IdxFormatError(f'IDX file {os.fspath(path)!r} is corrupt or truncated: {e}') from None

@@ -23,22 +23,27 @@ from kdjax.data.registry import KNOWN_DATASETS
 NO_TFDS_BUILDER = ('tiny_imagenet',)
 
 TF_MISSING = (
-    'kdjax.data.prepare needs TensorFlow to build TFDS datasets, and it is not '
-    'installed. Install it on this machine (pip install tensorflow-cpu) or '
-    'prepare on a machine that has it and copy DATA_DIR/{name}/ over; '
-    'reading prepared data does not need TensorFlow.')
+  'kdjax.data.prepare needs TensorFlow to build TFDS datasets, and it is not '
+  'installed. Install it on this machine (pip install tensorflow-cpu) or '
+  'prepare on a machine that has it and copy DATA_DIR/{name}/ over; '
+  'reading prepared data does not need TensorFlow.'
+)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
   p = argparse.ArgumentParser(
-      prog='python -m kdjax.data.prepare',
-      description='Prepare a TFDS dataset in array_record format for kdjax.')
+    prog='python -m kdjax.data.prepare',
+    description='Prepare a TFDS dataset in array_record format for kdjax.',
+  )
   p.add_argument('name', choices=[n for n in KNOWN_DATASETS if n not in NO_TFDS_BUILDER])
-  p.add_argument('--data_dir', required=True,
-                 help='TFDS data dir to write (pass the same to kdjax).')
-  p.add_argument('--manual_dir', default=None,
-                 help='where the downloaded archives are '
-                 '(default: DATA_DIR/downloads/manual).')
+  p.add_argument(
+    '--data_dir', required=True, help='TFDS data dir to write (pass the same to kdjax).'
+  )
+  p.add_argument(
+    '--manual_dir',
+    default=None,
+    help='where the downloaded archives are (default: DATA_DIR/downloads/manual).',
+  )
   return p.parse_args(argv)
 
 
@@ -52,16 +57,15 @@ def main(argv=None) -> int:
     print('error: ' + TF_MISSING.format(name=args.name), file=sys.stderr)
     return 2
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
   data_dir = os.path.abspath(os.path.expanduser(args.data_dir))
   manual_dir = args.manual_dir or os.path.join(data_dir, 'downloads', 'manual')
   os.makedirs(manual_dir, exist_ok=True)
-  builder = tfds.builder(args.name, data_dir=data_dir,
-                         file_format='array_record')
+  builder = tfds.builder(args.name, data_dir=data_dir, file_format='array_record')
   builder.download_and_prepare(
-      download_config=tfds.download.DownloadConfig(
-          manual_dir=manual_dir, try_download_gcs=False))
-  print(f'{args.name} prepared in {builder.data_dir}. '
-        f'Use data_dir={data_dir!r} with kdjax.')
+    download_config=tfds.download.DownloadConfig(manual_dir=manual_dir, try_download_gcs=False)
+  )
+  print(f'{args.name} prepared in {builder.data_dir}. Use data_dir={data_dir!r} with kdjax.')
   return 0
 
 

@@ -21,6 +21,7 @@ class DatasetInfo:
   shape `kdjax.data.stream.HostStream` yields (224, 224, 3).
   `mean`/`std` are per channel, in [0, 1] pixel units.
   """
+
   name: str
   num_classes: int
   image_shape: tuple
@@ -34,35 +35,79 @@ class DatasetInfo:
 
 
 _INFOS = {
-    'cifar10': DatasetInfo(
-        name='cifar10', num_classes=10, image_shape=(32, 32, 3),
-        mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616),
-        train_split='train', eval_split='test', num_train=50_000,
-        num_eval=10_000, in_memory=True),
-    'cifar100': DatasetInfo(
-        name='cifar100', num_classes=100, image_shape=(32, 32, 3),
-        mean=(0.5071, 0.4867, 0.4408), std=(0.2675, 0.2565, 0.2761),
-        train_split='train', eval_split='test', num_train=50_000,
-        num_eval=10_000, in_memory=True),
-    'mnist': DatasetInfo(
-        name='mnist', num_classes=10, image_shape=(28, 28, 1),
-        mean=(0.1307,), std=(0.3081,), train_split='train', eval_split='test',
-        num_train=60_000, num_eval=10_000, in_memory=True),
-    'fashion_mnist': DatasetInfo(
-        name='fashion_mnist', num_classes=10, image_shape=(28, 28, 1),
-        mean=(0.2860,), std=(0.3530,), train_split='train', eval_split='test',
-        num_train=60_000, num_eval=10_000, in_memory=True),
-    'imagenet2012': DatasetInfo(
-        name='imagenet2012', num_classes=1000, image_shape=(224, 224, 3),
-        mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
-        train_split='train', eval_split='validation', num_train=1_281_167,
-        num_eval=50_000, in_memory=False),
-    # Directory of the original zip (kdjax.data.tiny_imagenet); mean/std as mdistiller's loader.
-    'tiny_imagenet': DatasetInfo(
-        name='tiny_imagenet', num_classes=200, image_shape=(64, 64, 3),
-        mean=(0.4802, 0.4481, 0.3975), std=(0.2302, 0.2265, 0.2262),
-        train_split='train', eval_split='validation', num_train=100_000,
-        num_eval=10_000, in_memory=True),
+  'cifar10': DatasetInfo(
+    name='cifar10',
+    num_classes=10,
+    image_shape=(32, 32, 3),
+    mean=(0.4914, 0.4822, 0.4465),
+    std=(0.2470, 0.2435, 0.2616),
+    train_split='train',
+    eval_split='test',
+    num_train=50_000,
+    num_eval=10_000,
+    in_memory=True,
+  ),
+  'cifar100': DatasetInfo(
+    name='cifar100',
+    num_classes=100,
+    image_shape=(32, 32, 3),
+    mean=(0.5071, 0.4867, 0.4408),
+    std=(0.2675, 0.2565, 0.2761),
+    train_split='train',
+    eval_split='test',
+    num_train=50_000,
+    num_eval=10_000,
+    in_memory=True,
+  ),
+  'mnist': DatasetInfo(
+    name='mnist',
+    num_classes=10,
+    image_shape=(28, 28, 1),
+    mean=(0.1307,),
+    std=(0.3081,),
+    train_split='train',
+    eval_split='test',
+    num_train=60_000,
+    num_eval=10_000,
+    in_memory=True,
+  ),
+  'fashion_mnist': DatasetInfo(
+    name='fashion_mnist',
+    num_classes=10,
+    image_shape=(28, 28, 1),
+    mean=(0.2860,),
+    std=(0.3530,),
+    train_split='train',
+    eval_split='test',
+    num_train=60_000,
+    num_eval=10_000,
+    in_memory=True,
+  ),
+  'imagenet2012': DatasetInfo(
+    name='imagenet2012',
+    num_classes=1000,
+    image_shape=(224, 224, 3),
+    mean=(0.485, 0.456, 0.406),
+    std=(0.229, 0.224, 0.225),
+    train_split='train',
+    eval_split='validation',
+    num_train=1_281_167,
+    num_eval=50_000,
+    in_memory=False,
+  ),
+  # Directory of the original zip (kdjax.data.tiny_imagenet); mean/std as mdistiller's loader.
+  'tiny_imagenet': DatasetInfo(
+    name='tiny_imagenet',
+    num_classes=200,
+    image_shape=(64, 64, 3),
+    mean=(0.4802, 0.4481, 0.3975),
+    std=(0.2302, 0.2265, 0.2262),
+    train_split='train',
+    eval_split='validation',
+    num_train=100_000,
+    num_eval=10_000,
+    in_memory=True,
+  ),
 }
 
 KNOWN_DATASETS = tuple(_INFOS)
@@ -74,65 +119,75 @@ def info(name: str) -> DatasetInfo:
     return _INFOS[name]
   except (KeyError, TypeError):
     raise ValueError(
-        f'Unknown dataset {name!r}. Known datasets: '
-        f'{", ".join(KNOWN_DATASETS)}.') from None
+      f'Unknown dataset {name!r}. Known datasets: {", ".join(KNOWN_DATASETS)}.'
+    ) from None
 
 
 # Environment variables naming a directory with the original IDX files.
 IDX_ENV_VARS = {
-    'mnist': 'KDJAX_MNIST_DIR',
-    'fashion_mnist': 'KDJAX_FASHION_MNIST_DIR',
+  'mnist': 'KDJAX_MNIST_DIR',
+  'fashion_mnist': 'KDJAX_FASHION_MNIST_DIR',
 }
 # Where Debian packages put the IDX files (`apt-get install dataset-fashion-mnist`).
 IDX_DEFAULT_DIRS = {
-    'mnist': ('/usr/share/datasets/mnist',),
-    'fashion_mnist': ('/usr/share/datasets/fashion-mnist',),
+  'mnist': ('/usr/share/datasets/mnist',),
+  'fashion_mnist': ('/usr/share/datasets/fashion-mnist',),
 }
 
 _ARCHIVES = {
-    'cifar10': 'cifar-10-binary.tar.gz',
-    'cifar100': 'cifar-100-binary.tar.gz',
+  'cifar10': 'cifar-10-binary.tar.gz',
+  'cifar100': 'cifar-100-binary.tar.gz',
 }
 
 
-def missing_dataset_message(name: str, split: str, data_dir: str | None,
-                            details: list[str] = ()) -> str:
+def missing_dataset_message(
+  name: str, split: str, data_dir: str | None, details: list[str] = ()
+) -> str:
   """One human-readable message on how to make `name` available."""
   shown_dir = data_dir if data_dir is not None else '~/tensorflow_datasets'
   d = data_dir if data_dir is not None else 'DIR'
   lines = [
-      f'Dataset {name!r} (split {split!r}) was not found: no prepared TFDS copy '
-      f'(array_record format) under data_dir={shown_dir!r}'
-      + ('' if data_dir is not None else ' (or $TFDS_DATA_DIR)') + '.'
+    f'Dataset {name!r} (split {split!r}) was not found: no prepared TFDS copy '
+    f'(array_record format) under data_dir={shown_dir!r}'
+    + ('' if data_dir is not None else ' (or $TFDS_DATA_DIR)')
+    + '.'
   ]
   lines += [f'  - {x}' for x in details]
   prepare = f'python -m kdjax.data.prepare {name} --data_dir {d}'
   if name in _ARCHIVES:
     lines.append(
-        f'To prepare it: download {_ARCHIVES[name]} '
-        f'(https://www.cs.toronto.edu/~kriz/{_ARCHIVES[name]}) and place it in '
-        f'{d}/downloads/manual/, then run, on a machine with tensorflow '
-        f'installed (pip install tensorflow-cpu):\n    {prepare}\n'
-        f'and pass data_dir={d!r} to kdjax.')
+      f'To prepare it: download {_ARCHIVES[name]} '
+      f'(https://www.cs.toronto.edu/~kriz/{_ARCHIVES[name]}) and place it in '
+      f'{d}/downloads/manual/, then run, on a machine with tensorflow '
+      f'installed (pip install tensorflow-cpu):\n    {prepare}\n'
+      f'and pass data_dir={d!r} to kdjax.'
+    )
   elif name == 'imagenet2012':
     lines.append(
-        'To prepare it: place ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar '
-        f'in {d}/downloads/manual/, then run, on a machine with tensorflow '
-        f'installed (pip install tensorflow-cpu):\n    {prepare}\n'
-        f'and pass data_dir={d!r} to kdjax.')
+      'To prepare it: place ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar '
+      f'in {d}/downloads/manual/, then run, on a machine with tensorflow '
+      f'installed (pip install tensorflow-cpu):\n    {prepare}\n'
+      f'and pass data_dir={d!r} to kdjax.'
+    )
   elif name in IDX_ENV_VARS:
     env = IDX_ENV_VARS[name]
     lines.append(
-        f'Easiest: give kdjax the original IDX files '
-        f'(train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, '
-        f't10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz; gzipped or not) '
-        f'with idx_dir=DIR or the environment variable {env}=DIR'
-        + (', or install them with:\n    apt-get install dataset-fashion-mnist\n'
-           '(files go to /usr/share/datasets/fashion-mnist)'
-           if name == 'fashion_mnist' else '') + '.')
+      f'Easiest: give kdjax the original IDX files '
+      f'(train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, '
+      f't10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz; gzipped or not) '
+      f'with idx_dir=DIR or the environment variable {env}=DIR'
+      + (
+        ', or install them with:\n    apt-get install dataset-fashion-mnist\n'
+        '(files go to /usr/share/datasets/fashion-mnist)'
+        if name == 'fashion_mnist'
+        else ''
+      )
+      + '.'
+    )
     lines.append(
-        f'Or place the four original .gz downloads (TFDS checks their checksums; '
-        f'the Debian copies differ) in {d}/downloads/manual/ and run, on a '
-        f'machine with tensorflow installed (pip install tensorflow-cpu):\n'
-        f'    {prepare}')
+      f'Or place the four original .gz downloads (TFDS checks their checksums; '
+      f'the Debian copies differ) in {d}/downloads/manual/ and run, on a '
+      f'machine with tensorflow installed (pip install tensorflow-cpu):\n'
+      f'    {prepare}'
+    )
   return '\n'.join(lines)

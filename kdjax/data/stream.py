@@ -38,8 +38,9 @@ def _as_rgb(img: np.ndarray) -> np.ndarray:
   return np.ascontiguousarray(img, dtype=np.uint8)
 
 
-def random_resized_crop_box(height: int, width: int, rng: np.random.Generator,
-                            scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)):
+def random_resized_crop_box(
+  height: int, width: int, rng: np.random.Generator, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)
+):
   """(top, left, h, w) as torchvision's RandomResizedCrop.get_params."""
   area = height * width
   log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
@@ -65,20 +66,24 @@ def random_resized_crop_box(height: int, width: int, rng: np.random.Generator,
   return (height - h) // 2, (width - w) // 2, h, w
 
 
-def random_resized_crop(img: np.ndarray, rng: np.random.Generator, *,
-                        size: int = 224, scale=(0.08, 1.0),
-                        ratio=(3 / 4, 4 / 3)) -> np.ndarray:
+def random_resized_crop(
+  img: np.ndarray,
+  rng: np.random.Generator,
+  *,
+  size: int = 224,
+  scale=(0.08, 1.0),
+  ratio=(3 / 4, 4 / 3),
+) -> np.ndarray:
   """uint8 (size, size, 3): random crop resized bilinearly (PIL)."""
   img = _as_rgb(img)
-  top, left, h, w = random_resized_crop_box(img.shape[0], img.shape[1], rng,
-                                            scale, ratio)
-  out = Image.fromarray(img).resize((size, size), _BILINEAR,
-                                    box=(left, top, left + w, top + h))
+  top, left, h, w = random_resized_crop_box(img.shape[0], img.shape[1], rng, scale, ratio)
+  out = Image.fromarray(img).resize((size, size), _BILINEAR, box=(left, top, left + w, top + h))
   return np.asarray(out)
 
 
-def resize_shorter_center_crop(img: np.ndarray, *, resize: int = 256,
-                               size: int = 224) -> np.ndarray:
+def resize_shorter_center_crop(
+  img: np.ndarray, *, resize: int = 256, size: int = 224
+) -> np.ndarray:
   """uint8 (size, size, 3): torchvision Resize(resize) + CenterCrop(size)."""
   img = _as_rgb(img)
   h, w = img.shape[:2]
@@ -93,20 +98,25 @@ def resize_shorter_center_crop(img: np.ndarray, *, resize: int = 256,
     out, nh, nw = padded, max(nh, size), max(nw, size)
   top = int(round((nh - size) / 2.0))
   left = int(round((nw - size) / 2.0))
-  return out[top:top + size, left:left + size]
+  return out[top : top + size, left : left + size]
 
 
-def train_image_transform(img, rng: np.random.Generator, *, size: int = 224,
-                          scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3),
-                          flip: bool = True) -> np.ndarray:
+def train_image_transform(
+  img,
+  rng: np.random.Generator,
+  *,
+  size: int = 224,
+  scale=(0.08, 1.0),
+  ratio=(3 / 4, 4 / 3),
+  flip: bool = True,
+) -> np.ndarray:
   out = random_resized_crop(img, rng, size=size, scale=scale, ratio=ratio)
   if flip and rng.random() < 0.5:
     out = out[:, ::-1]
   return out
 
 
-def eval_image_transform(img, *, resize: int = 256,
-                         size: int = 224) -> np.ndarray:
+def eval_image_transform(img, *, resize: int = 256, size: int = 224) -> np.ndarray:
   return resize_shorter_center_crop(img, resize=resize, size=size)
 
 
@@ -119,13 +129,27 @@ class HostStream:
   eval streams keep the order and the last partial batch.
   """
 
-  def __init__(self, name: str, split: str, *, batch_size: int, seed: int = 0,
-               train: bool, data_dir: str | None = None, image_size: int = 224,
-               eval_resize: int = 256, scale=(0.08, 1.0),
-               ratio=(3 / 4, 4 / 3), flip: bool = True,
-               shuffle: bool | None = None, drop_remainder: bool | None = None,
-               num_threads: int = 0, limit: int | None = None, epoch: int = 0,
-               source=None):
+  def __init__(
+    self,
+    name: str,
+    split: str,
+    *,
+    batch_size: int,
+    seed: int = 0,
+    train: bool,
+    data_dir: str | None = None,
+    image_size: int = 224,
+    eval_resize: int = 256,
+    scale=(0.08, 1.0),
+    ratio=(3 / 4, 4 / 3),
+    flip: bool = True,
+    shuffle: bool | None = None,
+    drop_remainder: bool | None = None,
+    num_threads: int = 0,
+    limit: int | None = None,
+    epoch: int = 0,
+    source=None,
+  ):
     self.info = get_info(name)
     self.name, self.split = name, split
     self.batch_size, self.seed, self.train = int(batch_size), int(seed), train
@@ -139,34 +163,39 @@ class HostStream:
       try:
         source = arrays_lib.open_tfds_source(name, split, data_dir)
       except arrays_lib._Unavailable as e:  # pylint: disable=protected-access
-        details = ([] if e.args[0] == arrays_lib._NOT_PREPARED  # pylint: disable=protected-access
-                   else [f'TFDS: {e.args[0]}.'])
-        raise DatasetNotFoundError(missing_dataset_message(
-            name, split, data_dir, details)) from None
+        details = (
+          []
+          if e.args[0] == arrays_lib._NOT_PREPARED  # pylint: disable=protected-access
+          else [f'TFDS: {e.args[0]}.']
+        )
+        raise DatasetNotFoundError(
+          missing_dataset_message(name, split, data_dir, details)
+        ) from None
     self.source = source
-    self.num_examples = len(source) if limit is None else min(
-        len(source), int(limit))
+    self.num_examples = len(source) if limit is None else min(len(source), int(limit))
     self._index = arrays_lib.source_indices(source, split)
 
   def __len__(self) -> int:
-    return num_batches(self.num_examples, self.batch_size,
-                       drop_remainder=self.drop_remainder)
+    return num_batches(self.num_examples, self.batch_size, drop_remainder=self.drop_remainder)
 
   def _one(self, rec, pos: int, epoch: int) -> np.ndarray:
     if self.train:
       rng = epoch_rng(self.seed, epoch, int(self._index[pos]))
-      return train_image_transform(rec['image'], rng, size=self.image_size,
-                                   scale=self.scale, ratio=self.ratio,
-                                   flip=self.flip)
-    return eval_image_transform(rec['image'], resize=self.eval_resize,
-                                size=self.image_size)
+      return train_image_transform(
+        rec['image'], rng, size=self.image_size, scale=self.scale, ratio=self.ratio, flip=self.flip
+      )
+    return eval_image_transform(rec['image'], resize=self.eval_resize, size=self.image_size)
 
   def iter_epoch(self, epoch: int) -> Iterator[dict]:
-    batches = batch_indices(self.num_examples, self.batch_size,
-                            seed=self.seed, epoch=epoch, shuffle=self.shuffle,
-                            drop_remainder=self.drop_remainder)
-    pool = (ThreadPoolExecutor(self.num_threads)
-            if self.num_threads > 1 else None)
+    batches = batch_indices(
+      self.num_examples,
+      self.batch_size,
+      seed=self.seed,
+      epoch=epoch,
+      shuffle=self.shuffle,
+      drop_remainder=self.drop_remainder,
+    )
+    pool = ThreadPoolExecutor(self.num_threads) if self.num_threads > 1 else None
     try:
       for positions in batches:
         pos = [int(p) for p in positions]
@@ -177,9 +206,9 @@ class HostStream:
         else:
           imgs = [self._one(r, p, epoch) for r, p in args]
         yield {
-            'image': np.stack(imgs),
-            'label': np.asarray([r['label'] for r in recs], np.int32),
-            'index': self._index[np.asarray(pos, np.int64)].astype(np.int32),
+          'image': np.stack(imgs),
+          'label': np.asarray([r['label'] for r in recs], np.int32),
+          'index': self._index[np.asarray(pos, np.int64)].astype(np.int32),
         }
     finally:
       if pool is not None:

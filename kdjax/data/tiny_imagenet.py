@@ -22,6 +22,7 @@ holds it), then ``$KDJAX_TINY_IMAGENET_DIR`` (same rule). Decoding the 110,000 J
 or two; a full base split is cached as ``<root>/kdjax_cache_<split>.npz`` when the folder is
 writable (delete it to re-read the JPEGs).
 """
+
 from __future__ import annotations
 
 import os
@@ -46,9 +47,11 @@ class TinyImageNetNotFoundError(UserError, FileNotFoundError):
 
 
 def _is_root(path: str) -> bool:
-  return (os.path.isfile(os.path.join(path, "wnids.txt"))
-          and os.path.isdir(os.path.join(path, "train"))
-          and os.path.isdir(os.path.join(path, "val")))
+  return (
+    os.path.isfile(os.path.join(path, "wnids.txt"))
+    and os.path.isdir(os.path.join(path, "train"))
+    and os.path.isdir(os.path.join(path, "val"))
+  )
 
 
 def candidate_dirs(data_dir: str | None) -> list[str]:
@@ -64,9 +67,11 @@ def candidate_dirs(data_dir: str | None) -> list[str]:
 def missing_message(data_dir: str | None) -> str:
   where = ", ".join(repr(d) for d in candidate_dirs(data_dir)) or "nowhere"
   env = "set" if os.environ.get(ENV_VAR) else "not set"
-  return (f"Tiny-ImageNet was not found (looked in {where}; ${ENV_VAR} is {env}): download "
-          f"{URL}, unzip it and pass --config.dataset.data_dir=DIR (DIR/{FOLDER}/wnids.txt "
-          f"must exist) or set {ENV_VAR}=DIR.")
+  return (
+    f"Tiny-ImageNet was not found (looked in {where}; ${ENV_VAR} is {env}): download "
+    f"{URL}, unzip it and pass --config.dataset.data_dir=DIR (DIR/{FOLDER}/wnids.txt "
+    f"must exist) or set {ENV_VAR}=DIR."
+  )
 
 
 def find_root(data_dir: str | None = None) -> str:
@@ -82,8 +87,10 @@ def read_wnids(root: str) -> list[str]:
   with open(os.path.join(root, "wnids.txt")) as fh:
     wnids = sorted({w.strip() for w in fh if w.strip()})
   if len(wnids) != NUM_CLASSES:
-    raise UserError(f"{root}/wnids.txt lists {len(wnids)} distinct wnids, Tiny-ImageNet has "
-                    f"{NUM_CLASSES}: point dataset.data_dir at an unmodified {FOLDER} folder.")
+    raise UserError(
+      f"{root}/wnids.txt lists {len(wnids)} distinct wnids, Tiny-ImageNet has "
+      f"{NUM_CLASSES}: point dataset.data_dir at an unmodified {FOLDER} folder."
+    )
   return wnids
 
 
@@ -103,8 +110,10 @@ def list_split(root: str, split: str) -> tuple[list[str], np.ndarray]:
   elif split == "validation":
     ann = os.path.join(root, "val", "val_annotations.txt")
     if not os.path.isfile(ann):
-      raise UserError(f"Tiny-ImageNet: {ann} is missing: unzip {FOLDER}.zip again (the val/ "
-                      "folder must keep its original layout).")
+      raise UserError(
+        f"Tiny-ImageNet: {ann} is missing: unzip {FOLDER}.zip again (the val/ "
+        "folder must keep its original layout)."
+      )
     rows = []
     with open(ann) as fh:
       for line in fh:
@@ -112,15 +121,18 @@ def list_split(root: str, split: str) -> tuple[list[str], np.ndarray]:
         if len(parts) < 2:
           continue
         if parts[1] not in label_of:
-          raise UserError(f"Tiny-ImageNet: {ann} names wnid {parts[1]!r}, which is not in "
-                          "wnids.txt.")
+          raise UserError(
+            f"Tiny-ImageNet: {ann} names wnid {parts[1]!r}, which is not in wnids.txt."
+          )
         rows.append((parts[0], label_of[parts[1]]))
     rows.sort()
     paths = [os.path.join(root, "val", "images", f) for f, _ in rows]
     labels = [y for _, y in rows]
   else:
-    raise UserError(f"Tiny-ImageNet has the splits 'train' and 'validation' (its test/ folder has "
-                    f"no labels), got {split!r}.")
+    raise UserError(
+      f"Tiny-ImageNet has the splits 'train' and 'validation' (its test/ folder has "
+      f"no labels), got {split!r}."
+    )
   return paths, np.asarray(labels, np.int32)
 
 
@@ -128,8 +140,10 @@ def _decode(path: str) -> np.ndarray:
   with Image.open(path) as im:
     img = np.asarray(im.convert("RGB"), np.uint8)
   if img.shape != (IMAGE_SIZE, IMAGE_SIZE, 3):
-    raise UserError(f"Tiny-ImageNet image {path} is {img.shape[1]}x{img.shape[0]}, expected "
-                    f"{IMAGE_SIZE}x{IMAGE_SIZE}: use the original {FOLDER} files.")
+    raise UserError(
+      f"Tiny-ImageNet image {path} is {img.shape[1]}x{img.shape[0]}, expected "
+      f"{IMAGE_SIZE}x{IMAGE_SIZE}: use the original {FOLDER} files."
+    )
   return img
 
 
@@ -146,8 +160,11 @@ def _cached(root: str, split: str, paths, labels) -> np.ndarray:
   cache = os.path.join(root, f"kdjax_cache_{split}.npz")
   if os.path.isfile(cache):
     with np.load(cache) as f:
-      if (int(f["version"]) == CACHE_VERSION and f["labels"].shape == labels.shape
-          and np.array_equal(f["labels"], labels)):
+      if (
+        int(f["version"]) == CACHE_VERSION
+        and f["labels"].shape == labels.shape
+        and np.array_equal(f["labels"], labels)
+      ):
         return f["images"]
   images = _decode_all(paths)
   if os.access(root, os.W_OK):
@@ -167,10 +184,13 @@ def _instructions(split: str, sizes: dict) -> list[tuple[str, int, int]]:
 
   try:
     instrs = tfds.core.ReadInstruction.from_spec(split).to_absolute(
-        {k: _N(v) for k, v in sizes.items()})
+      {k: _N(v) for k, v in sizes.items()}
+    )
   except (ValueError, KeyError, AssertionError) as e:
-    raise UserError(f"Tiny-ImageNet: bad split {split!r} ({e}); the splits are 'train' and "
-                    "'validation', with TFDS slicing such as 'train[:90%]'.") from None
+    raise UserError(
+      f"Tiny-ImageNet: bad split {split!r} ({e}); the splits are 'train' and "
+      "'validation', with TFDS slicing such as 'train[:90%]'."
+    ) from None
   out = []
   for ins in instrs:
     start = 0 if ins.from_ is None else ins.from_
@@ -179,8 +199,9 @@ def _instructions(split: str, sizes: dict) -> list[tuple[str, int, int]]:
   return out
 
 
-def load(split: str = "train", *, data_dir: str | None = None,
-         limit: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def load(
+  split: str = "train", *, data_dir: str | None = None, limit: int | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """``(images, labels, index)`` of a Tiny-ImageNet split spec over ``train`` / ``validation``:
   uint8 (N, 64, 64, 3), int32 (N,) labels, int32 (N,) positions in the base split; ``limit``
   keeps the first N. (``kdjax.data.load_arrays('tiny_imagenet', ...)`` wraps this.)"""
@@ -196,7 +217,7 @@ def load(split: str = "train", *, data_dir: str | None = None,
       stop = min(stop, start + left)
       left -= stop - start
     paths, labels = listed[base]
-    if stop - start > sizes[base] // 2:     # most of a base split: decode once, then cached
+    if stop - start > sizes[base] // 2:  # most of a base split: decode once, then cached
       images = _cached(root, base, paths, labels)[start:stop]
     else:
       images = _decode_all(paths[start:stop])
@@ -204,6 +225,8 @@ def load(split: str = "train", *, data_dir: str | None = None,
     labs.append(labels[start:stop])
     idxs.append(np.arange(start, stop, dtype=np.int32))
   empty = np.zeros((0, IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8)
-  return (np.concatenate(imgs) if imgs else empty,
-          np.concatenate(labs) if labs else np.zeros(0, np.int32),
-          np.concatenate(idxs) if idxs else np.zeros(0, np.int32))
+  return (
+    np.concatenate(imgs) if imgs else empty,
+    np.concatenate(labs) if labs else np.zeros(0, np.int32),
+    np.concatenate(idxs) if idxs else np.zeros(0, np.int32),
+  )

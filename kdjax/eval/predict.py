@@ -5,6 +5,7 @@ into batches of a fixed size (the last one zero-padded and trimmed), so one comp
 serves the whole set; with a mesh the batch is sharded along ``'data'``. Imports nothing from
 ``kdjax`` (it sits under ``train/``, ``teachers/`` and ``analysis/``).
 """
+
 from __future__ import annotations
 
 import functools
@@ -22,12 +23,21 @@ def _jitted(model, preprocess, taps: tuple):
       x = preprocess(x)
     logits, all_taps = model.apply(variables, x, train=False)
     return logits, {k: all_taps[k] for k in taps}
+
   return jax.jit(fn)
 
 
-def predict_logits(model, variables, images, *, batch_size: int = 500,
-                   preprocess: Optional[Callable] = None, mesh=None,
-                   taps: Sequence[str] = (), fixed_batch: bool = False):
+def predict_logits(
+  model,
+  variables,
+  images,
+  *,
+  batch_size: int = 500,
+  preprocess: Optional[Callable] = None,
+  mesh=None,
+  taps: Sequence[str] = (),
+  fixed_batch: bool = False,
+):
   """Eval-mode logits of ``model`` (a Flax module returning ``(logits, taps)``) on ``images``.
 
   Args:
@@ -53,7 +63,7 @@ def predict_logits(model, variables, images, *, batch_size: int = 500,
   shard = None if mesh is None else NamedSharding(mesh, P("data"))
   outs, tap_outs = [], {k: [] for k in taps}
   for start in range(0, n, bs):
-    chunk = np.asarray(images[start:start + bs])
+    chunk = np.asarray(images[start : start + bs])
     k = chunk.shape[0]
     if k < bs:
       chunk = np.concatenate([chunk, np.zeros((bs - k,) + chunk.shape[1:], chunk.dtype)])

@@ -42,6 +42,7 @@ algorithm (positives are not momentum-averaged memory rows, negatives are the mo
 examples rather than uniform draws, and a queue entry may be the anchor's own image from an
 earlier step); no published number uses it.
 """
+
 from __future__ import annotations
 
 import math
@@ -53,18 +54,18 @@ import jax.numpy as jnp
 from kdjax.losses.features import _check_nonnegative, _check_positive, _concrete_float
 
 __all__ = [
-    "crd",
-    "crd_scores",
-    "crd_nce",
-    "crd_update_memory",
-    "crd_init_memory",
-    "crd_sample_negatives",
-    "crd_queue",
-    "crd_enqueue",
+  "crd",
+  "crd_scores",
+  "crd_nce",
+  "crd_update_memory",
+  "crd_init_memory",
+  "crd_sample_negatives",
+  "crd_queue",
+  "crd_enqueue",
 ]
 
 _HIGHEST = jax.lax.Precision.HIGHEST
-CRD_EPS = 1e-7          # crd/criterion.py ``eps``
+CRD_EPS = 1e-7  # crd/criterion.py ``eps``
 NEGATIVE_MODES = ("uniform", "other_class")
 
 
@@ -95,7 +96,7 @@ def _dots(anchor, memory, idx, score_mode):
   if score_mode == "auto":
     score_mode = "table" if n <= k1 * d else "gather"
   if score_mode == "table":
-    table = jnp.matmul(anchor, mem.T, precision=_HIGHEST)            # (B, N)
+    table = jnp.matmul(anchor, mem.T, precision=_HIGHEST)  # (B, N)
     return jnp.take_along_axis(table, idx, axis=1)
   if score_mode == "gather":
     return jnp.einsum("bkd,bd->bk", mem[idx], anchor, precision=_HIGHEST)
@@ -106,8 +107,8 @@ def _resolve_log_z(logits, z, num_data):
   """``log Z``: the stored ``z`` if it is set (> 0), else ``log(mean(exp(logits))·N)`` from this
   batch (constant: no gradient), as ``ContrastMemory`` on its first call."""
   batch_log_z = jax.lax.stop_gradient(
-      jax.nn.logsumexp(logits) - math.log(logits.size) + jnp.log(jnp.asarray(num_data,
-                                                                             logits.dtype)))
+    jax.nn.logsumexp(logits) - math.log(logits.size) + jnp.log(jnp.asarray(num_data, logits.dtype))
+  )
   z = jnp.asarray(z, logits.dtype)
   is_set = z > 0
   return jnp.where(is_set, jnp.log(jnp.where(is_set, z, 1.0)), batch_log_z)
@@ -122,32 +123,47 @@ def crd_nce(log_p: jax.Array, num_data, *, eps: float = CRD_EPS) -> jax.Array:
     raise ValueError(f"log_p must have at least one negative column, got shape {log_p.shape}")
   mpn = m / jnp.asarray(num_data, log_p.dtype)
   log_c = jnp.log(mpn + eps)
-  denom = jnp.logaddexp(log_p, log_c)                  # log(P + m·Pn + eps)
+  denom = jnp.logaddexp(log_p, log_c)  # log(P + m·Pn + eps)
   log_d1 = log_p[:, 0] - denom[:, 0]
   log_d0 = jnp.log(mpn) - denom[:, 1:]
   return -(log_d1 + jnp.sum(log_d0, axis=1))
 
 
-def crd_scores(embed_s, embed_t, memory_s, memory_t, index, contrast_idx, *, nce_t: float,
-               score_mode: str = "auto"):
+def crd_scores(
+  embed_s,
+  embed_t,
+  memory_s,
+  memory_t,
+  index,
+  contrast_idx,
+  *,
+  nce_t: float,
+  score_mode: str = "auto",
+):
   """Unnormalised log-scores ``(⟨M_t[idx], v_s⟩/T, ⟨M_s[idx], v_t⟩/T)``, each ``(B, 1+K)``, with
   ``idx = [index, contrast_idx]`` (positive in column 0). Memory rows carry no gradient."""
   nce_t = _check_positive("nce_t", nce_t)
   b, d = _check_2d("embed_s", embed_s)
   _check_2d("embed_t", embed_t, d)
   if jnp.shape(embed_t)[0] != b:
-    raise ValueError(f"embed_s and embed_t must have the same batch; got {jnp.shape(embed_s)}, "
-                     f"{jnp.shape(embed_t)}")
+    raise ValueError(
+      f"embed_s and embed_t must have the same batch; got {jnp.shape(embed_s)}, "
+      f"{jnp.shape(embed_t)}"
+    )
   for name, mem in (("memory_s", memory_s), ("memory_t", memory_t)):
     _check_2d(name, mem, d)
   if tuple(jnp.shape(memory_s)) != tuple(jnp.shape(memory_t)):
-    raise ValueError(f"memory_s and memory_t must have the same shape; got "
-                     f"{jnp.shape(memory_s)}, {jnp.shape(memory_t)}")
+    raise ValueError(
+      f"memory_s and memory_t must have the same shape; got "
+      f"{jnp.shape(memory_s)}, {jnp.shape(memory_t)}"
+    )
   index = jnp.asarray(index, jnp.int32)
   contrast_idx = jnp.asarray(contrast_idx, jnp.int32)
   if index.shape != (b,) or contrast_idx.ndim != 2 or contrast_idx.shape[0] != b:
-    raise ValueError(f"index must be (B,) and contrast_idx (B, K) with B = {b}; got "
-                     f"index.shape={index.shape}, contrast_idx.shape={contrast_idx.shape}")
+    raise ValueError(
+      f"index must be (B,) and contrast_idx (B, K) with B = {b}; got "
+      f"index.shape={index.shape}, contrast_idx.shape={contrast_idx.shape}"
+    )
   dtype = jnp.result_type(embed_s, embed_t, float)
   v_s = jnp.asarray(embed_s, dtype)
   v_t = jnp.asarray(embed_t, dtype)
@@ -157,10 +173,22 @@ def crd_scores(embed_s, embed_t, memory_s, memory_t, index, contrast_idx, *, nce
   return logits_s, logits_t
 
 
-def crd(embed_s: jax.Array, embed_t: jax.Array, memory_s: jax.Array, memory_t: jax.Array,
-        index: jax.Array, contrast_idx: jax.Array, *, nce_t: float = 0.07,
-        num_data: Optional[int] = None, z_s=-1.0, z_t=-1.0, eps: float = CRD_EPS,
-        score_mode: str = "auto", return_z: bool = False):
+def crd(
+  embed_s: jax.Array,
+  embed_t: jax.Array,
+  memory_s: jax.Array,
+  memory_t: jax.Array,
+  index: jax.Array,
+  contrast_idx: jax.Array,
+  *,
+  nce_t: float = 0.07,
+  num_data: Optional[int] = None,
+  z_s=-1.0,
+  z_t=-1.0,
+  eps: float = CRD_EPS,
+  score_mode: str = "auto",
+  return_z: bool = False,
+):
   """CRD's two-view NCE loss against memory banks, per example.
 
   Args:
@@ -192,19 +220,22 @@ def crd(embed_s: jax.Array, embed_t: jax.Array, memory_s: jax.Array, memory_t: j
   if nd is not None and not nd >= 1:
     raise ValueError(f"num_data must be >= 1, got {num_data!r}")
   _check_nonnegative("eps", eps)
-  logits_s, logits_t = crd_scores(embed_s, embed_t, memory_s, memory_t, index, contrast_idx,
-                                  nce_t=nce_t, score_mode=score_mode)
+  logits_s, logits_t = crd_scores(
+    embed_s, embed_t, memory_s, memory_t, index, contrast_idx, nce_t=nce_t, score_mode=score_mode
+  )
   log_zs = _resolve_log_z(logits_s, z_s, num_data)
   log_zt = _resolve_log_z(logits_t, z_t, num_data)
-  loss = (crd_nce(logits_s - log_zs, num_data, eps=eps)
-          + crd_nce(logits_t - log_zt, num_data, eps=eps))
+  loss = crd_nce(logits_s - log_zs, num_data, eps=eps) + crd_nce(
+    logits_t - log_zt, num_data, eps=eps
+  )
   if return_z:
     return loss, (jnp.exp(log_zs), jnp.exp(log_zt))
   return loss
 
 
-def crd_update_memory(memory: jax.Array, embed: jax.Array, index: jax.Array, *,
-                      momentum: float = 0.5) -> jax.Array:
+def crd_update_memory(
+  memory: jax.Array, embed: jax.Array, index: jax.Array, *, momentum: float = 0.5
+) -> jax.Array:
   """``memory[index] ← normalize(momentum·memory[index] + (1 − momentum)·embed)`` (no gradient).
 
   ``ContrastMemory.forward``'s update (``l_pos.mul_(momentum).add_(v·(1−momentum))``, divided by
@@ -217,14 +248,22 @@ def crd_update_memory(memory: jax.Array, embed: jax.Array, index: jax.Array, *,
   _check_2d("embed", embed, d)
   index = jnp.asarray(index, jnp.int32)
   rows = memory[index] * momentum + jax.lax.stop_gradient(embed).astype(memory.dtype) * (
-      1.0 - momentum)
+    1.0 - momentum
+  )
   rows = rows / jnp.sqrt(jnp.sum(rows * rows, axis=1, keepdims=True))
   return memory.at[index].set(rows)
 
 
-def crd_sample_negatives(key, batch_size: int, num_negatives: int, num_data: int, *,
-                         labels: Optional[jax.Array] = None,
-                         label_bank: Optional[jax.Array] = None, rounds: int = 4) -> jax.Array:
+def crd_sample_negatives(
+  key,
+  batch_size: int,
+  num_negatives: int,
+  num_data: int,
+  *,
+  labels: Optional[jax.Array] = None,
+  label_bank: Optional[jax.Array] = None,
+  rounds: int = 4,
+) -> jax.Array:
   """``(B, K)`` negative indices drawn uniformly with replacement from ``[0, N)``.
 
   Without ``labels``: the reference's ``AliasMethod`` with uniform weights (``ContrastMemory``
@@ -249,9 +288,19 @@ def crd_sample_negatives(key, batch_size: int, num_negatives: int, num_data: int
   return neg
 
 
-def crd_queue(embed_s: jax.Array, embed_t: jax.Array, queue_s: jax.Array, queue_t: jax.Array, *,
-              nce_t: float = 0.07, num_data, z_s=-1.0, z_t=-1.0, eps: float = CRD_EPS,
-              return_z: bool = False):
+def crd_queue(
+  embed_s: jax.Array,
+  embed_t: jax.Array,
+  queue_s: jax.Array,
+  queue_t: jax.Array,
+  *,
+  nce_t: float = 0.07,
+  num_data,
+  z_s=-1.0,
+  z_t=-1.0,
+  eps: float = CRD_EPS,
+  return_z: bool = False,
+):
   """CRD's NCE with FIFO queues instead of memory banks, per example (see the module docstring).
 
   Student anchor ``v_s[b]``: positive ``sg(v_t[b])``, negatives the ``Q`` rows of ``sg(queue_t)``;
@@ -279,8 +328,9 @@ def crd_queue(embed_s: jax.Array, embed_t: jax.Array, queue_s: jax.Array, queue_
   logits_t = logits(v_t, v_s, queue_s)
   log_zs = _resolve_log_z(logits_s, z_s, num_data)
   log_zt = _resolve_log_z(logits_t, z_t, num_data)
-  loss = (crd_nce(logits_s - log_zs, num_data, eps=eps)
-          + crd_nce(logits_t - log_zt, num_data, eps=eps))
+  loss = crd_nce(logits_s - log_zs, num_data, eps=eps) + crd_nce(
+    logits_t - log_zt, num_data, eps=eps
+  )
   if return_z:
     return loss, (jnp.exp(log_zs), jnp.exp(log_zt))
   return loss

@@ -21,6 +21,7 @@ The batch mean of :func:`ctkd` equals the reference's ``DistillKL()(z_s, z_t, τ
 ``DistillKL_logit_stand`` (the logit-standardization-KD variant: Z-scored logits, see
 :mod:`kdjax.losses.standardize`).
 """
+
 from __future__ import annotations
 
 import math
@@ -51,8 +52,9 @@ def _grl_bwd(lam, g):
 gradient_reversal.defvjp(_grl_fwd, _grl_bwd)
 
 
-def ctkd_lambda(epoch, *, max_value: float = 0.0, min_value: float = -1.0,
-                num_loops: float = 10.0) -> jax.Array:
+def ctkd_lambda(
+  epoch, *, max_value: float = 0.0, min_value: float = -1.0, num_loops: float = 10.0
+) -> jax.Array:
   """The reference's ``CosineDecay(max_value, min_value, num_loops).get_value(epoch)``."""
   if not num_loops > 0:
     raise ValueError(f"ctkd_lambda: num_loops must be > 0, got {num_loops!r}.")
@@ -61,15 +63,21 @@ def ctkd_lambda(epoch, *, max_value: float = 0.0, min_value: float = -1.0,
   return value * (max_value - min_value) + min_value
 
 
-def ctkd_temperature(global_t: jax.Array, lam, *, t_start: float = 1.0,
-                     t_end: float = 20.0) -> jax.Array:
+def ctkd_temperature(
+  global_t: jax.Array, lam, *, t_start: float = 1.0, t_end: float = 20.0
+) -> jax.Array:
   """``t_start + t_end · sigmoid(GRL_λ(θ))`` for the ``(1,)`` parameter ``θ``; returns a scalar."""
   theta = gradient_reversal(jnp.asarray(global_t), jnp.asarray(lam, jnp.result_type(global_t)))
   return (t_start + t_end * jax.nn.sigmoid(theta)).reshape(())
 
 
-def ctkd(student_logits: jax.Array, teacher_logits: jax.Array, temperature: jax.Array, *,
-         standardize: bool = False) -> jax.Array:
+def ctkd(
+  student_logits: jax.Array,
+  teacher_logits: jax.Array,
+  temperature: jax.Array,
+  *,
+  standardize: bool = False,
+) -> jax.Array:
   """KD at the learned temperature ``τ`` (a scalar array), per example:
   ``τ² · KL(softmax(z_t/τ) ‖ softmax(z_s/τ))`` (Z-scored logits if ``standardize``). Gradients
   flow to ``τ`` (and, through :func:`ctkd_temperature`, reversed to ``θ``)."""

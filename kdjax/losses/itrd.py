@@ -8,6 +8,7 @@ the trainable linear ``Embed`` (the term's connector, :class:`kdjax.losses.conne
 Both parts use batch statistics, so the per-example output is the batch value broadcast to
 ``(B,)`` (its mean is the reference loss, as for SP/RKD in kdjax): the gradient is the reference's.
 """
+
 from __future__ import annotations
 
 import jax
@@ -16,8 +17,10 @@ import jax.numpy as jnp
 
 def _check(f_s, f_t, name):
   if f_s.ndim != 2 or f_t.ndim != 2 or f_s.shape != f_t.shape:
-    raise ValueError(f"{name}: expected two (B, D) features of one shape (embed the student "
-                     f"first), got {f_s.shape} and {f_t.shape}.")
+    raise ValueError(
+      f"{name}: expected two (B, D) features of one shape (embed the student "
+      f"first), got {f_s.shape} and {f_t.shape}."
+    )
   if f_s.shape[0] < 2:
     raise ValueError(f"{name}: needs a batch of at least 2 (batch statistics), got {f_s.shape[0]}.")
 
@@ -47,20 +50,29 @@ def itrd_mutual_information(f_s: jax.Array, f_t: jax.Array) -> jax.Array:
   g_st = g_s * (t @ t.T)
   g_s = g_s / jnp.trace(g_s)
   g_st = g_st / jnp.trace(g_st)
-  loss = jnp.sum(g_s ** 2 - g_st ** 2)
+  loss = jnp.sum(g_s**2 - g_st**2)
   return jnp.full((f_s.shape[0],), loss)
 
 
-def itrd(f_s: jax.Array, f_s_embedded: jax.Array, f_t: jax.Array, *, corr_weight: float = 2.0,
-         mi_weight: float = 1.0, alpha: float = 1.5) -> jax.Array:
+def itrd(
+  f_s: jax.Array,
+  f_s_embedded: jax.Array,
+  f_t: jax.Array,
+  *,
+  corr_weight: float = 2.0,
+  mi_weight: float = 1.0,
+  alpha: float = 1.5,
+) -> jax.Array:
   """``λ_corr · L_corr + λ_mutual · L_mi`` (zkxufo/TTM defaults λ_corr 2, λ_mutual 1, α 1.5).
 
   ``f_s`` is the raw student feature and ``f_s_embedded = Embed(f_s)``: the correlation part
   always uses the embedded one; the MI part uses it only when the widths differ (the reference's
   ``if s_dim != t_dim``), the raw one otherwise. Returns ``(B,)``."""
   if corr_weight < 0 or mi_weight < 0:
-    raise ValueError(f"itrd: weights must be >= 0, got corr_weight={corr_weight}, "
-                     f"mi_weight={mi_weight}.")
+    raise ValueError(
+      f"itrd: weights must be >= 0, got corr_weight={corr_weight}, mi_weight={mi_weight}."
+    )
   f_mi = f_s if f_s.shape[-1] == f_t.shape[-1] else f_s_embedded
-  return (corr_weight * itrd_correlation(f_s_embedded, f_t, alpha=alpha)
-          + mi_weight * itrd_mutual_information(f_mi, f_t))
+  return corr_weight * itrd_correlation(
+    f_s_embedded, f_t, alpha=alpha
+  ) + mi_weight * itrd_mutual_information(f_mi, f_t)

@@ -19,6 +19,7 @@ caller stops the teacher's), which is the same for a frozen teacher.
 Numerics: the target column is removed by masking it to ``−inf`` before the non-target softmax
 (exactly the reference's values) and its ``0 · log 0`` term is taken as 0.
 """
+
 from __future__ import annotations
 
 import jax
@@ -29,8 +30,14 @@ from kdjax.losses.logits import _check_labels, _check_logits, _check_nonnegative
 __all__ = ["nkd"]
 
 
-def nkd(student_logits: jax.Array, teacher_logits: jax.Array, labels: jax.Array, *,
-        temperature: float = 1.0, gamma: float = 1.5) -> jax.Array:
+def nkd(
+  student_logits: jax.Array,
+  teacher_logits: jax.Array,
+  labels: jax.Array,
+  *,
+  temperature: float = 1.0,
+  gamma: float = 1.5,
+) -> jax.Array:
   """Normalized KD per example (see the module docstring for the formula).
 
   Args:
@@ -54,4 +61,4 @@ def nkd(student_logits: jax.Array, teacher_logits: jax.Array, labels: jax.Array,
   log_q_nt = jax.nn.log_softmax(jnp.where(gt, -jnp.inf, z_s / temperature), axis=-1)
   p_nt = jax.nn.softmax(jnp.where(gt, -jnp.inf, z_t / temperature), axis=-1)
   non_target = -jnp.sum(jnp.where(gt, 0.0, p_nt * jnp.where(gt, 0.0, log_q_nt)), axis=-1)
-  return target + gamma * temperature ** 2 * non_target
+  return target + gamma * temperature**2 * non_target

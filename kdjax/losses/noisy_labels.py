@@ -18,6 +18,7 @@ soft label per image, as a fixed teacher's output would be) from the key
 ``fold_in(PRNGKey(seed), index)`` of its dataset index, or anew every epoch with
 ``fold_in(…, epoch)`` (:func:`label_noise` ``epoch=``).
 """
+
 from __future__ import annotations
 
 import jax
@@ -28,8 +29,9 @@ from kdjax.losses.logits import _check_labels, _check_positive, kl_per_example
 __all__ = ["label_noise", "noisy_soft_labels", "noisy_label_kd"]
 
 
-def label_noise(seed, index: jax.Array, num_classes: int, *, variance: float = 0.2,
-                epoch=None) -> jax.Array:
+def label_noise(
+  seed, index: jax.Array, num_classes: int, *, variance: float = 0.2, epoch=None
+) -> jax.Array:
   """``(B, K)`` Gaussian noise ``N(0, variance)`` per example, a pure function of ``(seed,
   index[, epoch])``: example ``b`` uses ``fold_in(fold_in(PRNGKey(seed), index[b]), epoch)``
   (without ``epoch``: the same noise every time the example is seen), so the draw does not depend
@@ -49,21 +51,30 @@ def label_noise(seed, index: jax.Array, num_classes: int, *, variance: float = 0
   return jax.vmap(one)(index) * jnp.sqrt(jnp.float32(v))
 
 
-def noisy_soft_labels(labels: jax.Array, noise: jax.Array, *,
-                      temperature: float = 0.15) -> jax.Array:
+def noisy_soft_labels(
+  labels: jax.Array, noise: jax.Array, *, temperature: float = 0.15
+) -> jax.Array:
   """``softmax((one_hot(labels) + noise) / temperature)``, ``(B, K)`` rows summing to 1."""
   _check_positive("temperature", temperature)
   noise = jnp.asarray(noise)
   if noise.ndim != 2:
     raise ValueError(f"noise must be (B, K), got shape {noise.shape}")
   y = _check_labels(labels, noise.shape)
-  return jax.nn.softmax((jax.nn.one_hot(y, noise.shape[1], dtype=noise.dtype) + noise)
-                        / temperature, axis=-1)
+  return jax.nn.softmax(
+    (jax.nn.one_hot(y, noise.shape[1], dtype=noise.dtype) + noise) / temperature, axis=-1
+  )
 
 
-def noisy_label_kd(student_logits: jax.Array, labels: jax.Array, noise: jax.Array, *,
-                   label_temperature: float = 0.15, student_temperature: float = 1.0,
-                   t2_scale: bool = True, form: str = "cross_entropy") -> jax.Array:
+def noisy_label_kd(
+  student_logits: jax.Array,
+  labels: jax.Array,
+  noise: jax.Array,
+  *,
+  label_temperature: float = 0.15,
+  student_temperature: float = 1.0,
+  t2_scale: bool = True,
+  form: str = "cross_entropy",
+) -> jax.Array:
   """Distillation from teacher-free noisy soft labels, per example (module docstring).
 
   Args:
@@ -84,5 +95,11 @@ def noisy_label_kd(student_logits: jax.Array, labels: jax.Array, noise: jax.Arra
     raise ValueError(f"noise shape {noise.shape} != student logits shape {z.shape}")
   y = _check_labels(labels, z.shape)
   target_logits = jax.nn.one_hot(y, z.shape[1], dtype=z.dtype) + noise
-  return kl_per_example(z, target_logits, teacher_temperature=label_temperature,
-                        student_temperature=student_temperature, t2_scale=t2_scale, form=form)
+  return kl_per_example(
+    z,
+    target_logits,
+    teacher_temperature=label_temperature,
+    student_temperature=student_temperature,
+    t2_scale=t2_scale,
+    form=form,
+  )

@@ -18,6 +18,7 @@ KL via :func:`kdjax.losses.logits.kl_per_example` with the target distribution f
   Learning", CVPR 2020. No reference code; the ensemble builders are our reading of the paper
   (methods.md §7.2 KDCL, unverified).
 """
+
 from __future__ import annotations
 
 import math
@@ -30,8 +31,16 @@ from kdjax.losses.logits import cross_entropy
 
 from kdjax.losses.logits import kl_per_example
 
-__all__ = ["dml", "kdcl", "kdcl_ensemble", "ensemble_naive", "ensemble_minlogit",
-           "ensemble_linear", "linear_ensemble_weights", "ENSEMBLES"]
+__all__ = [
+  "dml",
+  "kdcl",
+  "kdcl_ensemble",
+  "ensemble_naive",
+  "ensemble_minlogit",
+  "ensemble_linear",
+  "linear_ensemble_weights",
+  "ENSEMBLES",
+]
 
 ENSEMBLES = ("minlogit", "naive", "linear")
 
@@ -52,13 +61,16 @@ def _stack(logits_list: Logits, labels) -> tuple[jax.Array, jax.Array]:
   else:
     z = jnp.asarray(logits_list)
   if z.ndim != 3:
-    raise ValueError("logits_list must be K arrays of shape (batch, classes) or one (K, batch, "
-                     f"classes) array; got shape {z.shape}")
+    raise ValueError(
+      "logits_list must be K arrays of shape (batch, classes) or one (K, batch, "
+      f"classes) array; got shape {z.shape}"
+    )
   if z.shape[0] < 2:
     raise ValueError(f"online distillation needs at least 2 peers, got {z.shape[0]}")
   if jnp.shape(labels) != (z.shape[1],):
-    raise ValueError(f"labels must have shape ({z.shape[1]},) to match logits {z.shape}; got "
-                     f"{jnp.shape(labels)}")
+    raise ValueError(
+      f"labels must have shape ({z.shape[1]},) to match logits {z.shape}; got {jnp.shape(labels)}"
+    )
   if not jnp.issubdtype(jnp.result_type(labels), jnp.integer):
     raise ValueError(f"labels must be integer class indices, got dtype {jnp.result_type(labels)}")
   z = z.astype(jnp.result_type(z, float))
@@ -73,8 +85,9 @@ def _check_number(name, value, *, positive: bool):
   v = float(value)
   ok = math.isfinite(v) and (v > 0 if positive else v >= 0)
   if not ok:
-    raise ValueError(f"{name} must be a finite number {'> 0' if positive else '>= 0'}, got "
-                     f"{value!r}")
+    raise ValueError(
+      f"{name} must be a finite number {'> 0' if positive else '>= 0'}, got {value!r}"
+    )
 
 
 def _ce(z: jax.Array, labels: jax.Array) -> jax.Array:
@@ -87,8 +100,14 @@ def _ce(z: jax.Array, labels: jax.Array) -> jax.Array:
 # --------------------------------------------------------------------------------------------
 
 
-def dml(logits_list: Logits, labels, *, temperature: float = 1.0, weight: float = 1.0,
-        return_parts: bool = False):
+def dml(
+  logits_list: Logits,
+  labels,
+  *,
+  temperature: float = 1.0,
+  weight: float = 1.0,
+  return_parts: bool = False,
+):
   """Deep Mutual Learning (Zhang et al., CVPR 2018), K peers, per peer and example.
 
   ``L_i = CE(z_i, y) + weight · 1/(K−1) · Σ_{j≠i} T² · KL(softmax(sg(z_j)/T) ‖ softmax(z_i/T))``
@@ -119,9 +138,17 @@ def dml(logits_list: Logits, labels, *, temperature: float = 1.0, weight: float 
   target = jax.lax.stop_gradient(z)
   kl = []
   for i in range(k):
-    terms = [kl_per_example(z[i], target[j], teacher_temperature=temperature,
-                            student_temperature=temperature, t2_scale=True)
-             for j in range(k) if j != i]
+    terms = [
+      kl_per_example(
+        z[i],
+        target[j],
+        teacher_temperature=temperature,
+        student_temperature=temperature,
+        t2_scale=True,
+      )
+      for j in range(k)
+      if j != i
+    ]
     kl.append(sum(terms) / (k - 1))
   kl = jnp.stack(kl)
   total = ce + weight * kl
@@ -135,8 +162,7 @@ def dml(logits_list: Logits, labels, *, temperature: float = 1.0, weight: float 
 
 def ensemble_naive(logits_list: Logits, labels=None) -> jax.Array:
   """KDCL-Naive: the mean of the peers' logits, ``z_ens = 1/K Σ_k z_k`` -> ``(B, C)``."""
-  z = jnp.asarray(jnp.stack(logits_list) if isinstance(logits_list, (list, tuple))
-                  else logits_list)
+  z = jnp.asarray(jnp.stack(logits_list) if isinstance(logits_list, (list, tuple)) else logits_list)
   return z.mean(axis=0)
 
 
@@ -198,8 +224,15 @@ def kdcl_ensemble(logits_list: Logits, labels, ensemble: str = "minlogit") -> ja
   raise ValueError(f"ensemble must be one of {ENSEMBLES}, got {ensemble!r}")
 
 
-def kdcl(logits_list: Logits, labels, *, ensemble: str = "minlogit", temperature: float = 3.0,
-         weight: float = 1.0, return_parts: bool = False):
+def kdcl(
+  logits_list: Logits,
+  labels,
+  *,
+  ensemble: str = "minlogit",
+  temperature: float = 3.0,
+  weight: float = 1.0,
+  return_parts: bool = False,
+):
   """KDCL (Guo et al., CVPR 2020), per peer and example.
 
   ``L_i = CE(z_i, y) + weight · T² · KL(softmax(sg(z_ens)/T) ‖ softmax(z_i/T))``
@@ -226,8 +259,13 @@ def kdcl(logits_list: Logits, labels, *, ensemble: str = "minlogit", temperature
   z, y = _stack(logits_list, labels)
   z_ens = jax.lax.stop_gradient(kdcl_ensemble(z, y, ensemble))
   ce = _ce(z, y)
-  kl = jnp.stack([kl_per_example(z[i], z_ens, teacher_temperature=temperature,
-                                 student_temperature=temperature, t2_scale=True)
-                  for i in range(z.shape[0])])
+  kl = jnp.stack(
+    [
+      kl_per_example(
+        z[i], z_ens, teacher_temperature=temperature, student_temperature=temperature, t2_scale=True
+      )
+      for i in range(z.shape[0])
+    ]
+  )
   total = ce + weight * kl
   return (total, {"ce": ce, "kl": kl, "ensemble": z_ens}) if return_parts else total

@@ -22,6 +22,7 @@ Both are in [0, 2] per example (0: same order). Cost O(B·K²) memory and time (
 per example). Reduction: per example (the batch mean is the loss). Reference: no public code;
 tests compare with ``scipy.stats.spearmanr`` / ``kendalltau`` at small τ (tests/test_ranking_corr.py).
 """
+
 from __future__ import annotations
 
 import jax
@@ -44,7 +45,7 @@ def hard_rank(x: jax.Array) -> jax.Array:
   no gradient."""
   x = jax.lax.stop_gradient(_f32(x))
   less = jnp.sum(x[..., None, :] < x[..., :, None], axis=-1)
-  equal = jnp.sum(x[..., None, :] == x[..., :, None], axis=-1)     # includes i itself
+  equal = jnp.sum(x[..., None, :] == x[..., :, None], axis=-1)  # includes i itself
   return (less + 0.5 * (equal + 1)).astype(x.dtype)
 
 
@@ -54,8 +55,9 @@ def _pearson(a: jax.Array, b: jax.Array, eps: float = 1e-12) -> jax.Array:
   return jnp.sum(a * b, -1) / jnp.sqrt(jnp.sum(a * a, -1) * jnp.sum(b * b, -1) + eps)
 
 
-def spearman_loss(student_logits: jax.Array, teacher_logits: jax.Array, *,
-                  temperature: float = 0.1) -> jax.Array:
+def spearman_loss(
+  student_logits: jax.Array, teacher_logits: jax.Array, *, temperature: float = 0.1
+) -> jax.Array:
   """``1 − ρ_Spearman`` per example ``(B,)`` between the student's soft ranks (``τ`` =
   ``temperature``, on the logit scale) and the teacher's exact ranks. CANDIDATE (module docstring)."""
   if not temperature > 0:
@@ -63,8 +65,9 @@ def spearman_loss(student_logits: jax.Array, teacher_logits: jax.Array, *,
   return 1.0 - _pearson(soft_rank(student_logits, temperature), hard_rank(teacher_logits))
 
 
-def kendall_loss(student_logits: jax.Array, teacher_logits: jax.Array, *,
-                 temperature: float = 0.1) -> jax.Array:
+def kendall_loss(
+  student_logits: jax.Array, teacher_logits: jax.Array, *, temperature: float = 0.1
+) -> jax.Array:
   """``1 − τ_Kendall`` per example ``(B,)``, the student's pairwise signs relaxed by
   ``tanh(Δz_s/τ)``, the teacher's exact. CANDIDATE (module docstring)."""
   if not temperature > 0:

@@ -17,6 +17,7 @@ Per-example form: every ``MSE`` is the mean over ``(H, W, C)`` of one example, s
 of the returned ``(B,)`` array equals the reference's ``F.mse_loss(reduction='mean')`` sums
 exactly (all examples have the same size). Feature maps are NHWC.
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -36,8 +37,12 @@ def _mse(a: jax.Array, b: jax.Array) -> jax.Array:
   return jnp.mean(d * d, axis=tuple(range(1, d.ndim)))
 
 
-def hcl(student_feats: Sequence[jax.Array], teacher_feats: Sequence[jax.Array], *,
-        levels: Sequence[int] = HCL_LEVELS) -> jax.Array:
+def hcl(
+  student_feats: Sequence[jax.Array],
+  teacher_feats: Sequence[jax.Array],
+  *,
+  levels: Sequence[int] = HCL_LEVELS,
+) -> jax.Array:
   """Hierarchical context loss summed over stages, per example.
 
   Args:
@@ -52,13 +57,16 @@ def hcl(student_feats: Sequence[jax.Array], teacher_feats: Sequence[jax.Array], 
   """
   student_feats, teacher_feats = list(student_feats), list(teacher_feats)
   if not student_feats or len(student_feats) != len(teacher_feats):
-    raise ValueError(f"hcl: need one teacher map per student map, got {len(student_feats)} "
-                     f"student and {len(teacher_feats)} teacher maps.")
+    raise ValueError(
+      f"hcl: need one teacher map per student map, got {len(student_feats)} "
+      f"student and {len(teacher_feats)} teacher maps."
+    )
   total = 0.0
   for i, (fs, ft) in enumerate(zip(student_feats, teacher_feats)):
     if fs.ndim != 4 or fs.shape != ft.shape:
-      raise ValueError(f"hcl: stage {i}: expected two NHWC maps of one shape, got {fs.shape} "
-                       f"and {ft.shape}.")
+      raise ValueError(
+        f"hcl: stage {i}: expected two NHWC maps of one shape, got {fs.shape} and {ft.shape}."
+      )
     h = fs.shape[1]
     loss = _mse(fs, ft)
     cnt, tot = 1.0, 1.0

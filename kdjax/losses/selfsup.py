@@ -24,6 +24,7 @@ ties unspecified). The KL is ``batchmean`` over the kept rows times ``T²``.
 ``(B,)`` values whose batch mean equals it: example ``b`` gets ``B/n · Σ_{kept views v of b} KL``.
 Selection is a function of the teacher only (no gradient), so gradients equal the reference's.
 """
+
 from __future__ import annotations
 
 import jax
@@ -38,8 +39,10 @@ def _split(x, num_views: int, name: str):
   if num_views < 2:
     raise ValueError(f"{name}: num_views must be >= 2 (view 0 = normal), got {num_views}.")
   if x.shape[0] % num_views:
-    raise ValueError(f"{name}: the leading axis ({x.shape[0]}) must be num_views ({num_views}) x "
-                     "batch: pass every view of every example (row b*V + v).")
+    raise ValueError(
+      f"{name}: the leading axis ({x.shape[0]}) must be num_views ({num_views}) x "
+      "batch: pass every view of every example (row b*V + v)."
+    )
   b = x.shape[0] // num_views
   xv = x.reshape((b, num_views) + x.shape[1:])
   return xv[:, 0], xv[:, 1:].reshape((b * (num_views - 1),) + x.shape[1:])
@@ -69,8 +72,13 @@ def error_filter(rank: jax.Array, ratio: float) -> jax.Array:
 
 def _kl_t2(student_scores, teacher_scores, temperature):
   """``T² KL(softmax(t/T) ‖ softmax(s/T))`` per row: kdjax's one KL (``kl_per_example``)."""
-  return kl_per_example(student_scores, teacher_scores, teacher_temperature=temperature,
-                        student_temperature=temperature, t2_scale=True)
+  return kl_per_example(
+    student_scores,
+    teacher_scores,
+    teacher_temperature=temperature,
+    student_temperature=temperature,
+    t2_scale=True,
+  )
 
 
 def _per_example(kl_rows, keep, batch: int, num_views: int):
@@ -97,9 +105,15 @@ def _similarity(rep, num_views, name):
   return cosine_rows(aug, nor), target, b
 
 
-def sskd_transform_kd(student_logits: jax.Array, teacher_logits: jax.Array, labels: jax.Array,
-                      *, temperature: float = 4.0, ratio: float = 1.0,
-                      num_views: int = 4) -> jax.Array:
+def sskd_transform_kd(
+  student_logits: jax.Array,
+  teacher_logits: jax.Array,
+  labels: jax.Array,
+  *,
+  temperature: float = 4.0,
+  ratio: float = 1.0,
+  num_views: int = 4,
+) -> jax.Array:
   """KD on the transformed (rotated) views with error-level filtering (SSKD ``loss3``):
   ``T² · batchmean_kept KL(softmax(z_t/T) ‖ softmax(z_s/T))`` over the ``(V−1)·B`` transformed
   rows, a row kept by :func:`error_filter` on the rank of its label under the teacher.
@@ -111,16 +125,24 @@ def sskd_transform_kd(student_logits: jax.Array, teacher_logits: jax.Array, labe
   _, t_aug = _split(teacher_logits, num_views, "sskd_transform_kd")
   b = labels.shape[0]
   if s_aug.shape[0] != b * (num_views - 1):
-    raise ValueError(f"sskd_transform_kd: {student_logits.shape[0]} logit rows but {b} labels "
-                     f"with num_views = {num_views}.")
+    raise ValueError(
+      f"sskd_transform_kd: {student_logits.shape[0]} logit rows but {b} labels "
+      f"with num_views = {num_views}."
+    )
   t_aug = jax.lax.stop_gradient(t_aug)
   # The label's rank under softmax(z_t / T) is its rank under z_t (monotone).
   keep = error_filter(target_rank(t_aug, jnp.repeat(labels, num_views - 1)), ratio)
   return _per_example(_kl_t2(s_aug, t_aug, temperature), keep, b, num_views)
 
 
-def sskd_similarity(student_rep: jax.Array, teacher_rep: jax.Array, *, temperature: float = 0.5,
-                    ratio: float = 0.75, num_views: int = 4) -> jax.Array:
+def sskd_similarity(
+  student_rep: jax.Array,
+  teacher_rep: jax.Array,
+  *,
+  temperature: float = 0.5,
+  ratio: float = 0.75,
+  num_views: int = 4,
+) -> jax.Array:
   """Self-supervision KD (SSKD ``loss4``): for each transformed-view row, the cosine similarities
   to the batch's normal-view features (``(V−1)·B × B``), student vs. teacher (their projection
   heads' outputs); ``T² · batchmean_kept KL(softmax(s_t/T) ‖ softmax(s_s/T))``, a row kept by

@@ -26,6 +26,7 @@ Numerics (methods.md §0.5): for a constant row (σ = 0) torch's ``std`` backwar
 here the square root is taken only where the variance is positive, so ``Z`` is then 0 with a zero
 gradient through ``σ`` (values are identical wherever the reference's are finite).
 """
+
 from __future__ import annotations
 
 import jax
@@ -64,8 +65,13 @@ def standardize_logits(logits: jax.Array, *, eps: float = EPS, ddof: int = 1) ->
   return centred / (eps + std)
 
 
-def lskd(student_logits: jax.Array, teacher_logits: jax.Array, *, temperature: float = 2.0,
-         t2_scale: bool = True) -> jax.Array:
+def lskd(
+  student_logits: jax.Array,
+  teacher_logits: jax.Array,
+  *,
+  temperature: float = 2.0,
+  t2_scale: bool = True,
+) -> jax.Array:
   """KD on standardised logits (the paper's "KD + Ours"), per example:
 
   ``L_b = τ² · KL(softmax(Z(z_t)/τ) ‖ softmax(Z(z_s)/τ))``, ``τ`` the base temperature.
@@ -73,12 +79,23 @@ def lskd(student_logits: jax.Array, teacher_logits: jax.Array, *, temperature: f
   The batch mean equals the reference's ``kd_loss(z_s, z_t, τ, logit_stand=True)``
   (``.sum(1).mean() · τ²``); the reference's CIFAR-100 runs weight it by ``kd_weight`` 9 (CE 0.1).
   """
-  return kd(standardize_logits(student_logits), standardize_logits(teacher_logits),
-            temperature=temperature, t2_scale=t2_scale)
+  return kd(
+    standardize_logits(student_logits),
+    standardize_logits(teacher_logits),
+    temperature=temperature,
+    t2_scale=t2_scale,
+  )
 
 
-def lsdkd(student_logits: jax.Array, teacher_logits: jax.Array, labels: jax.Array, *,
-          alpha: float, beta: float, temperature: float = 2.0) -> jax.Array:
+def lsdkd(
+  student_logits: jax.Array,
+  teacher_logits: jax.Array,
+  labels: jax.Array,
+  *,
+  alpha: float,
+  beta: float,
+  temperature: float = 2.0,
+) -> jax.Array:
   """DKD on standardised logits ("DKD + Ours"), per example, without the warm-up factor:
 
   ``L_b = τ² · (α · TCKD_b + β · NCKD_b)`` computed by :func:`kdjax.losses.dkd` on
@@ -88,5 +105,11 @@ def lsdkd(student_logits: jax.Array, teacher_logits: jax.Array, labels: jax.Arra
   multiplies DKD's α and β by ``kd_weight`` (e.g. α = 9, β = 72 for resnet32x4 → resnet8x4) and
   keeps the warm-up ``min(epoch / 20, 1)``.
   """
-  return dkd(standardize_logits(student_logits), standardize_logits(teacher_logits), labels,
-             alpha=alpha, beta=beta, temperature=temperature)
+  return dkd(
+    standardize_logits(student_logits),
+    standardize_logits(teacher_logits),
+    labels,
+    alpha=alpha,
+    beta=beta,
+    temperature=temperature,
+  )

@@ -5,6 +5,7 @@ in a 30-epoch init stage (connector + the student's feature layers, ``helper/pre
 applied) and then trains 240 epochs with CE alone: preset ``'ab'``. In ``method.terms`` the term
 trains jointly with CE (not RepDistiller's protocol).
 """
+
 from __future__ import annotations
 
 import flax.linen as nn
@@ -37,8 +38,10 @@ class ABConnector(nn.Module):
         try:
           conn_lib.conv_reg_kind(a, b)
         except ValueError as e:
-          raise UserError(f"term ab: the AB connector cannot bridge student preact_stage{i + 1} "
-                          f"{a[1:]} to teacher {b[1:]}: {e}") from None
+          raise UserError(
+            f"term ab: the AB connector cannot bridge student preact_stage{i + 1} "
+            f"{a[1:]} to teacher {b[1:]}: {e}"
+          ) from None
       mods.append(conn_lib.ABConnector(a, b, name=f"ab{i + 1}"))
     if all(m.is_identity for m in mods):
       self.param("identity_placeholder", nn.initializers.zeros, ())
@@ -60,9 +63,17 @@ def ab_term(s, t, batch, *, connector=None, layers="all", margin: float = 1.0):
 
 
 PRESETS = {
-    # RepDistiller helper/pretrain.py: 30 epochs of the AB hinge (weight 1: beta not applied) on
-    # the AB connectors + the student's feature modules; then 240 epochs of CE alone.
-    "ab": dict(ce_weight=1.0, terms={}, trainable="student",
-               init=dict(epochs=30, ce_weight=0.0, terms=dict(ab=dict(weight=1.0, margin=1.0)),
-                         trainable="student_features+connectors")),
+  # RepDistiller helper/pretrain.py: 30 epochs of the AB hinge (weight 1: beta not applied) on
+  # the AB connectors + the student's feature modules; then 240 epochs of CE alone.
+  "ab": dict(
+    ce_weight=1.0,
+    terms={},
+    trainable="student",
+    init=dict(
+      epochs=30,
+      ce_weight=0.0,
+      terms=dict(ab=dict(weight=1.0, margin=1.0)),
+      trainable="student_features+connectors",
+    ),
+  ),
 }

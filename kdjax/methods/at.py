@@ -3,6 +3,7 @@
 ``at(layers='all')`` sums the AT loss over RepDistiller's ``feat[1:-1]``: ``stage1..N`` with N the
 pair's common stage count (or the given stage numbers).
 """
+
 from __future__ import annotations
 
 from kdjax import losses
@@ -23,6 +24,6 @@ def at_term(s, t, batch, *, layers="all", p: float = 2.0):
 
 
 PRESETS = {
-    # RepDistiller: -r 1 -a 0 -b 1000
-    "at": dict(ce_weight=1.0, terms=dict(at=dict(weight=1000.0, p=2.0))),
+  # RepDistiller: -r 1 -a 0 -b 1000
+  "at": dict(ce_weight=1.0, terms=dict(at=dict(weight=1000.0, p=2.0))),
 }

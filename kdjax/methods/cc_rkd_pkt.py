@@ -1,6 +1,7 @@
 """Terms on the pooled features: correlation congruence (CC), relational KD (RKD) and
 probabilistic knowledge transfer (PKT) (RepDistiller ``Correlation``, ``RKDLoss``, ``PKT``).
 """
+
 from __future__ import annotations
 
 import flax.linen as nn
@@ -14,6 +15,7 @@ from kdjax.methods.registry import register_term
 class PairEmbed(nn.Module):
   """Two trainable embeddings ``(embed_s(f_s), embed_t(f_t))``: RepDistiller's ``Embed`` (Linear
   + L2 norm; CRD) if ``normalize`` else ``LinearEmbed`` (CC). ``__call__((f_s,), (f_t,), train)``."""
+
   dim_out: int = 128
   normalize: bool = True
 
@@ -54,8 +56,8 @@ def pkt_term(s, t, batch, *, eps: float = 1e-7):
 
 
 PRESETS = {
-    # RepDistiller: -r 1 -a 0 -b 0.02 / 1 / 30000
-    "cc": dict(ce_weight=1.0, terms=dict(cc=dict(weight=0.02, feat_dim=128))),
-    "rkd": dict(ce_weight=1.0, terms=dict(rkd=dict(weight=1.0, w_dist=25.0, w_angle=50.0))),
-    "pkt": dict(ce_weight=1.0, terms=dict(pkt=dict(weight=30000.0))),
+  # RepDistiller: -r 1 -a 0 -b 0.02 / 1 / 30000
+  "cc": dict(ce_weight=1.0, terms=dict(cc=dict(weight=0.02, feat_dim=128))),
+  "rkd": dict(ce_weight=1.0, terms=dict(rkd=dict(weight=1.0, w_dist=25.0, w_angle=50.0))),
+  "pkt": dict(ce_weight=1.0, terms=dict(pkt=dict(weight=30000.0))),
 }

@@ -13,6 +13,7 @@ mean over teachers of Hinton's KD (:func:`kdjax.losses.kd`), with optional per-m
 ``config.teacher.members``). Torch goldens: ``tests/golden/ckd.npz``
 (``tools/goldens/make_ckd_goldens.py``), test ``tests/test_configs_protocols.py``.
 """
+
 from __future__ import annotations
 
 import jax
@@ -26,8 +27,9 @@ from kdjax.methods.registry import register_term
 MEMBER_LOGITS = "member_logits"
 
 
-def ensemble_kd(student_logits, member_logits, *, temperature: float = 5.0, t2_scale: bool = True,
-                weights=None):
+def ensemble_kd(
+  student_logits, member_logits, *, temperature: float = 5.0, t2_scale: bool = True, weights=None
+):
   """Per-example mean over the ``M`` teachers of ``T²·KL(p_m^T ‖ p_s^T)``.
 
   Args:
@@ -41,29 +43,37 @@ def ensemble_kd(student_logits, member_logits, *, temperature: float = 5.0, t2_s
     ``(B,)``; its batch mean is CheckpointKD's ``kd_loss`` of the per-teacher branch.
   """
   if member_logits.ndim != 3 or member_logits.shape[0] != student_logits.shape[0]:
-    raise UserError(f"ensemble_kd: member_logits must be (B, M, K) with B = "
-                    f"{student_logits.shape[0]}, got {member_logits.shape}.")
+    raise UserError(
+      f"ensemble_kd: member_logits must be (B, M, K) with B = "
+      f"{student_logits.shape[0]}, got {member_logits.shape}."
+    )
   m = member_logits.shape[1]
-  per = jax.vmap(lambda zt: losses.kd(student_logits, zt, temperature=temperature,
-                                      t2_scale=t2_scale), in_axes=1, out_axes=1)(member_logits)
+  per = jax.vmap(
+    lambda zt: losses.kd(student_logits, zt, temperature=temperature, t2_scale=t2_scale),
+    in_axes=1,
+    out_axes=1,
+  )(member_logits)
   if weights is None:
     return per.mean(axis=1)
   w = jnp.asarray(weights, per.dtype)
   if w.shape != (m,):
-    raise UserError(f"ensemble_kd: weights needs one number per member ({m}), got "
-                    f"{tuple(weights)!r}.")
+    raise UserError(
+      f"ensemble_kd: weights needs one number per member ({m}), got {tuple(weights)!r}."
+    )
   return per @ (w / w.sum())
 
 
 @register_term("ensemble_kd", teacher_taps=(MEMBER_LOGITS,))
-def ensemble_kd_term(s, t, batch, *, temperature: float = 5.0, t2_scale: bool = True,
-                     weights=None):
+def ensemble_kd_term(s, t, batch, *, temperature: float = 5.0, t2_scale: bool = True, weights=None):
   """CheckpointKD per-teacher KL: mean over ensemble members of ``T²·KL(p_m^T ‖ p_s^T)``."""
   del batch
   check_num("ensemble_kd", "temperature", temperature, lo=0, lo_open=True)
-  if weights is not None and (len(weights) == 0 or any(float(w) < 0 for w in weights)
-                              or sum(float(w) for w in weights) <= 0):
-    raise UserError(f"term ensemble_kd: weights must be non-negative with a positive sum, got "
-                    f"{weights!r}.")
-  return ensemble_kd(s.logits, t.taps[MEMBER_LOGITS], temperature=temperature,
-                     t2_scale=t2_scale, weights=weights)
+  if weights is not None and (
+    len(weights) == 0 or any(float(w) < 0 for w in weights) or sum(float(w) for w in weights) <= 0
+  ):
+    raise UserError(
+      f"term ensemble_kd: weights must be non-negative with a positive sum, got {weights!r}."
+    )
+  return ensemble_kd(
+    s.logits, t.taps[MEMBER_LOGITS], temperature=temperature, t2_scale=t2_scale, weights=weights
+  )

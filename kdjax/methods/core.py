@@ -38,6 +38,7 @@ means the connectors of the stage's own terms. A term key used in both stages sh
 connector (both terms must build the same module): FT's init term ``ft`` (loss
 ``ft_paraphraser``) trains the paraphraser of the main term ``ft``'s connector.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -56,16 +57,17 @@ from kdjax.methods.registry import _TERMS, BuildContext, TermSpec, ViewSpec
 
 class Outputs(NamedTuple):
   """A network's outputs as the losses see them."""
+
   logits: jnp.ndarray
   taps: Mapping[str, jnp.ndarray]
 
 
 class Batch(NamedTuple):
-  labels: jnp.ndarray      # (B,) int
-  index: jnp.ndarray       # (B,) dataset index of each example (CRD, analysis)
-  epoch: Any = 1           # current epoch counted from 1 (scalar; DKD warm-up and friends)
-  mix_labels: Any = None   # mixup: the partner labels (B,) ...
-  mix_lam: Any = None      # ... and the mixing weight (scalar): CE = lam CE(y) + (1-lam) CE(y')
+  labels: jnp.ndarray  # (B,) int
+  index: jnp.ndarray  # (B,) dataset index of each example (CRD, analysis)
+  epoch: Any = 1  # current epoch counted from 1 (scalar; DKD warm-up and friends)
+  mix_labels: Any = None  # mixup: the partner labels (B,) ...
+  mix_lam: Any = None  # ... and the mixing weight (scalar): CE = lam CE(y) + (1-lam) CE(y')
 
 
 # ---- tap resolution (used by the families' ``taps`` functions) -------------------------------
@@ -78,33 +80,44 @@ def common_stages(student_shapes: Mapping, teacher_shapes: Mapping, prefix: str 
   return n
 
 
-def stage_layers(term: str, layers, s_shapes: Mapping, t_shapes: Mapping,
-                 prefix: str = "stage") -> Tuple[str, ...]:
+def stage_layers(
+  term: str, layers, s_shapes: Mapping, t_shapes: Mapping, prefix: str = "stage"
+) -> Tuple[str, ...]:
   """``layers='all'`` -> ``<prefix>1..N`` (N = :func:`common_stages`); a sequence of stage
   numbers -> those stages."""
   n = common_stages(s_shapes, t_shapes, prefix)
   if n == 0:
-    raise UserError(f"term {term}: the student and teacher share no '{prefix}1' tap (student "
-                    f"has {sorted(s_shapes)}, teacher {sorted(t_shapes)}): use models with "
-                    f"stage taps.")
+    raise UserError(
+      f"term {term}: the student and teacher share no '{prefix}1' tap (student "
+      f"has {sorted(s_shapes)}, teacher {sorted(t_shapes)}): use models with "
+      f"stage taps."
+    )
   if isinstance(layers, str):
     if layers != "all":
-      raise UserError(f"term {term}: layers must be 'all' or a sequence of stage numbers in "
-                      f"1..{n}, got {layers!r}.")
+      raise UserError(
+        f"term {term}: layers must be 'all' or a sequence of stage numbers in "
+        f"1..{n}, got {layers!r}."
+      )
     return tuple(f"{prefix}{i}" for i in range(1, n + 1))
   try:
     idx = tuple(layers)
   except TypeError:
     idx = None
-  if (not idx or not all(isinstance(i, int) and not isinstance(i, bool) and 1 <= i <= n
-                         for i in idx) or len(set(idx)) != len(idx)):
-    raise UserError(f"term {term}: layers must be 'all' or distinct stage numbers in 1..{n} "
-                    f"(the pair's common stages), got {layers!r}.")
+  if (
+    not idx
+    or not all(isinstance(i, int) and not isinstance(i, bool) and 1 <= i <= n for i in idx)
+    or len(set(idx)) != len(idx)
+  ):
+    raise UserError(
+      f"term {term}: layers must be 'all' or distinct stage numbers in 1..{n} "
+      f"(the pair's common stages), got {layers!r}."
+    )
   return tuple(f"{prefix}{i}" for i in idx)
 
 
-def stage_layer(term: str, layer, s_shapes: Mapping, t_shapes: Mapping,
-                prefix: str = "stage") -> str:
+def stage_layer(
+  term: str, layer, s_shapes: Mapping, t_shapes: Mapping, prefix: str = "stage"
+) -> str:
   """``layer='last'`` -> ``<prefix>N`` (RepDistiller's ``feat[-2]``); an int k -> ``<prefix>k``."""
   if layer == "last":
     return stage_layers(term, "all", s_shapes, t_shapes, prefix)[-1]
@@ -116,13 +129,13 @@ def stage_layer(term: str, layer, s_shapes: Mapping, t_shapes: Mapping,
 # ---- terms and methods -----------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class Term:
-  key: str                      # config key (unique within the method)
+  key: str  # config key (unique within the method)
   spec: TermSpec
   weight: float
   hparams: Mapping[str, Any]
-  student_taps: Optional[Tuple[str, ...]] = None   # resolved taps (None until Method.bind)
+  student_taps: Optional[Tuple[str, ...]] = None  # resolved taps (None until Method.bind)
   teacher_taps: Optional[Tuple[str, ...]] = None
-  connector: Any = None         # the term's nn.Module (spec.connector(**hparams)) or None
+  connector: Any = None  # the term's nn.Module (spec.connector(**hparams)) or None
 
   @property
   def resolved(self) -> bool:
@@ -131,11 +144,11 @@ class Term:
 
 # Named parameter groups a stage's ``trainable`` may list (besides parameter paths).
 TRAINABLE_GROUPS = {
-    "student": "every student parameter",
-    "student_features": "the student parameters its taps depend on (all but the classifier; "
-                        "RepDistiller's get_feat_modules())",
-    "student_head": "the student parameters only the logits depend on (the classifier)",
-    "connectors": "the connectors of the stage's own terms",
+  "student": "every student parameter",
+  "student_features": "the student parameters its taps depend on (all but the classifier; "
+  "RepDistiller's get_feat_modules())",
+  "student_head": "the student parameters only the logits depend on (the classifier)",
+  "connectors": "the connectors of the stage's own terms",
 }
 DEFAULT_TRAINABLE = ("student", "connectors")
 
@@ -145,8 +158,10 @@ def _select(out: Optional[Outputs], keys, side: str, term: Term) -> Optional[Out
     return None
   missing = [k for k in keys if k not in out.taps]
   if missing:
-    raise UserError(f"term {term.key} ({term.spec.name}) reads {side} taps {missing}, but the "
-                    f"{side} outputs have {sorted(out.taps)}.")
+    raise UserError(
+      f"term {term.key} ({term.spec.name}) reads {side} taps {missing}, but the "
+      f"{side} outputs have {sorted(out.taps)}."
+    )
   return Outputs(out.logits, {k: out.taps[k] for k in keys})
 
 
@@ -154,13 +169,14 @@ def _select(out: Optional[Outputs], keys, side: str, term: Term) -> Optional[Out
 class Method:
   """A distillation method: ``loss = ce_weight * CE + sum_k weight_k * term_k`` (batch-averaged),
   trained with ``trainable`` after an optional :class:`Stage` ``init``."""
+
   name: str
   ce_weight: float
   terms: Tuple[Term, ...]
   label_smoothing: float = 0.0
   trainable: Tuple[str, ...] = DEFAULT_TRAINABLE
   init: Optional["Stage"] = None
-  path: str = "method"          # config path, for messages
+  path: str = "method"  # config path, for messages
 
   @property
   def needs_teacher(self) -> bool:
@@ -172,8 +188,10 @@ class Method:
     """The :class:`ViewSpec` of this method's view-aware terms (one at most), or None."""
     specs = {t.spec.views for t in self.terms if t.spec.views is not None and t.weight != 0}
     if len(specs) > 1:
-      raise UserError(f"{self.path}.terms combine terms with different view sets "
-                      f"({sorted(v.name for v in specs)}): one method can use one.")
+      raise UserError(
+        f"{self.path}.terms combine terms with different view sets "
+        f"({sorted(v.name for v in specs)}): one method can use one."
+      )
     return next(iter(specs), None)
 
   @property
@@ -184,15 +202,16 @@ class Method:
   @property
   def is_bound(self) -> bool:
     """Whether every term's taps are resolved (:meth:`bind`), the init stage's included."""
-    return (all(t.resolved for t in self.terms)
-            and (self.init is None or self.init.method.is_bound))
+    return all(t.resolved for t in self.terms) and (self.init is None or self.init.method.is_bound)
 
   def _resolved_terms(self):
     unbound = [t.key for t in self.terms if not t.resolved]
     if unbound:
-      raise UserError(f"{self.path}.terms {unbound} read taps that depend on the models: bind the "
-                      "method to the pair first (method.bind(student_shapes, teacher_shapes); "
-                      "kdjax.train.state.init_train_state does it).")
+      raise UserError(
+        f"{self.path}.terms {unbound} read taps that depend on the models: bind the "
+        "method to the pair first (method.bind(student_shapes, teacher_shapes); "
+        "kdjax.train.state.init_train_state does it)."
+      )
     return self.terms
 
   @property
@@ -214,13 +233,16 @@ class Method:
         s_keys, t_keys = t.spec.resolve_taps(t.hparams, student_shapes, teacher_shapes)
       except UserError as e:
         raise UserError(f"{self.path}.terms.{t.key}: {e}") from None
-      for side, need, have in (("student", s_keys, student_shapes),
-                               ("teacher", t_keys, teacher_shapes)):
+      for side, need, have in (
+        ("student", s_keys, student_shapes),
+        ("teacher", t_keys, teacher_shapes),
+      ):
         missing = [k for k in need if k not in have]
         if missing:
           raise UserError(
-              f"{self.path}.terms.{t.key} ({t.spec.name}) needs {side} taps {missing}, but the "
-              f"{side} model provides {sorted(have)}.")
+            f"{self.path}.terms.{t.key} ({t.spec.name}) needs {side} taps {missing}, but the "
+            f"{side} model provides {sorted(have)}."
+          )
       terms.append(dataclasses.replace(t, student_taps=s_keys, teacher_taps=t_keys))
     init = self.init
     if init is not None:
@@ -246,11 +268,12 @@ class Method:
       for key, t in self.init.method.connector_terms().items():
         if key in out and out[key].connector != t.connector:
           raise UserError(
-              f"{self.init.method.path}.terms.{key} and {self.path}.terms.{key} share the "
-              f"connector {key!r} (a term key used in both stages shares its trainable module), "
-              f"but build different modules ({type(t.connector).__name__} vs "
-              f"{type(out[key].connector).__name__}, or other hyper-parameters): give both the "
-              f"same connector hyper-parameters, or the init term another key.")
+            f"{self.init.method.path}.terms.{key} and {self.path}.terms.{key} share the "
+            f"connector {key!r} (a term key used in both stages shares its trainable module), "
+            f"but build different modules ({type(t.connector).__name__} vs "
+            f"{type(out[key].connector).__name__}, or other hyper-parameters): give both the "
+            f"same connector hyper-parameters, or the init term another key."
+          )
         out.setdefault(key, t)
     return out
 
@@ -265,15 +288,17 @@ class Method:
     modules, params, stats = {}, {}, {}
     for i, (key, t) in enumerate(sorted(self.connector_terms().items())):
       if not t.resolved:
-        raise UserError(f"terms.{key} ({t.spec.name}): bind the method to the pair first "
-                        "(method.bind(student_shapes, teacher_shapes)).")
+        raise UserError(
+          f"terms.{key} ({t.spec.name}): bind the method to the pair first "
+          "(method.bind(student_shapes, teacher_shapes))."
+        )
       s_in = tuple(jnp.zeros(student_shapes[k], jnp.float32) for k in t.student_taps)
       t_in = tuple(jnp.zeros((teacher_shapes or {})[k], jnp.float32) for k in t.teacher_taps)
       try:
         v = t.connector.init(jax.random.fold_in(rng, i), s_in, t_in, train=False)
       except UserError:
         raise
-      except ValueError as e:        # a reference module's own shape check (losses.connectors)
+      except ValueError as e:  # a reference module's own shape check (losses.connectors)
         raise UserError(f"method terms.{key} ({t.spec.name}): {e}") from None
       modules[key] = t.connector
       params[key] = v.get("params", {})
@@ -292,21 +317,30 @@ class Method:
     for i, t in enumerate(self._resolved_terms()):
       if t.spec.init_state is not None:
         tctx = dataclasses.replace(
-            ctx, student_shapes={k: tuple(ctx.student_shapes[k]) for k in t.student_taps},
-            teacher_shapes={k: tuple(ctx.teacher_shapes[k]) for k in t.teacher_taps})
+          ctx,
+          student_shapes={k: tuple(ctx.student_shapes[k]) for k in t.student_taps},
+          teacher_shapes={k: tuple(ctx.teacher_shapes[k]) for k in t.teacher_taps},
+        )
         out[t.key] = t.spec.init_state(tctx, jax.random.fold_in(rng, i), **t.hparams)
     return out
 
   # -- loss -------------------------------------------------------------------------------------
-  def loss(self, student: Outputs, teacher: Optional[Outputs], batch: Batch, *,
-           connectors: Optional[Mapping[str, Callable]] = None,
-           states: Optional[Mapping[str, Any]] = None, return_states: bool = False):
+  def loss(
+    self,
+    student: Outputs,
+    teacher: Optional[Outputs],
+    batch: Batch,
+    *,
+    connectors: Optional[Mapping[str, Callable]] = None,
+    states: Optional[Mapping[str, Any]] = None,
+    return_states: bool = False,
+  ):
     """Per-example total loss ``(B,)`` and a dict of batch-mean metrics (unweighted terms); with
     ``return_states`` also the updated term states. Each term sees its own taps only."""
     new_states = dict(states or {})
     views = self.views
     full_student, full_teacher = student, teacher
-    if views is not None:      # CE and the ordinary terms see the normal views (rows b·V)
+    if views is not None:  # CE and the ordinary terms see the normal views (rows b·V)
       student = _normal_rows(student, views.num_views, batch.labels.shape[0], "student")
       if teacher is not None:
         teacher = _normal_rows(teacher, views.num_views, batch.labels.shape[0], "teacher")
@@ -316,18 +350,20 @@ class Method:
     onehot = jax.nn.one_hot(batch.labels, k, dtype=z.dtype)
     if batch.mix_labels is not None:
       onehot = batch.mix_lam * onehot + (1.0 - batch.mix_lam) * jax.nn.one_hot(
-          batch.mix_labels, k, dtype=z.dtype)
+        batch.mix_labels, k, dtype=z.dtype
+      )
     if self.label_smoothing:
       onehot = onehot * (1.0 - self.label_smoothing) + self.label_smoothing / k
     ce = cross_entropy(z, onehot)
     total = self.ce_weight * ce
     metrics = {"ce": ce.mean()}
     for t in self._resolved_terms():
-      if t.spec.monitor:       # metrics only: stop-gradient outputs, no loss
+      if t.spec.monitor:  # metrics only: stop-gradient outputs, no loss
         s_in = _select(student, t.student_taps, "student", t)
         t_in = _select(teacher, t.teacher_taps, "teacher", t)
-        vals = t.spec.fn(jax.lax.stop_gradient(s_in), jax.lax.stop_gradient(t_in), batch,
-                         **t.hparams)
+        vals = t.spec.fn(
+          jax.lax.stop_gradient(s_in), jax.lax.stop_gradient(t_in), batch, **t.hparams
+        )
         metrics.update({f"{t.key}/{n}": jnp.mean(v) for n, v in vals.items()})
         continue
       if t.weight == 0:
@@ -353,8 +389,13 @@ class Method:
     ...) surface at config time, before any compilation."""
     b = Batch(jnp.zeros((batch,), jnp.int32), jnp.arange(batch))
     for t in self.terms:
-      if (not t.spec.static_taps or t.spec.student_taps or t.spec.teacher_taps
-          or t.connector is not None or t.spec.init_state is not None):
+      if (
+        not t.spec.static_taps
+        or t.spec.student_taps
+        or t.spec.teacher_taps
+        or t.connector is not None
+        or t.spec.init_state is not None
+      ):
         continue
       rows = batch * (t.spec.views.num_views if t.spec.views is not None else 1)
       s = Outputs(jnp.zeros((rows, num_classes)), {})
@@ -369,14 +410,17 @@ class Method:
 def _normal_rows(out: Outputs, num_views: int, batch: int, side: str) -> Outputs:
   """The normal-view rows ``0, V, 2V, ...`` of ``V·B``-row outputs (:class:`ViewSpec`)."""
   if out.logits.shape[0] != num_views * batch:
-    raise UserError(f"the method's terms use {num_views} views per example, so the {side} "
-                    f"outputs need {num_views} x {batch} rows (row b*V + v), got "
-                    f"{out.logits.shape[0]}: run the forward on the views (the train step does).")
+    raise UserError(
+      f"the method's terms use {num_views} views per example, so the {side} "
+      f"outputs need {num_views} x {batch} rows (row b*V + v), got "
+      f"{out.logits.shape[0]}: run the forward on the views (the train step does)."
+    )
   return Outputs(out.logits[::num_views], {k: v[::num_views] for k, v in out.taps.items()})
 
 
-def connector_calls(modules: Mapping[str, Any], params: Mapping[str, Any],
-                    batch_stats: Mapping[str, Any]):
+def connector_calls(
+  modules: Mapping[str, Any], params: Mapping[str, Any], batch_stats: Mapping[str, Any]
+):
   """``(calls, new_stats)``: term key -> callable applying that connector with ``params[key]``
   (what :meth:`Method.loss` passes the adapters), and a dict of BatchNorm statistics that the
   calls update in place (a connector with ``batch_stats`` runs with them mutable)."""
@@ -391,6 +435,7 @@ def connector_calls(modules: Mapping[str, Any], params: Mapping[str, Any],
         new_stats[k] = upd["batch_stats"]
         return out
       return m.apply(v, *a, **kw)
+
     return call
 
   return {k: make(k, m) for k, m in modules.items()}, new_stats
@@ -409,6 +454,7 @@ class Stage:
   teacher head: 30, 45). The main stage follows with a fresh optimiser state and keeps every
   parameter the stage trained.
   """
+
   name: str
   method: "Method"
   epochs: int
@@ -428,8 +474,10 @@ def parse_trainable(spec, where: str) -> Tuple[str, ...]:
     raise UserError(f"{where} must be a '+'-joined string of selectors, got {spec!r}.")
   allowed = ", ".join(f"{k!r} ({v})" for k, v in TRAINABLE_GROUPS.items())
   if not parts or not all(parts):
-    raise UserError(f"{where} = {spec!r}: give one or more selectors joined by '+': {allowed}, "
-                    "or a parameter path 'student/...' / 'connectors/<term key>/...'.")
+    raise UserError(
+      f"{where} = {spec!r}: give one or more selectors joined by '+': {allowed}, "
+      "or a parameter path 'student/...' / 'connectors/<term key>/...'."
+    )
   for p in parts:
     if p in TRAINABLE_GROUPS:
       continue
@@ -438,8 +486,10 @@ def parse_trainable(spec, where: str) -> Tuple[str, ...]:
       continue
     close = difflib.get_close_matches(p, list(TRAINABLE_GROUPS), n=1)
     hint = f" Did you mean {close[0]!r}?" if close else ""
-    raise UserError(f"{where}: unknown selector {p!r}.{hint} Use {allowed}, or a parameter "
-                    "path 'student/...' / 'connectors/<term key>/...'.")
+    raise UserError(
+      f"{where}: unknown selector {p!r}.{hint} Use {allowed}, or a parameter "
+      "path 'student/...' / 'connectors/<term key>/...'."
+    )
   return tuple(dict.fromkeys(parts))
 
 
@@ -455,8 +505,10 @@ def _check_hparams(key, spec: TermSpec, hparams: Mapping, prefix: str = "method.
     if h not in allowed:
       close = difflib.get_close_matches(h, allowed, n=1)
       hint = f" Did you mean {close[0]!r}?" if close else ""
-      raise UserError(f"{prefix}.{key}: unknown hyper-parameter {h!r} for loss "
-                      f"{spec.name!r}.{hint} Allowed: {allowed}.")
+      raise UserError(
+        f"{prefix}.{key}: unknown hyper-parameter {h!r} for loss "
+        f"{spec.name!r}.{hint} Allowed: {allowed}."
+      )
   missing = [r for r in required if r not in hparams]
   if missing:
     raise UserError(f"{prefix}.{key}: loss {spec.name!r} needs {missing}.")
@@ -473,13 +525,16 @@ def _build_terms(terms_cfg, prefix: str) -> Tuple[Term, ...]:
     if loss_name not in _TERMS:
       close = difflib.get_close_matches(loss_name, list(_TERMS), n=3)
       hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
-      raise UserError(f"{prefix}.{key}: unknown loss {loss_name!r}.{hint} "
-                      f"Registered: {sorted(_TERMS)}.")
+      raise UserError(
+        f"{prefix}.{key}: unknown loss {loss_name!r}.{hint} Registered: {sorted(_TERMS)}."
+      )
     spec = _TERMS[loss_name]
     if spec.monitor:
       if float(tc.get("weight", 0.0)) != 0:
-        raise UserError(f"{prefix}.{key} ({loss_name}) is a monitor (metrics only, no loss): "
-                        f"drop its 'weight' or set it to 0, got {tc['weight']!r}.")
+        raise UserError(
+          f"{prefix}.{key} ({loss_name}) is a monitor (metrics only, no loss): "
+          f"drop its 'weight' or set it to 0, got {tc['weight']!r}."
+        )
       tc.setdefault("weight", 0.0)
     if "weight" not in tc:
       raise UserError(f"{prefix}.{key} has no 'weight'.")
@@ -503,12 +558,14 @@ def _build_init(name, cfg) -> Optional[Stage]:
   cfg = dict(cfg) if cfg is not None else {}
   unknown = set(cfg) - set(_INIT_KEYS)
   if unknown:
-    raise UserError(f"Unknown key(s) {sorted(unknown)} in config.method.init; allowed: "
-                    f"{', '.join(_INIT_KEYS)}.")
+    raise UserError(
+      f"Unknown key(s) {sorted(unknown)} in config.method.init; allowed: {', '.join(_INIT_KEYS)}."
+    )
   epochs = cfg.get("epochs", 0)
   if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
-    raise UserError(f"method.init.epochs must be an integer >= 0 (0 = no init stage), got "
-                    f"{epochs!r}.")
+    raise UserError(
+      f"method.init.epochs must be an integer >= 0 (0 = no init stage), got {epochs!r}."
+    )
   if epochs == 0:
     return None
   ce_weight = float(cfg.get("ce_weight", 0.0))
@@ -518,20 +575,28 @@ def _build_init(name, cfg) -> Optional[Stage]:
   if lr < 0:
     raise UserError(f"method.init.lr must be >= 0 (0 = optim.lr), got {lr}.")
   milestones = tuple(cfg.get("milestones") or ())
-  if (not all(isinstance(m, int) and not isinstance(m, bool) for m in milestones)
-      or list(milestones) != sorted(set(milestones))
-      or any(not 0 < m < epochs for m in milestones)):
-    raise UserError(f"method.init.milestones must be increasing integer epochs inside the stage "
-                    f"(0 < m < method.init.epochs = {epochs}), got {milestones!r}.")
+  if (
+    not all(isinstance(m, int) and not isinstance(m, bool) for m in milestones)
+    or list(milestones) != sorted(set(milestones))
+    or any(not 0 < m < epochs for m in milestones)
+  ):
+    raise UserError(
+      f"method.init.milestones must be increasing integer epochs inside the stage "
+      f"(0 < m < method.init.epochs = {epochs}), got {milestones!r}."
+    )
   terms = _build_terms(cfg.get("terms"), "method.init.terms")
   if ce_weight == 0 and not any(t.weight > 0 for t in terms):
-    raise UserError(f"method.init.epochs = {epochs} but the init stage has no loss: give "
-                    "method.init.terms (e.g. method.init.terms.ab = dict(loss='ab', "
-                    "weight=1.0)) or method.init.ce_weight > 0, or set method.init.epochs = 0.")
+    raise UserError(
+      f"method.init.epochs = {epochs} but the init stage has no loss: give "
+      "method.init.terms (e.g. method.init.terms.ab = dict(loss='ab', "
+      "weight=1.0)) or method.init.ce_weight > 0, or set method.init.epochs = 0."
+    )
   if not cfg.get("trainable"):
-    raise UserError(f"method.init.epochs = {epochs} but method.init.trainable is not set: name "
-                    f"what the init stage trains, e.g. 'student_features+connectors' (groups: "
-                    f"{', '.join(TRAINABLE_GROUPS)}; or parameter paths).")
+    raise UserError(
+      f"method.init.epochs = {epochs} but method.init.trainable is not set: name "
+      f"what the init stage trains, e.g. 'student_features+connectors' (groups: "
+      f"{', '.join(TRAINABLE_GROUPS)}; or parameter paths)."
+    )
   trainable = parse_trainable(cfg["trainable"], "method.init.trainable")
   method = Method(f"{name}/init", ce_weight, terms, path="method.init")
   return Stage("init", method, epochs, trainable, lr or None, milestones)
@@ -551,22 +616,26 @@ def build_method(cfg) -> Method:
     raise UserError(f"method.label_smoothing must be in [0, 1), got {ls}.")
   unknown = set(cfg) - {"name", "ce_weight", "terms", "label_smoothing", "trainable", "init"}
   if unknown:
-    raise UserError(f"Unknown key(s) {sorted(unknown)} in config.method; allowed: name, "
-                    "ce_weight, label_smoothing, terms, trainable, init.")
+    raise UserError(
+      f"Unknown key(s) {sorted(unknown)} in config.method; allowed: name, "
+      "ce_weight, label_smoothing, terms, trainable, init."
+    )
   terms = _build_terms(cfg.get("terms"), "method.terms")
-  trainable = parse_trainable(cfg.get("trainable") or "+".join(DEFAULT_TRAINABLE),
-                              "method.trainable")
+  trainable = parse_trainable(
+    cfg.get("trainable") or "+".join(DEFAULT_TRAINABLE), "method.trainable"
+  )
   init = _build_init(name, cfg.get("init"))
   method = Method(name, ce_weight, terms, ls, trainable, init)
-  _ = method.views                          # one view set per stage (raises otherwise)
+  _ = method.views  # one view set per stage (raises otherwise)
   if init is not None:
     _ = init.method.views
   method.dry_run()
   return method
 
 
-def check_num(term: str, name: str, value, *, lo=None, lo_open: bool = False,
-              integer: bool = False):
+def check_num(
+  term: str, name: str, value, *, lo=None, lo_open: bool = False, integer: bool = False
+):
   """Raises :class:`UserError` unless ``value`` is a finite number (an integer if ``integer``)
   ``>= lo`` (``> lo`` if ``lo_open``)."""
   if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -574,5 +643,4 @@ def check_num(term: str, name: str, value, *, lo=None, lo_open: bool = False,
   if integer and int(value) != value:
     raise UserError(f"term {term}: {name} must be an integer, got {value!r}.")
   if not math.isfinite(value) or (lo is not None and (value <= lo if lo_open else value < lo)):
-    raise UserError(f"term {term}: {name} must be {'>' if lo_open else '>='} {lo}, got "
-                    f"{value!r}.")
+    raise UserError(f"term {term}: {name} must be {'>' if lo_open else '>='} {lo}, got {value!r}.")

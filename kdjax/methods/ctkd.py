@@ -11,6 +11,7 @@ standardisation, sunshangquan/logit-standardization-KD ``CTKD/``).
 Presets: ``ctkd`` (the reference's ``-r 0.1 -a 0.9 -b 0``) and ``ctkd_ls`` (logit-standardization-KD's
 ``-r 0.1 -a 9``, standardised). Per-pair configs and published numbers: ``configs/cifar100/ctkd.py``.
 """
+
 from __future__ import annotations
 
 import flax.linen as nn
@@ -26,6 +27,7 @@ LAMBDA_MAX, LAMBDA_MIN, LAMBDA_EPOCHS = 0.0, -1.0, 10
 class GlobalTemperature(nn.Module):
   """CTKD's ``Global_T``: one parameter ``global_t`` (shape ``(1,)``, init ``init_value``);
   ``__call__((), (), train, lam)`` -> the scalar temperature ``t_start + t_end · sigmoid(GRL_λ(θ))``."""
+
   t_start: float = T_START
   t_end: float = T_END
   init_value: float = THETA_INIT
@@ -37,8 +39,9 @@ class GlobalTemperature(nn.Module):
     return losses.ctkd_temperature(theta, lam, t_start=self.t_start, t_end=self.t_end)
 
 
-def _connector(*, t_start: float = T_START, t_end: float = T_END, init_value: float = THETA_INIT,
-               **_):
+def _connector(
+  *, t_start: float = T_START, t_end: float = T_END, init_value: float = THETA_INIT, **_
+):
   for name, v in (("t_start", t_start), ("t_end", t_end)):
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:
       raise UserError(f"term ctkd: {name} must be a number >= 0, got {v!r}.")
@@ -48,18 +51,29 @@ def _connector(*, t_start: float = T_START, t_end: float = T_END, init_value: fl
 
 
 @register_term("ctkd", connector=_connector)
-def ctkd_term(s, t, batch, *, connector=None, t_start: float = T_START, t_end: float = T_END,
-              init_value: float = THETA_INIT, lambda_max: float = LAMBDA_MAX,
-              lambda_min: float = LAMBDA_MIN, lambda_epochs: float = LAMBDA_EPOCHS,
-              standardize: bool = False):
+def ctkd_term(
+  s,
+  t,
+  batch,
+  *,
+  connector=None,
+  t_start: float = T_START,
+  t_end: float = T_END,
+  init_value: float = THETA_INIT,
+  lambda_max: float = LAMBDA_MAX,
+  lambda_min: float = LAMBDA_MIN,
+  lambda_epochs: float = LAMBDA_EPOCHS,
+  standardize: bool = False,
+):
   """CTKD: KD at the learned temperature ``t_start + t_end · sigmoid(GRL_λ(θ))``, ``λ`` the cosine
   curriculum ``lambda_max -> lambda_min`` over ``lambda_epochs`` (zhengli97/CTKD defaults 1, 20,
   0 -> −1 over 10 epochs); ``standardize`` Z-scores the logits (CTKD + LS)."""
   del t_start, t_end, init_value
   if not isinstance(standardize, bool):
     raise UserError(f"term ctkd: standardize must be a bool, got {standardize!r}.")
-  lam = losses.ctkd_lambda(batch.epoch, max_value=lambda_max, min_value=lambda_min,
-                           num_loops=lambda_epochs)
+  lam = losses.ctkd_lambda(
+    batch.epoch, max_value=lambda_max, min_value=lambda_min, num_loops=lambda_epochs
+  )
   temperature = connector((), (), train=True, lam=lam)
   return losses.ctkd(s.logits, t.logits, temperature, standardize=standardize)
 
@@ -67,8 +81,9 @@ def ctkd_term(s, t, batch, *, connector=None, t_start: float = T_START, t_end: f
 def ctkd_preset(*, ce_weight: float = 0.1, weight: float = 0.9, standardize: bool = False):
   """zhengli97/CTKD ``scripts/run_cifar_distill.sh``: ``-r 0.1 -a 0.9 -b 0``, global temperature,
   ``t_start 1 t_end 20``, cosine curriculum ``0 -> -1`` over 10 epochs."""
-  return dict(name="ctkd", ce_weight=ce_weight,
-              terms=dict(ctkd=dict(weight=weight, standardize=standardize)))
+  return dict(
+    name="ctkd", ce_weight=ce_weight, terms=dict(ctkd=dict(weight=weight, standardize=standardize))
+  )
 
 
 def ctkd_ls_preset(*, ce_weight: float = 0.1, weight: float = 9.0):

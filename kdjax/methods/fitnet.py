@@ -5,6 +5,7 @@ the tap being ``stem`` for ``hint_layer = 0`` and ``stage<k>`` otherwise (RepDis
 ``--hint_layer``, default 2). The regressor (conv + BN + ReLU) is the term's connector, trained
 with the student in one stage as RepDistiller does.
 """
+
 from __future__ import annotations
 
 import flax.linen as nn
@@ -35,15 +36,18 @@ class FitNetConnector(nn.Module):
     try:
       conn_lib.conv_reg_kind(ss, ts)
     except ValueError as e:
-      raise UserError(f"term fitnet: ConvReg cannot bridge student {ss[1:]} to teacher "
-                      f"{ts[1:]} (NHWC): {e}") from None
+      raise UserError(
+        f"term fitnet: ConvReg cannot bridge student {ss[1:]} to teacher {ts[1:]} (NHWC): {e}"
+      ) from None
     return conn_lib.ConvReg(ss, ts, name="reg")(x, train)
 
 
 def _hint_tap(s_shapes, t_shapes, hint_layer):
   if isinstance(hint_layer, bool) or not isinstance(hint_layer, int) or hint_layer < 0:
-    raise UserError(f"term fitnet: hint_layer must be an integer >= 0 (0 = stem, k = stage k), "
-                    f"got {hint_layer!r}.")
+    raise UserError(
+      f"term fitnet: hint_layer must be an integer >= 0 (0 = stem, k = stage k), "
+      f"got {hint_layer!r}."
+    )
   if hint_layer == 0:
     return "stem"
   return stage_layers("fitnet", (hint_layer,), s_shapes, t_shapes)[0]
@@ -64,6 +68,6 @@ def fitnet_term(s, t, batch, *, connector=None, hint_layer: int = DEFAULT_HINT_L
 
 
 PRESETS = {
-    # RepDistiller: -r 1 -a 0 -b 100 --hint_layer 2
-    "fitnet": dict(ce_weight=1.0, terms=dict(fitnet=dict(weight=100.0, hint_layer=2))),
+  # RepDistiller: -r 1 -a 0 -b 100 --hint_layer 2
+  "fitnet": dict(ce_weight=1.0, terms=dict(fitnet=dict(weight=100.0, hint_layer=2))),
 }

@@ -11,6 +11,7 @@ the FT term reaches the paraphraser only through ``paraphraser_recon_weight · M
 f_t)`` (default 0.005 = 1/b for RepDistiller's b = 200) while its factor is detached in the FT
 distance (``detach_teacher_factor``); a joint stand-in, not RepDistiller's protocol.
 """
+
 from __future__ import annotations
 
 import flax.linen as nn
@@ -34,6 +35,7 @@ class FTConnector(nn.Module):
   ``translator/`` and ``paraphraser/``. ``__call__((f_s,), (f_t,), train)`` -> ``(factor_s,
   factor_t, reconstruction_t)``; with no student tap (``((), (f_t,))``, FT's init stage) the
   paraphraser alone: ``(None, factor_t, reconstruction_t)``."""
+
   k: float = 0.5
 
   @nn.compact
@@ -49,8 +51,9 @@ class FTConnector(nn.Module):
       (f_s,) = s_taps
       ss = _one_shape(f_s)
       if len(ss) != 4 or (ss[1] - ts[1]) * (ss[2] - ts[2]) < 0:
-        raise UserError(f"term ft: cannot match the student map {ss[1:]} to the teacher's "
-                        f"{ts[1:]} (NHWC).")
+        raise UserError(
+          f"term ft: cannot match the student map {ss[1:]} to the teacher's {ts[1:]} (NHWC)."
+        )
       factor_s = conn_lib.Translator(ss, ts, self.k, name="translator")(f_s, train)
     factor_t, recon = conn_lib.Paraphraser(ts, self.k, name="paraphraser")(f_t, train)
     return factor_s, factor_t, recon
@@ -71,9 +74,19 @@ def _paraphraser_taps(s_shapes, t_shapes, *, layer="last", **_):
 
 
 @register_term("ft", taps=_taps, connector=_connector)
-def ft_term(s, t, batch, *, connector=None, layer="last", k: float = 0.5, p1: float = 2,
-            p2: float = 1, paraphraser_recon_weight: float = 0.005,
-            detach_teacher_factor: bool = True):
+def ft_term(
+  s,
+  t,
+  batch,
+  *,
+  connector=None,
+  layer="last",
+  k: float = 0.5,
+  p1: float = 2,
+  p2: float = 1,
+  paraphraser_recon_weight: float = 0.005,
+  detach_teacher_factor: bool = True,
+):
   """Factor transfer on the stage tap ``layer`` ('last' = ``feat[-2]``); see the module doc."""
   del batch, k, layer
   (f_s,), (f_t,) = s.taps.values(), t.taps.values()
@@ -99,19 +112,35 @@ def ft_paraphraser_term(s, t, batch, *, connector=None, layer="last", k: float =
 
 
 # pretrain.py: lr 0.01 for the factor (FT) init stage with these students, else the main lr.
-INIT_LR_001_STUDENTS = ("resnet8", "resnet14", "resnet20", "resnet32", "resnet44", "resnet56",
-                        "resnet110", "resnet8x4", "resnet32x4", "wrn_16_1", "wrn_16_2", "wrn_40_1",
-                        "wrn_40_2")
+INIT_LR_001_STUDENTS = (
+  "resnet8",
+  "resnet14",
+  "resnet20",
+  "resnet32",
+  "resnet44",
+  "resnet56",
+  "resnet110",
+  "resnet8x4",
+  "resnet32x4",
+  "wrn_16_1",
+  "wrn_16_2",
+  "wrn_40_1",
+  "wrn_40_2",
+)
 
 PRESETS = {
-    # RepDistiller: -r 1 -a 0 -b 200; helper/pretrain.py: 30 epochs of paraphraser
-    # reconstruction (lr 0.01 for INIT_LR_001_STUDENTS, else the main lr), then the paraphraser
-    # frozen.
-    "ft": dict(ce_weight=1.0,
-               terms=dict(ft=dict(weight=200.0, k=0.5, p1=2, p2=1,
-                                  paraphraser_recon_weight=0.0)),
-               trainable="student+connectors/ft/translator",
-               init=dict(epochs=30, ce_weight=0.0,
-                         terms=dict(ft=dict(loss="ft_paraphraser", weight=1.0, k=0.5)),
-                         trainable="connectors/ft/paraphraser")),
+  # RepDistiller: -r 1 -a 0 -b 200; helper/pretrain.py: 30 epochs of paraphraser
+  # reconstruction (lr 0.01 for INIT_LR_001_STUDENTS, else the main lr), then the paraphraser
+  # frozen.
+  "ft": dict(
+    ce_weight=1.0,
+    terms=dict(ft=dict(weight=200.0, k=0.5, p1=2, p2=1, paraphraser_recon_weight=0.0)),
+    trainable="student+connectors/ft/translator",
+    init=dict(
+      epochs=30,
+      ce_weight=0.0,
+      terms=dict(ft=dict(loss="ft_paraphraser", weight=1.0, k=0.5)),
+      trainable="connectors/ft/paraphraser",
+    ),
+  ),
 }

@@ -4,6 +4,7 @@ the teacher's width by a trainable linear embedding (the connector :class:`ITRDC
 zkxufo/TTM runs it on ``preact=True`` features; ``pooled`` is the same tensor for every kdjax
 model (pooling happens after the last ReLU).
 """
+
 from __future__ import annotations
 
 import flax.linen as nn
@@ -23,8 +24,12 @@ class ITRDConnector(nn.Module):
     del train
     (f_s,), (f_t,) = s_taps, t_taps
     x = f_s.reshape(f_s.shape[0], -1)
-    return nn.Dense(int(f_t.shape[-1]), kernel_init=conn_lib.torch_default_kernel,
-                    bias_init=conn_lib.torch_default_bias(x.shape[-1]), name="linear")(x)
+    return nn.Dense(
+      int(f_t.shape[-1]),
+      kernel_init=conn_lib.torch_default_kernel,
+      bias_init=conn_lib.torch_default_bias(x.shape[-1]),
+      name="linear",
+    )(x)
 
 
 def _connector(*, corr_weight=2.0, mi_weight=1.0, alpha=1.5, **_):
@@ -35,21 +40,33 @@ def _connector(*, corr_weight=2.0, mi_weight=1.0, alpha=1.5, **_):
 
 
 @register_term("itrd", student_taps=("pooled",), teacher_taps=("pooled",), connector=_connector)
-def itrd_term(s, t, batch, *, connector=None, corr_weight: float = 2.0, mi_weight: float = 1.0,
-              alpha: float = 1.5):
+def itrd_term(
+  s,
+  t,
+  batch,
+  *,
+  connector=None,
+  corr_weight: float = 2.0,
+  mi_weight: float = 1.0,
+  alpha: float = 1.5,
+):
   """ITRD on the ``pooled`` features (see the module doc)."""
   del batch
   f_s, f_t = s.taps["pooled"], t.taps["pooled"]
-  return losses.itrd(f_s, connector((f_s,), (f_t,)), f_t, corr_weight=corr_weight,
-                     mi_weight=mi_weight, alpha=alpha)
+  return losses.itrd(
+    f_s, connector((f_s,), (f_t,)), f_t, corr_weight=corr_weight, mi_weight=mi_weight, alpha=alpha
+  )
 
 
-def itrd_preset(*, mi_weight: float = 1.0, alpha: float = 1.5, corr_weight: float = 2.0,
-                weight: float = 1.0):
+def itrd_preset(
+  *, mi_weight: float = 1.0, alpha: float = 1.5, corr_weight: float = 2.0, weight: float = 1.0
+):
   """ITRD alone (zkxufo/TTM ``-r 1 -a 0 -b 1``, ``--lambda_corr 2``); ``mi_weight`` and
   ``alpha`` are per pair (paper Appendix A.5)."""
-  return dict(ce_weight=1.0, terms=dict(itrd=dict(weight=weight, corr_weight=corr_weight,
-                                                  mi_weight=mi_weight, alpha=alpha)))
+  return dict(
+    ce_weight=1.0,
+    terms=dict(itrd=dict(weight=weight, corr_weight=corr_weight, mi_weight=mi_weight, alpha=alpha)),
+  )
 
 
 PRESETS = {"itrd": itrd_preset}

@@ -4,6 +4,7 @@ Each adapter maps ``(student, teacher, batch)`` to a pure per-example loss of
 :mod:`kdjax.losses.logits`; its keyword-only arguments are the term's hyper-parameters. No taps,
 no connectors. Named recipes: :data:`PRESETS` (see :func:`kdjax.methods.preset`).
 """
+
 from __future__ import annotations
 
 import jax.numpy as jnp
@@ -34,11 +35,20 @@ def wttm_term(s, t, batch, *, gamma: float):
 
 
 @register_term("dkd")
-def dkd_term(s, t, batch, *, alpha: float = 1.0, beta: float = 8.0, temperature: float = 4.0,
-             warmup_epochs: int = 20):
+def dkd_term(
+  s,
+  t,
+  batch,
+  *,
+  alpha: float = 1.0,
+  beta: float = 8.0,
+  temperature: float = 4.0,
+  warmup_epochs: int = 20,
+):
   """Decoupled KD (mdistiller), scaled by the warm-up factor ``min(epoch / warmup, 1)``."""
-  loss = losses.dkd(s.logits, t.logits, batch.labels, alpha=alpha, beta=beta,
-                    temperature=temperature)
+  loss = losses.dkd(
+    s.logits, t.logits, batch.labels, alpha=alpha, beta=beta, temperature=temperature
+  )
   if warmup_epochs:
     loss = loss * losses.dkd_warmup_factor(jnp.asarray(batch.epoch, jnp.float32), warmup_epochs)
   return loss
@@ -72,20 +82,36 @@ def pld_term(s, t, batch, *, teacher_temperature: float = 1.0):
 
 
 @register_term("kl")
-def kl_term(s, t, batch, *, teacher_temperature: float, student_temperature: float,
-            t2_scale: bool = True, form: str = "kl"):
+def kl_term(
+  s,
+  t,
+  batch,
+  *,
+  teacher_temperature: float,
+  student_temperature: float,
+  t2_scale: bool = True,
+  form: str = "kl",
+):
   """The general KL of methods.md 0.2 (e.g. calibration paper: tau = 1.8 and ce_weight = 0)."""
   del batch
-  return losses.kl_per_example(s.logits, t.logits, teacher_temperature=teacher_temperature,
-                               student_temperature=student_temperature, t2_scale=t2_scale,
-                               form=form)
+  return losses.kl_per_example(
+    s.logits,
+    t.logits,
+    teacher_temperature=teacher_temperature,
+    student_temperature=student_temperature,
+    t2_scale=t2_scale,
+    form=form,
+  )
 
 
 # ---- named recipes (kdjax.methods.preset) ----------------------------------------------------
 def kd_preset(*, ce_weight: float = 0.1, weight: float = 0.9, temperature: float = 4.0):
   """Hinton KD with RepDistiller's weights (``-r 0.1 -a 0.9``, T = 4)."""
-  return dict(name="kd", ce_weight=ce_weight,
-              terms=dict(kd=dict(weight=weight, temperature=temperature, t2_scale=True)))
+  return dict(
+    name="kd",
+    ce_weight=ce_weight,
+    terms=dict(kd=dict(weight=weight, temperature=temperature, t2_scale=True)),
+  )
 
 
 def ttm_preset(*, gamma: float, beta: float, weighted: bool = False):
@@ -95,22 +121,41 @@ def ttm_preset(*, gamma: float, beta: float, weighted: bool = False):
   return dict(name=name, ce_weight=1.0, terms={name: dict(weight=beta, gamma=gamma)})
 
 
-def dkd_preset(*, beta: float, alpha: float = 1.0, temperature: float = 4.0,
-               warmup_epochs: int = 20):
+def dkd_preset(
+  *, beta: float, alpha: float = 1.0, temperature: float = 4.0, warmup_epochs: int = 20
+):
   """DKD (mdistiller ``DKD``): CE 1, ``alpha`` TCKD + ``beta`` NCKD at T = 4, warm-up 20."""
-  return dict(name="dkd", ce_weight=1.0,
-              terms=dict(dkd=dict(weight=1.0, alpha=alpha, beta=beta, temperature=temperature,
-                                  warmup_epochs=warmup_epochs)))
+  return dict(
+    name="dkd",
+    ce_weight=1.0,
+    terms=dict(
+      dkd=dict(
+        weight=1.0, alpha=alpha, beta=beta, temperature=temperature, warmup_epochs=warmup_epochs
+      )
+    ),
+  )
 
 
-def dist_preset(*, ce_weight: float = 1.0, weight: float = 2.0, beta: float = 1.0,
-                gamma: float = 1.0, temperature: float = 4.0):
+def dist_preset(
+  *,
+  ce_weight: float = 1.0,
+  weight: float = 2.0,
+  beta: float = 1.0,
+  gamma: float = 1.0,
+  temperature: float = 4.0,
+):
   """DIST (Huang et al. 2022): CE + ``weight`` · (β inter + γ intra) at T = 4."""
-  return dict(name="dist", ce_weight=ce_weight,
-              terms=dict(dist=dict(weight=weight, beta=beta, gamma=gamma,
-                                   temperature=temperature)))
+  return dict(
+    name="dist",
+    ce_weight=ce_weight,
+    terms=dict(dist=dict(weight=weight, beta=beta, gamma=gamma, temperature=temperature)),
+  )
 
 
-PRESETS = {"kd": kd_preset, "ttm": ttm_preset,
-           "wttm": lambda **kw: ttm_preset(weighted=True, **kw),
-           "dkd": dkd_preset, "dist": dist_preset}
+PRESETS = {
+  "kd": kd_preset,
+  "ttm": ttm_preset,
+  "wttm": lambda **kw: ttm_preset(weighted=True, **kw),
+  "dkd": dkd_preset,
+  "dist": dist_preset,
+}

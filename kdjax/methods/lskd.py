@@ -14,6 +14,7 @@ Presets (``kdjax.methods.preset``) with the reference's ``tools/train.py`` defau
 
 Per-pair settings and published numbers: ``configs/cifar100/lskd.py``.
 """
+
 from __future__ import annotations
 
 import jax.numpy as jnp
@@ -26,8 +27,7 @@ DEFAULT_BASE_TEMPERATURE = 2.0
 
 
 @register_term("lskd")
-def lskd_term(s, t, batch, *, temperature: float = DEFAULT_BASE_TEMPERATURE,
-              t2_scale: bool = True):
+def lskd_term(s, t, batch, *, temperature: float = DEFAULT_BASE_TEMPERATURE, t2_scale: bool = True):
   """KD on Z-scored logits: ``τ² KL(softmax(Z(z_t)/τ) ‖ softmax(Z(z_s)/τ))`` per example
   (logit-standardization-KD ``kd_loss(..., logit_stand=True)``; base temperature τ = 2)."""
   del batch
@@ -35,15 +35,27 @@ def lskd_term(s, t, batch, *, temperature: float = DEFAULT_BASE_TEMPERATURE,
 
 
 @register_term("lsdkd")
-def lsdkd_term(s, t, batch, *, alpha: float = 9.0, beta: float = 72.0,
-               temperature: float = DEFAULT_BASE_TEMPERATURE, warmup_epochs: int = 20):
+def lsdkd_term(
+  s,
+  t,
+  batch,
+  *,
+  alpha: float = 9.0,
+  beta: float = 72.0,
+  temperature: float = DEFAULT_BASE_TEMPERATURE,
+  warmup_epochs: int = 20,
+):
   """DKD on Z-scored logits, scaled by ``min(epoch / warmup_epochs, 1)`` (logit-standardization-KD
   ``dkd_loss(..., logit_stand=True)``; defaults α 9, β 72, τ 2, warm-up 20; 0 = no warm-up)."""
-  if isinstance(warmup_epochs, bool) or not isinstance(warmup_epochs, (int, float)) or \
-      warmup_epochs < 0:
+  if (
+    isinstance(warmup_epochs, bool)
+    or not isinstance(warmup_epochs, (int, float))
+    or warmup_epochs < 0
+  ):
     raise UserError(f"term lsdkd: warmup_epochs must be a number >= 0, got {warmup_epochs!r}.")
-  loss = losses.lsdkd(s.logits, t.logits, batch.labels, alpha=alpha, beta=beta,
-                      temperature=temperature)
+  loss = losses.lsdkd(
+    s.logits, t.logits, batch.labels, alpha=alpha, beta=beta, temperature=temperature
+  )
   if warmup_epochs:
     loss = loss * losses.dkd_warmup_factor(jnp.asarray(batch.epoch, jnp.float32), warmup_epochs)
   return loss
@@ -52,18 +64,36 @@ def lsdkd_term(s, t, batch, *, alpha: float = 9.0, beta: float = 72.0,
 def lskd_preset(*, base_temp: float = 2.0, kd_weight: float = 9.0, ce_weight: float = 0.1):
   """KD + LS as ``tools/train.py --logit-stand --base-temp τ --kd-weight w`` sets it on the repo's
   KD config: ``ce_weight · CE + w · lskd(τ)`` (the repo's KD CE weight 0.1)."""
-  return dict(name="lskd", ce_weight=ce_weight,
-              terms=dict(lskd=dict(weight=kd_weight, temperature=base_temp)))
+  return dict(
+    name="lskd", ce_weight=ce_weight, terms=dict(lskd=dict(weight=kd_weight, temperature=base_temp))
+  )
 
 
-def lsdkd_preset(*, base_temp: float = 2.0, kd_weight: float = 9.0, beta: float = 8.0,
-                 alpha: float = 1.0, warmup_epochs: int = 20, ce_weight: float = 1.0):
+def lsdkd_preset(
+  *,
+  base_temp: float = 2.0,
+  kd_weight: float = 9.0,
+  beta: float = 8.0,
+  alpha: float = 1.0,
+  warmup_epochs: int = 20,
+  ce_weight: float = 1.0,
+):
   """DKD + LS as ``tools/train.py --logit-stand --base-temp τ --kd-weight w`` sets it on
   mdistiller's DKD config (α₀ = ``alpha``, β₀ = ``beta``): ``ce_weight · CE + min(epoch/20, 1) ·
   lsdkd(α = w·α₀, β = w·β₀, τ)``."""
-  return dict(name="lsdkd", ce_weight=ce_weight,
-              terms=dict(lsdkd=dict(weight=1.0, alpha=kd_weight * alpha, beta=kd_weight * beta,
-                                    temperature=base_temp, warmup_epochs=warmup_epochs)))
+  return dict(
+    name="lsdkd",
+    ce_weight=ce_weight,
+    terms=dict(
+      lsdkd=dict(
+        weight=1.0,
+        alpha=kd_weight * alpha,
+        beta=kd_weight * beta,
+        temperature=base_temp,
+        warmup_epochs=warmup_epochs,
+      )
+    ),
+  )
 
 
 PRESETS = {"lskd": lskd_preset, "lsdkd": lsdkd_preset}

@@ -24,6 +24,7 @@ They satisfy the paper's decomposition (Sec. 3, methods.md §3.2)::
 so with ``β = λT/(1−λ)``, ``H(y,q) + β D(p̂‖q) = (1/(1−λ))·[L_KD − λT(T−1) H_{1/T}(q)] + const``:
 TTM is KD plus a Rényi-entropy (confidence-penalty) regulariser (``tests/test_ttm_logging.py``).
 """
+
 from __future__ import annotations
 
 import jax
@@ -64,11 +65,12 @@ def ttm_statistics(student_logits: jax.Array, teacher_logits: jax.Array, *, gamm
   zs, zt = _f32(student_logits), _f32(teacher_logits)
   temperature = 1.0 / gamma
   return dict(
-      entropy=shannon_entropy(zs),
-      ttm_kl=losses.ttm(zs, zt, gamma=gamma),
-      kd_kl=losses.kd(zs, zt, temperature=temperature, t2_scale=False),
-      renyi=renyi_entropy(zs, gamma),
-      teacher_entropy=shannon_entropy(gamma * zt))
+    entropy=shannon_entropy(zs),
+    ttm_kl=losses.ttm(zs, zt, gamma=gamma),
+    kd_kl=losses.kd(zs, zt, temperature=temperature, t2_scale=False),
+    renyi=renyi_entropy(zs, gamma),
+    teacher_entropy=shannon_entropy(gamma * zt),
+  )
 
 
 @register_term("ttm_stats", monitor=True)

@@ -10,6 +10,7 @@ No CIFAR-100 config: the reference's only CIFAR-100 pair is mmcls's ResNet-34 ->
 (CIFAR variants kdjax's zoo lacks) and its README publishes ImageNet numbers only
 (ResNet-34 -> ResNet-18 71.96, ResNet-50 -> MobileNet 72.58).
 """
+
 from __future__ import annotations
 
 from kdjax import losses
@@ -25,8 +26,11 @@ def nkd_term(s, t, batch, *, temperature: float = 1.0, gamma: float = 1.5):
 
 def nkd_preset(*, temperature: float = 3.0, gamma: float = 3.5, ce_weight: float = 1.0):
   """CE + NKD at the reference's CIFAR-100 setting (T 3, γ 3.5)."""
-  return dict(name="nkd", ce_weight=ce_weight,
-              terms=dict(nkd=dict(weight=1.0, temperature=temperature, gamma=gamma)))
+  return dict(
+    name="nkd",
+    ce_weight=ce_weight,
+    terms=dict(nkd=dict(weight=1.0, temperature=temperature, gamma=gamma)),
+  )
 
 
 PRESETS = {"nkd": nkd_preset}

@@ -8,6 +8,7 @@
   channel counts at every tap. RepDistiller uses FSP only in a 30-epoch init stage that trains
   the student's feature layers, followed by CE alone (preset ``'fsp'``).
 """
+
 from __future__ import annotations
 
 from kdjax import losses
@@ -55,12 +56,17 @@ def fsp_term(s, t, batch, *, layers="all"):
 
 
 PRESETS = {
-    # RepDistiller: -r 1 -a 0 -b 50 / 3000
-    "nst": dict(ce_weight=1.0, terms=dict(nst=dict(weight=50.0))),
-    "sp": dict(ce_weight=1.0, terms=dict(sp=dict(weight=3000.0))),
-    # RepDistiller helper/pretrain.py: 30 epochs of FSP on the student's feature modules, then
-    # 240 epochs of CE alone (b unused).
-    "fsp": dict(ce_weight=1.0, terms={}, trainable="student",
-                init=dict(epochs=30, ce_weight=0.0, terms=dict(fsp=dict(weight=1.0)),
-                          trainable="student_features")),
+  # RepDistiller: -r 1 -a 0 -b 50 / 3000
+  "nst": dict(ce_weight=1.0, terms=dict(nst=dict(weight=50.0))),
+  "sp": dict(ce_weight=1.0, terms=dict(sp=dict(weight=3000.0))),
+  # RepDistiller helper/pretrain.py: 30 epochs of FSP on the student's feature modules, then
+  # 240 epochs of CE alone (b unused).
+  "fsp": dict(
+    ce_weight=1.0,
+    terms={},
+    trainable="student",
+    init=dict(
+      epochs=30, ce_weight=0.0, terms=dict(fsp=dict(weight=1.0)), trainable="student_features"
+    ),
+  ),
 }

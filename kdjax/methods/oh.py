@@ -12,6 +12,7 @@ this estimates the same quantity; for ResNets (residual sum before the ReLU) it 
 the actual pre-activation rather than of ``bn2`` alone. The 'bn' margins are checked against
 mdistiller's on imported PyTorch teachers (``tests/test_oh_margins.py``).
 """
+
 from __future__ import annotations
 
 import flax.linen as nn
@@ -34,9 +35,11 @@ class OHConnector(nn.Module):
     out = []
     for i, (x, y) in enumerate(zip(s_taps, t_taps)):
       if x.ndim != 4 or y.ndim != 4 or x.shape[1:3] != y.shape[1:3]:
-        raise UserError(f"term oh: the OH connector (conv1x1 + BN) cannot bridge student "
-                        f"preact_stage{i + 1} {tuple(x.shape[1:])} to teacher "
-                        f"{tuple(y.shape[1:])}: spatial sizes differ.")
+        raise UserError(
+          f"term oh: the OH connector (conv1x1 + BN) cannot bridge student "
+          f"preact_stage{i + 1} {tuple(x.shape[1:])} to teacher "
+          f"{tuple(y.shape[1:])}: spatial sizes differ."
+        )
       out.append(conn_lib.OHConnector(int(y.shape[3]), name=f"oh{i + 1}")(x, train))
     return tuple(out)
 
@@ -50,37 +53,51 @@ def _init_state(ctx: BuildContext, rng, *, margins="bn", **_):
   del rng
   channels = [int(s[3]) for s in ctx.teacher_shapes.values()]
   if margins == "batch":
-    return {"margins": tuple(jnp.zeros((c,), jnp.float32) for c in channels),
-            "is_set": jnp.zeros((), jnp.int32)}
+    return {
+      "margins": tuple(jnp.zeros((c,), jnp.float32) for c in channels),
+      "is_set": jnp.zeros((), jnp.int32),
+    }
   if margins != "bn":
-    raise UserError(f"term oh: margins must be 'bn' (from the teacher's BatchNorm before each "
-                    f"ReLU, the reference) or 'batch', got {margins!r}.")
+    raise UserError(
+      f"term oh: margins must be 'bn' (from the teacher's BatchNorm before each "
+      f"ReLU, the reference) or 'batch', got {margins!r}."
+    )
   tv = ctx.teacher_variables
   if tv is None:
-    raise UserError("term oh: margins='bn' needs the teacher's variables "
-                    "(BuildContext.teacher_variables; init_train_state passes the loaded "
-                    "teacher's); or use margins='batch'.")
+    raise UserError(
+      "term oh: margins='bn' needs the teacher's variables "
+      "(BuildContext.teacher_variables; init_train_state passes the loaded "
+      "teacher's); or use margins='batch'."
+    )
   if isinstance(tv, (list, tuple)):
     if len(tv) != 1:
-      raise UserError(f"term oh: margins='bn' needs ONE teacher, got an ensemble of {len(tv)}: "
-                      "use margins='batch'.")
+      raise UserError(
+        f"term oh: margins='bn' needs ONE teacher, got an ensemble of {len(tv)}: "
+        "use margins='batch'."
+      )
     tv = tv[0]
   try:
     bns = bn_before_relu(tv["params"])
   except ValueError as e:
     raise UserError(f"term oh: {e}") from None
   if len(bns) < len(channels) or any(g.shape != (c,) for (g, _), c in zip(bns, channels)):
-    raise UserError(f"term oh: the teacher's BNs before ReLU have "
-                    f"{[int(g.shape[0]) for g, _ in bns]} channels, its taps "
-                    f"{list(ctx.teacher_shapes)} {channels}: use margins='batch'.")
-  return {"margins": tuple(losses.overhaul_margin(g, b).astype(jnp.float32)
-                           for g, b in bns[:len(channels)]),
-          "is_set": jnp.ones((), jnp.int32)}
+    raise UserError(
+      f"term oh: the teacher's BNs before ReLU have "
+      f"{[int(g.shape[0]) for g, _ in bns]} channels, its taps "
+      f"{list(ctx.teacher_shapes)} {channels}: use margins='batch'."
+    )
+  return {
+    "margins": tuple(
+      losses.overhaul_margin(g, b).astype(jnp.float32) for g, b in bns[: len(channels)]
+    ),
+    "is_set": jnp.ones((), jnp.int32),
+  }
 
 
 @register_term("oh", taps=_taps, connector=lambda **hp: OHConnector(), init_state=_init_state)
-def oh_term(s, t, batch, *, connector=None, state=None, layers="all", scale: float = 1e-3,
-            margins: str = "bn"):
+def oh_term(
+  s, t, batch, *, connector=None, state=None, layers="all", scale: float = 1e-3, margins: str = "bn"
+):
   """Overhaul distillation on the pre-activation taps ``layers`` ('all' =
   ``preact_stage1..N``); see the module doc for ``margins``."""
   del batch, margins, layers
@@ -97,6 +114,6 @@ def oh_term(s, t, batch, *, connector=None, state=None, layers="all", scale: flo
 
 
 PRESETS = {
-    # clovaai/overhaul-distillation CIFAR: CE + 1e-3 · L_distill / batch (scale folded in).
-    "oh": dict(ce_weight=1.0, terms=dict(oh=dict(weight=1.0, scale=1e-3))),
+  # clovaai/overhaul-distillation CIFAR: CE + 1e-3 · L_distill / batch (scale folded in).
+  "oh": dict(ce_weight=1.0, terms=dict(oh=dict(weight=1.0, scale=1e-3))),
 }

@@ -9,6 +9,7 @@ here, used by ``configs/`` and ``bench/`` alike::
 
   config.method = preset('crd')                      # or: apply_preset(config.method, 'crd')
 """
+
 from __future__ import annotations
 
 import copy
@@ -21,8 +22,21 @@ from kdjax.errors import UserError
 PRESETS: Dict[str, Union[dict, Callable[..., dict]]] = {}
 
 # RepDistiller's CIFAR-100 benchmark, in its README's order.
-REPDISTILLER = ("kd", "fitnet", "at", "sp", "cc", "vid", "rkd", "pkt", "ab", "ft", "fsp", "nst",
-                "crd")
+REPDISTILLER = (
+  "kd",
+  "fitnet",
+  "at",
+  "sp",
+  "cc",
+  "vid",
+  "rkd",
+  "pkt",
+  "ab",
+  "ft",
+  "fsp",
+  "nst",
+  "crd",
+)
 
 
 def register_preset(name: str, recipe: Union[dict, Callable[..., dict]]):

@@ -5,6 +5,7 @@ ranking slot, cf. RKKD, ICML 2025), beside ``listmle`` / ``pairwise_ranking`` / 
 (:mod:`kdjax.methods.logit`): **not verified as the paper's loss**. Used by
 ``configs/cifar100/calibration_kd.py``-style configs (``configs/cifar100/calibration_population.py``).
 """
+
 from __future__ import annotations
 
 from kdjax.losses import ranking_corr

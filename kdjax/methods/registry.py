@@ -29,6 +29,7 @@ per-example values, evaluated on stop-gradient outputs and logged as the batch-m
 ``<term key>/<name>`` (TTM's H(q) and D(p_hat || q), :mod:`kdjax.methods.monitors`). Its weight is
 0 (the default) and it runs anyway; ``needs_teacher`` makes the step run the teacher for it.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -45,6 +46,7 @@ class ViewSpec:
   runs student and teacher on all ``V·B`` rows (BatchNorm sees them all, as in SSKD); the CE and
   every term without views see only the normal rows, the view-aware terms see all of them.
   """
+
   name: str
   num_views: int
   make: Callable
@@ -59,6 +61,7 @@ class BuildContext:
   ``student_shapes`` / ``teacher_shapes``: the shapes of the term's own taps (key -> shape, in
   the order of the term's taps; ``Method.init_states`` restricts them per term).
   """
+
   num_examples: int = 0
   teacher_variables: Any = None
   student_shapes: Mapping[str, Tuple[int, ...]] = dataclasses.field(default_factory=dict)
@@ -68,25 +71,27 @@ class BuildContext:
 @dataclasses.dataclass(frozen=True)
 class TermSpec:
   """A registered loss adapter (see the module docstring)."""
+
   name: str
   fn: Callable
   student_taps: Tuple[str, ...] = ()
   teacher_taps: Tuple[str, ...] = ()
-  taps: Optional[Callable] = None          # (s_shapes, t_shapes, **hparams) -> (s_keys, t_keys)
+  taps: Optional[Callable] = None  # (s_shapes, t_shapes, **hparams) -> (s_keys, t_keys)
   needs_teacher: bool = True
-  connector: Optional[Callable] = None     # (**hparams) -> nn.Module
-  init_state: Optional[Callable] = None    # (ctx: BuildContext, rng, **hparams) -> pytree
+  connector: Optional[Callable] = None  # (**hparams) -> nn.Module
+  init_state: Optional[Callable] = None  # (ctx: BuildContext, rng, **hparams) -> pytree
   doc: str = ""
   views: Optional[ViewSpec] = None
-  monitor: bool = False                    # metrics only, no loss (see the module docstring)
+  monitor: bool = False  # metrics only, no loss (see the module docstring)
 
   @property
   def static_taps(self) -> bool:
     """Whether the taps are known without the models (no ``taps`` function)."""
     return self.taps is None
 
-  def resolve_taps(self, hparams: Mapping, student_shapes: Optional[Mapping],
-                   teacher_shapes: Optional[Mapping]) -> Tuple[Tuple[str, ...], Tuple[str, ...]]:
+  def resolve_taps(
+    self, hparams: Mapping, student_shapes: Optional[Mapping], teacher_shapes: Optional[Mapping]
+  ) -> Tuple[Tuple[str, ...], Tuple[str, ...]]:
     """The ``(student, teacher)`` tap keys this term reads for these models and hyper-parameters."""
     if self.taps is None:
       return self.student_taps, self.teacher_taps
@@ -97,22 +102,41 @@ class TermSpec:
 _TERMS: Dict[str, TermSpec] = {}
 
 
-def register_term(name: str, *, student_taps=(), teacher_taps=(), taps: Optional[Callable] = None,
-                  needs_teacher: bool = True, connector: Optional[Callable] = None,
-                  init_state: Optional[Callable] = None, views: Optional[ViewSpec] = None,
-                  monitor: bool = False):
+def register_term(
+  name: str,
+  *,
+  student_taps=(),
+  teacher_taps=(),
+  taps: Optional[Callable] = None,
+  needs_teacher: bool = True,
+  connector: Optional[Callable] = None,
+  init_state: Optional[Callable] = None,
+  views: Optional[ViewSpec] = None,
+  monitor: bool = False,
+):
   """Decorator registering a loss adapter as the method term ``name`` (see the module docstring).
   Give either static ``student_taps`` / ``teacher_taps`` or a ``taps`` function."""
   if taps is not None and (student_taps or teacher_taps):
-    raise ValueError(f"term {name!r}: give static student_taps/teacher_taps or a taps function, "
-                     "not both.")
+    raise ValueError(
+      f"term {name!r}: give static student_taps/teacher_taps or a taps function, not both."
+    )
 
   def deco(fn):
     if name in _TERMS:
       raise ValueError(f"method term {name!r} registered twice")
-    _TERMS[name] = TermSpec(name, fn, tuple(student_taps), tuple(teacher_taps), taps,
-                            needs_teacher, connector, init_state, (fn.__doc__ or "").strip(),
-                            views, monitor)
+    _TERMS[name] = TermSpec(
+      name,
+      fn,
+      tuple(student_taps),
+      tuple(teacher_taps),
+      taps,
+      needs_teacher,
+      connector,
+      init_state,
+      (fn.__doc__ or "").strip(),
+      views,
+      monitor,
+    )
     return fn
 
   return deco

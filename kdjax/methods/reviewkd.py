@@ -28,6 +28,7 @@ Term ``reviewkd(warmup_epochs=20, student_preact=False, max_mid_channels=512)``;
 resolved against the pair (N = the common stage count). Preset ``reviewkd(weight=5.0)``; per-pair
 configs and published numbers: ``configs/cifar100/reviewkd.py``.
 """
+
 from __future__ import annotations
 
 from typing import Sequence, Tuple
@@ -50,7 +51,7 @@ MAX_MID_CHANNELS = 512
 
 
 def _torch_bias(fan_in: int):
-  bound = 1.0 / fan_in ** 0.5
+  bound = 1.0 / fan_in**0.5
 
   def init(key, shape, dtype=jnp.float32):
     return jax.random.uniform(key, shape, dtype, -bound, bound)
@@ -78,8 +79,9 @@ def as_map(x: jax.Array) -> jax.Array:
 
 def _bn(train: bool, name: str) -> nn.BatchNorm:
   # torch.nn.BatchNorm2d: momentum 0.1 (= 0.9 in Flax), eps 1e-5, weight 1, bias 0.
-  return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                      use_fast_variance=False, name=name)
+  return nn.BatchNorm(
+    use_running_average=not train, momentum=0.9, epsilon=1e-5, use_fast_variance=False, name=name
+  )
 
 
 class ABF(nn.Module):
@@ -91,28 +93,41 @@ class ABF(nn.Module):
   3×3 pad-1 conv (no bias, kaiming_uniform a=1) + ``bn2`` to ``out_channels``. Returns
   ``(output, residual)`` with ``residual`` the fused map before ``conv2``.
   """
+
   mid_channels: int
   out_channels: int
   fuse: bool
 
   @nn.compact
   def __call__(self, x, residual=None, *, out_size: int, train: bool):
-    x = nn.Conv(self.mid_channels, (1, 1), use_bias=False, kernel_init=kaiming_uniform_a1,
-                name="conv1")(x)
+    x = nn.Conv(
+      self.mid_channels, (1, 1), use_bias=False, kernel_init=kaiming_uniform_a1, name="conv1"
+    )(x)
     x = _bn(train, "bn1")(x)
     if self.fuse:
       if residual is None:
         raise UserError("ABF with fuse=True needs the coarser level's residual.")
       y = resize_nearest(residual, x.shape[1:3])
       z = jnp.concatenate([x, y], axis=-1)
-      z = nn.Conv(2, (1, 1), kernel_init=torch_default_kernel,
-                  bias_init=_torch_bias(2 * self.mid_channels), name="att_conv")(z)
+      z = nn.Conv(
+        2,
+        (1, 1),
+        kernel_init=torch_default_kernel,
+        bias_init=_torch_bias(2 * self.mid_channels),
+        name="att_conv",
+      )(z)
       z = jax.nn.sigmoid(z)
       x = x * z[..., 0:1] + y * z[..., 1:2]
     if x.shape[2] != out_size:
       x = resize_nearest(x, (out_size, out_size))
-    y = nn.Conv(self.out_channels, (3, 3), padding=((1, 1), (1, 1)), use_bias=False,
-                kernel_init=kaiming_uniform_a1, name="conv2")(x)
+    y = nn.Conv(
+      self.out_channels,
+      (3, 3),
+      padding=((1, 1), (1, 1)),
+      use_bias=False,
+      kernel_init=kaiming_uniform_a1,
+      name="conv2",
+    )(x)
     return _bn(train, "bn2")(y), x
 
 
@@ -124,20 +139,21 @@ class ReviewKDConnector(nn.Module):
   only. Returns the ABF outputs in forward order, each of its teacher map's shape. Parameters
   ``abf{i}`` (``i`` = forward index; ``abf{N}``, the pooled level, has no ``att_conv``).
   """
+
   max_mid_channels: int = MAX_MID_CHANNELS
 
   @nn.compact
-  def __call__(self, student_feats: Sequence[jax.Array], teacher_feats: Sequence[jax.Array],
-               train: bool = True):
+  def __call__(
+    self, student_feats: Sequence[jax.Array], teacher_feats: Sequence[jax.Array], train: bool = True
+  ):
     s, t = [as_map(x) for x in student_feats], [as_map(x) for x in teacher_feats]
     if len(s) != len(t) or len(s) < 1:
-      raise UserError(f"ReviewKD: need one teacher map per student map, got {len(s)} and "
-                       f"{len(t)}.")
+      raise UserError(f"ReviewKD: need one teacher map per student map, got {len(s)} and {len(t)}.")
     n = len(s)
-    mid = min(self.max_mid_channels, s[-1].shape[-1])   # mdistiller: min(512, in_channels[-1])
+    mid = min(self.max_mid_channels, s[-1].shape[-1])  # mdistiller: min(512, in_channels[-1])
     outs = [None] * n
     residual = None
-    for i in reversed(range(n)):                        # pooled level first, then stage N … 1
+    for i in reversed(range(n)):  # pooled level first, then stage N … 1
       abf = ABF(mid, t[i].shape[-1], fuse=i < n - 1, name=f"abf{i}")
       outs[i], residual = abf(s[i], residual, out_size=t[i].shape[2], train=train)
     return outs
@@ -155,9 +171,11 @@ def _taps(s_shapes, t_shapes, *, student_preact: bool = False, **_):
     raise UserError(f"term reviewkd: student_preact must be a bool, got {student_preact!r}.")
   n = common_stages(s_shapes, t_shapes)
   if n == 0:
-    raise UserError(f"term reviewkd: the student and teacher share no 'stage1' tap (student has "
-                    f"{sorted(s_shapes)}, teacher {sorted(t_shapes)}): use models with stage "
-                    "taps.")
+    raise UserError(
+      f"term reviewkd: the student and teacher share no 'stage1' tap (student has "
+      f"{sorted(s_shapes)}, teacher {sorted(t_shapes)}): use models with stage "
+      "taps."
+    )
   prefix = "preact_stage" if student_preact else "stage"
   s_keys = tuple(f"{prefix}{i}" for i in range(1, n + 1)) + ("pooled",)
   t_keys = tuple(f"preact_stage{i}" for i in range(1, n + 1)) + ("pooled",)
@@ -165,24 +183,38 @@ def _taps(s_shapes, t_shapes, *, student_preact: bool = False, **_):
 
 
 def _connector(*, max_mid_channels: int = MAX_MID_CHANNELS, **_):
-  if isinstance(max_mid_channels, bool) or not isinstance(max_mid_channels, int) or \
-      max_mid_channels < 1:
-    raise UserError(f"term reviewkd: max_mid_channels must be an int >= 1, got "
-                    f"{max_mid_channels!r}.")
+  if (
+    isinstance(max_mid_channels, bool)
+    or not isinstance(max_mid_channels, int)
+    or max_mid_channels < 1
+  ):
+    raise UserError(
+      f"term reviewkd: max_mid_channels must be an int >= 1, got {max_mid_channels!r}."
+    )
   return ReviewKDConnector(max_mid_channels=max_mid_channels)
 
 
 @register_term("reviewkd", taps=_taps, connector=_connector)
-def reviewkd_term(s, t, batch, *, connector=None, warmup_epochs: int = DEFAULT_WARMUP_EPOCHS,
-                  student_preact: bool = False, max_mid_channels: int = MAX_MID_CHANNELS):
+def reviewkd_term(
+  s,
+  t,
+  batch,
+  *,
+  connector=None,
+  warmup_epochs: int = DEFAULT_WARMUP_EPOCHS,
+  student_preact: bool = False,
+  max_mid_channels: int = MAX_MID_CHANNELS,
+):
   """ReviewKD: ``min(epoch / warmup_epochs, 1) · HCL(ABF(student stages + pooled), teacher
   pre-ReLU stages + pooled)`` per example (mdistiller ``ReviewKD``; ``warmup_epochs`` 20, 0 = no
   warm-up; ``max_mid_channels`` caps the ABF width, mdistiller's 512)."""
   del student_preact, max_mid_channels
-  if isinstance(warmup_epochs, bool) or not isinstance(warmup_epochs, (int, float)) or \
-      warmup_epochs < 0:
-    raise UserError(f"term reviewkd: warmup_epochs must be a number >= 0, got "
-                    f"{warmup_epochs!r}.")
+  if (
+    isinstance(warmup_epochs, bool)
+    or not isinstance(warmup_epochs, (int, float))
+    or warmup_epochs < 0
+  ):
+    raise UserError(f"term reviewkd: warmup_epochs must be a number >= 0, got {warmup_epochs!r}.")
   s_feats = tuple(s.taps.values())
   t_feats = tuple(as_map(v) for v in t.taps.values())
   loss = losses.hcl(connector(s_feats, t_feats, train=True), t_feats)
@@ -191,13 +223,17 @@ def reviewkd_term(s, t, batch, *, connector=None, warmup_epochs: int = DEFAULT_W
   return loss
 
 
-def reviewkd_preset(*, weight: float = 5.0, warmup_epochs: int = DEFAULT_WARMUP_EPOCHS,
-                    ce_weight: float = 1.0):
+def reviewkd_preset(
+  *, weight: float = 5.0, warmup_epochs: int = DEFAULT_WARMUP_EPOCHS, ce_weight: float = 1.0
+):
   """ReviewKD: ``ce_weight · CE + weight · min(epoch/20, 1) · HCL`` (mdistiller
   ``configs/cifar100/reviewkd.yaml``, resnet32x4 -> resnet8x4: CE 1, REVIEWKD_WEIGHT 5, warm-up
   20; per-pair weights in configs/cifar100/reviewkd.py)."""
-  return dict(name="reviewkd", ce_weight=ce_weight,
-              terms=dict(reviewkd=dict(weight=weight, warmup_epochs=warmup_epochs)))
+  return dict(
+    name="reviewkd",
+    ce_weight=ce_weight,
+    terms=dict(reviewkd=dict(weight=weight, warmup_epochs=warmup_epochs)),
+  )
 
 
 PRESETS = {"reviewkd": reviewkd_preset}

@@ -4,6 +4,7 @@ Every training image is seen in its four rotations (:data:`ROTATION_VIEWS`); thr
 (``sskd_tf``, ``sskd_ss``, and the teacher head's pre-training ``sskd_head``) and the preset
 ``'sskd'`` (0.1 CE + 0.9 KD + 2.7 tf + 10 ss, a 60-epoch teacher-head init stage).
 """
+
 from __future__ import annotations
 
 import flax.linen as nn
@@ -18,7 +19,8 @@ from kdjax.methods.registry import ViewSpec, register_term
 # SSKD's four rotations (0/90/180/270 degrees) of every training image; one object, so that every
 # SSKD term of a method declares the same view set.
 ROTATION_VIEWS = ViewSpec(
-    "rotation", 4, lambda images, rng, transform: augment.rotation_views(images, rng, transform))
+  "rotation", 4, lambda images, rng, transform: augment.rotation_views(images, rng, transform)
+)
 
 
 class ProjHead(nn.Module):
@@ -29,8 +31,12 @@ class ProjHead(nn.Module):
   def __call__(self, x):
     dim = int(x.shape[-1])
     for i in (1, 2):
-      x = nn.Dense(dim, kernel_init=conn_lib.torch_default_kernel,
-                   bias_init=conn_lib.torch_default_bias(dim), name=f"fc{i}")(x)
+      x = nn.Dense(
+        dim,
+        kernel_init=conn_lib.torch_default_kernel,
+        bias_init=conn_lib.torch_default_bias(dim),
+        name=f"fc{i}",
+      )(x)
       if i == 1:
         x = nn.relu(x)
     return x
@@ -59,6 +65,7 @@ def _sskd_heads(term):
       if hp["ratio"] > 1:
         raise UserError(f"term {term}: ratio must be in [0, 1], got {hp['ratio']!r}.")
     return SSKDHeads()
+
   return make
 
 
@@ -71,12 +78,23 @@ def sskd_tf_term(s, t, batch, *, temperature: float = 4.0, ratio: float = 1.0):
   rotations (the method's CE and other terms see the normal view)."""
   check_num("sskd_tf", "temperature", temperature, lo=0, lo_open=True)
   check_num("sskd_tf", "ratio", ratio, lo=0)
-  return selfsup.sskd_transform_kd(s.logits, t.logits, batch.labels, temperature=temperature,
-                                    ratio=ratio, num_views=ROTATION_VIEWS.num_views)
+  return selfsup.sskd_transform_kd(
+    s.logits,
+    t.logits,
+    batch.labels,
+    temperature=temperature,
+    ratio=ratio,
+    num_views=ROTATION_VIEWS.num_views,
+  )
 
 
-@register_term("sskd_ss", student_taps=("pooled",), teacher_taps=("pooled",),
-               connector=_sskd_heads("sskd_ss"), views=ROTATION_VIEWS)
+@register_term(
+  "sskd_ss",
+  student_taps=("pooled",),
+  teacher_taps=("pooled",),
+  connector=_sskd_heads("sskd_ss"),
+  views=ROTATION_VIEWS,
+)
 def sskd_ss_term(s, t, batch, *, connector=None, temperature: float = 0.5, ratio: float = 0.75):
   """SSKD's self-supervision KD (xuguodong03/SSKD ``loss4``, weight 10): cosine similarities of
   each rotated view's projection to the batch's normal-view projections, student vs. teacher,
@@ -86,12 +104,14 @@ def sskd_ss_term(s, t, batch, *, connector=None, temperature: float = 0.5, ratio
   the same key) and is frozen (``method.trainable = 'student+connectors/<key>/student_head'``)."""
   del batch
   r_s, r_t = connector((s.taps["pooled"],), (t.taps["pooled"],))
-  return selfsup.sskd_similarity(r_s, r_t, temperature=temperature, ratio=ratio,
-                                  num_views=ROTATION_VIEWS.num_views)
+  return selfsup.sskd_similarity(
+    r_s, r_t, temperature=temperature, ratio=ratio, num_views=ROTATION_VIEWS.num_views
+  )
 
 
-@register_term("sskd_head", teacher_taps=("pooled",), connector=_sskd_heads("sskd_head"),
-               views=ROTATION_VIEWS)
+@register_term(
+  "sskd_head", teacher_taps=("pooled",), connector=_sskd_heads("sskd_head"), views=ROTATION_VIEWS
+)
 def sskd_head_term(s, t, batch, *, connector=None):
   """SSKD's teacher self-supervision head pre-training (``student.py``, 60 epochs, backbone
   frozen, eval mode): each rotated view's projection must find its own example's normal view
@@ -108,15 +128,23 @@ def sskd_preset(*, head_epochs: int = 60, head_lr: float = 0.05, head_milestones
   tf(T 4, ratio 1) + 10 ss(T 0.5, ratio 0.75)``; init: the teacher head (key ``ss``, shared
   connector) for ``head_epochs`` at ``head_lr``, × decay at ``head_milestones``."""
   return dict(
-      name="sskd", ce_weight=0.1,
-      terms=dict(kd=dict(weight=0.9, temperature=4.0),
-                 tf=dict(loss="sskd_tf", weight=2.7, temperature=4.0, ratio=1.0),
-                 ss=dict(loss="sskd_ss", weight=10.0, temperature=0.5, ratio=0.75)),
-      trainable="student+connectors/ss/student_head",
-      init=dict(epochs=head_epochs, ce_weight=0.0, terms=dict(ss=dict(loss="sskd_head",
-                                                                      weight=1.0)),
-                trainable="connectors/ss/teacher_head", lr=head_lr,
-                milestones=tuple(head_milestones)))
+    name="sskd",
+    ce_weight=0.1,
+    terms=dict(
+      kd=dict(weight=0.9, temperature=4.0),
+      tf=dict(loss="sskd_tf", weight=2.7, temperature=4.0, ratio=1.0),
+      ss=dict(loss="sskd_ss", weight=10.0, temperature=0.5, ratio=0.75),
+    ),
+    trainable="student+connectors/ss/student_head",
+    init=dict(
+      epochs=head_epochs,
+      ce_weight=0.0,
+      terms=dict(ss=dict(loss="sskd_head", weight=1.0)),
+      trainable="connectors/ss/teacher_head",
+      lr=head_lr,
+      milestones=tuple(head_milestones),
+    ),
+  )
 
 
 PRESETS = {"sskd": sskd_preset}

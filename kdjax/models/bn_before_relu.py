@@ -21,6 +21,7 @@ models. The ImageNet models are not mapped (mdistiller's ImageNet ResNets return
 they raise, like ShuffleNets (the OH term's ``margins='batch'`` is the fallback). For ResNets and MobileNetV2 the pre-activation tap also contains the residual sum, so the
 BN is the reference's approximation, reproduced as is.
 """
+
 from __future__ import annotations
 
 import re
@@ -45,8 +46,11 @@ def _last_index(params, pattern):
 
 
 def _last_bn(block) -> str:
-  bns = [(int(re.search(r"(\d+)$", k).group(1)), k) for k, v in block.items()
-         if _is_bn(v) and re.search(r"(\d+)$", k)]
+  bns = [
+    (int(re.search(r"(\d+)$", k).group(1)), k)
+    for k, v in block.items()
+    if _is_bn(v) and re.search(r"(\d+)$", k)
+  ]
   return max(bns)[1] if bns else None
 
 
@@ -55,8 +59,12 @@ def bn_before_relu_paths(params: Mapping) -> List[Tuple[str, ...]]:
   docstring). Raises ValueError for a family without them."""
   p = params
   stem = p.get("conv1", {}).get("kernel") if hasattr(p.get("conv1"), "get") else None
-  if ("layer1_0" in p and stem is not None and tuple(stem.shape[:2]) == (3, 3)
-      and "bn4" not in p["layer1_0"]):                       # CIFAR ResNets (not ShuffleNets' 1x1 stem)
+  if (
+    "layer1_0" in p
+    and stem is not None
+    and tuple(stem.shape[:2]) == (3, 3)
+    and "bn4" not in p["layer1_0"]
+  ):  # CIFAR ResNets (not ShuffleNets' 1x1 stem)
     out = []
     i = 1
     while f"layer{i}_0" in p:
@@ -66,21 +74,22 @@ def bn_before_relu_paths(params: Mapping) -> List[Tuple[str, ...]]:
       out.append((last, bn))
       i += 1
     return out
-  if "block2_0" in p and "block3_0" in p and "bn1" in p:     # WRN
+  if "block2_0" in p and "block3_0" in p and "bn1" in p:  # WRN
     return [("block2_0", "bn1"), ("block3_0", "bn1"), ("bn1",)]
   if "block1" in p and _is_bn(p["block1"].get("bn0", {})):  # VGG
     return [(f"block{i}", _last_bn(p[f"block{i}"])) for i in range(1, 5)]
-  if "blocks_1_0" in p:                                      # MobileNetV2
+  if "blocks_1_0" in p:  # MobileNetV2
     out = []
     for g in (1, 2, 4, 6):
       last = _last_index(p, rf"blocks_{g}_(\d+)")
       out.append((last, _last_bn(p[last])))
     return out
   raise ValueError(
-      "This model has no BatchNorm-before-ReLU mapping for OH margins (ShuffleNets have none, as "
-      "in mdistiller; nor do the toy models; the ImageNet models are not mapped): use the OH "
-      "term's margins='batch' (margins estimated from the teacher's pre-activations on the first "
-      "batch).")
+    "This model has no BatchNorm-before-ReLU mapping for OH margins (ShuffleNets have none, as "
+    "in mdistiller; nor do the toy models; the ImageNet models are not mapped): use the OH "
+    "term's margins='batch' (margins estimated from the teacher's pre-activations on the first "
+    "batch)."
+  )
 
 
 def bn_before_relu(params: Mapping) -> List[Tuple[jnp.ndarray, jnp.ndarray]]:

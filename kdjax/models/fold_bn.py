@@ -26,6 +26,7 @@ is found from the model itself, nothing is per-architecture:
 Modules called more than once per forward pass (shared weights) are never folded. Training-mode
 calls raise: a folded model has no batch statistics to update.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -108,9 +109,15 @@ def find_foldable(module, variables, example_x, **apply_kw) -> Dict[Path, dict]:
       src = conv_out.get(id(args[0])) if args else None
       if src is not None and conv_info[src]["out"] is args[0]:
         m = context.module
-        candidates[p] = {"conv": src, "epsilon": float(m.epsilon), "use_scale": bool(m.use_scale),
-                         "use_bias": bool(m.use_bias), "conv_bias": conv_info[src]["use_bias"],
-                         "shape": args[0].shape, "dtype": args[0].dtype}
+        candidates[p] = {
+          "conv": src,
+          "epsilon": float(m.epsilon),
+          "use_scale": bool(m.use_scale),
+          "use_bias": bool(m.use_bias),
+          "conv_bias": conv_info[src]["use_bias"],
+          "shape": args[0].shape,
+          "dtype": args[0].dtype,
+        }
     return next_fun(*args, **kwargs)
 
   def fwd(v, x):
@@ -118,8 +125,9 @@ def find_foldable(module, variables, example_x, **apply_kw) -> Dict[Path, dict]:
       return module.apply(v, x, train=False, **apply_kw)
 
   jax.eval_shape(fwd, variables, x)
-  candidates = {b: c for b, c in candidates.items()
-                if calls.get(b) == 1 and calls.get(c["conv"]) == 1}
+  candidates = {
+    b: c for b, c in candidates.items() if calls.get(b) == 1 and calls.get(c["conv"]) == 1
+  }
   if not candidates:
     return {}
   # Sole-consumer check on the jaxpr (tracing only, no compilation): every Conv output and every
@@ -143,7 +151,7 @@ def find_foldable(module, variables, example_x, **apply_kw) -> Dict[Path, dict]:
 
   jaxpr = jax.make_jaxpr(marked)(variables, x).jaxpr
   barriers = [e for e in jaxpr.eqns if e.primitive.name == "optimization_barrier"]
-  if len(barriers) != len(marks):   # markers nested in sub-jaxprs: fold nothing (safe)
+  if len(barriers) != len(marks):  # markers nested in sub-jaxprs: fold nothing (safe)
     return {}
   uses: Dict[Any, list] = {}
   for i, e in enumerate(jaxpr.eqns):
@@ -163,8 +171,10 @@ def find_foldable(module, variables, example_x, **apply_kw) -> Dict[Path, dict]:
   return keep
 
 
-_TRAIN_MSG = ("A BatchNorm-folded model (kdjax.models.fold_bn) is inference-only: call it with "
-              "train=False, or use the unfolded module to train it.")
+_TRAIN_MSG = (
+  "A BatchNorm-folded model (kdjax.models.fold_bn) is inference-only: call it with "
+  "train=False, or use the unfolded module to train it."
+)
 
 
 @dataclasses.dataclass
@@ -173,10 +183,11 @@ class FoldedModel:
 
   ``apply(folded_variables, x, train=False, method=None, **kw)`` -> the original's outputs (a
   training-mode call raises ``UserError``)."""
+
   module: Any
   folded: Dict[Path, dict]
 
-  def __getattr__(self, name):   # num_stages, dtype, ... of the wrapped module
+  def __getattr__(self, name):  # num_stages, dtype, ... of the wrapped module
     if name in ("module", "folded"):
       raise AttributeError(name)
     return getattr(self.module, name)
@@ -194,7 +205,7 @@ class FoldedModel:
         p = tuple(context.module.path)
         if p in folded:
           ura = k.get("use_running_average", context.module.use_running_average)
-          if not ura:   # a training-mode call (train passed positionally)
+          if not ura:  # a training-mode call (train passed positionally)
             raise UserError(_TRAIN_MSG)
           x = a[0]
           key = "/".join(p)
@@ -233,8 +244,7 @@ def fold_bn(module, variables, example_x, **apply_kw) -> Tuple[FoldedModel, dict
     gamma = np.asarray(bp["scale"], np.float64) if c["use_scale"] else 1.0
     beta = np.asarray(bp["bias"], np.float64) if c["use_bias"] else 0.0
     s = gamma / np.sqrt(var + c["epsilon"])
-    b_conv = (np.asarray(_get(params, c["conv"] + ("bias",)), np.float64) if c["conv_bias"]
-              else 0.0)
+    b_conv = np.asarray(_get(params, c["conv"] + ("bias",)), np.float64) if c["conv_bias"] else 0.0
     new_b = (b_conv - mean) * s + beta
     kdtype = _get(params, kernel_path).dtype
     params = _set(params, kernel_path, jnp.asarray(w * s, kdtype))

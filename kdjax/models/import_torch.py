@@ -21,6 +21,7 @@ HWIO (grouped and depthwise convs too: Flax's grouped kernel is (kh, kw, in/grou
 ``num_batches_tracked`` is dropped. Conversion is all-or-nothing: any unmatched checkpoint key,
 missing model variable or shape mismatch raises one ``ValueError`` listing all of them.
 """
+
 from __future__ import annotations
 
 import functools
@@ -48,15 +49,20 @@ def _import_torch():
   try:
     import torch  # noqa: PLC0415
   except ImportError:
-    raise TorchMissingError("Reading PyTorch .pth checkpoints needs torch: pip install "
-                            "kdjax[torch] (or convert the checkpoint to a .npz of name -> "
-                            "array).") from None
+    raise TorchMissingError(
+      "Reading PyTorch .pth checkpoints needs torch: pip install "
+      "kdjax[torch] (or convert the checkpoint to a .npz of name -> "
+      "array)."
+    ) from None
   return torch
 
 
 def _is_tensor_dict(d) -> bool:
-  return isinstance(d, dict) and bool(d) and all(
-      hasattr(v, "shape") for k, v in d.items() if not str(k).endswith(_IGNORED_LEAVES))
+  return (
+    isinstance(d, dict)
+    and bool(d)
+    and all(hasattr(v, "shape") for k, v in d.items() if not str(k).endswith(_IGNORED_LEAVES))
+  )
 
 
 def _unwrap(obj, path: str) -> Dict[str, Any]:
@@ -71,8 +77,10 @@ def _unwrap(obj, path: str) -> Dict[str, Any]:
   if hasattr(obj, "state_dict") and callable(obj.state_dict):  # a pickled nn.Module
     return obj.state_dict()
   keys = sorted(map(str, obj))[:10] if isinstance(obj, dict) else type(obj).__name__
-  raise UserError(f"{path!r} does not hold a state dict: found {keys}. Expected a PyTorch "
-                   "state dict, or a checkpoint with it under 'model' or 'state_dict'.")
+  raise UserError(
+    f"{path!r} does not hold a state dict: found {keys}. Expected a PyTorch "
+    "state dict, or a checkpoint with it under 'model' or 'state_dict'."
+  )
 
 
 def _strip_prefixes(sd: Dict[str, Any]) -> Dict[str, Any]:
@@ -84,7 +92,7 @@ def _strip_prefixes(sd: Dict[str, Any]) -> Dict[str, Any]:
   for p in _PREFIXES:
     hits = [k for k in keys if k.startswith(p)]
     if hits and (len(hits) == len(keys) or p.endswith("student.")):
-      return {k[len(p):]: sd[k] for k in hits}
+      return {k[len(p) :]: sd[k] for k in hits}
   return sd
 
 
@@ -107,12 +115,18 @@ def load_torch_state_dict(path: str) -> Dict[str, np.ndarray]:
     try:
       obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception:  # noqa: BLE001 - older checkpoints pickle argparse options etc.
-      warnings.warn(f"{path}: not loadable with torch.load(weights_only=True); unpickling it "
-                    "fully. Only import checkpoints you trust.", stacklevel=2)
+      warnings.warn(
+        f"{path}: not loadable with torch.load(weights_only=True); unpickling it "
+        "fully. Only import checkpoints you trust.",
+        stacklevel=2,
+      )
       obj = torch.load(path, map_location="cpu", weights_only=False)
     sd = _strip_prefixes(_unwrap(obj, path))
-    sd = {k: (v.detach().cpu().float().numpy() if v.is_floating_point() else v.cpu().numpy())
-          for k, v in sd.items() if hasattr(v, "detach")}
+    sd = {
+      k: (v.detach().cpu().float().numpy() if v.is_floating_point() else v.cpu().numpy())
+      for k, v in sd.items()
+      if hasattr(v, "detach")
+    }
   return {k: (v.astype(np.float32) if v.dtype.kind == "f" else v) for k, v in sd.items()}
 
 
@@ -127,19 +141,21 @@ def _vgg(m):
 _MNV1_BLOCK = {"0": "conv_dw", "1": "bn_dw", "3": "conv_pw", "4": "bn_pw"}
 # (pattern on the dotted torch module path, replacement); applied in order, first match wins.
 _RULES = [
-    (re.compile(r"^(.*)\.downsample\.0$"), r"\1.downsample_conv"),
-    (re.compile(r"^(.*)\.downsample\.1$"), r"\1.downsample_bn"),
-    (re.compile(r"^(.*)\.shortcut\.0$"), r"\1.shortcut_conv"),
-    (re.compile(r"^(.*)\.shortcut\.1$"), r"\1.shortcut_bn"),
-    (re.compile(r"^(block\d+)\.layer\.(\d+)\.(.*)$"), r"\1.\2.\3"),
-    (re.compile(r"^(block\d+)\.(\d+)$"), _vgg),
-    (re.compile(r"^(conv[12])\.0$"), r"\1_conv"),
-    (re.compile(r"^(conv[12])\.1$"), r"\1_bn"),
-    (re.compile(r"^classifier\.0$"), "classifier"),
-    (re.compile(r"^model\.0\.0$"), "model_0/conv"),
-    (re.compile(r"^model\.0\.1$"), "model_0/bn"),
-    (re.compile(r"^model\.(\d+)\.([0134])$"),
-     lambda m: f"model_{m.group(1)}/{_MNV1_BLOCK[m.group(2)]}"),
+  (re.compile(r"^(.*)\.downsample\.0$"), r"\1.downsample_conv"),
+  (re.compile(r"^(.*)\.downsample\.1$"), r"\1.downsample_bn"),
+  (re.compile(r"^(.*)\.shortcut\.0$"), r"\1.shortcut_conv"),
+  (re.compile(r"^(.*)\.shortcut\.1$"), r"\1.shortcut_bn"),
+  (re.compile(r"^(block\d+)\.layer\.(\d+)\.(.*)$"), r"\1.\2.\3"),
+  (re.compile(r"^(block\d+)\.(\d+)$"), _vgg),
+  (re.compile(r"^(conv[12])\.0$"), r"\1_conv"),
+  (re.compile(r"^(conv[12])\.1$"), r"\1_bn"),
+  (re.compile(r"^classifier\.0$"), "classifier"),
+  (re.compile(r"^model\.0\.0$"), "model_0/conv"),
+  (re.compile(r"^model\.0\.1$"), "model_0/bn"),
+  (
+    re.compile(r"^model\.(\d+)\.([0134])$"),
+    lambda m: f"model_{m.group(1)}/{_MNV1_BLOCK[m.group(2)]}",
+  ),
 ]
 
 
@@ -219,15 +235,19 @@ def _plan(sd: Dict[str, np.ndarray], shapes):
     want = shapes[path]
     if _flax_shape(how, np.shape(value)) != want:
       torch_want = _torch_shape(how, want)
-      mismatched.append(f"{key}: checkpoint {tuple(np.shape(value))}, model expects "
-                        f"{torch_want} ({'/'.join(path)} {want})")
+      mismatched.append(
+        f"{key}: checkpoint {tuple(np.shape(value))}, model expects "
+        f"{torch_want} ({'/'.join(path)} {want})"
+      )
       continue
     if path in plan:
       mismatched.append(f"{key} and {plan[path][0]} both map to {'/'.join(path)}")
       continue
     plan[path] = (key, how)
-  missing = ["/".join(p) for p in sorted((p for p in shapes if p not in plan),
-                                         key=lambda p: (p[0] != "params", p))]
+  missing = [
+    "/".join(p)
+    for p in sorted((p for p in shapes if p not in plan), key=lambda p: (p[0] != "params", p))
+  ]
   return plan, unmatched, missing, mismatched
 
 
@@ -262,8 +282,10 @@ def infer_num_classes(sd: Dict[str, np.ndarray]) -> int:
   """The output size of the checkpoint's (single) Linear layer."""
   linear = [k for k, v in sd.items() if k.endswith(".weight") and np.ndim(v) == 2]
   if len(linear) != 1:
-    raise UserError(f"Cannot infer num_classes: expected one Linear weight in the checkpoint, "
-                     f"found {linear or 'none'}. Pass num_classes explicitly.")
+    raise UserError(
+      f"Cannot infer num_classes: expected one Linear weight in the checkpoint, "
+      f"found {linear or 'none'}. Pass num_classes explicitly."
+    )
   return int(np.shape(sd[linear[0]])[0])
 
 
@@ -291,8 +313,10 @@ def _guess_arch(sd, arch: str, num_classes: int) -> Optional[str]:
   for cls in [own] + [c for c in families if c is not own]:
     members = families.get(cls, [])
     rep = arch if cls is own else (members[0] if members else None)
-    if rep is None or {_base(p[1]) for p in model_variable_shapes(rep, num_classes)
-                       if len(p) > 2} != top:
+    if (
+      rep is None
+      or {_base(p[1]) for p in model_variable_shapes(rep, num_classes) if len(p) > 2} != top
+    ):
       continue
     for name in members:
       if name == arch:
@@ -306,8 +330,13 @@ def _guess_arch(sd, arch: str, num_classes: int) -> Optional[str]:
   return None
 
 
-def convert(arch: str, state_dict: Dict[str, np.ndarray], num_classes: Optional[int] = None,
-            *, guess: bool = True) -> Tuple[dict, dict]:
+def convert(
+  arch: str,
+  state_dict: Dict[str, np.ndarray],
+  num_classes: Optional[int] = None,
+  *,
+  guess: bool = True,
+) -> Tuple[dict, dict]:
   """Maps a PyTorch state dict onto the variables of ``kdjax.models.get(arch, num_classes=...)``.
 
   Args:
@@ -333,8 +362,11 @@ def convert(arch: str, state_dict: Dict[str, np.ndarray], num_classes: Optional[
   plan, unmatched, missing, mismatched = _plan(sd, shapes)
   if unmatched or missing or mismatched:
     guessed = _guess_arch(sd, arch, num_classes) if guess else None
-    hint = (f"The checkpoint matches {guessed!r} exactly: pass --arch {guessed}." if guessed else
-            "The checkpoint looks like another architecture (or another num_classes).")
+    hint = (
+      f"The checkpoint matches {guessed!r} exactly: pass --arch {guessed}."
+      if guessed
+      else "The checkpoint looks like another architecture (or another num_classes)."
+    )
 
     def lst(title, items):
       if not items:
@@ -343,17 +375,21 @@ def convert(arch: str, state_dict: Dict[str, np.ndarray], num_classes: Optional[
       return f"\n  {title} ({len(items)}):\n    " + "\n    ".join(items[:15]) + more
 
     raise UserError(
-        f"Cannot load this checkpoint into {arch!r} (num_classes={num_classes}). {hint}"
-        + lst("checkpoint keys with no model variable", unmatched)
-        + lst("model variables missing from the checkpoint", missing)
-        + lst("shape mismatches", mismatched))
-  flat = {path: np.ascontiguousarray(_transform(how, np.asarray(sd[key], np.float32)))
-          for path, (key, how) in plan.items()}
+      f"Cannot load this checkpoint into {arch!r} (num_classes={num_classes}). {hint}"
+      + lst("checkpoint keys with no model variable", unmatched)
+      + lst("model variables missing from the checkpoint", missing)
+      + lst("shape mismatches", mismatched)
+    )
+  flat = {
+    path: np.ascontiguousarray(_transform(how, np.asarray(sd[key], np.float32)))
+    for path, (key, how) in plan.items()
+  }
   variables = _unflat(flat)
   report = {
-      "arch": arch, "num_classes": num_classes,
-      "num_params": int(sum(v.size for p, v in flat.items() if p[0] == "params")),
-      "num_tensors": len(flat),
-      "ignored": sorted(k for k in sd if k.endswith(_IGNORED_LEAVES)),
+    "arch": arch,
+    "num_classes": num_classes,
+    "num_params": int(sum(v.size for p, v in flat.items() if p[0] == "params")),
+    "num_tensors": len(flat),
+    "ignored": sorted(k for k in sd if k.endswith(_IGNORED_LEAVES)),
   }
   return variables, report

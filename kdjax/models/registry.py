@@ -13,6 +13,7 @@ Every registered constructor returns a Flax linen module following the kdjax mod
 
 Names are used verbatim in configs, checkpoint metadata and result tables.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -53,7 +54,8 @@ def get(name: str, *, num_classes: int, **kwargs):
     close = difflib.get_close_matches(name, list(_REGISTRY), n=3)
     hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
     raise UserError(
-        f"Unknown model {name!r}.{hint} Registered models: {', '.join(sorted(_REGISTRY))}.")
+      f"Unknown model {name!r}.{hint} Registered models: {', '.join(sorted(_REGISTRY))}."
+    )
   if not isinstance(num_classes, int) or num_classes < 1:
     raise UserError(f"num_classes must be a positive int, got {num_classes!r} for model {name!r}.")
   return _REGISTRY[name](num_classes=num_classes, **kwargs)
@@ -62,6 +64,7 @@ def get(name: str, *, num_classes: int, **kwargs):
 def count_params(params) -> int:
   """Number of trainable scalars (conv/linear weights and biases, BN scale/bias)."""
   import jax
+
   return int(sum(x.size for x in jax.tree_util.tree_leaves(params)))
 
 

@@ -34,6 +34,7 @@ Nested kwargs in configs: ``config.model_kwargs`` is stored as JSON metadata by 
 give ``teacher_kwargs``/``student_kwargs`` as tuples of ``(key, value)`` pairs (e.g.
 ``(('width', 4),)``), not as dicts (a nested ``ConfigDict`` is not JSON-serialisable).
 """
+
 from __future__ import annotations
 
 import functools
@@ -72,17 +73,17 @@ def normalize_kwargs(kw, name: str = "kwargs") -> Pairs:
     return ()
   if type(kw).__name__ in ("ConfigDict", "FrozenConfigDict"):
     raise UserError(
-        f"sftn {name} is a ConfigDict; the run's model_kwargs are saved as JSON metadata, which "
-        f"cannot hold one. Give it as (key, value) pairs, e.g. "
-        f"model_kwargs.{name} = {tuple(sorted(kw.to_dict().items()))!r}.")
+      f"sftn {name} is a ConfigDict; the run's model_kwargs are saved as JSON metadata, which "
+      f"cannot hold one. Give it as (key, value) pairs, e.g. "
+      f"model_kwargs.{name} = {tuple(sorted(kw.to_dict().items()))!r}."
+    )
   if isinstance(kw, Mapping):
     items = list(kw.items())
   else:
     try:
       items = [tuple(p) for p in kw]
     except TypeError:
-      raise UserError(
-          f"sftn {name} must be a mapping or (key, value) pairs, got {kw!r}.") from None
+      raise UserError(f"sftn {name} must be a mapping or (key, value) pairs, got {kw!r}.") from None
     if any(len(p) != 2 or not isinstance(p[0], str) for p in items):
       raise UserError(f"sftn {name} must be (key, value) pairs with string keys, got {kw!r}.")
   return tuple(sorted((str(k), _freeze(v)) for k, v in items))
@@ -98,16 +99,17 @@ def _walk_stages(module, x, train):
 
 
 @functools.lru_cache(maxsize=128)
-def stage_shapes(arch: str, kwargs: Pairs, num_classes: int,
-                 input_shape: Tuple[int, ...]) -> Tuple[Tuple[int, ...], ...]:
+def stage_shapes(
+  arch: str, kwargs: Pairs, num_classes: int, input_shape: Tuple[int, ...]
+) -> Tuple[Tuple[int, ...], ...]:
   """``(H, W, C)`` of every stage's output (the input of the next stage) of ``arch`` at input
   ``(H, W, C)``, by ``jax.eval_shape`` (no FLOPs, no parameters materialised)."""
   # parent=None: a detached module, also when called from inside SFTN.__call__.
   module = registry.get(arch, num_classes=num_classes, parent=None, **dict(kwargs))
   x = jax.ShapeDtypeStruct((1,) + tuple(input_shape), jnp.float32)
   out = jax.eval_shape(
-      lambda x: module.init_with_output(jax.random.PRNGKey(0), x, False, method=_walk_stages)[0],
-      x)
+    lambda x: module.init_with_output(jax.random.PRNGKey(0), x, False, method=_walk_stages)[0], x
+  )
   return tuple(tuple(int(d) for d in o.shape[1:]) for o in out)
 
 
@@ -126,9 +128,10 @@ def bridge_mode(t_hwc, s_hwc) -> str:
     mode, out = "same", (th, tw)
   if out != (sh, sw):
     raise UserError(
-        f"SFTN bridge: the {mode!r} transform of methods.md §4.2 maps a teacher {th}x{tw} map to "
-        f"{out[0]}x{out[1]}, but the student stage needs {sh}x{sw}. Pick branch_points whose "
-        "resolutions differ by at most a factor of 2.")
+      f"SFTN bridge: the {mode!r} transform of methods.md §4.2 maps a teacher {th}x{tw} map to "
+      f"{out[0]}x{out[1]}, but the student stage needs {sh}x{sw}. Pick branch_points whose "
+      "resolutions differ by at most a factor of 2."
+    )
   return mode
 
 
@@ -143,13 +146,29 @@ class Bridge(nn.Module):
     mode = bridge_mode(h.shape[1:], target_hwc)
     cin = h.shape[-1]
     if mode == "down":
-      y = conv(features, 3, 2, 1, use_bias=True, kernel_init=torch_default_kernel,
-               bias_init=torch_default_bias(cin * 9), name="conv")(h)
+      y = conv(
+        features,
+        3,
+        2,
+        1,
+        use_bias=True,
+        kernel_init=torch_default_kernel,
+        bias_init=torch_default_bias(cin * 9),
+        name="conv",
+      )(h)
     elif mode == "up":
       y = ConvTranspose2d(features, 4, stride=2, padding=1, name="deconv")(h)
     else:
-      y = conv(features, 1, 1, 0, use_bias=True, kernel_init=torch_default_kernel,
-               bias_init=torch_default_bias(cin), name="conv")(h)
+      y = conv(
+        features,
+        1,
+        1,
+        0,
+        use_bias=True,
+        kernel_init=torch_default_kernel,
+        bias_init=torch_default_bias(cin),
+        name="conv",
+      )(h)
     if tuple(y.shape[1:]) != target_hwc:
       raise UserError(f"SFTN bridge produced {tuple(y.shape[1:])}, expected {target_hwc}.")
     y = batch_norm(name="bn")(y, use_running_average=not train)
@@ -179,15 +198,19 @@ class SFTN(nn.Module):
   detach_branch_input: bool = False
   teacher_kwargs: Pairs = ()
   student_kwargs: Pairs = ()
-  init_teacher_from: str = ""     # recorded only: see load_pretrained_teacher
+  init_teacher_from: str = ""  # recorded only: see load_pretrained_teacher
 
   num_stages: ClassVar[int] = 0
 
   def setup(self):
-    self.teacher = registry.get(self.teacher_arch, num_classes=self.num_classes,
-                                **dict(self.teacher_kwargs))
-    mk = lambda: registry.get(self.student_arch, num_classes=self.num_classes,  # noqa: E731
-                              **dict(self.student_kwargs))
+    self.teacher = registry.get(
+      self.teacher_arch, num_classes=self.num_classes, **dict(self.teacher_kwargs)
+    )
+    mk = lambda: registry.get(
+      self.student_arch,
+      num_classes=self.num_classes,  # noqa: E731
+      **dict(self.student_kwargs),
+    )
     if self.share_student_blocks:
       self.student_tail = mk()
     else:
@@ -221,8 +244,10 @@ class SFTN(nn.Module):
     for i in self.branch_points:
       f = feats[i]
       if tuple(f.shape[1:]) != plan[i]["teacher"]:
-        raise UserError(f"SFTN: teacher stage {i} gave {tuple(f.shape[1:])}, shape inference "
-                         f"expected {plan[i]['teacher']}.")
+        raise UserError(
+          f"SFTN: teacher stage {i} gave {tuple(f.shape[1:])}, shape inference "
+          f"expected {plan[i]['teacher']}."
+        )
       if self.detach_branch_input:
         f = jax.lax.stop_gradient(f)
       g = self.bridge[str(i)](f, plan[i]["student"], train)
@@ -241,20 +266,33 @@ def bridge_plan(model: SFTN, input_shape) -> Dict[int, Dict[str, Any]]:
   input_shape = tuple(int(d) for d in input_shape)
   t = stage_shapes(model.teacher_arch, tuple(model.teacher_kwargs), model.num_classes, input_shape)
   s = stage_shapes(model.student_arch, tuple(model.student_kwargs), model.num_classes, input_shape)
-  return {i: {"mode": bridge_mode(t[i - 1], s[i - 1]), "teacher": t[i - 1], "student": s[i - 1]}
-          for i in model.branch_points}
+  return {
+    i: {"mode": bridge_mode(t[i - 1], s[i - 1]), "teacher": t[i - 1], "student": s[i - 1]}
+    for i in model.branch_points
+  }
 
 
 @functools.lru_cache(maxsize=None)
 def _sftn_class(n: int):
-  return type(f"SFTN{n}", (SFTN,), {"num_stages": n, "__module__": __name__,
-                                    "__doc__": f"SFTN with a {n}-stage teacher."})
+  return type(
+    f"SFTN{n}",
+    (SFTN,),
+    {"num_stages": n, "__module__": __name__, "__doc__": f"SFTN with a {n}-stage teacher."},
+  )
 
 
 @registry.register("sftn")
-def make_sftn(num_classes: int, teacher: str, student: str, branch_points=None,
-              share_student_blocks: bool = False, detach_branch_input: bool = False,
-              teacher_kwargs=None, student_kwargs=None, init_teacher_from: str = "") -> SFTN:
+def make_sftn(
+  num_classes: int,
+  teacher: str,
+  student: str,
+  branch_points=None,
+  share_student_blocks: bool = False,
+  detach_branch_input: bool = False,
+  teacher_kwargs=None,
+  student_kwargs=None,
+  init_teacher_from: str = "",
+) -> SFTN:
   """Builds an :class:`SFTN` (registered as model ``'sftn'``).
 
   Args:
@@ -278,25 +316,38 @@ def make_sftn(num_classes: int, teacher: str, student: str, branch_points=None,
   n_s = type(registry.get(student, num_classes=num_classes, parent=None, **dict(sk))).num_stages
   if n_t != n_s:
     raise UserError(
-        f"SFTN needs a teacher and a student with the same number of stages: {teacher!r} has "
-        f"{n_t}, {student!r} has {n_s}.")
+      f"SFTN needs a teacher and a student with the same number of stages: {teacher!r} has "
+      f"{n_t}, {student!r} has {n_s}."
+    )
   if n_t < 2:
     raise UserError(f"SFTN needs models with at least 2 stages; {teacher!r} has {n_t}.")
   if branch_points is None:
     bps = tuple(range(1, n_t))
   else:
     if isinstance(branch_points, (int, str)) or not all(
-        isinstance(b, int) and not isinstance(b, bool) for b in branch_points):
+      isinstance(b, int) and not isinstance(b, bool) for b in branch_points
+    ):
       raise UserError(f"sftn branch_points must be a sequence of ints, got {branch_points!r}.")
     bps = tuple(sorted(set(int(b) for b in branch_points)))
     if not bps or len(bps) != len(tuple(branch_points)) or bps[0] < 1 or bps[-1] > n_t - 1:
-      raise UserError(f"sftn branch_points must be distinct stage indices in 1..{n_t - 1} "
-                       f"(N = {n_t} stages), got {tuple(branch_points)!r}.")
-  for name, v in (("share_student_blocks", share_student_blocks),
-                  ("detach_branch_input", detach_branch_input)):
+      raise UserError(
+        f"sftn branch_points must be distinct stage indices in 1..{n_t - 1} "
+        f"(N = {n_t} stages), got {tuple(branch_points)!r}."
+      )
+  for name, v in (
+    ("share_student_blocks", share_student_blocks),
+    ("detach_branch_input", detach_branch_input),
+  ):
     if not isinstance(v, bool):
       raise UserError(f"sftn {name} must be a bool, got {v!r}.")
-  return _sftn_class(n_t)(num_classes=num_classes, teacher_arch=teacher, student_arch=student,
-                          branch_points=bps, share_student_blocks=share_student_blocks,
-                          detach_branch_input=detach_branch_input, teacher_kwargs=tk,
-                          student_kwargs=sk, init_teacher_from=str(init_teacher_from or ""))
+  return _sftn_class(n_t)(
+    num_classes=num_classes,
+    teacher_arch=teacher,
+    student_arch=student,
+    branch_points=bps,
+    share_student_blocks=share_student_blocks,
+    detach_branch_input=detach_branch_input,
+    teacher_kwargs=tk,
+    student_kwargs=sk,
+    init_teacher_from=str(init_teacher_from or ""),
+  )

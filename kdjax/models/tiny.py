@@ -4,6 +4,7 @@ Not a paper model: it exists for fast smoke tests of the trainer (the "fake mode
 pyramid) and for launch-script checks. Taps: ``stem``, ``stage1``, ``stage2``,
 ``preact_stage1/2`` (before the ReLU) and ``pooled``.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -18,19 +19,39 @@ from kdjax.models.registry import register
 class TinyCNN(nn.Module):
   num_classes: int
   width: int = 8
-  dtype: Any = jnp.float32    # compute dtype (kdjax.precision); parameters stay float32
+  dtype: Any = jnp.float32  # compute dtype (kdjax.precision); parameters stay float32
   num_stages = 2
 
   def setup(self):
     dt = dict(dtype=self.dtype, param_dtype=jnp.float32)
-    self.conv0 = nn.Conv(self.width, (3, 3), padding=((1, 1), (1, 1)), use_bias=False,
-                         kernel_init=kaiming_fan_out, **dt)
+    self.conv0 = nn.Conv(
+      self.width,
+      (3, 3),
+      padding=((1, 1), (1, 1)),
+      use_bias=False,
+      kernel_init=kaiming_fan_out,
+      **dt,
+    )
     self.bn0 = nn.BatchNorm(momentum=0.9, epsilon=1e-5, **dt)
-    self.convs = [nn.Conv(self.width * 2 ** i, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)),
-                          use_bias=False, kernel_init=kaiming_fan_out, **dt) for i in (1, 2)]
+    self.convs = [
+      nn.Conv(
+        self.width * 2**i,
+        (3, 3),
+        strides=(2, 2),
+        padding=((1, 1), (1, 1)),
+        use_bias=False,
+        kernel_init=kaiming_fan_out,
+        **dt,
+      )
+      for i in (1, 2)
+    ]
     self.bns = [nn.BatchNorm(momentum=0.9, epsilon=1e-5, **dt) for _ in (1, 2)]
-    self.fc = nn.Dense(self.num_classes, kernel_init=torch_default_kernel,
-                       bias_init=torch_default_bias(self.width * 4), **dt)
+    self.fc = nn.Dense(
+      self.num_classes,
+      kernel_init=torch_default_kernel,
+      bias_init=torch_default_bias(self.width * 4),
+      **dt,
+    )
 
   def apply_stem(self, x, train: bool = False):
     h = nn.relu(self.bn0(self.conv0(x), use_running_average=not train))

@@ -19,6 +19,7 @@ epochs, each with the teacher epoch it distils from. Strategies:
 The train loop switches the teacher at each segment's ``start`` (see ``configs/cifar100/rco.py``
 for the hook it needs).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -33,6 +34,7 @@ STRATEGIES = ("equal_epoch", "explicit")
 class Anchor:
   """Student epochs ``start+1 .. end`` (1-based, ``end - start`` epochs) distil from the teacher
   checkpoint of epoch ``teacher_epoch``."""
+
   start: int
   end: int
   teacher_epoch: int
@@ -44,8 +46,10 @@ def _epochs(kept_epochs: Sequence[int]) -> Tuple[int, ...]:
   except (TypeError, ValueError):
     raise UserError(f"rco: kept_epochs must be integer epochs, got {kept_epochs!r}.") from None
   if not epochs or epochs[0] < 1:
-    raise UserError(f"rco: kept_epochs must be >= 1 and non-empty (the teacher run's kept/ "
-                    f"checkpoints plus its final epoch), got {kept_epochs!r}.")
+    raise UserError(
+      f"rco: kept_epochs must be >= 1 and non-empty (the teacher run's kept/ "
+      f"checkpoints plus its final epoch), got {kept_epochs!r}."
+    )
   return epochs
 
 
@@ -56,8 +60,10 @@ def equal_epoch_anchor_epochs(kept_epochs: Sequence[int], num_anchors: int) -> T
   if isinstance(num_anchors, bool) or not isinstance(num_anchors, int) or num_anchors < 1:
     raise UserError(f"rco: num_anchors must be an integer >= 1, got {num_anchors!r}.")
   if num_anchors > len(epochs):
-    raise UserError(f"rco: {num_anchors} anchors need as many kept teacher checkpoints, but only "
-                    f"{list(epochs)} are kept: keep more (keep_every_epochs) or use fewer anchors.")
+    raise UserError(
+      f"rco: {num_anchors} anchors need as many kept teacher checkpoints, but only "
+      f"{list(epochs)} are kept: keep more (keep_every_epochs) or use fewer anchors."
+    )
   last = epochs[-1]
   out = []
   for i in range(1, num_anchors + 1):
@@ -65,14 +71,19 @@ def equal_epoch_anchor_epochs(kept_epochs: Sequence[int], num_anchors: int) -> T
     free = [e for e in epochs if not out or e > out[-1]]
     # leave enough later checkpoints for the remaining anchors
     room = num_anchors - i
-    free = free[:len(free) - room] if room else free
+    free = free[: len(free) - room] if room else free
     out.append(min(free, key=lambda e: (abs(e - target), e)))
   return tuple(out)
 
 
-def rco_anchors(kept_epochs: Sequence[int], num_anchors: int, total_epochs: int, *,
-                strategy: str = "equal_epoch",
-                anchor_epochs: Optional[Sequence[int]] = None) -> Tuple[Anchor, ...]:
+def rco_anchors(
+  kept_epochs: Sequence[int],
+  num_anchors: int,
+  total_epochs: int,
+  *,
+  strategy: str = "equal_epoch",
+  anchor_epochs: Optional[Sequence[int]] = None,
+) -> Tuple[Anchor, ...]:
   """The RCO schedule: ``num_anchors`` :class:`Anchor` segments covering the student's
   ``total_epochs`` (module docstring).
 
@@ -89,18 +100,27 @@ def rco_anchors(kept_epochs: Sequence[int], num_anchors: int, total_epochs: int,
     if anchor_epochs is None:
       raise UserError("rco: strategy 'explicit' needs anchor_epochs (kept teacher epochs).")
     chosen = tuple(int(e) for e in anchor_epochs)
-    if (len(chosen) != num_anchors or list(chosen) != sorted(set(chosen))
-        or any(e not in epochs for e in chosen)):
-      raise UserError(f"rco: anchor_epochs must be {num_anchors} increasing kept epochs (kept: "
-                      f"{list(epochs)}), got {tuple(anchor_epochs)!r}.")
+    if (
+      len(chosen) != num_anchors
+      or list(chosen) != sorted(set(chosen))
+      or any(e not in epochs for e in chosen)
+    ):
+      raise UserError(
+        f"rco: anchor_epochs must be {num_anchors} increasing kept epochs (kept: "
+        f"{list(epochs)}), got {tuple(anchor_epochs)!r}."
+      )
   else:
     if anchor_epochs is not None:
       raise UserError("rco: anchor_epochs is only for strategy 'explicit'.")
     chosen = equal_epoch_anchor_epochs(epochs, num_anchors)
-  if isinstance(total_epochs, bool) or not isinstance(total_epochs, int) or total_epochs < len(
-      chosen):
-    raise UserError(f"rco: total_epochs must be an integer >= num_anchors ({len(chosen)}), got "
-                    f"{total_epochs!r}.")
+  if (
+    isinstance(total_epochs, bool)
+    or not isinstance(total_epochs, int)
+    or total_epochs < len(chosen)
+  ):
+    raise UserError(
+      f"rco: total_epochs must be an integer >= num_anchors ({len(chosen)}), got {total_epochs!r}."
+    )
   seg = total_epochs // len(chosen)
   out, start = [], 0
   for i, e in enumerate(chosen):

@@ -16,6 +16,7 @@ re-derivation (methods.md §5.2 design decisions; every choice is an argument):
 
 Each row also reports the checkpoint's test accuracy, NLL and ECE (``kdjax.calibration``).
 """
+
 from __future__ import annotations
 
 import csv
@@ -38,11 +39,11 @@ from kdjax.train import checkpoint as ckpt_lib
 from kdjax.train.checkpoint import SELECTION_FILE, selected_step  # noqa: F401 (public here too)
 
 
-
 def _forward(module, variables, images, info, batch=500):
   """Eval-mode logits and the flattened ``pooled`` tap (kdjax.eval.predict_logits)."""
-  logits, taps = predict_logits(module, variables, images, batch_size=batch,
-                                preprocess=_eval_transform(info), taps=("pooled",))
+  logits, taps = predict_logits(
+    module, variables, images, batch_size=batch, preprocess=_eval_transform(info), taps=("pooled",)
+  )
   return logits, taps["pooled"].reshape(len(logits), -1)
 
 
@@ -67,8 +68,17 @@ def reconstruction_mi(f_fit, x_fit, f_val, x_val, *, ridge: float = 1e-2) -> flo
   return float(np.mean(0.5 * np.log(var / np.maximum(mse, 1e-8))))
 
 
-def classification_mi(f_fit, y_fit, f_val, y_val, num_classes: int, *, steps: int = 300,
-                      lr: float = 0.1, l2: float = 1e-4) -> float:
+def classification_mi(
+  f_fit,
+  y_fit,
+  f_val,
+  y_val,
+  num_classes: int,
+  *,
+  steps: int = 300,
+  lr: float = 0.1,
+  l2: float = 1e-4,
+) -> float:
   """``I(Y;F) ~ H(Y) - CE`` of a linear softmax probe (nats), CE on the held-out half."""
   f_fit, f_val = _standardise(f_fit, f_val)
   f_fit, f_val = jnp.asarray(f_fit, jnp.float32), jnp.asarray(f_val, jnp.float32)
@@ -86,6 +96,7 @@ def classification_mi(f_fit, y_fit, f_val, y_val, num_classes: int, *, steps: in
       g = jax.grad(loss)(p, f_fit, y_fit)
       u, s = tx.update(g, s, p)
       return (optax.apply_updates(p, u), s), None
+
     (p, _), _ = jax.lax.scan(body, (p, tx.init(p)), None, length=steps)
     return p
 
@@ -103,10 +114,18 @@ def minmax(v):
   return np.zeros_like(v) if span <= 0 else (v - v.min()) / span
 
 
-def select_teacher(workdir: str, *, num_examples: int = 2000, recon_size: int = 8,
-                   probe_steps: int = 300, data_dir: Optional[str] = None,
-                   idx_dir: Optional[str] = None, eval_limit: int = 0, out_dir: str = "",
-                   seed: int = 0) -> dict:
+def select_teacher(
+  workdir: str,
+  *,
+  num_examples: int = 2000,
+  recon_size: int = 8,
+  probe_steps: int = 300,
+  data_dir: Optional[str] = None,
+  idx_dir: Optional[str] = None,
+  eval_limit: int = 0,
+  out_dir: str = "",
+  seed: int = 0,
+) -> dict:
   """Scores every kept checkpoint of ``workdir`` and writes the table, plot and selection.
 
   Returns ``{'selected': {'step', 'epoch'}, 'rows': [...]}`` and writes
@@ -115,46 +134,63 @@ def select_teacher(workdir: str, *, num_examples: int = 2000, recon_size: int = 
   """
   kept = ckpt_lib.kept_checkpoints(workdir)
   if len(kept) < 2:
-    raise UserError(f"{workdir!r} has {len(kept)} kept checkpoint(s); selection needs at least "
-                     "two (train the teacher with keep_every_epochs > 0).")
+    raise UserError(
+      f"{workdir!r} has {len(kept)} kept checkpoint(s); selection needs at least "
+      "two (train the teacher with keep_every_epochs > 0)."
+    )
   meta0 = kept[0]
   info = kdata.info(meta0["dataset"])
-  train = kdata.load_arrays(meta0["dataset"], info.train_split, data_dir=data_dir,
-                            idx_dir=idx_dir)
-  test = kdata.load_arrays(meta0["dataset"], info.eval_split, data_dir=data_dir,
-                           idx_dir=idx_dir, limit=eval_limit or None)
+  train = kdata.load_arrays(meta0["dataset"], info.train_split, data_dir=data_dir, idx_dir=idx_dir)
+  test = kdata.load_arrays(
+    meta0["dataset"], info.eval_split, data_dir=data_dir, idx_dir=idx_dir, limit=eval_limit or None
+  )
   rs = np.random.RandomState(seed)
   pick = rs.permutation(len(train.labels))[:num_examples]
   sub = train.subset(np.sort(pick))
   half = len(sub.labels) // 2
   x = np.asarray(augment.eval_transform(info, sub.images))
   h, w = x.shape[1:3]
-  x_small = np.asarray(jax.image.resize(x, (len(x), recon_size, recon_size, x.shape[3]),
-                                        "linear")).reshape(len(x), -1)
+  x_small = np.asarray(
+    jax.image.resize(x, (len(x), recon_size, recon_size, x.shape[3]), "linear")
+  ).reshape(len(x), -1)
   y = sub.labels.astype(np.int32)
   rows = []
   for meta in kept:
     variables, m = ckpt_lib.load_model(workdir, meta["step"])
-    module = models.get(m["arch"], num_classes=int(m["num_classes"]),
-                        **dict(m.get("model_kwargs") or {}))
+    module = models.get(
+      m["arch"], num_classes=int(m["num_classes"]), **dict(m.get("model_kwargs") or {})
+    )
     _, f = _forward(module, variables, sub.images, info)
     t_logits, _ = _forward(module, variables, test.images, info)
     rep = calibration_report(t_logits, test.labels)
-    rows.append({
-        "step": int(meta["step"]), "epoch": int(meta.get("epoch", 0)),
-        "test_top1": 100.0 * float(rep["accuracy"]), "test_nll": float(rep["nll"]),
+    rows.append(
+      {
+        "step": int(meta["step"]),
+        "epoch": int(meta.get("epoch", 0)),
+        "test_top1": 100.0 * float(rep["accuracy"]),
+        "test_nll": float(rep["nll"]),
         "test_ece": float(rep["ece"]),
         "mi_x": reconstruction_mi(f[:half], x_small[:half], f[half:], x_small[half:]),
-        "mi_y": classification_mi(f[:half], y[:half], f[half:], y[half:], info.num_classes,
-                                  steps=probe_steps),
-    })
+        "mi_y": classification_mi(
+          f[:half], y[:half], f[half:], y[half:], info.num_classes, steps=probe_steps
+        ),
+      }
+    )
   nx, ny = minmax([r["mi_x"] for r in rows]), minmax([r["mi_y"] for r in rows])
   for r, a, b in zip(rows, nx, ny):
     r.update(mi_x_norm=float(a), mi_y_norm=float(b), score=float(a + b))
   best = max(rows, key=lambda r: (r["score"], r["step"]))
-  result = {"workdir": workdir, "selected": {"step": best["step"], "epoch": best["epoch"]},
-            "rows": rows, "estimators": {"num_examples": num_examples, "recon_size": recon_size,
-                                         "probe_steps": probe_steps, "seed": seed}}
+  result = {
+    "workdir": workdir,
+    "selected": {"step": best["step"], "epoch": best["epoch"]},
+    "rows": rows,
+    "estimators": {
+      "num_examples": num_examples,
+      "recon_size": recon_size,
+      "probe_steps": probe_steps,
+      "seed": seed,
+    },
+  }
   out_dir = out_dir or workdir
   os.makedirs(out_dir, exist_ok=True)
   ckpt_lib.write_json(os.path.join(out_dir, SELECTION_FILE), result)
@@ -168,8 +204,10 @@ def select_teacher(workdir: str, *, num_examples: int = 2000, recon_size: int = 
 
 def _plot(rows, best, path):
   import matplotlib
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
+
   ep = [r["epoch"] for r in rows]
   fig, ax = plt.subplots(1, 2, figsize=(10, 3.6))
   ax[0].plot(ep, [r["mi_x_norm"] for r in rows], "o-", label="Î(X;F) (normalised)")

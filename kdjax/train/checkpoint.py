@@ -14,6 +14,7 @@ is JSON (``arch``, ``num_classes``, ``dataset``, ``epoch``, ``step``, accuracies
 teachers, imported PyTorch weights and SFTN exports are all model items, so every consumer loads
 them with :func:`load_model`.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,6 +29,7 @@ import orbax.checkpoint as ocp
 
 from kdjax.errors import UserError
 
+
 class CheckpointError(UserError):
   """A checkpoint is missing or unreadable; the message names the directory and the fix."""
 
@@ -39,8 +41,11 @@ class NonFiniteError(UserError, FloatingPointError):
 
 def _manager(directory, items, max_to_keep=None, async_save=True, read_only=False):
   opts = ocp.CheckpointManagerOptions(
-      max_to_keep=max_to_keep, create=not read_only, read_only=read_only,
-      enable_async_checkpointing=async_save)
+    max_to_keep=max_to_keep,
+    create=not read_only,
+    read_only=read_only,
+    enable_async_checkpointing=async_save,
+  )
   return ocp.CheckpointManager(os.path.abspath(directory), options=opts, item_names=items)
 
 
@@ -74,9 +79,10 @@ def _host_checked(tree, what: str, where: str):
   bad = nonfinite_leaves(host)
   if bad:
     raise NonFiniteError(
-        f"Refusing to write a non-finite {what} to {where}: {len(bad)} leaves hold NaN/inf "
-        f"(first: {bad[0]}). Lower optim.lr, check the teacher and the data normalisation, "
-        "then relaunch.")
+      f"Refusing to write a non-finite {what} to {where}: {len(bad)} leaves hold NaN/inf "
+      f"(first: {bad[0]}). Lower optim.lr, check the teacher and the data normalisation, "
+      "then relaunch."
+    )
   return host
 
 
@@ -89,12 +95,18 @@ class RunCheckpoints:
 
   def __init__(self, workdir: str, *, async_save: bool = True, keep_latest: int = 2):
     self.workdir = workdir
-    self.state_mgr = _manager(os.path.join(workdir, "checkpoints"), ("state", "meta"),
-                              max_to_keep=keep_latest, async_save=async_save)
-    self.kept_mgr = _manager(os.path.join(workdir, "kept"), ("model", "meta"),
-                             async_save=async_save)
-    self.best_mgr = _manager(os.path.join(workdir, "best"), ("model", "meta"), max_to_keep=1,
-                             async_save=async_save)
+    self.state_mgr = _manager(
+      os.path.join(workdir, "checkpoints"),
+      ("state", "meta"),
+      max_to_keep=keep_latest,
+      async_save=async_save,
+    )
+    self.kept_mgr = _manager(
+      os.path.join(workdir, "kept"), ("model", "meta"), async_save=async_save
+    )
+    self.best_mgr = _manager(
+      os.path.join(workdir, "best"), ("model", "meta"), max_to_keep=1, async_save=async_save
+    )
 
   # -- resume state -----------------------------------------------------------------------------
   def latest_step(self) -> Optional[int]:
@@ -105,18 +117,30 @@ class RunCheckpoints:
     if step in self.state_mgr.all_steps():
       self.state_mgr.wait_until_finished()
       self.state_mgr.delete(step)
-    self.state_mgr.save(step, args=ocp.args.Composite(
+    self.state_mgr.save(
+      step,
+      args=ocp.args.Composite(
         state=ocp.args.StandardSave(host),
-        meta=ocp.args.JsonSave(dict(meta, checksum=checksum(host)))), force=True)
+        meta=ocp.args.JsonSave(dict(meta, checksum=checksum(host))),
+      ),
+      force=True,
+    )
 
   def _restore_verified(self, step: int, abstract_state):
-    out = self.state_mgr.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+    out = self.state_mgr.restore(
+      step,
+      args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()
+      ),
+    )
     state, meta = out["state"], dict(out["meta"])
-    want = [(jax.tree_util.keystr(p), tuple(a.shape), np.dtype(a.dtype))
-            for p, a in _leaves(abstract_state)]
-    got = [(jax.tree_util.keystr(p), tuple(np.shape(a)), np.dtype(a.dtype))
-           for p, a in _leaves(state)]
+    want = [
+      (jax.tree_util.keystr(p), tuple(a.shape), np.dtype(a.dtype))
+      for p, a in _leaves(abstract_state)
+    ]
+    got = [
+      (jax.tree_util.keystr(p), tuple(np.shape(a)), np.dtype(a.dtype)) for p, a in _leaves(state)
+    ]
     if want != got:
       diff = next(((w, g) for w, g in zip(want, got) if w != g), (len(want), len(got)))
       raise ValueError(f"restored tree differs from the expected one: {diff}")
@@ -141,8 +165,9 @@ class RunCheckpoints:
       try:
         state, meta = self._restore_verified(s, abstract_state)
       except Exception as e:  # noqa: BLE001 - any failure means: not usable
-        failures.append((s, f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"
-                         if str(e) else type(e).__name__))
+        failures.append(
+          (s, f"{type(e).__name__}: {str(e).splitlines()[0][:300]}" if str(e) else type(e).__name__)
+        )
         continue
       if failures:
         self.state_mgr.wait_until_finished()
@@ -155,16 +180,19 @@ class RunCheckpoints:
             dst, n = os.path.join(aside, f"checkpoints-{bad}.{n}"), n + 1
           shutil.move(os.path.join(self.workdir, "checkpoints", str(bad)), dst)
         self.state_mgr.reload()
-        print(f"[kdjax] WARNING: resume checkpoint(s) {[b for b, _ in failures]} of "
-              f"{self.workdir} failed verification ({failures[0][1]}); moved to {aside}; "
-              f"resuming from step {s}.")
+        print(
+          f"[kdjax] WARNING: resume checkpoint(s) {[b for b, _ in failures]} of "
+          f"{self.workdir} failed verification ({failures[0][1]}); moved to {aside}; "
+          f"resuming from step {s}."
+        )
       return state, meta
     path = os.path.join(self.workdir, "checkpoints")
     detail = "; ".join(f"step {s}: {msg}" for s, msg in failures)
     raise CheckpointError(
-        f"Cannot restore the train state from {path} ({detail}). The checkpoints are corrupt or "
-        "belong to a different model/optimiser config. Move them aside (or use a new --workdir) "
-        "to start the run again.")
+      f"Cannot restore the train state from {path} ({detail}). The checkpoints are corrupt or "
+      "belong to a different model/optimiser config. Move them aside (or use a new --workdir) "
+      "to start the run again."
+    )
 
   # -- model checkpoints ------------------------------------------------------------------------
   def save_model(self, kind: str, step: int, variables, meta: dict):
@@ -178,10 +206,13 @@ class RunCheckpoints:
       except Exception:  # noqa: BLE001 - unreadable: replace it
         old = None
       if old == json.loads(json.dumps(meta, default=str)):
-        return                  # the same model (a resumed run replayed this epoch)
+        return  # the same model (a resumed run replayed this epoch)
       mgr.delete(step)
-    mgr.save(step, args=ocp.args.Composite(
-        model=ocp.args.StandardSave(host), meta=ocp.args.JsonSave(meta)), force=True)
+    mgr.save(
+      step,
+      args=ocp.args.Composite(model=ocp.args.StandardSave(host), meta=ocp.args.JsonSave(meta)),
+      force=True,
+    )
 
   def wait(self):
     for m in (self.state_mgr, self.kept_mgr, self.best_mgr):
@@ -215,9 +246,10 @@ def _model_dir(workdir: str, which) -> tuple[str, int]:
   d = os.path.join(workdir, sub)
   if not os.path.isdir(d):
     raise CheckpointError(
-        f"No {sub!r} model checkpoints under {workdir!r}. Is it the workdir of a finished run? "
-        f"Train one with `python -m launch.train_teacher --config ... --workdir {workdir}` or "
-        f"import PyTorch weights with `python -m launch.import_teacher`.")
+      f"No {sub!r} model checkpoints under {workdir!r}. Is it the workdir of a finished run? "
+      f"Train one with `python -m launch.train_teacher --config ... --workdir {workdir}` or "
+      f"import PyTorch weights with `python -m launch.import_teacher`."
+    )
   steps = sorted(int(s) for s in os.listdir(d) if s.isdigit())
   if not steps:
     raise CheckpointError(f"{d!r} holds no finished checkpoint (an interrupted run?).")
@@ -226,10 +258,11 @@ def _model_dir(workdir: str, which) -> tuple[str, int]:
     if meta is not None and meta.get("final") is False:
       kept = kept_checkpoints(workdir)
       raise CheckpointError(
-          f"{workdir!r} is an unfinished run: its newest kept checkpoint is epoch "
-          f"{meta.get('epoch')} (step {steps[-1]}), not the final epoch, so which='final' is "
-          f"refused. Finish the run (relaunch it), or choose a checkpoint explicitly: "
-          f"teacher.which='best' or 'epoch:N' (kept epochs: {[k.get('epoch') for k in kept]}).")
+        f"{workdir!r} is an unfinished run: its newest kept checkpoint is epoch "
+        f"{meta.get('epoch')} (step {steps[-1]}), not the final epoch, so which='final' is "
+        f"refused. Finish the run (relaunch it), or choose a checkpoint explicitly: "
+        f"teacher.which='best' or 'epoch:N' (kept epochs: {[k.get('epoch') for k in kept]})."
+      )
     return d, steps[-1]
   if which in ("best", None, "latest"):
     return d, steps[-1]
@@ -238,14 +271,17 @@ def _model_dir(workdir: str, which) -> tuple[str, int]:
   elif isinstance(which, dict) and "epoch" in which:
     metas = {m["epoch"]: m["step"] for m in kept_checkpoints(workdir)}
     if which["epoch"] not in metas:
-      raise CheckpointError(f"No kept checkpoint at epoch {which['epoch']} in {d!r}; "
-                            f"kept epochs: {sorted(metas)}.")
+      raise CheckpointError(
+        f"No kept checkpoint at epoch {which['epoch']} in {d!r}; kept epochs: {sorted(metas)}."
+      )
     step = metas[which["epoch"]]
   elif isinstance(which, dict) and "step" in which:
     step = int(which["step"])
   else:
-    raise UserError(f"Unknown checkpoint selector {which!r}: use 'final', 'best', a step, "
-                     "{'step': n} or {'epoch': n}.")
+    raise UserError(
+      f"Unknown checkpoint selector {which!r}: use 'final', 'best', a step, "
+      "{'step': n} or {'epoch': n}."
+    )
   if step not in steps:
     raise CheckpointError(f"No kept checkpoint at step {step} in {d!r}; kept steps: {steps}.")
   return d, step
@@ -257,9 +293,11 @@ def load_model(workdir: str, which: Any = "final"):
   ``meta['arch']`` and ``meta['num_classes']`` rebuild the module with ``kdjax.models.get``.
   """
   if not os.path.isdir(workdir):
-    raise CheckpointError(f"Teacher/model workdir {workdir!r} does not exist. Train it first "
-                          f"(`python -m launch.train_teacher --workdir {workdir} ...`) or fix the "
-                          f"path in the config.")
+    raise CheckpointError(
+      f"Teacher/model workdir {workdir!r} does not exist. Train it first "
+      f"(`python -m launch.train_teacher --workdir {workdir} ...`) or fix the "
+      f"path in the config."
+    )
   d, step = _model_dir(workdir, which)
   mgr = _manager(d, ("model", "meta"), read_only=True, async_save=False)
   try:
@@ -268,24 +306,34 @@ def load_model(workdir: str, which: Any = "final"):
     tree = getattr(tree, "tree", tree)
     dev = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     target = jax.tree_util.tree_map(
-        lambda m: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype, sharding=dev), tree,
-        is_leaf=lambda m: hasattr(m, "shape") and hasattr(m, "dtype"))
-    out = mgr.restore(step, args=ocp.args.Composite(model=ocp.args.StandardRestore(target),
-                                                    meta=ocp.args.JsonRestore()))
+      lambda m: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype, sharding=dev),
+      tree,
+      is_leaf=lambda m: hasattr(m, "shape") and hasattr(m, "dtype"),
+    )
+    out = mgr.restore(
+      step,
+      args=ocp.args.Composite(model=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()),
+    )
   except Exception as e:  # noqa: BLE001
-    raise CheckpointError(f"Cannot read the model checkpoint {os.path.join(d, str(step))}: "
-                          f"{type(e).__name__}: {str(e).splitlines()[0][:300]}. It is corrupt "
-                          f"or incomplete; pick another step or retrain.") from None
+    raise CheckpointError(
+      f"Cannot read the model checkpoint {os.path.join(d, str(step))}: "
+      f"{type(e).__name__}: {str(e).splitlines()[0][:300]}. It is corrupt "
+      f"or incomplete; pick another step or retrain."
+    ) from None
   finally:
     mgr.close()
   variables = jax.tree_util.tree_map(np.asarray, dict(out["model"]))
   meta = dict(out["meta"])
   if "checksum" in meta and checksum(variables) != meta["checksum"]:
-    raise CheckpointError(f"The model checkpoint {os.path.join(d, str(step))} fails its checksum: "
-                          "it is corrupt; pick another step or retrain.")
+    raise CheckpointError(
+      f"The model checkpoint {os.path.join(d, str(step))} fails its checksum: "
+      "it is corrupt; pick another step or retrain."
+    )
   if nonfinite_leaves(variables):
-    raise CheckpointError(f"The model checkpoint {os.path.join(d, str(step))} holds NaN/inf "
-                          "values; pick another step or retrain.")
+    raise CheckpointError(
+      f"The model checkpoint {os.path.join(d, str(step))} holds NaN/inf "
+      "values; pick another step or retrain."
+    )
   return variables, dict(meta, step=step)
 
 
@@ -299,7 +347,7 @@ def _read_meta(d: str, step: int) -> Optional[dict]:
     mgr.close()
 
 
-SELECTION_FILE = "selection.json"   # written by kdjax.teachers.selection.select_teacher
+SELECTION_FILE = "selection.json"  # written by kdjax.teachers.selection.select_teacher
 
 
 def selected_step(workdir: str) -> int:
@@ -308,8 +356,9 @@ def selected_step(workdir: str) -> int:
   path = os.path.join(workdir, SELECTION_FILE)
   if not os.path.exists(path):
     raise CheckpointError(
-        f"teacher.which='selected' but {path} does not exist: run "
-        f"`python -m launch.select_teacher --workdir {workdir}` first.")
+      f"teacher.which='selected' but {path} does not exist: run "
+      f"`python -m launch.select_teacher --workdir {workdir}` first."
+    )
   with open(path) as fh:
     return int(json.load(fh)["selected"]["step"])
 

@@ -7,6 +7,7 @@ evaluation), ``best`` / ``kept`` (right after the best / kept model save was iss
 (right after the resume-state save was issued). Unset (always, outside tests) it costs one dict
 lookup per step.
 """
+
 from __future__ import annotations
 
 import os

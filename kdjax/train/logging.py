@@ -1,4 +1,5 @@
 """Metrics to JSONL (always) and TensorBoard event files (tensorboardX, no TensorFlow needed)."""
+
 from __future__ import annotations
 
 import json
@@ -8,7 +9,6 @@ import time
 
 
 class MetricWriter:
-
   def __init__(self, workdir: str, tensorboard: bool = True, resume_step: int = 0):
     """``resume_step``: the step the run (re)starts from. Lines of later steps (written before
     an interruption, replayed now) and any torn last line are dropped; a run starting at step 0
@@ -34,6 +34,7 @@ class MetricWriter:
     if tensorboard:
       try:
         from tensorboardX import SummaryWriter
+
         self._tb = SummaryWriter(os.path.join(workdir, "tb"))
       except ImportError:  # pragma: no cover - declared dependency
         self._tb = None
@@ -52,6 +53,3 @@ class MetricWriter:
     self._f.close()
     if self._tb is not None:
       self._tb.close()
-
-
-

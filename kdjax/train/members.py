@@ -38,6 +38,7 @@ evaluation, checkpoint export and the summary iterate over members. A ``MembersT
 single-run task needs exactly ``init_state`` (stack N inits), ``step`` (vmapped), ``batch``
 (stacked per-seed index vectors) and ``export`` (slice member ``i``) from it.
 """
+
 from __future__ import annotations
 
 import json
@@ -98,8 +99,9 @@ def init_member(*, seed: int, student, method, teacher, dummy, tx_for, index_spa
   rng = jax.random.PRNGKey(int(seed))
   k_init = jax.random.split(rng, 3)[0]
   variables = student.init(k_init, dummy, train=False)
-  built = state_lib.init_train_state(student, teacher, method, dummy, rng,
-                                     num_examples=index_space, student_variables=variables)
+  built = state_lib.init_train_state(
+    student, teacher, method, dummy, rng, num_examples=index_space, student_variables=variables
+  )
   tx = tx_for(built.method, built.params, built.batch_stats, variables)
   return built.create(tx), tx, built
 
@@ -135,9 +137,14 @@ def make_member_step(train_indexed, num_members: int, *, shared_data: bool, impl
   forward runs per member unless ``shared_data``, where XLA's common-subexpression elimination
   may merge the identical teacher forwards)."""
   if impl == "unroll":
+
     def step(state, images, labels, ds_index, idx, t_vars):
-      outs = [train_indexed(member(state, i), images, labels, ds_index,
-                            idx if shared_data else idx[i], t_vars) for i in range(num_members)]
+      outs = [
+        train_indexed(
+          member(state, i), images, labels, ds_index, idx if shared_data else idx[i], t_vars
+        )
+        for i in range(num_members)
+      ]
       return stack([o[0] for o in outs]), stack([o[1] for o in outs])
   elif not shared_data:
     mapped = jax.vmap(train_indexed, in_axes=(0, None, None, None, 0, None))
@@ -145,13 +152,17 @@ def make_member_step(train_indexed, num_members: int, *, shared_data: bool, impl
     def step(state, images, labels, ds_index, idx, t_vars):
       return mapped(state, images, labels, ds_index, idx, t_vars)
   else:
+
     def step(state, images, labels, ds_index, idx, t_vars):
-      axes = state.replace(step=None, params=0, batch_stats=0, opt_state=0, rng=None,
-                           method_state=0)
+      axes = state.replace(
+        step=None, params=0, batch_stats=0, opt_state=0, rng=None, method_state=0
+      )
       one = state.replace(step=state.step[0], rng=state.rng[0])
-      new, metrics = jax.vmap(train_indexed, in_axes=(axes, None, None, None, None, None),
-                              out_axes=(axes, 0))(one, images, labels, ds_index, idx, t_vars)
+      new, metrics = jax.vmap(
+        train_indexed, in_axes=(axes, None, None, None, None, None), out_axes=(axes, 0)
+      )(one, images, labels, ds_index, idx, t_vars)
       return new.replace(step=jnp.broadcast_to(new.step, (num_members,)), rng=state.rng), metrics
+
   return jax.jit(step, donate_argnums=(0,))
 
 
@@ -162,8 +173,15 @@ def _mean_std(xs):
   return float(np.mean(xs)), float(np.std(xs, ddof=1)) if len(xs) > 1 else 0.0
 
 
-def train_members(config, seeds: Sequence[int], workdir: str, *, shared_data: bool = False,
-                  impl: str = "auto", mesh=None) -> dict:
+def train_members(
+  config,
+  seeds: Sequence[int],
+  workdir: str,
+  *,
+  shared_data: bool = False,
+  impl: str = "auto",
+  mesh=None,
+) -> dict:
   """Trains (or resumes) ``len(seeds)`` members of the run ``config`` in one vmapped step;
   returns the joint summary (also ``workdir/summary.json``). ``config.seed`` is ignored.
   ``impl``: see :func:`make_member_step` and :func:`resolve_impl`."""
@@ -175,8 +193,10 @@ def train_members(config, seeds: Sequence[int], workdir: str, *, shared_data: bo
   n = len(seeds)
   method = build_method(config.method)
   if method.init is not None:
-    raise UserError("members: methods with an init stage (method.init.epochs > 0) are not "
-                    "supported by the member trainer; train them with launch/distill.py.")
+    raise UserError(
+      "members: methods with an init stage (method.init.epochs > 0) are not "
+      "supported by the member trainer; train them with launch/distill.py."
+    )
   mesh = mesh or parallel.make_mesh()
   parallel.check_batch(config.batch_size, mesh)
   os.makedirs(workdir, exist_ok=True)
@@ -184,109 +204,170 @@ def train_members(config, seeds: Sequence[int], workdir: str, *, shared_data: bo
   dcfg = config.dataset
   feed, eval_batches, info, n_train = load_data(config, mesh)
   if not isinstance(feed, InMemoryFeed):
-    raise UserError(f"members: {dcfg.name!r} is streamed from the host; the member trainer needs "
-                    "an in-memory dataset (CIFAR, (Fashion-)MNIST).")
+    raise UserError(
+      f"members: {dcfg.name!r} is streamed from the host; the member trainer needs "
+      "an in-memory dataset (CIFAR, (Fashion-)MNIST)."
+    )
   bs = config.batch_size
   steps_per_epoch = feed.steps_per_epoch()
   if steps_per_epoch < 1:
     raise UserError(f"{n_train} training examples is fewer than one batch of {bs}.")
   total_steps = steps_per_epoch * config.num_epochs
 
-  student = precision.build_model(config.model, num_classes=info.num_classes,
-                                  policy=config.precision.student, **dict(config.model_kwargs))
-  teacher = (load_teacher(config.teacher, info.num_classes, policy=config.precision.teacher,
-                          input_shape=info.image_shape) if method.needs_teacher else None)
+  student = precision.build_model(
+    config.model,
+    num_classes=info.num_classes,
+    policy=config.precision.student,
+    **dict(config.model_kwargs),
+  )
+  teacher = (
+    load_teacher(
+      config.teacher,
+      info.num_classes,
+      policy=config.precision.teacher,
+      input_shape=info.image_shape,
+    )
+    if method.needs_teacher
+    else None
+  )
   dummy = jnp.zeros((1,) + tuple(info.image_shape), jnp.float32)
   scale_lr_for_batch(config)
   base_tx, schedule = make_optimizer(config.optim, steps_per_epoch)
   plans = {}
 
   def tx_for(bound, params, batch_stats, variables):
-    p = stages_lib.plan(bound, config, base_tx, params, batch_stats, steps_per_epoch,
-                        feature_mask=lambda: stages_lib.student_feature_mask(student, variables,
-                                                                             dummy))
+    p = stages_lib.plan(
+      bound,
+      config,
+      base_tx,
+      params,
+      batch_stats,
+      steps_per_epoch,
+      feature_mask=lambda: stages_lib.student_feature_mask(student, variables, dummy),
+    )
     plans["main"] = p
     return p.main_tx
 
   states = []
   for s in seeds:
-    st, tx, built = init_member(seed=s, student=student, method=method, teacher=teacher,
-                                dummy=dummy, tx_for=tx_for, index_space=feed.index_space)
+    st, tx, built = init_member(
+      seed=s,
+      student=student,
+      method=method,
+      teacher=teacher,
+      dummy=dummy,
+      tx_for=tx_for,
+      index_space=feed.index_space,
+    )
     states.append(st)
   state = stack(states)
   del states
   plan = plans["main"]
-  method, conn = built.method, built.connectors          # the method bound to the pair
-  print(f"[kdjax] members: {n} x {config.model} (seeds {seeds}"
-        + (", shared data order/augmentation" if shared_data else "") + f"; jax.{impl}" + ")"
-        + (f"; teacher {teacher.meta['arch']} ({teacher.meta['workdir']})" if teacher else "")
-        + f"; {steps_per_epoch} steps/epoch")
+  method, conn = built.method, built.connectors  # the method bound to the pair
+  print(
+    f"[kdjax] members: {n} x {config.model} (seeds {seeds}"
+    + (", shared data order/augmentation" if shared_data else "")
+    + f"; jax.{impl}"
+    + ")"
+    + (f"; teacher {teacher.meta['arch']} ({teacher.meta['workdir']})" if teacher else "")
+    + f"; {steps_per_epoch} steps/epoch"
+  )
 
   # ---- checkpoints / resume --------------------------------------------------------------------
   mdirs = [member_dir(workdir, s) for s in seeds]
   ckpts = ckpt_lib.RunCheckpoints(workdir, async_save=config.async_checkpoint)
   mckpts = [ckpt_lib.RunCheckpoints(d, async_save=config.async_checkpoint) for d in mdirs]
-  run_meta = {"seeds": seeds, "shared_data": bool(shared_data), "best_top1": [-1.0] * n,
-              "best_epoch": [0] * n}
+  run_meta = {
+    "seeds": seeds,
+    "shared_data": bool(shared_data),
+    "best_top1": [-1.0] * n,
+    "best_epoch": [0] * n,
+  }
   if ckpts.latest_step() is not None:
     abstract = jax.tree_util.tree_map(
-        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=parallel.replicated(mesh)),
-        state)
+      lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=parallel.replicated(mesh)), state
+    )
     state, saved = ckpts.restore_state(abstract)
     if list(saved.get("seeds", [])) != seeds or bool(saved.get("shared_data")) != shared_data:
-      raise UserError(f"{workdir}/checkpoints holds members {saved.get('seeds')} (shared_data="
-                      f"{saved.get('shared_data')}); relaunch with those or use a new --workdir.")
+      raise UserError(
+        f"{workdir}/checkpoints holds members {saved.get('seeds')} (shared_data="
+        f"{saved.get('shared_data')}); relaunch with those or use a new --workdir."
+      )
     run_meta.update({k: saved[k] for k in ("best_top1", "best_epoch") if k in saved})
     print(f"[kdjax] resumed from {workdir}/checkpoints/{int(state.step[0])}")
   else:
     cfg_json = json.loads(config.to_json_best_effort())
-    ckpt_lib.write_json(os.path.join(workdir, "config.json"),
-                        dict(cfg_json, members=dict(seeds=seeds, shared_data=shared_data)))
+    ckpt_lib.write_json(
+      os.path.join(workdir, "config.json"),
+      dict(cfg_json, members=dict(seeds=seeds, shared_data=shared_data)),
+    )
     for s, d in zip(seeds, mdirs):
       ckpt_lib.write_json(os.path.join(d, "config.json"), dict(cfg_json, seed=s))
   state = parallel.put_replicated(state, mesh)
 
   # ---- steps -----------------------------------------------------------------------------------
-  train_tf = augment.dataset_train_transform(info, dcfg)   # crop, flip, colour jitter
+  train_tf = augment.dataset_train_transform(info, dcfg)  # crop, flip, colour jitter
   eval_tf = lambda im: augment.eval_transform(info, im)
   view_tf = augment.dataset_train_transform(info, dcfg, flip=False)
-  steps = make_steps(student=student, method=method, tx=plan.main_tx, train_transform=train_tf,
-                     eval_transform=eval_tf, teacher=teacher.run_module if teacher else None,
-                     connectors=conn, steps_per_epoch=steps_per_epoch,
-                     mixup_alpha=float(dcfg.mixup_alpha), stats_mask=plan.main_stats_mask,
-                     view_transform=view_tf)
+  steps = make_steps(
+    student=student,
+    method=method,
+    tx=plan.main_tx,
+    train_transform=train_tf,
+    eval_transform=eval_tf,
+    teacher=teacher.run_module if teacher else None,
+    connectors=conn,
+    steps_per_epoch=steps_per_epoch,
+    mixup_alpha=float(dcfg.mixup_alpha),
+    stats_mask=plan.main_stats_mask,
+    view_transform=view_tf,
+  )
   mstep = make_member_step(steps.train_indexed, n, shared_data=shared_data, impl=impl)
   t_vars = parallel.put_replicated(teacher.run_variables, mesh) if teacher else {}
   teacher_metrics, teacher_pred = {}, None
   if teacher is not None:
     t_steps = make_eval_step(teacher.run_module, eval_tf)
-    teacher_metrics, teacher_pred = evaluate(t_steps, t_vars, eval_batches(), mesh,
-                                             config.eval_batch_size)
+    teacher_metrics, teacher_pred = evaluate(
+      t_steps, t_vars, eval_batches(), mesh, config.eval_batch_size
+    )
     print(f"[kdjax] teacher test top-1 {teacher_metrics['top1']:.2f}")
 
   writers = [MetricWriter(d, tensorboard=config.tensorboard) for d in mdirs]
   n_dev = mesh.devices.size
-  idx_sharding = lambda b: (NamedSharding(mesh, P(*((None,) if not shared_data else ()), "data"))
-                            if b % n_dev == 0 else parallel.replicated(mesh))
+  idx_sharding = lambda b: (
+    NamedSharding(mesh, P(*((None,) if not shared_data else ()), "data"))
+    if b % n_dev == 0
+    else parallel.replicated(mesh)
+  )
 
   def epoch_batches(epoch: int, offset: int):
-    per = [kdata.batch_indices(feed.n, bs, seed=s, epoch=epoch,
-                               drop_remainder=config.drop_remainder)
-           for s in (seeds[:1] if shared_data else seeds)]
+    per = [
+      kdata.batch_indices(feed.n, bs, seed=s, epoch=epoch, drop_remainder=config.drop_remainder)
+      for s in (seeds[:1] if shared_data else seeds)
+    ]
     for j in range(offset, len(per[0])):
       idx = np.stack([p[j] for p in per]).astype(np.int32)
       idx = idx[0] if shared_data else idx
       yield jax.device_put(idx, idx_sharding(idx.shape[-1]))
 
   def mvars(i):
-    return {"params": member(state.params["student"], i),
-            "batch_stats": member(state.batch_stats["student"], i)}
+    return {
+      "params": member(state.params["student"], i),
+      "batch_stats": member(state.batch_stats["student"], i),
+    }
 
   def model_meta(i, epoch, metrics, step):
-    return {"arch": config.model, "num_classes": info.num_classes, "dataset": dcfg.name,
-            "model_kwargs": config.model_kwargs.to_dict(), "epoch": epoch, "step": step,
-            "seed": seeds[i], "members": {"workdir": workdir, "seeds": seeds},
-            **{f"test_{k}": v for k, v in metrics.items()}}
+    return {
+      "arch": config.model,
+      "num_classes": info.num_classes,
+      "dataset": dcfg.name,
+      "model_kwargs": config.model_kwargs.to_dict(),
+      "epoch": epoch,
+      "step": step,
+      "seed": seeds[i],
+      "members": {"workdir": workdir, "seeds": seeds},
+      **{f"test_{k}": v for k, v in metrics.items()},
+    }
 
   pending, last_checked = [], None
 
@@ -295,17 +376,22 @@ def train_members(config, seeds: Sequence[int], workdir: str, *, shared_data: bo
     if not pending:
       return
     host = jax.device_get(pending)
-    losses = np.stack([np.asarray(m["loss"]) for m in host])       # (steps, N)
+    losses = np.stack([np.asarray(m["loss"]) for m in host])  # (steps, N)
     if not np.all(np.isfinite(losses)):
       ckpts.wait()
       bad = [seeds[i] for i in range(n) if not np.all(np.isfinite(losses[:, i]))]
-      raise UserError(f"The training loss of member(s) {bad} became non-finite before step "
-                      f"{step} of {workdir}; no checkpoint of the bad state was written. Lower "
-                      "optim.lr, check the teacher and the data normalisation, then relaunch.")
+      raise UserError(
+        f"The training loss of member(s) {bad} became non-finite before step "
+        f"{step} of {workdir}; no checkpoint of the bad state was written. Lower "
+        "optim.lr, check the teacher and the data normalisation, then relaunch."
+      )
     lr = float(schedule(step - 1))
     for i in range(n):
-      writers[i].write(step, dict({k: float(np.mean([np.asarray(m[k])[i] for m in host]))
-                                   for k in host[-1]}, lr=lr), prefix="train/")
+      writers[i].write(
+        step,
+        dict({k: float(np.mean([np.asarray(m[k])[i] for m in host])) for k in host[-1]}, lr=lr),
+        prefix="train/",
+      )
     pending, last_checked = [], step
 
   keep = _keep_epochs(config)
@@ -327,21 +413,24 @@ def train_members(config, seeds: Sequence[int], workdir: str, *, shared_data: bo
         if step % config.log_every_steps == 0:
           flush(step)
       flush(step)
-      if step != (epoch + 1) * steps_per_epoch:      # max_steps reached mid-epoch
+      if step != (epoch + 1) * steps_per_epoch:  # max_steps reached mid-epoch
         ckpts.save_state(step, state, dict(run_meta, epoch=epoch))
         break
       e = epoch + 1
       if e % config.eval_every_epochs == 0 or e == config.num_epochs or e in keep:
         for i in range(n):
-          last_eval[i], _ = evaluate(steps, mvars(i), eval_batches(), mesh,
-                                     config.eval_batch_size, teacher_pred)
+          last_eval[i], _ = evaluate(
+            steps, mvars(i), eval_batches(), mesh, config.eval_batch_size, teacher_pred
+          )
           writers[i].write(step, dict(last_eval[i], epoch=e), prefix="test/")
           if last_eval[i]["top1"] > run_meta["best_top1"][i]:
             run_meta["best_top1"][i], run_meta["best_epoch"][i] = last_eval[i]["top1"], e
             mckpts[i].save_model("best", step, mvars(i), model_meta(i, e, last_eval[i], step))
-        print(f"[kdjax] epoch {e}/{config.num_epochs}: test top-1 "
-              + ", ".join(f"seed {s} {m['top1']:.2f}" for s, m in zip(seeds, last_eval))
-              + f", {time.time() - t_start:.0f}s")
+        print(
+          f"[kdjax] epoch {e}/{config.num_epochs}: test top-1 "
+          + ", ".join(f"seed {s} {m['top1']:.2f}" for s, m in zip(seeds, last_eval))
+          + f", {time.time() - t_start:.0f}s"
+        )
       if e in keep:
         for i in range(n):
           mckpts[i].save_model("kept", step, mvars(i), model_meta(i, e, last_eval[i], step))
@@ -352,14 +441,15 @@ def train_members(config, seeds: Sequence[int], workdir: str, *, shared_data: bo
     for w in writers:
       w.close()
     for d in [os.path.join(workdir, "kept"), os.path.join(workdir, "best")] + [
-        os.path.join(d, "checkpoints") for d in mdirs]:
+      os.path.join(d, "checkpoints") for d in mdirs
+    ]:
       if os.path.isdir(d) and not os.listdir(d):
         os.rmdir(d)
 
   finished = step >= total_steps
   summary_path = os.path.join(workdir, "summary.json")
   if not any(last_eval) and step == start_step and os.path.exists(summary_path):
-    with open(summary_path) as fh:        # a finished run launched again: keep its figures
+    with open(summary_path) as fh:  # a finished run launched again: keep its figures
       prev = json.load(fh)
     if prev.get("step") == step:
       prev["state"] = state
@@ -368,23 +458,50 @@ def train_members(config, seeds: Sequence[int], workdir: str, *, shared_data: bo
   best = lambda v: v if v >= 0 else None
   per = []
   for i, s in enumerate(seeds):
-    ms = {"model": config.model, "dataset": dcfg.name, "method": method.name, "seed": s,
-          "finished": finished, "step": step, "total_steps": total_steps,
-          "last_top1": last_eval[i].get("top1"), "last_top5": last_eval[i].get("top5"),
-          "last_agreement": last_eval[i].get("agreement"),
-          "best_top1": best(run_meta["best_top1"][i]), "best_epoch": run_meta["best_epoch"][i],
-          "teacher_top1": teacher_metrics.get("top1"),
-          "teacher": (dict(workdir=teacher.meta["workdir"], arch=teacher.meta["arch"],
-                           step=teacher.meta["step"], members=teacher.meta["members"])
-                      if teacher else None),
-          "train_seconds": seconds, "num_devices": int(n_dev),
-          "members": {"workdir": workdir, "seeds": seeds, "shared_data": bool(shared_data)}}
+    ms = {
+      "model": config.model,
+      "dataset": dcfg.name,
+      "method": method.name,
+      "seed": s,
+      "finished": finished,
+      "step": step,
+      "total_steps": total_steps,
+      "last_top1": last_eval[i].get("top1"),
+      "last_top5": last_eval[i].get("top5"),
+      "last_agreement": last_eval[i].get("agreement"),
+      "best_top1": best(run_meta["best_top1"][i]),
+      "best_epoch": run_meta["best_epoch"][i],
+      "teacher_top1": teacher_metrics.get("top1"),
+      "teacher": (
+        dict(
+          workdir=teacher.meta["workdir"],
+          arch=teacher.meta["arch"],
+          step=teacher.meta["step"],
+          members=teacher.meta["members"],
+        )
+        if teacher
+        else None
+      ),
+      "train_seconds": seconds,
+      "num_devices": int(n_dev),
+      "members": {"workdir": workdir, "seeds": seeds, "shared_data": bool(shared_data)},
+    }
     ckpt_lib.write_json(os.path.join(mdirs[i], "summary.json"), ms)
     per.append(ms)
-  summary = {"model": config.model, "dataset": dcfg.name, "method": method.name, "seeds": seeds,
-             "shared_data": bool(shared_data), "impl": impl, "finished": finished, "step": step,
-             "total_steps": total_steps, "member_workdirs": mdirs,
-             "teacher_top1": teacher_metrics.get("top1"), "train_seconds": seconds}
+  summary = {
+    "model": config.model,
+    "dataset": dcfg.name,
+    "method": method.name,
+    "seeds": seeds,
+    "shared_data": bool(shared_data),
+    "impl": impl,
+    "finished": finished,
+    "step": step,
+    "total_steps": total_steps,
+    "member_workdirs": mdirs,
+    "teacher_top1": teacher_metrics.get("top1"),
+    "train_seconds": seconds,
+  }
   for key in ("last_top1", "best_top1", "last_agreement"):
     summary[key] = [m[key] for m in per]
     summary[key + "_mean"], summary[key + "_std"] = _mean_std(summary[key])

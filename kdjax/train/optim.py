@@ -9,6 +9,7 @@ lr 0.1 decayed every 60 epochs (``StepLR``).
 Weight decay is PyTorch-SGD style (coupled: ``g + wd * p`` before momentum) and applies to every
 optimised parameter, as ``torch.optim.SGD(weight_decay=...)`` does in the references.
 """
+
 from __future__ import annotations
 
 import optax
@@ -37,8 +38,9 @@ def make_schedule(cfg, steps_per_epoch: int):
     every = int(cfg.step_epochs)
     if every < 1:
       raise UserError(f"optim.step_epochs must be >= 1, got {every}.")
-    sched = optax.exponential_decay(lr, transition_steps=every * steps_per_epoch,
-                                    decay_rate=decay, staircase=True)
+    sched = optax.exponential_decay(
+      lr, transition_steps=every * steps_per_epoch, decay_rate=decay, staircase=True
+    )
   elif kind == "cosine":
     sched = optax.cosine_decay_schedule(lr, decay_steps=int(cfg.epochs) * steps_per_epoch)
   elif kind == "constant":
@@ -48,7 +50,8 @@ def make_schedule(cfg, steps_per_epoch: int):
   warm = int(cfg.get("warmup_epochs", 0)) * steps_per_epoch
   if warm > 0:
     sched = optax.join_schedules(
-        [optax.linear_schedule(0.0, lr, warm), lambda s: sched(s + warm)], [warm])
+      [optax.linear_schedule(0.0, lr, warm), lambda s: sched(s + warm)], [warm]
+    )
   return sched
 
 
@@ -61,7 +64,7 @@ def make_optimizer(cfg, steps_per_epoch: int):
   if wd < 0:
     raise UserError(f"optim.weight_decay must be >= 0, got {wd}.")
   tx = optax.chain(
-      optax.add_decayed_weights(wd) if wd else optax.identity(),
-      optax.sgd(sched, momentum=float(cfg.momentum) or None, nesterov=bool(cfg.nesterov)),
+    optax.add_decayed_weights(wd) if wd else optax.identity(),
+    optax.sgd(sched, momentum=float(cfg.momentum) or None, nesterov=bool(cfg.nesterov)),
   )
   return tx, sched

@@ -9,6 +9,7 @@ devices and why the N-device step equals the 1-device step (tested on 8 fake CPU
 ``jax.pmap`` is, since jax 0.8, a thin wrapper over jit + shard_map; writing per-device code with
 explicit ``pmean`` would make every batch-level loss (SP, RKD, CRD, DIST...) all-gather by hand.
 """
+
 from __future__ import annotations
 
 import jax
@@ -35,9 +36,10 @@ def check_batch(batch_size: int, mesh: Mesh, what: str = "config.batch_size"):
   n = mesh.devices.size
   if batch_size % n:
     raise UserError(
-        f"{what}={batch_size} is not divisible by the {n} local devices. Use a multiple of {n} "
-        f"(e.g. {max(n, batch_size - batch_size % n)}) or restrict devices with "
-        f"CUDA_VISIBLE_DEVICES / XLA_FLAGS.")
+      f"{what}={batch_size} is not divisible by the {n} local devices. Use a multiple of {n} "
+      f"(e.g. {max(n, batch_size - batch_size % n)}) or restrict devices with "
+      f"CUDA_VISIBLE_DEVICES / XLA_FLAGS."
+    )
 
 
 def check_single_process():
@@ -45,10 +47,11 @@ def check_single_process():
   processes under ``jax.distributed`` would each train alone and write the same workdir."""
   if jax.process_count() > 1:
     raise UserError(
-        f"This is process {jax.process_index()} of {jax.process_count()} under jax.distributed, "
-        "but kdjax does not support multi-process (multi-host) training yet: every process would "
-        "train on its own and write the same workdir. Run one process per run (it uses all the "
-        "local devices).")
+      f"This is process {jax.process_index()} of {jax.process_count()} under jax.distributed, "
+      "but kdjax does not support multi-process (multi-host) training yet: every process would "
+      "train on its own and write the same workdir. Run one process per run (it uses all the "
+      "local devices)."
+    )
 
 
 def put_batch(x, mesh: Mesh):

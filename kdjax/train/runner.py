@@ -2,6 +2,7 @@
 :mod:`kdjax.train.loop`, online DML/KDCL in :mod:`kdjax.train.online`): data feeds, evaluation,
 the workdir and resume-config guards, the metric window with the non-finite stop, the epoch's
 steps with cadence, crash points and progress, and the clock."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -31,7 +32,7 @@ def split_batches(split: "kdata.ArraySplit", batch_size: int):
   """Sequential ``(images, labels)`` numpy batches of an in-memory split."""
   n = len(split.labels)
   for start in range(0, n, batch_size):
-    yield split.images[start:start + batch_size], split.labels[start:start + batch_size]
+    yield split.images[start : start + batch_size], split.labels[start : start + batch_size]
 
 
 def stream_batches(stream):
@@ -39,15 +40,16 @@ def stream_batches(stream):
     yield b["image"], b["label"]
 
 
-def evaluate(steps, variables, batches, mesh, batch_size: int,
-             teacher_pred: Optional[np.ndarray] = None):
+def evaluate(
+  steps, variables, batches, mesh, batch_size: int, teacher_pred: Optional[np.ndarray] = None
+):
   """``steps``: :func:`kdjax.train.step.make_eval_step`'s function (or a StepFns). Top-1/top-5/loss (and agreement with ``teacher_pred``) over all ``batches``; returns
   ``(metrics, predictions)``. ``batches`` is an ArraySplit or an iterable of ``(images, labels)``
   numpy batches of at most ``batch_size``. Batches are padded to a fixed, device-divisible size
   and masked, so one compiled eval step serves the whole set."""
   if isinstance(batches, kdata.ArraySplit):
     batches = split_batches(batches, batch_size)
-  eval_fn = getattr(steps, "eval_batch", steps)   # a StepFns or a make_eval_step function
+  eval_fn = getattr(steps, "eval_batch", steps)  # a StepFns or a make_eval_step function
   n_dev = mesh.devices.size
   bs = max(n_dev, -(-batch_size // n_dev) * n_dev)
   sums, preds, seen = None, [], 0
@@ -57,8 +59,11 @@ def evaluate(steps, variables, batches, mesh, batch_size: int,
     img = np.concatenate([images, np.zeros((pad,) + images.shape[1:], images.dtype)])
     lab = np.concatenate([labels.astype(np.int32), np.zeros((pad,), np.int32)])
     mask = np.concatenate([np.ones((k,), np.float32), np.zeros((pad,), np.float32)])
-    tp = (np.concatenate([teacher_pred[seen:seen + k], np.zeros((pad,), np.int32)])
-          if teacher_pred is not None else np.full((bs,), -1, np.int32))
+    tp = (
+      np.concatenate([teacher_pred[seen : seen + k], np.zeros((pad,), np.int32)])
+      if teacher_pred is not None
+      else np.full((bs,), -1, np.int32)
+    )
     seen += k
     put = lambda a: parallel.put_batch(a, mesh)
     out, pred = eval_fn(variables, put(img), put(lab), put(mask), put(tp))
@@ -66,8 +71,11 @@ def evaluate(steps, variables, batches, mesh, batch_size: int,
     sums = out if sums is None else {key: sums[key] + out[key] for key in sums}
     preds.append(np.asarray(pred)[:k])
   c = float(sums["count"])
-  metrics = {"top1": 100.0 * sums["correct1"] / c, "top5": 100.0 * sums["correct5"] / c,
-             "loss": sums["loss_sum"] / c}
+  metrics = {
+    "top1": 100.0 * sums["correct1"] / c,
+    "top5": 100.0 * sums["correct5"] / c,
+    "loss": sums["loss_sum"] / c,
+  }
   if teacher_pred is not None:
     metrics["agreement"] = 100.0 * sums["agree_sum"] / c
   return {k: float(v) for k, v in metrics.items()}, np.concatenate(preds)
@@ -90,8 +98,13 @@ class InMemoryFeed:
     return self.n // bs if self.cfg.drop_remainder else math.ceil(self.n / bs)
 
   def epoch(self, epoch, offset):
-    batches = kdata.batch_indices(self.n, self.cfg.batch_size, seed=self.cfg.seed, epoch=epoch,
-                                  drop_remainder=self.cfg.drop_remainder)
+    batches = kdata.batch_indices(
+      self.n,
+      self.cfg.batch_size,
+      seed=self.cfg.seed,
+      epoch=epoch,
+      drop_remainder=self.cfg.drop_remainder,
+    )
     for idx in batches[offset:]:
       yield parallel.put_batch(idx.astype(np.int32), self.mesh)
 
@@ -110,6 +123,7 @@ class StreamFeed:
 
   def epoch(self, epoch, offset):
     import itertools
+
     for b in itertools.islice(self.stream.iter_epoch(epoch), offset, None):
       yield {k: parallel.put_batch(v, self.mesh) for k, v in b.items()}
 
@@ -137,10 +151,20 @@ def load_data(config, mesh):
   dcfg.train_split = dcfg.train_split or info.train_split
   dcfg.eval_split = dcfg.eval_split or info.eval_split
   if info.in_memory:
-    train = kdata.load_arrays(dcfg.name, dcfg.train_split, data_dir=dcfg.data_dir,
-                              idx_dir=dcfg.idx_dir, limit=dcfg.train_limit or None)
-    test = kdata.load_arrays(dcfg.name, dcfg.eval_split, data_dir=dcfg.data_dir,
-                             idx_dir=dcfg.idx_dir, limit=dcfg.eval_limit or None)
+    train = kdata.load_arrays(
+      dcfg.name,
+      dcfg.train_split,
+      data_dir=dcfg.data_dir,
+      idx_dir=dcfg.idx_dir,
+      limit=dcfg.train_limit or None,
+    )
+    test = kdata.load_arrays(
+      dcfg.name,
+      dcfg.eval_split,
+      data_dir=dcfg.data_dir,
+      idx_dir=dcfg.idx_dir,
+      limit=dcfg.eval_limit or None,
+    )
     feed = InMemoryFeed(train, config, mesh)
     n_train = feed.n
     eval_batches = lambda: split_batches(test, config.eval_batch_size)
@@ -148,22 +172,40 @@ def load_data(config, mesh):
     size = dcfg.image_size or info.image_shape[0]
     info = dataclasses.replace(info, image_shape=(size, size, info.image_shape[2]))
     mk = lambda split, train, limit, bs: kdata.HostStream(
-        dcfg.name, split, batch_size=bs, seed=config.seed, train=train,
-        data_dir=dcfg.data_dir, image_size=size, flip=dcfg.flip,
-        drop_remainder=config.drop_remainder if train else False,
-        num_threads=dcfg.stream_threads, limit=limit or None)
-    if dcfg.loader == "grain":    # worker processes over TFDS ArrayRecord (kdjax.data.grain_feed)
+      dcfg.name,
+      split,
+      batch_size=bs,
+      seed=config.seed,
+      train=train,
+      data_dir=dcfg.data_dir,
+      image_size=size,
+      flip=dcfg.flip,
+      drop_remainder=config.drop_remainder if train else False,
+      num_threads=dcfg.stream_threads,
+      limit=limit or None,
+    )
+    if dcfg.loader == "grain":  # worker processes over TFDS ArrayRecord (kdjax.data.grain_feed)
       train_stream = grain_feed.GrainStream(
-          dcfg.name, dcfg.train_split, batch_size=config.batch_size, seed=config.seed, train=True,
-          data_dir=dcfg.data_dir, image_size=size, flip=dcfg.flip,
-          drop_remainder=config.drop_remainder, num_workers=dcfg.grain_workers,
-          limit=dcfg.train_limit or None)
+        dcfg.name,
+        dcfg.train_split,
+        batch_size=config.batch_size,
+        seed=config.seed,
+        train=True,
+        data_dir=dcfg.data_dir,
+        image_size=size,
+        flip=dcfg.flip,
+        drop_remainder=config.drop_remainder,
+        num_workers=dcfg.grain_workers,
+        limit=dcfg.train_limit or None,
+      )
       feed = grain_feed.GrainFeed(train_stream, mesh, prefetch=dcfg.prefetch)
     elif dcfg.loader == "stream":
       feed = StreamFeed(mk(dcfg.train_split, True, dcfg.train_limit, config.batch_size), mesh)
     else:
-      raise UserError(f"config.dataset.loader={dcfg.loader!r}: use 'stream' (host threads) or "
-                      "'grain' (worker processes).")
+      raise UserError(
+        f"config.dataset.loader={dcfg.loader!r}: use 'stream' (host threads) or "
+        "'grain' (worker processes)."
+      )
     test_stream = mk(dcfg.eval_split, False, dcfg.eval_limit, config.eval_batch_size)
     n_train = feed.stream.num_examples
     feed.index_space = int(np.max(feed.stream._index)) + 1  # pylint: disable=protected-access
@@ -199,20 +241,24 @@ class MetricWindow:
     if bad_loss or bad_state:
       self.ckpts.wait()
       latest = self.ckpts.latest_step()
-      what = ("training loss" if bad_loss else "parameters or BatchNorm statistics")
+      what = "training loss" if bad_loss else "parameters or BatchNorm statistics"
       raise NonFiniteLossError(
-          f"The {what} became non-finite within steps [{self.first}, {step}] of "
-          f"{self.workdir}. No checkpoint of the bad state was written"
-          + (f"; the latest good one (step {latest}) is intact." if latest is not None else ".")
-          + f" {self.fix}, then relaunch.")
+        f"The {what} became non-finite within steps [{self.first}, {step}] of "
+        f"{self.workdir}. No checkpoint of the bad state was written"
+        + (f"; the latest good one (step {latest}) is intact." if latest is not None else ".")
+        + f" {self.fix}, then relaunch."
+      )
 
   def flush(self, step: int):
     """Checks, then returns the means of the window ending at ``step`` (None if empty)."""
     self.check(step)
     if not self.host:
       return None
-    mean = {k: float(np.mean(np.array([m[k] for m in self.host], np.float64)))
-            for k in self.host[-1] if k != "finite"}
+    mean = {
+      k: float(np.mean(np.array([m[k] for m in self.host], np.float64)))
+      for k in self.host[-1]
+      if k != "finite"
+    }
     self.host, self.first = [], step
     return mean
 
@@ -234,8 +280,9 @@ def prepare_workdir(workdir: str) -> None:
       f.write("ok")
     os.remove(probe)
   except OSError as e:
-    raise UserError(f"Cannot write the workdir {workdir!r} ({e.strerror or e}): choose a "
-                    "writable --workdir.") from None
+    raise UserError(
+      f"Cannot write the workdir {workdir!r} ({e.strerror or e}): choose a writable --workdir."
+    ) from None
 
 
 def check_resume_config(workdir: str, config, resuming: bool) -> dict:
@@ -252,13 +299,16 @@ def check_resume_config(workdir: str, config, resuming: bool) -> dict:
       flat = lambda d, k: _get_dotted(d, k)
       shown = ", ".join(f"{k} ({flat(saved, k)!r} -> {flat(now, k)!r})" for k in diff[:8])
       raise UserError(
-          f"{workdir} holds a run with another config: {shown}"
-          + (f" and {len(diff) - 8} more" if len(diff) > 8 else "")
-          + ". Relaunch with its config to resume it, use a new --workdir to start a new run, "
-          "or pass --config.force_resume=True to resume it with the new values.")
+        f"{workdir} holds a run with another config: {shown}"
+        + (f" and {len(diff) - 8} more" if len(diff) > 8 else "")
+        + ". Relaunch with its config to resume it, use a new --workdir to start a new run, "
+        "or pass --config.force_resume=True to resume it with the new values."
+      )
     if diff:
-      print(f"[kdjax] WARNING: resuming {workdir} with a changed config (force_resume): "
-            + ", ".join(diff))
+      print(
+        f"[kdjax] WARNING: resuming {workdir} with a changed config (force_resume): "
+        + ", ".join(diff)
+      )
   ckpt_lib.write_json(cfg_path, now)
   return now
 
@@ -273,8 +323,11 @@ def _get_dotted(d: dict, key: str):
 
 def _fmt_seconds(t: float) -> str:
   t = int(round(t))
-  return f"{t // 3600}h{t % 3600 // 60:02d}m" if t >= 3600 else (
-      f"{t // 60}m{t % 60:02d}s" if t >= 60 else f"{t}s")
+  return (
+    f"{t // 3600}h{t % 3600 // 60:02d}m"
+    if t >= 3600
+    else (f"{t // 60}m{t % 60:02d}s" if t >= 60 else f"{t}s")
+  )
 
 
 class Clock:
@@ -303,17 +356,35 @@ def scale_lr_for_batch(config) -> None:
     scale = bs / config.optim.reference_batch_size
     if config.optim.scale_lr_with_batch:
       config.optim.lr = config.optim.lr * scale
-      print(f"[kdjax] WARNING: batch {bs} != reference {config.optim.reference_batch_size}: "
-            f"lr scaled linearly to {config.optim.lr:g}.")
+      print(
+        f"[kdjax] WARNING: batch {bs} != reference {config.optim.reference_batch_size}: "
+        f"lr scaled linearly to {config.optim.lr:g}."
+      )
     else:
-      print(f"[kdjax] WARNING: batch {bs} != the batch {config.optim.reference_batch_size} the "
-            f"lr {config.optim.lr:g} is quoted for; set optim.scale_lr_with_batch=True to scale "
-            "it linearly.")
+      print(
+        f"[kdjax] WARNING: batch {bs} != the batch {config.optim.reference_batch_size} the "
+        f"lr {config.optim.lr:g} is quoted for; set optim.scale_lr_with_batch=True to scale "
+        "it linearly."
+      )
 
 
-def run_epoch_steps(feed, run: Callable, state, *, epoch: int, step: int, stop_step: int,
-                    steps_per_epoch: int, config, record: Callable, check: Callable,
-                    log: Callable, save_state: Callable, step_hook=None, desc: str = ""):
+def run_epoch_steps(
+  feed,
+  run: Callable,
+  state,
+  *,
+  epoch: int,
+  step: int,
+  stop_step: int,
+  steps_per_epoch: int,
+  config,
+  record: Callable,
+  check: Callable,
+  log: Callable,
+  save_state: Callable,
+  step_hook=None,
+  desc: str = "",
+):
   """The steps of one epoch from ``step`` (a resumed run starts mid-epoch), shared by
   ``kdjax.train.loop`` and ``kdjax.train.online``.
 
@@ -327,8 +398,16 @@ def run_epoch_steps(feed, run: Callable, state, *, epoch: int, step: int, stop_s
   bar = None
   if config.progress:
     from tqdm.auto import tqdm
-    bar = tqdm(total=steps_per_epoch, initial=offset, dynamic_ncols=True, leave=False, desc=desc,
-               unit="img", unit_scale=config.batch_size)
+
+    bar = tqdm(
+      total=steps_per_epoch,
+      initial=offset,
+      dynamic_ncols=True,
+      leave=False,
+      desc=desc,
+      unit="img",
+      unit_scale=config.batch_size,
+    )
   prev = None
   try:
     for item in feed.epoch(epoch, offset):
@@ -347,8 +426,11 @@ def run_epoch_steps(feed, run: Callable, state, *, epoch: int, step: int, stop_s
         prev = metrics
       if step % config.log_every_steps == 0:
         log(step)
-      if config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0 \
-          and step % steps_per_epoch:
+      if (
+        config.checkpoint_every_steps
+        and step % config.checkpoint_every_steps == 0
+        and step % steps_per_epoch
+      ):
         check(step)
         save_state(step, state)
         crash_point("state", step)

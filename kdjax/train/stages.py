@@ -13,6 +13,7 @@ student parameters its taps depend on, found by dependency analysis of the trace
 ``student_head`` = the rest; ``connectors`` = the connectors of the stage's own terms; and
 parameter paths ``student/<module>/...``, ``connectors/<term key>/<submodule>/...``.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -39,7 +40,7 @@ def _used_inputs(jaxpr) -> list:
 def student_feature_mask(student, variables, dummy):
   """Bool pytree over ``variables['params']``: True where the student's taps depend on the
   parameter (its feature modules), False for the classifier."""
-  variables = _to_dicts(variables)      # (arrays or jax.ShapeDtypeStruct: only traced)
+  variables = _to_dicts(variables)  # (arrays or jax.ShapeDtypeStruct: only traced)
   closed = jax.make_jaxpr(lambda v: student.apply(v, dummy, train=False)[1])(variables)
   used = _used_inputs(closed.jaxpr)
   leaves, treedef = jax.tree_util.tree_flatten(variables)
@@ -58,8 +59,9 @@ def _select_path(mask, params, path: str, where: str):
   for i, part in enumerate(parts):
     if not isinstance(node_p, dict) or part not in node_p:
       have = sorted(node_p) if isinstance(node_p, dict) else []
-      raise UserError(f"{where}: no parameters at {path!r}: {'/'.join(parts[:i]) or 'params'} "
-                       f"has {have}.")
+      raise UserError(
+        f"{where}: no parameters at {path!r}: {'/'.join(parts[:i]) or 'params'} has {have}."
+      )
     if i == len(parts) - 1:
       node_m[part] = _fill(node_p[part], True)
     else:
@@ -72,8 +74,14 @@ def _to_dicts(tree):
   return tree
 
 
-def trainable_mask(selectors: Sequence[str], params, *, connector_keys: Sequence[str],
-                   feature_mask: Optional[Callable] = None, where: str = "method.trainable"):
+def trainable_mask(
+  selectors: Sequence[str],
+  params,
+  *,
+  connector_keys: Sequence[str],
+  feature_mask: Optional[Callable] = None,
+  where: str = "method.trainable",
+):
   """Bool pytree over ``params = {'student': ..., 'connectors': ...}`` for ``selectors``.
 
   ``connector_keys``: the stage's own connectors (the ``connectors`` group);
@@ -90,8 +98,9 @@ def trainable_mask(selectors: Sequence[str], params, *, connector_keys: Sequence
         raise UserError(f"{where}: {sel!r} needs the student model (feature analysis).")
       feat = feature_mask()
       want = sel == "student_features"
-      mask["student"] = jax.tree_util.tree_map(lambda m, f: m or (f == want), mask["student"],
-                                               _to_dicts(feat))
+      mask["student"] = jax.tree_util.tree_map(
+        lambda m, f: m or (f == want), mask["student"], _to_dicts(feat)
+      )
     elif sel == "connectors":
       for k in connector_keys:
         if k in params.get("connectors", {}):
@@ -99,15 +108,18 @@ def trainable_mask(selectors: Sequence[str], params, *, connector_keys: Sequence
     else:
       _select_path(mask, params, sel, where)
   if not any(jax.tree_util.tree_leaves(mask)):
-    raise UserError(f"{where} = {'+'.join(selectors)!r} selects no parameters (the stage's "
-                     f"connectors: {list(connector_keys) or 'none'}; student modules: "
-                     f"{sorted(params['student'])}).")
+    raise UserError(
+      f"{where} = {'+'.join(selectors)!r} selects no parameters (the stage's "
+      f"connectors: {list(connector_keys) or 'none'}; student modules: "
+      f"{sorted(params['student'])})."
+    )
   return mask
 
 
 def stats_mask(param_mask, batch_stats):
   """Bool pytree over ``batch_stats``: True for the statistics of modules with a trainable
   parameter (the BN ``mean``/``var`` sit beside its ``scale``/``bias`` at the same path)."""
+
   def module_trainable(path):
     keys = [getattr(k, "key", None) for k in path[:-1]]
     node = param_mask
@@ -131,8 +143,9 @@ def stage_lr_optimizer(optim_cfg, lr: float, milestones=(), steps_per_epoch: int
   (RepDistiller's init stage: ``optim.SGD(lr=...)``, no schedule) or decayed by ``optim.decay``
   at the stage's epoch ``milestones`` (SSKD's teacher head: MultiStepLR(30, 45)). Returns
   ``(tx, schedule)``; the schedule counts the stage's own steps."""
-  cfg = ml_collections.ConfigDict(optim_cfg.to_dict() if hasattr(optim_cfg, "to_dict")
-                                  else dict(optim_cfg))
+  cfg = ml_collections.ConfigDict(
+    optim_cfg.to_dict() if hasattr(optim_cfg, "to_dict") else dict(optim_cfg)
+  )
   cfg.lr, cfg.warmup_epochs = float(lr), 0
   if milestones:
     cfg.schedule, cfg.milestones = "multistep", tuple(int(m) for m in milestones)
@@ -141,12 +154,12 @@ def stage_lr_optimizer(optim_cfg, lr: float, milestones=(), steps_per_epoch: int
   return make_optimizer(cfg, steps_per_epoch)
 
 
-def stage_optimizer(tx, selectors, params, batch_stats, *, connector_keys, feature_mask,
-                    where):
+def stage_optimizer(tx, selectors, params, batch_stats, *, connector_keys, feature_mask, where):
   """``(tx', stats_mask)``: ``tx`` itself and None when the selection is every parameter (the
   normal path, unchanged), else the masked optimiser and the BN statistics mask."""
-  mask = trainable_mask(selectors, params, connector_keys=connector_keys,
-                        feature_mask=feature_mask, where=where)
+  mask = trainable_mask(
+    selectors, params, connector_keys=connector_keys, feature_mask=feature_mask, where=where
+  )
   if all(jax.tree_util.tree_leaves(mask)):
     return tx, None
   return masked(tx, mask), stats_mask(mask, batch_stats)
@@ -156,6 +169,7 @@ def stage_optimizer(tx, selectors, params, batch_stats, *, connector_keys, featu
 class StagePlan:
   """What the trainer needs to run a method's stages (``init_steps == 0``: the main stage only,
   with ``main_tx`` the unmodified optimiser)."""
+
   main_tx: Any
   main_stats_mask: Any = None
   init_epochs: int = 0
@@ -165,8 +179,9 @@ class StagePlan:
   init_schedule: Any = None
 
 
-def plan(method, config, tx, params, batch_stats, steps_per_epoch: int, *,
-         feature_mask: Callable) -> StagePlan:
+def plan(
+  method, config, tx, params, batch_stats, steps_per_epoch: int, *, feature_mask: Callable
+) -> StagePlan:
   """Masks the main optimiser ``tx`` by ``method.trainable`` and builds the init stage's
   constant-lr masked optimiser (``method.init``). Raises ValueError (before compilation) for
   selectors that name no parameters."""
@@ -178,22 +193,40 @@ def plan(method, config, tx, params, batch_stats, steps_per_epoch: int, *,
     return cache["m"]
 
   main_tx, main_stats = stage_optimizer(
-      tx, method.trainable, params, batch_stats, connector_keys=method.connector_keys(),
-      feature_mask=features, where="method.trainable")
+    tx,
+    method.trainable,
+    params,
+    batch_stats,
+    connector_keys=method.connector_keys(),
+    feature_mask=features,
+    where="method.trainable",
+  )
   out = StagePlan(main_tx, main_stats)
   stage = method.init
   if stage is not None:
-    lr = float(config.optim.lr)          # already scaled with the batch when asked to
+    lr = float(config.optim.lr)  # already scaled with the batch when asked to
     if stage.lr:
-      lr = stage.lr * (config.batch_size / config.optim.reference_batch_size
-                       if config.optim.scale_lr_with_batch else 1.0)
-    init_tx, init_schedule = stage_lr_optimizer(config.optim, lr, stage.milestones,
-                                                steps_per_epoch)
+      lr = stage.lr * (
+        config.batch_size / config.optim.reference_batch_size
+        if config.optim.scale_lr_with_batch
+        else 1.0
+      )
+    init_tx, init_schedule = stage_lr_optimizer(config.optim, lr, stage.milestones, steps_per_epoch)
     init_tx, init_stats = stage_optimizer(
-        init_tx, stage.trainable, params, batch_stats,
-        connector_keys=stage.method.connector_keys(), feature_mask=features,
-        where="method.init.trainable")
-    out = dataclasses.replace(out, init_epochs=stage.epochs,
-                              init_steps=stage.epochs * steps_per_epoch, init_tx=init_tx,
-                              init_stats_mask=init_stats, init_schedule=init_schedule)
+      init_tx,
+      stage.trainable,
+      params,
+      batch_stats,
+      connector_keys=stage.method.connector_keys(),
+      feature_mask=features,
+      where="method.init.trainable",
+    )
+    out = dataclasses.replace(
+      out,
+      init_epochs=stage.epochs,
+      init_steps=stage.epochs * steps_per_epoch,
+      init_tx=init_tx,
+      init_stats_mask=init_stats,
+      init_schedule=init_schedule,
+    )
   return out

@@ -1,5 +1,6 @@
 """The training state pytree (everything needed to resume bit-for-bit) and its one builder,
 :func:`init_train_state`."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -22,6 +23,7 @@ class TrainState:
   per-step key is ``fold_in(rng, step)``, so the data position and the randomness both follow from
   ``step`` on resume.
   """
+
   step: jnp.ndarray
   params: Any
   batch_stats: Any
@@ -34,9 +36,14 @@ def create(params, batch_stats, tx, rng, method_state=None) -> TrainState:
   """``params``/``batch_stats``: ``{'student': ..., 'connectors': {term key: ...}}``."""
   params = {"connectors": {}, **params}
   batch_stats = {"connectors": {}, **batch_stats}
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
-                    opt_state=tx.init(params), rng=rng,
-                    method_state={} if method_state is None else method_state)
+  return TrainState(
+    step=jnp.zeros((), jnp.int32),
+    params=params,
+    batch_stats=batch_stats,
+    opt_state=tx.init(params),
+    rng=rng,
+    method_state={} if method_state is None else method_state,
+  )
 
 
 def tap_shapes(module, variables, x):
@@ -51,6 +58,7 @@ class InitResult:
   (its taps resolved), to pass to ``make_steps``; ``connectors`` the connector modules (term key
   -> ``nn.Module``); ``params`` / ``batch_stats`` ``{'student': ..., 'connectors': ...}``;
   ``state`` the :class:`TrainState` when a ``tx`` was given (else :meth:`create` makes it)."""
+
   method: Any
   student_variables: Any
   params: Any
@@ -75,8 +83,17 @@ def _teacher_parts(teacher):
   return teacher.module, teacher.variables
 
 
-def init_train_state(student, teacher, method: Method, example_input, rng, *, tx=None,
-                     num_examples: int = 0, student_variables=None) -> InitResult:
+def init_train_state(
+  student,
+  teacher,
+  method: Method,
+  example_input,
+  rng,
+  *,
+  tx=None,
+  num_examples: int = 0,
+  student_variables=None,
+) -> InitResult:
   """Builds everything a run trains, in one place (the loop, the benches and the tests call it).
 
   Tap shapes of both models on ``example_input`` (e.g. zeros of ``(1, H, W, C)``) -> the method
@@ -105,11 +122,16 @@ def init_train_state(student, teacher, method: Method, example_input, rng, *, tx
   modules, conn_params, conn_stats = method.init_connectors(s_shapes, t_shapes, k_conn)
   params = {"student": student_variables["params"], "connectors": conn_params}
   batch_stats = {"student": student_variables.get("batch_stats", {}), "connectors": conn_stats}
-  ctx = BuildContext(num_examples=int(num_examples), teacher_variables=t_vars,
-                     student_shapes=s_shapes, teacher_shapes=t_shapes or {})
+  ctx = BuildContext(
+    num_examples=int(num_examples),
+    teacher_variables=t_vars,
+    student_shapes=s_shapes,
+    teacher_shapes=t_shapes or {},
+  )
   method_state = method.init_states(ctx, jax.random.fold_in(k_conn, 999))
-  out = InitResult(method, student_variables, params, batch_stats, method_state, modules,
-                   s_shapes, t_shapes, k_run)
+  out = InitResult(
+    method, student_variables, params, batch_stats, method_state, modules, s_shapes, t_shapes, k_run
+  )
   if tx is not None:
     out.state = out.create(tx)
   return out

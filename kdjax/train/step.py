@@ -7,6 +7,7 @@ connectors) only, optimiser update. The train state buffer is donated. For datas
 device the step receives the whole (replicated) split plus a sharded vector of indices and gathers
 and augments inside the jit, so there is no host->device copy of images per step.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -23,9 +24,9 @@ from kdjax.methods import Batch, Method, Outputs, connector_calls
 
 @dataclasses.dataclass
 class StepFns:
-  train_indexed: Callable   # (state, images, labels, ds_index, idx, teacher_vars) -> (state, m)
-  train_batch: Callable     # (state, batch{image,label,index}, teacher_vars) -> (state, metrics)
-  eval_batch: Callable      # (variables, image, label, mask[, teacher_pred]) -> sums
+  train_indexed: Callable  # (state, images, labels, ds_index, idx, teacher_vars) -> (state, m)
+  train_batch: Callable  # (state, batch{image,label,index}, teacher_vars) -> (state, metrics)
+  eval_batch: Callable  # (variables, image, label, mask[, teacher_pred]) -> sums
 
 
 def _global_norm(tree):
@@ -33,16 +34,30 @@ def _global_norm(tree):
 
 
 def _all_finite(tree):
-  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)
-            if jnp.issubdtype(x.dtype, jnp.inexact)]
+  leaves = [
+    jnp.all(jnp.isfinite(x))
+    for x in jax.tree_util.tree_leaves(tree)
+    if jnp.issubdtype(x.dtype, jnp.inexact)
+  ]
   return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
 
 
-def make_steps(*, student, method: Method, tx, train_transform: Callable,
-               eval_transform: Callable, teacher=None, connectors: Optional[dict] = None,
-               emit_norms: bool = True, steps_per_epoch: int = 1,
-               mixup_alpha: float = 0.0, stats_mask=None, step_offset: int = 0,
-               view_transform: Optional[Callable] = None) -> StepFns:
+def make_steps(
+  *,
+  student,
+  method: Method,
+  tx,
+  train_transform: Callable,
+  eval_transform: Callable,
+  teacher=None,
+  connectors: Optional[dict] = None,
+  emit_norms: bool = True,
+  steps_per_epoch: int = 1,
+  mixup_alpha: float = 0.0,
+  stats_mask=None,
+  step_offset: int = 0,
+  view_transform: Optional[Callable] = None,
+) -> StepFns:
   """Builds the jitted steps.
 
   Args:
@@ -69,16 +84,18 @@ def make_steps(*, student, method: Method, tx, train_transform: Callable,
   connectors = connectors or {}
   views = method.views
   if views is not None and mixup_alpha > 0:
-    raise UserError(f"method {method.name!r} trains on {views.num_views} {views.name} views per "
-                     "example, which kdjax does not combine with mixup: set "
-                     "dataset.mixup_alpha = 0.")
+    raise UserError(
+      f"method {method.name!r} trains on {views.num_views} {views.name} views per "
+      "example, which kdjax does not combine with mixup: set "
+      "dataset.mixup_alpha = 0."
+    )
   nv = views.num_views if views is not None else 1
   normal = (lambda a: a[::nv]) if nv > 1 else (lambda a: a)
   use_teacher = teacher is not None and method.loss_needs_teacher
 
   def core(state, images, labels, index, teacher_vars):
     rng = jax.random.fold_in(state.rng, state.step)
-    if views is not None:       # (V·B, ...) rows b·V + v; v = 0 the normal view
+    if views is not None:  # (V·B, ...) rows b·V + v; v = 0 the normal view
       x = views.make(images, rng, view_transform or train_transform)
     else:
       x = train_transform(images, rng)
@@ -98,29 +115,44 @@ def make_steps(*, student, method: Method, tx, train_transform: Callable,
 
     def loss_fn(params):
       (logits, taps), new_stats = student.apply(
-          {"params": params["student"], "batch_stats": state.batch_stats["student"]}, x,
-          train=True, mutable=["batch_stats"])
-      logits, taps = precision.outputs_f32(logits, taps)   # losses reduce in float32
+        {"params": params["student"], "batch_stats": state.batch_stats["student"]},
+        x,
+        train=True,
+        mutable=["batch_stats"],
+      )
+      logits, taps = precision.outputs_f32(logits, taps)  # losses reduce in float32
       s_out = Outputs(logits, taps)
-      conn, conn_stats = connector_calls(connectors, params["connectors"],
-                                         state.batch_stats.get("connectors", {}))
+      conn, conn_stats = connector_calls(
+        connectors, params["connectors"], state.batch_stats.get("connectors", {})
+      )
       epoch = (state.step - step_offset if step_offset else state.step) // steps_per_epoch + 1
       per_ex, metrics, new_ms = method.loss(
-          s_out, t_out, Batch(labels, index, epoch, mix_labels, mix_lam), connectors=conn,
-          states=state.method_state, return_states=True)
+        s_out,
+        t_out,
+        Batch(labels, index, epoch, mix_labels, mix_lam),
+        connectors=conn,
+        states=state.method_state,
+        return_states=True,
+      )
       loss = per_ex.mean()
       metrics["accuracy"] = jnp.mean(jnp.argmax(normal(logits), -1) == labels)
       if t_out is not None:
-        metrics["agreement"] = jnp.mean(jnp.argmax(normal(logits), -1)
-                                        == jnp.argmax(normal(t_out.logits), -1))
-      return loss, ({"student": new_stats["batch_stats"], "connectors": conn_stats}, metrics,
-                    new_ms)
+        metrics["agreement"] = jnp.mean(
+          jnp.argmax(normal(logits), -1) == jnp.argmax(normal(t_out.logits), -1)
+        )
+      return loss, (
+        {"student": new_stats["batch_stats"], "connectors": conn_stats},
+        metrics,
+        new_ms,
+      )
 
     (loss, (new_stats, metrics, new_ms)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state.params)
-    if stats_mask is not None:   # frozen modules keep their BatchNorm statistics
-      new_stats = jax.tree_util.tree_map(lambda keep_new, n, o: n if keep_new else o,
-                                         stats_mask, new_stats, state.batch_stats)
+      state.params
+    )
+    if stats_mask is not None:  # frozen modules keep their BatchNorm statistics
+      new_stats = jax.tree_util.tree_map(
+        lambda keep_new, n, o: n if keep_new else o, stats_mask, new_stats, state.batch_stats
+      )
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     metrics["loss"] = loss
@@ -131,9 +163,13 @@ def make_steps(*, student, method: Method, tx, train_transform: Callable,
       metrics["l2_grads"] = _global_norm(grads)
       metrics["l2_params"] = _global_norm(params)
       metrics["l2_updates"] = _global_norm(updates)
-    new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
-                              batch_stats=new_stats,
-                              method_state=jax.lax.stop_gradient(new_ms))
+    new_state = state.replace(
+      step=state.step + 1,
+      params=params,
+      opt_state=opt_state,
+      batch_stats=new_stats,
+      method_state=jax.lax.stop_gradient(new_ms),
+    )
     return new_state, metrics
 
   def train_indexed(state, images, labels, ds_index, idx, teacher_vars):
@@ -143,9 +179,9 @@ def make_steps(*, student, method: Method, tx, train_transform: Callable,
     return core(state, batch["image"], batch["label"], batch["index"], teacher_vars)
 
   return StepFns(
-      train_indexed=jax.jit(train_indexed, donate_argnums=(0,)),
-      train_batch=jax.jit(train_batch, donate_argnums=(0,)),
-      eval_batch=make_eval_step(student, eval_transform),
+    train_indexed=jax.jit(train_indexed, donate_argnums=(0,)),
+    train_batch=jax.jit(train_batch, donate_argnums=(0,)),
+    eval_batch=make_eval_step(student, eval_transform),
   )
 
 
@@ -162,11 +198,11 @@ def make_eval_step(model, eval_transform: Callable):
     top5 = jax.lax.top_k(logits, min(5, logits.shape[-1]))[1]
     pred = top5[:, 0]
     out = {
-        "count": m.sum(),
-        "correct1": jnp.sum(m * (pred == labels)),
-        "correct5": jnp.sum(m * jnp.any(top5 == labels[:, None], axis=-1)),
-        "loss_sum": jnp.sum(m * -jnp.take_along_axis(logp, labels[:, None], -1)[:, 0]),
-        "agree_sum": jnp.sum(m * (pred == teacher_pred)),
+      "count": m.sum(),
+      "correct1": jnp.sum(m * (pred == labels)),
+      "correct5": jnp.sum(m * jnp.any(top5 == labels[:, None], axis=-1)),
+      "loss_sum": jnp.sum(m * -jnp.take_along_axis(logp, labels[:, None], -1)[:, 0]),
+      "agree_sum": jnp.sum(m * (pred == teacher_pred)),
     }
     return out, pred
 

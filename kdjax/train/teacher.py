@@ -15,6 +15,7 @@ full ensemble of independent runs (checkpoint KD, Wang et al. NeurIPS 2022).
 The teacher is applied in inference mode; its variables are never part of the train state. Taps of
 an ensemble are those of its first member.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -37,6 +38,7 @@ ENSEMBLE_MODES = ("logit_mean", "prob_mean")
 @dataclasses.dataclass
 class EnsembleTeacher:
   """Duck-types a linen module: ``apply(variables_list, x, train=False) -> (logits, taps)``."""
+
   modules: List
   mode: str = "logit_mean"
   temperature: float = 1.0
@@ -62,7 +64,7 @@ class EnsembleTeacher:
 class Teacher:
   module: EnsembleTeacher
   variables: list
-  meta: dict            # first member's metadata + 'members'
+  meta: dict  # first member's metadata + 'members'
   # What the train/eval steps run: the BN-folded copy when config.teacher.fold_bn (same outputs;
   # ``module``/``variables`` keep the BatchNorms, e.g. for OH's margins). None = module/variables.
   step_module: Optional[EnsembleTeacher] = None
@@ -93,25 +95,37 @@ def load_teacher(tcfg, num_classes: int, *, policy="float32", input_shape=None) 
   members = [_parse_member(s) for s in tcfg.members] if tcfg.members else []
   if not members:
     if not tcfg.workdir:
-      raise UserError("This method distils from a teacher but config.teacher.workdir is empty. "
-                       "Point it at a finished teacher run (launch/train_teacher.py) or an "
-                       "imported checkpoint (launch/import_teacher.py).")
+      raise UserError(
+        "This method distils from a teacher but config.teacher.workdir is empty. "
+        "Point it at a finished teacher run (launch/train_teacher.py) or an "
+        "imported checkpoint (launch/import_teacher.py)."
+      )
     members = [(tcfg.workdir, parse_which(tcfg.which))]
   if tcfg.ensemble_mode not in ENSEMBLE_MODES:
-    raise UserError(f"teacher.ensemble_mode must be one of {ENSEMBLE_MODES}, got "
-                     f"{tcfg.ensemble_mode!r}.")
+    raise UserError(
+      f"teacher.ensemble_mode must be one of {ENSEMBLE_MODES}, got {tcfg.ensemble_mode!r}."
+    )
   mods, variables, metas = [], [], []
   for workdir, which in members:
     v, meta = ckpt_lib.load_model(workdir, which)
     if int(meta["num_classes"]) != num_classes:
-      raise UserError(f"Teacher in {workdir!r} has {meta['num_classes']} classes but the "
-                       f"dataset has {num_classes}.")
-    mods.append(precision.build_model(meta["arch"], num_classes=int(meta["num_classes"]),
-                                      policy=policy, **dict(meta.get("model_kwargs") or {})))
+      raise UserError(
+        f"Teacher in {workdir!r} has {meta['num_classes']} classes but the "
+        f"dataset has {num_classes}."
+      )
+    mods.append(
+      precision.build_model(
+        meta["arch"],
+        num_classes=int(meta["num_classes"]),
+        policy=policy,
+        **dict(meta.get("model_kwargs") or {}),
+      )
+    )
     variables.append(v)
     metas.append(dict(meta, workdir=workdir))
-  meta = dict(metas[0], members=[{k: m.get(k) for k in ("workdir", "arch", "step", "epoch")}
-                                 for m in metas])
+  meta = dict(
+    metas[0], members=[{k: m.get(k) for k in ("workdir", "arch", "step", "epoch")} for m in metas]
+  )
   if not tcfg.temperature > 0:
     raise UserError(f"teacher.temperature must be > 0, got {tcfg.temperature}.")
   ens = EnsembleTeacher(mods, tcfg.ensemble_mode, float(tcfg.temperature))
@@ -120,9 +134,13 @@ def load_teacher(tcfg, num_classes: int, *, policy="float32", input_shape=None) 
   if input_shape is None:
     raise UserError("teacher.fold_bn needs the input shape: call load_teacher(..., input_shape=).")
   folded = [fold_bn.fold_teacher_bn(m, v, input_shape) for m, v in zip(mods, variables)]
-  return Teacher(ens, variables, meta,
-                 EnsembleTeacher([f[0] for f in folded], tcfg.ensemble_mode,
-                                 float(tcfg.temperature)), [f[1] for f in folded])
+  return Teacher(
+    ens,
+    variables,
+    meta,
+    EnsembleTeacher([f[0] for f in folded], tcfg.ensemble_mode, float(tcfg.temperature)),
+    [f[1] for f in folded],
+  )
 
 
 def check_teacher_input(teacher: Teacher, image_shape, dataset: str) -> None:
@@ -132,12 +150,12 @@ def check_teacher_input(teacher: Teacher, image_shape, dataset: str) -> None:
   for module, v, m in zip(teacher.module.modules, teacher.variables, teacher.meta["members"]):
     try:
       jax.eval_shape(lambda v, x, module=module: module.apply(v, x, train=False), v, x)
-    except (flax.errors.FlaxError, TypeError, ValueError) as e:   # shape mismatches
+    except (flax.errors.FlaxError, TypeError, ValueError) as e:  # shape mismatches
       raise UserError(
-          f"The teacher in {m['workdir']!r} ({m['arch']}) cannot take {dataset!r} images of "
-          f"shape {tuple(image_shape)}: {type(e).__name__}: {str(e).splitlines()[0][:200]}. "
-          "Distil from a teacher trained on the same dataset (same image size and channels).") \
-          from None
+        f"The teacher in {m['workdir']!r} ({m['arch']}) cannot take {dataset!r} images of "
+        f"shape {tuple(image_shape)}: {type(e).__name__}: {str(e).splitlines()[0][:200]}. "
+        "Distil from a teacher trained on the same dataset (same image size and channels)."
+      ) from None
 
 
 # ---- SFTN fine-tune initialisation (kdjax.models.sftn; configs/sftn.py) ----------------------
@@ -145,19 +163,23 @@ def check_same_tree(got, want, what: str):
   gs, ws = jax.tree_util.tree_structure(got), jax.tree_util.tree_structure(want)
   if gs != ws:
     raise UserError(f"{what}: the parameter trees differ ({gs} vs {ws}).")
-  for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(got),
-                          jax.tree_util.tree_leaves(want)):
+  for (path, a), b in zip(
+    jax.tree_util.tree_leaves_with_path(got), jax.tree_util.tree_leaves(want)
+  ):
     if tuple(a.shape) != tuple(b.shape):
-      raise UserError(f"{what}: {jax.tree_util.keystr(path)} has shape {tuple(a.shape)}, "
-                       f"expected {tuple(b.shape)}.")
+      raise UserError(
+        f"{what}: {jax.tree_util.keystr(path)} has shape {tuple(a.shape)}, "
+        f"expected {tuple(b.shape)}."
+      )
 
 
 def selector(which):
   return parse_which(which) if isinstance(which, str) else which
 
 
-def load_pretrained_teacher(variables, teacher_workdir: str, which: Any = None, *,
-                            expected_arch: Optional[str] = None):
+def load_pretrained_teacher(
+  variables, teacher_workdir: str, which: Any = None, *, expected_arch: Optional[str] = None
+):
   """Fine-tune mode: returns SFTN ``variables`` whose ``teacher`` params/batch_stats are replaced
   by a trained teacher's model checkpoint (``teacher_workdir``, optionally ``'WORKDIR@WHICH'``;
   ``which`` defaults to 'final'). Bridges and branches keep their fresh initialisation.
@@ -170,12 +192,15 @@ def load_pretrained_teacher(variables, teacher_workdir: str, which: Any = None, 
     which = w or "final"
   params = dict(variables.get("params") or {})
   if "teacher" not in params:
-    raise UserError("load_pretrained_teacher expects the variables of an SFTN model "
-                     "(params['teacher'] missing).")
+    raise UserError(
+      "load_pretrained_teacher expects the variables of an SFTN model (params['teacher'] missing)."
+    )
   loaded, meta = ckpt_lib.load_model(teacher_workdir, selector(which))
   if expected_arch is not None and meta.get("arch") != expected_arch:
-    raise UserError(f"init_teacher_from {teacher_workdir!r} holds a {meta.get('arch')!r} model; "
-                     f"the SFTN teacher is {expected_arch!r}.")
+    raise UserError(
+      f"init_teacher_from {teacher_workdir!r} holds a {meta.get('arch')!r} model; "
+      f"the SFTN teacher is {expected_arch!r}."
+    )
   stats = dict(variables.get("batch_stats") or {})
   new_p = loaded["params"]
   new_s = dict(loaded.get("batch_stats") or {})
@@ -183,7 +208,8 @@ def load_pretrained_teacher(variables, teacher_workdir: str, which: Any = None, 
   check_same_tree(new_p, params["teacher"], what)
   check_same_tree(new_s, stats.get("teacher", {}), what)
   cast = lambda new, old: jax.tree_util.tree_map(  # noqa: E731
-      lambda a, b: jnp.asarray(a, dtype=b.dtype), new, old)
+    lambda a, b: jnp.asarray(a, dtype=b.dtype), new, old
+  )
   out = dict(variables)
   out["params"] = dict(params, teacher=cast(new_p, params["teacher"]))
   if "teacher" in stats:

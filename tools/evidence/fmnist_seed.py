@@ -21,6 +21,7 @@ Runs under ``runs/evidence/seed<S>/`` (every finished run is reused when launche
 
 Students use seed + 100 so that all students of one seed start from the same initialisation.
 """
+
 import argparse
 import json
 import os
@@ -33,7 +34,7 @@ sys.path.insert(0, ROOT)
 from configs import quickstart as qs  # noqa: E402
 from configs import sftn as sftn_cfg  # noqa: E402
 
-LIMIT = 10000          # training images
+LIMIT = 10000  # training images
 TEACHER_EPOCHS = 3
 STUDENT_EPOCHS = 2
 
@@ -64,10 +65,11 @@ def student_cfg(seed, kind, teacher=""):
   elif kind == "crd":
     c.method.name, c.method.ce_weight = "crd", 1.0
     c.method.terms.crd = dict(weight=0.1, nce_t=0.1, nce_k=32)
-  elif kind == "sskd":      # Xu et al. 2020 (configs/cifar100/sskd.py's loss; 1 head epoch)
+  elif kind == "sskd":  # Xu et al. 2020 (configs/cifar100/sskd.py's loss; 1 head epoch)
     from configs.cifar100 import sskd
+
     sskd.sskd_method(c, head_epochs=1, head_lr=0.05, head_milestones=())
-  elif kind == "fan":       # Fan et al. 2024: tau = 1.8, CE excluded (alpha = 1)
+  elif kind == "fan":  # Fan et al. 2024: tau = 1.8, CE excluded (alpha = 1)
     c.method.name, c.method.ce_weight = "kl_tau1.8", 0.0
     c.method.terms.kl = dict(weight=1.0, teacher_temperature=1.8, student_temperature=1.8)
   else:
@@ -78,6 +80,7 @@ def student_cfg(seed, kind, teacher=""):
 def run(cfg, workdir):
   """Trains (or reuses the finished run in) ``workdir``; returns its summary without state."""
   from kdjax.train.loop import train_and_evaluate
+
   path = os.path.join(workdir, "summary.json")
   if os.path.exists(path):
     with open(path) as fh:
@@ -96,8 +99,9 @@ def main():
   ap = argparse.ArgumentParser()
   ap.add_argument("--seed", type=int, default=0)
   ap.add_argument("--out", default=os.path.join(ROOT, "runs", "evidence"))
-  ap.add_argument("--phases", default="all",
-                  help="all | ojha | issue5 | zoo (comma list; all = ojha + issue5)")
+  ap.add_argument(
+    "--phases", default="all", help="all | ojha | issue5 | zoo (comma list; all = ojha + issue5)"
+  )
   ap.add_argument("--num_examples", type=int, default=500, help="analysis probe images")
   ap.add_argument("--limit", type=int, default=LIMIT, help="training images (smoke runs: less)")
   ap.add_argument("--teacher_epochs", type=int, default=TEACHER_EPOCHS)
@@ -119,6 +123,7 @@ def main():
   if "issue5" in phases:
     from kdjax.teachers.selection import select_teacher
     from kdjax.teachers.sftn import export_teacher
+
     # SFTN vs standard teacher -> the same KD student recipe.
     sc = sftn_cfg.get_config("fmnist:resnet20-resnet8")
     ref = teacher_cfg(s)
@@ -149,6 +154,7 @@ def main():
     run(student_cfg(s, "crd", teacher), d("crd"))
     if not os.path.exists(d("analysis", "report.json")):
       from kdjax import analysis
+
       c = analysis.base_config()
       c.teacher, c.independent, c.out_dir = teacher, d("independent"), d("analysis")
       c.distilled = ",".join(f"{k}={d(k)}" for k in ("kd", "hint", "crd"))
@@ -165,7 +171,7 @@ def main():
       run(c, d("fan", name))
     run(student_cfg(s, "fan", teacher), d("fan", "final"))
     run(student_cfg(s, "fan", d("sftn_teacher")), d("fan", "sftn"))
-  if "zoo" in phases:       # more of the zoo on the same teacher and recipe
+  if "zoo" in phases:  # more of the zoo on the same teacher and recipe
     run(student_cfg(s, "sskd", teacher), d("sskd"))
   print(f"[evidence] seed {s} done: {sorted(phases)}", flush=True)
 

@@ -10,6 +10,7 @@ Reference semantics: LeapLabTHU/CheckpointKD ``student.py`` (the non-``avg_teach
 re-written here with torch; plus the ``avg_teacher`` branch (logits averaged first) for contrast.
 Run: ``/work/torchvenv/bin/python tools/goldens/make_ckd_goldens.py``.
 """
+
 import os
 
 import numpy as np
@@ -29,16 +30,28 @@ def main():
   weight = torch.ones(m, dtype=torch.float64) / m
   kd_loss = 0
   for j in range(m):
-    st = F.kl_div(F.log_softmax(s / t, dim=1), F.softmax(tt[:, j] / t, dim=1),
-                  reduction="batchmean") * t * t
+    st = (
+      F.kl_div(F.log_softmax(s / t, dim=1), F.softmax(tt[:, j] / t, dim=1), reduction="batchmean")
+      * t
+      * t
+    )
     kd_loss = kd_loss + weight[j] * st
   kd_loss.backward()
   avg = (tt * weight[None, :, None]).sum(1)
-  avg_loss = F.kl_div(F.log_softmax(s.detach() / t, dim=1), F.softmax(avg / t, dim=1),
-                      reduction="batchmean") * t * t
-  np.savez(os.path.join(ROOT, "tests", "golden", "ckd.npz"), student=zs, members=zt,
-           temperature=np.array(t), loss=np.array(kd_loss.item()), grad=s.grad.numpy(),
-           avg_loss=np.array(avg_loss.item()))
+  avg_loss = (
+    F.kl_div(F.log_softmax(s.detach() / t, dim=1), F.softmax(avg / t, dim=1), reduction="batchmean")
+    * t
+    * t
+  )
+  np.savez(
+    os.path.join(ROOT, "tests", "golden", "ckd.npz"),
+    student=zs,
+    members=zt,
+    temperature=np.array(t),
+    loss=np.array(kd_loss.item()),
+    grad=s.grad.numpy(),
+    avg_loss=np.array(avg_loss.item()),
+  )
   print("ckd:", kd_loss.item(), "avg_teacher:", avg_loss.item())
 
 

@@ -21,6 +21,7 @@ method internally, so that the same golden holds across refactors of ``kdjax.met
 
 Models are built abstractly (``jax.eval_shape``) once per (name, kwargs, dataset) and cached.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -107,13 +108,15 @@ def _abstract_model(name, kwargs, dataset):
 def _teacher_arch(cfg):
   wd = str(cfg.teacher.workdir or "")
   base = os.path.basename(wd.rstrip("/"))
-  return base[len("teacher_"):] if base.startswith("teacher_") else None
+  return base[len("teacher_") :] if base.startswith("teacher_") else None
 
 
 def _shapes(tree):
   flat = jax.tree_util.tree_flatten_with_path(tree)[0]
-  return {"/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path):
-          list(map(int, v.shape)) for path, v in flat}
+  return {
+    "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path): list(map(int, v.shape))
+    for path, v in flat
+  }
 
 
 def _plain(v):
@@ -134,10 +137,14 @@ def _config_rest(cfg):
 # The steps of kdjax.train.state.init_train_state (bind, connectors, term states), run abstractly
 # on the cached tap shapes.
 def _term_record(term):
-  return {"loss": term.spec.name, "weight": term.weight,
-          "hparams": _plain({k: v for k, v in term.hparams.items() if k not in TAP_HPARAMS}),
-          "student_taps": list(term.student_taps), "teacher_taps": list(term.teacher_taps),
-          "views": term.spec.views.name if term.spec.views is not None else None}
+  return {
+    "loss": term.spec.name,
+    "weight": term.weight,
+    "hparams": _plain({k: v for k, v in term.hparams.items() if k not in TAP_HPARAMS}),
+    "student_taps": list(term.student_taps),
+    "teacher_taps": list(term.teacher_taps),
+    "views": term.spec.views.name if term.spec.views is not None else None,
+  }
 
 
 def _stage_terms(method):
@@ -156,32 +163,46 @@ def record(cfg):
     _, t_vars, t_shapes = _abstract_model(t_arch, {}, ds)
   method = method.bind(s_shapes, t_shapes)
   conn_params, conn_stats = jax.eval_shape(
-      lambda: method.init_connectors(s_shapes, t_shapes, jax.random.PRNGKey(0))[1:])
-  conns = {k: _shapes({"params": conn_params[k],
-                       **({"batch_stats": conn_stats[k]} if k in conn_stats else {})})
-           for k in sorted(conn_params)}
+    lambda: method.init_connectors(s_shapes, t_shapes, jax.random.PRNGKey(0))[1:]
+  )
+  conns = {
+    k: _shapes(
+      {"params": conn_params[k], **({"batch_stats": conn_stats[k]} if k in conn_stats else {})}
+    )
+    for k in sorted(conn_params)
+  }
   state = jax.eval_shape(
-      lambda tv: method.init_states(
-          BuildContext(num_examples, tv, s_shapes, t_shapes or {}), jax.random.PRNGKey(0)),
-      t_vars)
+    lambda tv: method.init_states(
+      BuildContext(num_examples, tv, s_shapes, t_shapes or {}), jax.random.PRNGKey(0)
+    ),
+    t_vars,
+  )
   init = None
   if method.init is not None:
     st = method.init
-    init = {"epochs": st.epochs, "lr": st.lr, "milestones": list(st.milestones),
-            "trainable": list(st.trainable), "ce_weight": st.method.ce_weight,
-            "terms": _stage_terms(st.method)}
+    init = {
+      "epochs": st.epochs,
+      "lr": st.lr,
+      "milestones": list(st.milestones),
+      "trainable": list(st.trainable),
+      "ce_weight": st.method.ce_weight,
+      "terms": _stage_terms(st.method),
+    }
   views = method.views
   return {
-      "teacher": t_arch,
-      "method": {"name": method.name, "ce_weight": method.ce_weight,
-                 "label_smoothing": method.label_smoothing,
-                 "trainable": list(method.trainable),
-                 "views": views.name if views is not None else None,
-                 "terms": _stage_terms(method)},
-      "init": init,
-      "connectors": conns,
-      "state": {k: _shapes(v) for k, v in sorted(state.items())},
-      "config": _config_rest(cfg),
+    "teacher": t_arch,
+    "method": {
+      "name": method.name,
+      "ce_weight": method.ce_weight,
+      "label_smoothing": method.label_smoothing,
+      "trainable": list(method.trainable),
+      "views": views.name if views is not None else None,
+      "terms": _stage_terms(method),
+    },
+    "init": init,
+    "connectors": conns,
+    "state": {k: _shapes(v) for k, v in sorted(state.items())},
+    "config": _config_rest(cfg),
   }
 
 
@@ -191,10 +212,15 @@ def record_all():
 
 def main():
   recs = record_all()
-  with open(OUT, "w") as f:                 # one cell per line (readable diffs)
-    f.write("{\n" + ",\n".join(
+  with open(OUT, "w") as f:  # one cell per line (readable diffs)
+    f.write(
+      "{\n"
+      + ",\n".join(
         f"{json.dumps(k)}: {json.dumps(recs[k], sort_keys=True, separators=(',', ':'))}"
-        for k in sorted(recs)) + "\n}\n")
+        for k in sorted(recs)
+      )
+      + "\n}\n"
+    )
   print(f"wrote {len(recs)} cells to {OUT}")
 
 

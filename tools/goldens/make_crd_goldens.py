@@ -20,6 +20,7 @@ Keys (``k`` = 1, 2 for the call): ``memory_s0``, ``memory_t0`` (initial banks, N
 ``grad_s{k}``, ``grad_t{k}`` (d loss / d embed), ``memory_s{k}``, ``memory_t{k}`` (after the
 update), ``z_s``, ``z_t`` (set by call 1); scalars ``nce_t``, ``nce_m``, ``num_data``.
 """
+
 from __future__ import annotations
 
 import math
@@ -94,7 +95,7 @@ def ref_contrast_loss(x, n_data):
   log_D1 = torch.div(P_pos, P_pos.add(m * Pn + EPS)).log_()
   P_neg = x.narrow(1, 1, m)
   log_D0 = torch.div(P_neg.clone().fill_(m * Pn), P_neg.add(m * Pn + EPS)).log_()
-  loss = - (log_D1.sum(0) + log_D0.view(-1, 1).sum(0)) / bsz
+  loss = -(log_D1.sum(0) + log_D0.view(-1, 1).sum(0)) / bsz
   per_example = -(log_D1.view(bsz) + log_D0.view(bsz, m).sum(1))
   return loss, per_example
 
@@ -107,8 +108,13 @@ def main():
   mem_s0 = rng.uniform(-stdv, stdv, (n, d))
   mem_t0 = rng.uniform(-stdv, stdv, (n, d))
   contrast = RefContrastMemory(mem_s0, mem_t0, k, nce_t, nce_m)
-  arrays = dict(memory_s0=mem_s0, memory_t0=mem_t0, nce_t=np.float64(nce_t),
-                nce_m=np.float64(nce_m), num_data=np.int64(n))
+  arrays = dict(
+    memory_s0=mem_s0,
+    memory_t0=mem_t0,
+    nce_t=np.float64(nce_t),
+    nce_m=np.float64(nce_m),
+    num_data=np.int64(n),
+  )
   first = rng.choice(n, b, replace=False)
   # second batch: half of it repeats indices of the first
   rest = np.setdiff1d(np.arange(n), first)
@@ -122,25 +128,34 @@ def main():
     idx = np.concatenate([index[:, None], neg], axis=1)
     t_v1 = torch.tensor(v1, requires_grad=True)
     t_v2 = torch.tensor(v2, requires_grad=True)
-    out_s, out_t = contrast(t_v1, t_v2, torch.tensor(index, dtype=torch.long),
-                            torch.tensor(idx, dtype=torch.long))
+    out_s, out_t = contrast(
+      t_v1, t_v2, torch.tensor(index, dtype=torch.long), torch.tensor(idx, dtype=torch.long)
+    )
     l_s, pe_s = ref_contrast_loss(out_s, n)
     l_t, pe_t = ref_contrast_loss(out_t, n)
     loss = (l_s + l_t).squeeze()
     loss.backward()
-    arrays.update({
-        f"embed_s{call}": v1, f"embed_t{call}": v2, f"index{call}": index.astype(np.int64),
-        f"contrast_idx{call}": neg.astype(np.int64), f"loss{call}": loss.detach().numpy(),
+    arrays.update(
+      {
+        f"embed_s{call}": v1,
+        f"embed_t{call}": v2,
+        f"index{call}": index.astype(np.int64),
+        f"contrast_idx{call}": neg.astype(np.int64),
+        f"loss{call}": loss.detach().numpy(),
         f"per_example{call}": (pe_s + pe_t).detach().numpy(),
-        f"grad_s{call}": t_v1.grad.numpy(), f"grad_t{call}": t_v2.grad.numpy(),
+        f"grad_s{call}": t_v1.grad.numpy(),
+        f"grad_t{call}": t_v2.grad.numpy(),
         f"memory_s{call}": contrast.memory_v1.numpy().copy(),
         f"memory_t{call}": contrast.memory_v2.numpy().copy(),
-    })
+      }
+    )
   arrays["z_s"] = np.float64(contrast.params[2].item())
   arrays["z_t"] = np.float64(contrast.params[3].item())
   np.savez_compressed(OUT, **arrays)
-  print(f"wrote {OUT}: loss1 {float(arrays['loss1']):.6f} loss2 {float(arrays['loss2']):.6f} "
-        f"Z_s {arrays['z_s']:.2f} Z_t {arrays['z_t']:.2f}")
+  print(
+    f"wrote {OUT}: loss1 {float(arrays['loss1']):.6f} loss2 {float(arrays['loss2']):.6f} "
+    f"Z_s {arrays['z_s']:.2f} Z_t {arrays['z_t']:.2f}"
+  )
 
 
 if __name__ == "__main__":

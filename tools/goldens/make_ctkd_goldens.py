@@ -10,6 +10,7 @@ logits, two values of the temperature parameter θ and two curriculum values λ,
 ``0.9 · DistillKL`` (the reference's ``-a 0.9``) and its gradients w.r.t. the student logits and
 θ; and ``CosineDecay(0, -1, 10).get_value(epoch)`` for epochs 0..12.
 """
+
 import math
 import os
 
@@ -42,8 +43,11 @@ def normalize(logit):
 def distill_kl(y_s, y_t, T, stand):
   if stand:
     y_s, y_t = normalize(y_s), normalize(y_t)
-  return nn.KLDivLoss(reduction="batchmean")(F.log_softmax(y_s / T, dim=1),
-                                             F.softmax(y_t / T, dim=1)) * T * T
+  return (
+    nn.KLDivLoss(reduction="batchmean")(F.log_softmax(y_s / T, dim=1), F.softmax(y_t / T, dim=1))
+    * T
+    * T
+  )
 
 
 def cosine_decay(i, max_value=0.0, min_value=-1.0, num_loops=10):
@@ -54,9 +58,11 @@ def cosine_decay(i, max_value=0.0, min_value=-1.0, num_loops=10):
 
 def main():
   rng = np.random.Generator(np.random.PCG64(41))
-  out = {"lambda_epochs": np.arange(13), "lambda_values": np.array([cosine_decay(e)
-                                                                     for e in range(13)]),
-         "hparams": np.array([T_START, T_END, ALPHA])}
+  out = {
+    "lambda_epochs": np.arange(13),
+    "lambda_values": np.array([cosine_decay(e) for e in range(13)]),
+    "hparams": np.array([T_START, T_END, ALPHA]),
+  }
   s_np = 2.0 * rng.standard_normal((16, 100))
   t_np = 5.0 * rng.standard_normal((16, 100))
   out["student"], out["teacher"] = s_np, t_np

@@ -11,6 +11,7 @@ and λ_mutual 0 (24 -> 40). Stores inputs, embed weights, the two parts, the tot
 (alpha, corr_weight, mi_weight) and the total's gradients w.r.t. the student feature and the
 embed. The first two cases draw the same numbers as before the last two were added.
 """
+
 import os
 
 import numpy as np

@@ -11,6 +11,7 @@ w.r.t. student logits (and teacher logits for KD+LS). Hyper-parameters are those
 mdistiller's α 1, β 8 -- the weights are applied outside the losses here, so the stored
 "lsdkd" value is ``dkd_loss`` with α, β already multiplied).
 """
+
 import os
 
 import numpy as np
@@ -87,11 +88,13 @@ def case(rng, b, k, s_scale, t_scale, t_shift, tag, out):
 
 def main():
   rng = np.random.Generator(np.random.PCG64(11))
-  out = {"dkd_hparams": np.array([DKD["alpha"], DKD["beta"], DKD["temperature"]]),
-         "kd_temps": np.array(KD_TEMPS)}
+  out = {
+    "dkd_hparams": np.array([DKD["alpha"], DKD["beta"], DKD["temperature"]]),
+    "kd_temps": np.array(KD_TEMPS),
+  }
   case(rng, 8, 10, 2.0, 3.0, 0.0, "small", out)
-  case(rng, 16, 100, 1.0, 5.0, 2.0, "cifar", out)       # teacher logits 5x wider and shifted
-  case(rng, 6, 100, 0.05, 20.0, -7.0, "scales", out)     # near-constant student, sharp teacher
+  case(rng, 16, 100, 1.0, 5.0, 2.0, "cifar", out)  # teacher logits 5x wider and shifted
+  case(rng, 6, 100, 0.05, 20.0, -7.0, "scales", out)  # near-constant student, sharp teacher
   path = os.path.join(ROOT, "tests", "golden", "lskd.npz")
   np.savez_compressed(path, **out)
   print("wrote", path, {k: float(v) for k, v in out.items() if v.ndim == 0})

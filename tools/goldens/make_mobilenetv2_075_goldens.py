@@ -12,6 +12,7 @@ Run with the torch venv (needs torch, not jax)::
 
     /work/torchvenv/bin/python tools/goldens/make_mobilenetv2_075_goldens.py
 """
+
 import os
 import shutil
 import sys
@@ -24,15 +25,22 @@ import torch  # noqa: E402
 import torch_models  # noqa: E402
 
 ARCH = "mobilenetv2_075"
-SETTING = [(1, 16, 1, 1), (6, 24, 2, 1), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
-           (6, 160, 3, 2), (6, 320, 1, 1)]
+SETTING = [
+  (1, 16, 1, 1),
+  (6, 24, 2, 1),
+  (6, 32, 3, 2),
+  (6, 64, 4, 2),
+  (6, 96, 3, 1),
+  (6, 160, 3, 2),
+  (6, 320, 1, 1),
+]
 
 
 def ckd_param_count(width: float = 0.75, num_classes: int = 100) -> int:
   """Trainable parameters of CheckpointKD's ``MobileNetV2(T=6, width_mult=width)``: convs without
   bias, BN weight + bias, Linear weight + bias."""
   cin = int(32 * width)
-  n = 3 * 9 * cin + 2 * cin                                       # conv_bn(3, cin, 2)
+  n = 3 * 9 * cin + 2 * cin  # conv_bn(3, cin, 2)
   for t, c, reps, _ in SETTING:
     cout = int(c * width)
     for _ in range(reps):
@@ -48,10 +56,10 @@ def main():
   count = ckd_param_count()
   torch_models.CIFAR[ARCH] = lambda k: torch_models.MobileNetV2(k, width=0.75)
   torch_models.PREACT_UNSUPPORTED.add(ARCH)
-  make_fixtures.PARAM_COUNTS[ARCH] = count       # build() asserts the torch model has it
+  make_fixtures.PARAM_COUNTS[ARCH] = count  # build() asserts the torch model has it
   make_fixtures.NUM_CLASSES[ARCH] = 100
   make_fixtures.INPUT_SHAPE[ARCH] = (2, 3, 32, 32)
-  assert ckd_param_count(0.5) == make_fixtures.PARAM_COUNTS["MobileNetV2"]   # the formula's check
+  assert ckd_param_count(0.5) == make_fixtures.PARAM_COUNTS["MobileNetV2"]  # the formula's check
   torch.set_num_threads(1)
   out = os.path.join(ROOT, "tests", "golden")
   tmp = os.path.join(out, f"_{ARCH}_tmp")

@@ -7,6 +7,7 @@ integer labels) on fixed random logits, at the reference's CIFAR-100 setting (T 
 its ImageNet / default setting (T = 1, γ = 1.5). Stores the inputs, the loss and its gradient
 w.r.t. the student logits.
 """
+
 import os
 
 import numpy as np
@@ -31,7 +32,7 @@ def nkd_loss(logit_s, logit_t, gt_label, temp, gamma):
   s_nt = F.log_softmax(logit_s / temp, dim=1)
   t_nt = F.softmax(logit_t / temp, dim=1)
   loss_non = (t_nt * s_nt).sum(dim=1).mean()
-  loss_non = -gamma * (temp ** 2) * loss_non
+  loss_non = -gamma * (temp**2) * loss_non
   return loss_t + loss_non
 
 

@@ -12,6 +12,7 @@ our transcription of mdistiller's ``get_bn_before_relu()`` (``mdistiller/models/
 ``m − s·φ(m/s)/Φ(−m/s)`` if ``Φ(−m/s) > 0.001`` else ``−3s``, in Python floats). Stores every BN's
 weight and bias under its torch name, the names of the chosen BNs and the margins.
 """
+
 import math
 import os
 import sys
@@ -74,10 +75,13 @@ def main():
     out[f"{arch}/chosen"] = np.array([names[bn] for bn in chosen])
     for i, mg in enumerate(margins):
       out[f"{arch}/margin{i}"] = mg
-    n3 = sum(int(np.sum(np.isclose(mg, -3 * np.abs(bn.weight.data.numpy())))) for mg, bn in
-             zip(margins, chosen))
-    print(arch, [names[bn] for bn in chosen], "channels", [len(x) for x in margins],
-          "-3s branch", n3)
+    n3 = sum(
+      int(np.sum(np.isclose(mg, -3 * np.abs(bn.weight.data.numpy()))))
+      for mg, bn in zip(margins, chosen)
+    )
+    print(
+      arch, [names[bn] for bn in chosen], "channels", [len(x) for x in margins], "-3s branch", n3
+    )
   path = os.path.join(ROOT, "tests", "golden", "oh_margins.npz")
   np.savez_compressed(path, **out)
   print("wrote", path, os.path.getsize(path), "bytes")

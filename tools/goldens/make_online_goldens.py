@@ -10,6 +10,7 @@ temperature case (``T²·KL`` of the T-softened distributions, kdjax's conventio
 logits, labels, every peer's loss and its gradient w.r.t. its own logits (the other peers
 detached, as the reference).
 """
+
 import os
 
 import numpy as np
@@ -24,8 +25,15 @@ def case(rng, k, b, c, t, lam, tag, out):
   y = torch.tensor(rng.integers(0, c, b))
   losses, grads = [], []
   for i in range(k):
-    kl = sum(F.kl_div(F.log_softmax(zs[i] / t, dim=1), F.softmax(zs[j] / t, dim=1).detach(),
-                      reduction="batchmean") * t * t for j in range(k) if j != i) / (k - 1)
+    kl = sum(
+      F.kl_div(
+        F.log_softmax(zs[i] / t, dim=1), F.softmax(zs[j] / t, dim=1).detach(), reduction="batchmean"
+      )
+      * t
+      * t
+      for j in range(k)
+      if j != i
+    ) / (k - 1)
     loss = F.cross_entropy(zs[i], y) + lam * kl
     grads.append(torch.autograd.grad(loss, zs[i])[0].numpy())
     losses.append(loss.item())

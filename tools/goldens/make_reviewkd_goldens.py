@@ -16,6 +16,7 @@ Stores (NHWC for maps) the student and teacher features, the ABF parameters (tor
 ``abf{i}/...`` with ``i`` the forward index), the ABF outputs, the HCL value, its gradients w.r.t.
 the student features and every ABF parameter, and the BatchNorm running means after the step.
 """
+
 import os
 
 import numpy as np
@@ -48,13 +49,16 @@ def hcl_loss(fstudent, fteacher):
 class ABF(nn.Module):
   def __init__(self, in_channel, mid_channel, out_channel, fuse):
     super().__init__()
-    self.conv1 = nn.Sequential(nn.Conv2d(in_channel, mid_channel, kernel_size=1, bias=False),
-                               nn.BatchNorm2d(mid_channel))
+    self.conv1 = nn.Sequential(
+      nn.Conv2d(in_channel, mid_channel, kernel_size=1, bias=False), nn.BatchNorm2d(mid_channel)
+    )
     self.conv2 = nn.Sequential(
-        nn.Conv2d(mid_channel, out_channel, kernel_size=3, stride=1, padding=1, bias=False),
-        nn.BatchNorm2d(out_channel))
-    self.att_conv = (nn.Sequential(nn.Conv2d(mid_channel * 2, 2, kernel_size=1), nn.Sigmoid())
-                     if fuse else None)
+      nn.Conv2d(mid_channel, out_channel, kernel_size=3, stride=1, padding=1, bias=False),
+      nn.BatchNorm2d(out_channel),
+    )
+    self.att_conv = (
+      nn.Sequential(nn.Conv2d(mid_channel * 2, 2, kernel_size=1), nn.Sigmoid()) if fuse else None
+    )
     nn.init.kaiming_uniform_(self.conv1[0].weight, a=1)
     nn.init.kaiming_uniform_(self.conv2[0].weight, a=1)
 
@@ -75,11 +79,12 @@ def case(rng, tag, b, s_hw, s_c, t_hw, t_c, out):
   """s_hw/t_hw: spatial sizes of stages 1..N; channels s_c/t_c of stages 1..N then pooled."""
   torch.manual_seed(int(rng.integers(1 << 30)))
   in_channels, out_channels = list(s_c), list(t_c)
-  shapes = [1] + list(s_hw[::-1])          # mdistiller's SHAPES (reversed order)
+  shapes = [1] + list(s_hw[::-1])  # mdistiller's SHAPES (reversed order)
   out_shapes = [1] + list(t_hw[::-1])
   mid = min(512, in_channels[-1])
-  abfs = nn.ModuleList([ABF(c, mid, out_channels[i], i < len(in_channels) - 1)
-                        for i, c in enumerate(in_channels)])
+  abfs = nn.ModuleList(
+    [ABF(c, mid, out_channels[i], i < len(in_channels) - 1) for i, c in enumerate(in_channels)]
+  )
   # Move BN affine parameters off (1, 0) so that their gradients and roles are exercised.
   with torch.no_grad():
     for m in abfs.modules():
@@ -87,10 +92,14 @@ def case(rng, tag, b, s_hw, s_c, t_hw, t_c, out):
         m.weight.uniform_(0.5, 1.5)
         m.bias.uniform_(-0.2, 0.2)
   abfs_rev = abfs[::-1]
-  feats_s = [torch.tensor(rng.standard_normal((b, c, h, h)), requires_grad=True)
-             for c, h in zip(s_c, list(s_hw) + [1])]
-  feats_t = [torch.tensor(rng.standard_normal((b, c, h, h)) * 0.5 + 0.1)
-             for c, h in zip(t_c, list(t_hw) + [1])]
+  feats_s = [
+    torch.tensor(rng.standard_normal((b, c, h, h)), requires_grad=True)
+    for c, h in zip(s_c, list(s_hw) + [1])
+  ]
+  feats_t = [
+    torch.tensor(rng.standard_normal((b, c, h, h)) * 0.5 + 0.1)
+    for c, h in zip(t_c, list(t_hw) + [1])
+  ]
   # pooled features are 2-D in mdistiller and unsqueezed to (B, C, 1, 1)
   x = feats_s[::-1]
   results = []

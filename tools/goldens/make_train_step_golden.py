@@ -42,6 +42,7 @@ Stored (``tests/golden/train_step_r32x4_r8x4.npz``, compressed):
   the updates; ``<m>/torch_float32_worst_param`` names the tensor of the latter maximum. This is the
   error scale a float32 implementation of the same step has, for judging kdjax's float32 numbers.
 """
+
 from __future__ import annotations
 
 import os
@@ -83,7 +84,7 @@ def at(f):
 def distill_kl(logit_s, logit_t):
   p_s = F.log_softmax(logit_s / T, dim=1)
   p_t = F.softmax(logit_t / T, dim=1)
-  return F.kl_div(p_s, p_t, reduction="sum") * T ** 2 / logit_s.shape[0]
+  return F.kl_div(p_s, p_t, reduction="sum") * T**2 / logit_s.shape[0]
 
 
 def train_distill_step(beta, x, y, t_sd, s_sd, dtype):
@@ -101,16 +102,23 @@ def train_distill_step(beta, x, y, t_sd, s_sd, dtype):
   loss_div = distill_kl(logit_s, logit_t)
   if beta:  # --distill attention
     loss_kd = sum((at(fs) - at(ft)).pow(2).mean() for fs, ft in zip(feat_s[1:-1], feat_t[1:-1]))
-  else:     # --distill kd
+  else:  # --distill kd
     loss_kd = torch.zeros((), dtype=dtype)
   loss = GAMMA * loss_cls + ALPHA * loss_div + beta * loss_kd
   opt.zero_grad()
   loss.backward()
   opt.step()
-  parts = {"loss": loss.item(), "loss_ce": loss_cls.item(), "loss_kd": loss_div.item(),
-           "loss_at": loss_kd.item()}
-  after = {k: v.detach().double().numpy().copy() for k, v in student.state_dict().items()
-           if not k.endswith("num_batches_tracked")}
+  parts = {
+    "loss": loss.item(),
+    "loss_ce": loss_cls.item(),
+    "loss_kd": loss_div.item(),
+    "loss_at": loss_kd.item(),
+  }
+  after = {
+    k: v.detach().double().numpy().copy()
+    for k, v in student.state_dict().items()
+    if not k.endswith("num_batches_tracked")
+  }
   return parts, after, logit_s.detach().double().numpy(), logit_t.double().numpy()
 
 
@@ -142,10 +150,12 @@ def main():
     out[f"{m}/torch_float32_err_params"] = np.array(err_p)
     out[f"{m}/torch_float32_err_delta"] = np.array(err_d)
     out[f"{m}/torch_float32_worst_param"] = np.array(worst)
-    print(f"{m:6s} loss {parts['loss']:.8f} (ce {parts['loss_ce']:.6f}, kd {parts['loss_kd']:.6f},"
-          f" at {parts['loss_at']:.8f}); torch float32: loss rel err "
-          f"{abs(parts32['loss'] - parts['loss']) / abs(parts['loss']):.1e}, params {err_p:.1e}, "
-          f"updates {err_d:.1e} ({worst})")
+    print(
+      f"{m:6s} loss {parts['loss']:.8f} (ce {parts['loss_ce']:.6f}, kd {parts['loss_kd']:.6f},"
+      f" at {parts['loss_at']:.8f}); torch float32: loss rel err "
+      f"{abs(parts32['loss'] - parts['loss']) / abs(parts['loss']):.1e}, params {err_p:.1e}, "
+      f"updates {err_d:.1e} ({worst})"
+    )
   np.savez_compressed(OUT, **out)
   print(f"wrote {OUT} ({os.path.getsize(OUT) / 2**20:.2f} MiB)")
 

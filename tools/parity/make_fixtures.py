@@ -26,6 +26,7 @@ Weights are not stored because the 26 float32 state dicts would take ~650 MB.
 Also checks the reference parameter counts against RepDistiller's (anchors §3, 100 classes) and
 torchvision's (1000 classes).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,23 +45,44 @@ import recipe  # noqa: E402
 import torch_models  # noqa: E402
 
 PARAM_COUNTS = {  # anchors §3 (100 classes) and torchvision (1000 classes)
-    "resnet8": 83_892, "resnet14": 181_108, "resnet20": 278_324, "resnet32": 472_756,
-    "resnet44": 667_188, "resnet56": 861_620, "resnet110": 1_736_564, "resnet8x4": 1_233_540,
-    "resnet32x4": 7_433_860, "wrn_16_1": 180_916, "wrn_16_2": 703_284, "wrn_40_1": 569_780,
-    "wrn_40_2": 2_255_156, "vgg8": 3_965_028, "vgg11": 9_277_284, "vgg13": 9_462_180,
-    "vgg16": 14_774_436, "vgg19": 20_086_692, "MobileNetV2": 812_836, "ShuffleV1": 949_258,
-    "ShuffleV2": 1_355_528, "ResNet50": 23_705_252,
-    "resnet18_imagenet": 11_689_512, "resnet34_imagenet": 21_797_672,
-    "resnet50_imagenet": 25_557_032, "mobilenetv1_imagenet": 4_231_976,
-    "resnet101_imagenet": 44_549_160, "resnet152_imagenet": 60_192_808,
+  "resnet8": 83_892,
+  "resnet14": 181_108,
+  "resnet20": 278_324,
+  "resnet32": 472_756,
+  "resnet44": 667_188,
+  "resnet56": 861_620,
+  "resnet110": 1_736_564,
+  "resnet8x4": 1_233_540,
+  "resnet32x4": 7_433_860,
+  "wrn_16_1": 180_916,
+  "wrn_16_2": 703_284,
+  "wrn_40_1": 569_780,
+  "wrn_40_2": 2_255_156,
+  "vgg8": 3_965_028,
+  "vgg11": 9_277_284,
+  "vgg13": 9_462_180,
+  "vgg16": 14_774_436,
+  "vgg19": 20_086_692,
+  "MobileNetV2": 812_836,
+  "ShuffleV1": 949_258,
+  "ShuffleV2": 1_355_528,
+  "ResNet50": 23_705_252,
+  "resnet18_imagenet": 11_689_512,
+  "resnet34_imagenet": 21_797_672,
+  "resnet50_imagenet": 25_557_032,
+  "mobilenetv1_imagenet": 4_231_976,
+  "resnet101_imagenet": 44_549_160,
+  "resnet152_imagenet": 60_192_808,
 }
 NUM_CLASSES = {**{a: 100 for a in torch_models.CIFAR}, **{a: 1000 for a in torch_models.IMAGENET}}
 # PyTorch's own float32-vs-float64 error bound. The 33- and 50-block ResNet-101/152 accumulate
 # float32 rounding through their deep third stage (measured 3e-4 on stage4 for resnet101 with
 # the recipe's random weights); their kdjax test compares against a multiple of the stored error.
 TORCH32_MAX_REL_ERR = {"resnet101_imagenet": 2e-3, "resnet152_imagenet": 2e-3}
-INPUT_SHAPE = {**{a: (2, 3, 32, 32) for a in torch_models.CIFAR},
-               **{a: (1, 3, 64, 64) for a in torch_models.IMAGENET}}
+INPUT_SHAPE = {
+  **{a: (2, 3, 32, 32) for a in torch_models.CIFAR},
+  **{a: (1, 3, 64, 64) for a in torch_models.IMAGENET},
+}
 
 
 def _kinds(model: nn.Module) -> dict:
@@ -75,9 +97,15 @@ def _kinds(model: nn.Module) -> dict:
       kinds[pre + "weight"] = "linear"
       kinds[pre + "bias"] = "bias"
     elif isinstance(m, nn.BatchNorm2d):
-      kinds.update({pre + "weight": "bn_weight", pre + "bias": "bn_bias",
-                    pre + "running_mean": "stored", pre + "running_var": "stored",
-                    pre + "num_batches_tracked": "count"})
+      kinds.update(
+        {
+          pre + "weight": "bn_weight",
+          pre + "bias": "bn_bias",
+          pre + "running_mean": "stored",
+          pre + "running_var": "stored",
+          pre + "num_batches_tracked": "count",
+        }
+      )
   return kinds
 
 
@@ -121,8 +149,11 @@ def calibrate_bn(model: nn.Module, input_shape, batches: int = 4) -> dict:
   for m in bns:
     m.momentum = 0.1
   model.eval()
-  return {k: v.numpy().copy() for k, v in model.state_dict().items()
-          if k.endswith(("running_mean", "running_var"))}
+  return {
+    k: v.numpy().copy()
+    for k, v in model.state_dict().items()
+    if k.endswith(("running_mean", "running_var"))
+  }
 
 
 def _f32(t):
@@ -149,13 +180,19 @@ def make(arch: str, out_dir: str) -> str:
     feats, logits = model(x64, is_feat=True, preact=False)
     pfeats, plogits = model(x64, is_feat=True, preact=True)
   assert torch.equal(logits, plogits)
-  torch32_err = max(_rel(a, b) for a, b in zip([logits32, *feats32, *pfeats32],
-                                               [logits, *feats, *pfeats]))
+  torch32_err = max(
+    _rel(a, b) for a, b in zip([logits32, *feats32, *pfeats32], [logits, *feats, *pfeats])
+  )
   assert torch32_err <= TORCH32_MAX_REL_ERR.get(arch, 1e-4), (arch, torch32_err)
-  out = dict(arrays, input=x, logits=_f32(logits), arch=np.array(arch),
-             num_classes=np.array(NUM_CLASSES[arch]),
-             preact_supported=np.array(arch not in torch_models.PREACT_UNSUPPORTED),
-             torch_float32_rel_err=np.array(torch32_err))
+  out = dict(
+    arrays,
+    input=x,
+    logits=_f32(logits),
+    arch=np.array(arch),
+    num_classes=np.array(NUM_CLASSES[arch]),
+    preact_supported=np.array(arch not in torch_models.PREACT_UNSUPPORTED),
+    torch_float32_rel_err=np.array(torch32_err),
+  )
   for i, f in enumerate(feats):
     out[f"feat_{i}"] = _f32(f)
   if arch not in torch_models.PREACT_UNSUPPORTED:
@@ -182,9 +219,11 @@ def main():
     path = make(arch, a.out)
     with np.load(path) as f:
       scale = {k: float(np.abs(f[k]).max()) for k in f.files if k.startswith(("feat", "logits"))}
-    print(f"{arch:22s} {os.path.getsize(path) / 2**20:6.2f} MiB  torch float32 rel err "
-          f"{float(np.load(path)['torch_float32_rel_err']):.1e}  max|.|: "
-          + " ".join(f"{k}={v:.3g}" for k, v in scale.items()))
+    print(
+      f"{arch:22s} {os.path.getsize(path) / 2**20:6.2f} MiB  torch float32 rel err "
+      f"{float(np.load(path)['torch_float32_rel_err']):.1e}  max|.|: "
+      + " ".join(f"{k}={v:.3g}" for k, v in scale.items())
+    )
 
 
 if __name__ == "__main__":

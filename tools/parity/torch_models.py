@@ -20,6 +20,7 @@ Deviations (documented, equivalent where the originals run): fixed-size pools
 ``AvgPool2d(7)``) are global averages, which is what they compute at the originals' input sizes;
 this lets the ImageNet models run on 64x64 fixture inputs.
 """
+
 from __future__ import annotations
 
 import torch
@@ -111,8 +112,9 @@ class V2Bottleneck(nn.Module):
     self.bn3 = nn.BatchNorm2d(cout)
     self.shortcut = nn.Sequential()
     if stride != 1 or cin != cout:
-      self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False),
-                                    nn.BatchNorm2d(cout))
+      self.shortcut = nn.Sequential(
+        nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)
+      )
 
   def forward(self, x):
     y = F.relu(self.bn1(self.conv1(x)))
@@ -169,8 +171,9 @@ class WRNBlock(nn.Module):
 class WRNGroup(nn.Module):
   def __init__(self, n, cin, cout, stride):
     super().__init__()
-    self.layer = nn.Sequential(*[WRNBlock(cin if b == 0 else cout, cout, stride if b == 0 else 1)
-                                 for b in range(n)])
+    self.layer = nn.Sequential(
+      *[WRNBlock(cin if b == 0 else cout, cout, stride if b == 0 else 1) for b in range(n)]
+    )
 
   def forward(self, x):
     return self.layer(x)
@@ -205,11 +208,11 @@ class WideResNet(nn.Module):
 
 # ------------------------------------------------------------------ VGG-BN (vgg.py)
 VGG_CFG = {
-    "S": [[64], [128], [256], [512], [512]],
-    "A": [[64], [128], [256, 256], [512, 512], [512, 512]],
-    "B": [[64, 64], [128, 128], [256, 256], [512, 512], [512, 512]],
-    "D": [[64, 64], [128, 128], [256, 256, 256], [512, 512, 512], [512, 512, 512]],
-    "E": [[64, 64], [128, 128], [256] * 4, [512] * 4, [512] * 4],
+  "S": [[64], [128], [256], [512], [512]],
+  "A": [[64], [128], [256, 256], [512, 512], [512, 512]],
+  "B": [[64, 64], [128, 128], [256, 256], [512, 512], [512, 512]],
+  "D": [[64, 64], [128, 128], [256, 256, 256], [512, 512, 512], [512, 512, 512]],
+  "E": [[64, 64], [128, 128], [256] * 4, [512] * 4, [512] * 4],
 }
 
 
@@ -255,9 +258,15 @@ class InvertedResidual(nn.Module):
     hid = cin * t
     self.identity = stride == 1 and cin == cout
     self.conv = nn.Sequential(
-        nn.Conv2d(cin, hid, 1, 1, 0, bias=False), nn.BatchNorm2d(hid), nn.ReLU(),
-        nn.Conv2d(hid, hid, 3, stride, 1, groups=hid, bias=False), nn.BatchNorm2d(hid), nn.ReLU(),
-        nn.Conv2d(hid, cout, 1, 1, 0, bias=False), nn.BatchNorm2d(cout))
+      nn.Conv2d(cin, hid, 1, 1, 0, bias=False),
+      nn.BatchNorm2d(hid),
+      nn.ReLU(),
+      nn.Conv2d(hid, hid, 3, stride, 1, groups=hid, bias=False),
+      nn.BatchNorm2d(hid),
+      nn.ReLU(),
+      nn.Conv2d(hid, cout, 1, 1, 0, bias=False),
+      nn.BatchNorm2d(cout),
+    )
 
   def forward(self, x):
     return x + self.conv(x) if self.identity else self.conv(x)
@@ -266,11 +275,19 @@ class InvertedResidual(nn.Module):
 class MobileNetV2(nn.Module):
   def __init__(self, num_classes, t=6, width=0.5):
     super().__init__()
-    setting = [(1, 16, 1, 1), (t, 24, 2, 1), (t, 32, 3, 2), (t, 64, 4, 2), (t, 96, 3, 1),
-               (t, 160, 3, 2), (t, 320, 1, 1)]
+    setting = [
+      (1, 16, 1, 1),
+      (t, 24, 2, 1),
+      (t, 32, 3, 2),
+      (t, 64, 4, 2),
+      (t, 96, 3, 1),
+      (t, 160, 3, 2),
+      (t, 320, 1, 1),
+    ]
     cin = int(32 * width)
-    self.conv1 = nn.Sequential(nn.Conv2d(3, cin, 3, 2, 1, bias=False), nn.BatchNorm2d(cin),
-                               nn.ReLU())
+    self.conv1 = nn.Sequential(
+      nn.Conv2d(3, cin, 3, 2, 1, bias=False), nn.BatchNorm2d(cin), nn.ReLU()
+    )
     self.blocks = nn.ModuleList()
     for ti, c, n, s in setting:
       cout = int(c * width)
@@ -280,8 +297,9 @@ class MobileNetV2(nn.Module):
         cin = cout
       self.blocks.append(nn.Sequential(*group))
     last = int(1280 * width) if width > 1.0 else 1280
-    self.conv2 = nn.Sequential(nn.Conv2d(cin, last, 1, 1, 0, bias=False), nn.BatchNorm2d(last),
-                               nn.ReLU())
+    self.conv2 = nn.Sequential(
+      nn.Conv2d(cin, last, 1, 1, 0, bias=False), nn.BatchNorm2d(last), nn.ReLU()
+    )
     self.classifier = nn.Sequential(nn.Linear(last, num_classes))
 
   def forward(self, x, is_feat=False, preact=False):
@@ -363,7 +381,7 @@ class ShuffleV2Basic(nn.Module):
     self.bn3 = nn.BatchNorm2d(c)
 
   def forward(self, x):
-    x1, x2 = x[:, :self.c], x[:, self.c:]
+    x1, x2 = x[:, : self.c], x[:, self.c :]
     y = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x2)))))
     y = self.bn3(self.conv3(y))
     pre = torch.cat([x1, y], 1)
@@ -399,8 +417,11 @@ class ShuffleNetV2(nn.Module):
     self.bn1 = nn.BatchNorm2d(24)
     cin = 24
     for i, (w, n) in enumerate(zip(widths[:3], blocks), start=1):
-      setattr(self, f"layer{i}",
-              nn.Sequential(ShuffleV2Down(cin, w), *[ShuffleV2Basic(w) for _ in range(n)]))
+      setattr(
+        self,
+        f"layer{i}",
+        nn.Sequential(ShuffleV2Down(cin, w), *[ShuffleV2Basic(w) for _ in range(n)]),
+      )
       cin = w
     self.conv2 = nn.Conv2d(widths[2], widths[3], 1, 1, 0, bias=False)
     self.bn2 = nn.BatchNorm2d(widths[3])
@@ -475,8 +496,10 @@ class TVResNet(nn.Module):
         stride = s if b == 0 else 1
         ds = None
         if b == 0 and (stride != 1 or cin != planes * block.expansion):
-          ds = nn.Sequential(nn.Conv2d(cin, planes * block.expansion, 1, stride, bias=False),
-                             nn.BatchNorm2d(planes * block.expansion))
+          ds = nn.Sequential(
+            nn.Conv2d(cin, planes * block.expansion, 1, stride, bias=False),
+            nn.BatchNorm2d(planes * block.expansion),
+          )
         blocks.append(block(cin, planes, stride, ds))
         cin = planes * block.expansion
       setattr(self, f"layer{i}", nn.Sequential(*blocks))
@@ -499,25 +522,34 @@ class TVResNet(nn.Module):
 
 # ------------------------------------------------------------------ mdistiller MobileNetV1
 def _conv_bn(cin, cout, stride):
-  return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout),
-                       nn.ReLU(inplace=True))
+  return nn.Sequential(
+    nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)
+  )
 
 
 def _conv_dw(cin, cout, stride):
   return nn.Sequential(
-      nn.Conv2d(cin, cin, 3, stride, 1, groups=cin, bias=False), nn.BatchNorm2d(cin),
-      nn.ReLU(inplace=True),
-      nn.Conv2d(cin, cout, 1, 1, 0, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+    nn.Conv2d(cin, cin, 3, stride, 1, groups=cin, bias=False),
+    nn.BatchNorm2d(cin),
+    nn.ReLU(inplace=True),
+    nn.Conv2d(cin, cout, 1, 1, 0, bias=False),
+    nn.BatchNorm2d(cout),
+    nn.ReLU(inplace=True),
+  )
 
 
 class MobileNetV1(nn.Module):
-  WIDTHS = ((32, 64, 1), (64, 128, 2), (128, 128, 1), (128, 256, 2), (256, 256, 1),
-            (256, 512, 2)) + ((512, 512, 1),) * 5 + ((512, 1024, 2), (1024, 1024, 1))
+  WIDTHS = (
+    ((32, 64, 1), (64, 128, 2), (128, 128, 1), (128, 256, 2), (256, 256, 1), (256, 512, 2))
+    + ((512, 512, 1),) * 5
+    + ((512, 1024, 2), (1024, 1024, 1))
+  )
 
   def __init__(self, num_classes=1000):
     super().__init__()
-    self.model = nn.Sequential(_conv_bn(3, 32, 2), *[_conv_dw(*w) for w in self.WIDTHS],
-                               nn.AdaptiveAvgPool2d(1))  # mdistiller: AvgPool2d(7) (224 input)
+    self.model = nn.Sequential(
+      _conv_bn(3, 32, 2), *[_conv_dw(*w) for w in self.WIDTHS], nn.AdaptiveAvgPool2d(1)
+    )  # mdistiller: AvgPool2d(7) (224 input)
     self.fc = nn.Linear(1024, num_classes)
 
   def forward(self, x, is_feat=False, preact=False):
@@ -544,25 +576,36 @@ def _cifar_resnet(depth, widths):
 
 _B, _X4 = (16, 16, 32, 64), (32, 64, 128, 256)
 CIFAR = {
-    "resnet8": _cifar_resnet(8, _B), "resnet14": _cifar_resnet(14, _B),
-    "resnet20": _cifar_resnet(20, _B), "resnet32": _cifar_resnet(32, _B),
-    "resnet44": _cifar_resnet(44, _B), "resnet56": _cifar_resnet(56, _B),
-    "resnet110": _cifar_resnet(110, _B), "resnet8x4": _cifar_resnet(8, _X4),
-    "resnet32x4": _cifar_resnet(32, _X4),
-    "ResNet50": CifarResNet50,
-    "wrn_16_1": lambda k: WideResNet(16, 1, k), "wrn_16_2": lambda k: WideResNet(16, 2, k),
-    "wrn_40_1": lambda k: WideResNet(40, 1, k), "wrn_40_2": lambda k: WideResNet(40, 2, k),
-    "vgg8": lambda k: VGG("S", k), "vgg11": lambda k: VGG("A", k), "vgg13": lambda k: VGG("B", k),
-    "vgg16": lambda k: VGG("D", k), "vgg19": lambda k: VGG("E", k),
-    "MobileNetV2": MobileNetV2, "ShuffleV1": ShuffleNetV1, "ShuffleV2": ShuffleNetV2,
+  "resnet8": _cifar_resnet(8, _B),
+  "resnet14": _cifar_resnet(14, _B),
+  "resnet20": _cifar_resnet(20, _B),
+  "resnet32": _cifar_resnet(32, _B),
+  "resnet44": _cifar_resnet(44, _B),
+  "resnet56": _cifar_resnet(56, _B),
+  "resnet110": _cifar_resnet(110, _B),
+  "resnet8x4": _cifar_resnet(8, _X4),
+  "resnet32x4": _cifar_resnet(32, _X4),
+  "ResNet50": CifarResNet50,
+  "wrn_16_1": lambda k: WideResNet(16, 1, k),
+  "wrn_16_2": lambda k: WideResNet(16, 2, k),
+  "wrn_40_1": lambda k: WideResNet(40, 1, k),
+  "wrn_40_2": lambda k: WideResNet(40, 2, k),
+  "vgg8": lambda k: VGG("S", k),
+  "vgg11": lambda k: VGG("A", k),
+  "vgg13": lambda k: VGG("B", k),
+  "vgg16": lambda k: VGG("D", k),
+  "vgg19": lambda k: VGG("E", k),
+  "MobileNetV2": MobileNetV2,
+  "ShuffleV1": ShuffleNetV1,
+  "ShuffleV2": ShuffleNetV2,
 }
 IMAGENET = {
-    "resnet18_imagenet": lambda k: TVResNet(TVBasicBlock, (2, 2, 2, 2), k),
-    "resnet34_imagenet": lambda k: TVResNet(TVBasicBlock, (3, 4, 6, 3), k),
-    "resnet50_imagenet": lambda k: TVResNet(TVBottleneck, (3, 4, 6, 3), k),
-    "resnet101_imagenet": lambda k: TVResNet(TVBottleneck, (3, 4, 23, 3), k),
-    "resnet152_imagenet": lambda k: TVResNet(TVBottleneck, (3, 8, 36, 3), k),
-    "mobilenetv1_imagenet": MobileNetV1,
+  "resnet18_imagenet": lambda k: TVResNet(TVBasicBlock, (2, 2, 2, 2), k),
+  "resnet34_imagenet": lambda k: TVResNet(TVBasicBlock, (3, 4, 6, 3), k),
+  "resnet50_imagenet": lambda k: TVResNet(TVBottleneck, (3, 4, 6, 3), k),
+  "resnet101_imagenet": lambda k: TVResNet(TVBottleneck, (3, 4, 23, 3), k),
+  "resnet152_imagenet": lambda k: TVResNet(TVBottleneck, (3, 8, 36, 3), k),
+  "mobilenetv1_imagenet": MobileNetV1,
 }
 # RepDistiller ignores ``preact`` for MobileNetV2.
 PREACT_UNSUPPORTED = {"MobileNetV2"}

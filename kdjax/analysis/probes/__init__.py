@@ -3,6 +3,7 @@
 Every module of this folder is imported here, so that a new probe module registers itself:
 adding a probe touches that one file.
 """
+
 import importlib as _importlib
 import pkgutil as _pkgutil
 

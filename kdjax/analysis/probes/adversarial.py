@@ -8,6 +8,7 @@ makes every attack at every radius (the first sign-gradient shared by all of the
 gradients); every model then classifies the adversarial images through
 :func:`kdjax.eval.predict_logits`.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -31,10 +32,12 @@ class Adversarial(base.Probe):
 
   @classmethod
   def defaults(cls):
-    return {"eps_list": (0.0, 1 / 255, 2 / 255, 4 / 255, 8 / 255),  # [0, 1] pixel units
-            "pgd_steps": 10,
-            "pgd_step_frac": 0.25,   # step = frac * eps; 0 or None = 1 / pgd_steps (I-FGSM)
-            "attacks": ATTACKS}
+    return {
+      "eps_list": (0.0, 1 / 255, 2 / 255, 4 / 255, 8 / 255),  # [0, 1] pixel units
+      "pgd_steps": 10,
+      "pgd_step_frac": 0.25,  # step = frac * eps; 0 or None = 1 / pgd_steps (I-FGSM)
+      "attacks": ATTACKS,
+    }
 
   def __init__(self, name, settings):
     super().__init__(name, settings)
@@ -54,17 +57,25 @@ class Adversarial(base.Probe):
     # others are not attacked (their adversarial predictions would enter no number).
     attacked = np.flatnonzero(np.any([clean_ok[r.name] for r in ctx.runs], axis=0))
     # preds[attack][model]: (E, N) predicted classes on the adversarial images (-1: not attacked)
-    preds = {a: {r.name: np.full((n_eps, len(y)), -1, np.int64) for r in ctx.runs}
-             for a in attacks}
+    preds = {a: {r.name: np.full((n_eps, len(y)), -1, np.int64) for r in ctx.runs} for a in attacks}
     sp = base.spans(len(attacked), bs)
     with ctx.bar(len(sp), self.name) as bar:
       for a, b in sp:
         rows = attacked[a:b]
         xb = ctx.normalize(base.pad_to(ctx.images[rows], bs))
         yb = base.pad_to(y[rows], bs)
-        xp, xf = attack_sweep(teacher.module, teacher.variables, xb, yb, eps_list=eps_list,
-                              steps=steps if "pgd" in attacks else 0, step_size_frac=frac,
-                              fgsm="fgsm" in attacks, pixel_std=info.std, pixel_mean=info.mean)
+        xp, xf = attack_sweep(
+          teacher.module,
+          teacher.variables,
+          xb,
+          yb,
+          eps_list=eps_list,
+          steps=steps if "pgd" in attacks else 0,
+          step_size_frac=frac,
+          fgsm="fgsm" in attacks,
+          pixel_std=info.std,
+          pixel_mean=info.mean,
+        )
         adv = {"pgd": xp, "fgsm": xf}
         for r in ctx.runs:
           done = {}  # eps = 0 gives the same images for both attacks: classify them once
@@ -72,16 +83,26 @@ class Adversarial(base.Probe):
             for j in range(n_eps):
               key = ("any", j) if eps_list[j] == 0 else (atk, j)
               if key not in done:
-                done[key] = ctx.predict(r, adv[atk][j], pixels=False).argmax(-1)[:b - a]
+                done[key] = ctx.predict(r, adv[atk][j], pixels=False).argmax(-1)[: b - a]
               preds[atk][r.name][j, rows] = done[key]
         bar.update()
-    out = {"eps": eps_list, "eps_255": [e * 255 for e in eps_list], "pgd_steps": steps,
-           "pgd_step_frac": frac, "units": "[0, 1] pixels (per-channel std/mean of the dataset)",
-           "crafted_on": "teacher", "num_attacked": int(len(attacked)), "attacks": {}}
+    out = {
+      "eps": eps_list,
+      "eps_255": [e * 255 for e in eps_list],
+      "pgd_steps": steps,
+      "pgd_step_frac": frac,
+      "units": "[0, 1] pixels (per-channel std/mean of the dataset)",
+      "crafted_on": "teacher",
+      "num_attacked": int(len(attacked)),
+      "attacks": {},
+    }
     for attack in attacks:
-      res = {"teacher_fooling_rate": [], "fooling_rate": {s.name: [] for s in ctx.students},
-             "transfer_rate": {s.name: [] for s in ctx.students},
-             "num_teacher_fooled": {s.name: [] for s in ctx.students}}
+      res = {
+        "teacher_fooling_rate": [],
+        "fooling_rate": {s.name: [] for s in ctx.students},
+        "transfer_rate": {s.name: [] for s in ctx.students},
+        "num_teacher_fooled": {s.name: [] for s in ctx.students},
+      }
       adv_ok_all = {k: v == y for k, v in preds[attack].items()}
       for j in range(n_eps):
         adv_ok = {k: v[j] for k, v in adv_ok_all.items()}
@@ -99,10 +120,15 @@ class Adversarial(base.Probe):
     out["reference_eps_index"] = ref
     for attack, res in out["attacks"].items():
       for d in ctx.distilled:
-        ctx.direct(self.name, f"{attack} ε={eps_list[ref] * 255:g}/255 crafted on T: "
-                   f"distilled transfer rate > independent", d.name,
-                   res["transfer_rate"][d.name][ref],
-                   res["transfer_rate"][ctx.independent.name][ref], lambda a, b: a > b)
+        ctx.direct(
+          self.name,
+          f"{attack} ε={eps_list[ref] * 255:g}/255 crafted on T: "
+          f"distilled transfer rate > independent",
+          d.name,
+          res["transfer_rate"][d.name][ref],
+          res["transfer_rate"][ctx.independent.name][ref],
+          lambda a, b: a > b,
+        )
     return out
 
   def figures(self, ctx, result):
@@ -114,12 +140,18 @@ class Adversarial(base.Probe):
     col = ctx.colors()
     for ax, atk in zip(axes[0], atks):
       res = result["attacks"][atk]
-      ax.plot(e, res["teacher_fooling_rate"], "-o", color=col[ctx.teacher.name],
-              label="teacher (white-box)")
+      ax.plot(
+        e,
+        res["teacher_fooling_rate"],
+        "-o",
+        color=col[ctx.teacher.name],
+        label="teacher (white-box)",
+      )
       for s in ctx.students:
         ax.plot(e, res["fooling_rate"][s.name], "-o", color=col[s.name], label=f"{s.name} fooling")
-        ax.plot(e, res["transfer_rate"][s.name], "--x", color=col[s.name],
-                label=f"{s.name} transfer")
+        ax.plot(
+          e, res["transfer_rate"][s.name], "--x", color=col[s.name], label=f"{s.name} transfer"
+        )
       ax.set_xlabel("ε (/255)")
       ax.set_ylabel("%")
       ax.set_ylim(-2, 102)
@@ -131,17 +163,23 @@ class Adversarial(base.Probe):
     L = []
     eps = result["eps_255"]
     for atk, res in result["attacks"].items():
-      L += [f"### {atk} ({result['pgd_steps']} steps of {result['pgd_step_frac']:.3g}·ε)"
-            if atk == "pgd" else f"### {atk}", ""]
+      L += [
+        f"### {atk} ({result['pgd_steps']} steps of {result['pgd_step_frac']:.3g}·ε)"
+        if atk == "pgd"
+        else f"### {atk}",
+        "",
+      ]
       rows = [["teacher (fooling)"] + res["teacher_fooling_rate"]]
       for s in ctx.students:
         rows.append([f"{s.name} (fooling)"] + res["fooling_rate"][s.name])
         rows.append([f"{s.name} (transfer)"] + res["transfer_rate"][s.name])
       L += [base.table(["model \\ ε (/255)"] + [f"{e:g}" for e in eps], rows, nd=1), ""]
-    L += ["Fooling rate: % of the images the model classifies correctly that the attack "
-          "(crafted on the teacher) flips. Transfer rate (paper): among images that teacher "
-          "and student both get right and that fool the teacher, % that also fool the "
-          f"student. ε in {result['units']}."]
+    L += [
+      "Fooling rate: % of the images the model classifies correctly that the attack "
+      "(crafted on the teacher) flips. Transfer rate (paper): among images that teacher "
+      "and student both get right and that fool the teacher, % that also fool the "
+      f"student. ε in {result['units']}."
+    ]
     if self.name in ctx.figures:
       L += ["", f"![Adversarial transfer]({ctx.figures[self.name]})"]
     return L

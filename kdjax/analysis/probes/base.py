@@ -15,6 +15,7 @@ class through :func:`get`, and every model output goes through one prediction pa
 Adding a probe is adding one module here that calls :func:`register`; the package imports every
 module of the folder, so the probe is then in :func:`names`, the default config and the report.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -32,8 +33,21 @@ from kdjax import data as kdata
 from kdjax.errors import UserError
 from kdjax.eval import predict_logits
 
-__all__ = ["Probe", "register", "get", "names", "Run", "Context", "Setup", "table", "fmt",
-           "jsonable", "figure", "grouped_bars", "spans"]
+__all__ = [
+  "Probe",
+  "register",
+  "get",
+  "names",
+  "Run",
+  "Context",
+  "Setup",
+  "table",
+  "fmt",
+  "jsonable",
+  "figure",
+  "grouped_bars",
+  "spans",
+]
 
 _REGISTRY: Dict[str, type] = {}
 
@@ -41,6 +55,7 @@ _REGISTRY: Dict[str, type] = {}
 def register(type_name: str, *, order: int):
   """Class decorator: makes ``type_name`` resolve to the probe class; ``order`` places it in
   the default probe list (and so in the report)."""
+
   def deco(cls):
     if type_name in _REGISTRY and _REGISTRY[type_name] is not cls:
       raise ValueError(f"probe type {type_name!r} registered twice")
@@ -48,6 +63,7 @@ def register(type_name: str, *, order: int):
     cls.order = int(order)
     _REGISTRY[type_name] = cls
     return cls
+
   return deco
 
 
@@ -78,8 +94,10 @@ class Probe:
     unknown = sorted(set(settings) - set(defaults))
     if unknown:
       known = ", ".join(sorted(defaults)) or "(none)"
-      raise UserError(f"probe {name!r} (type {self.type_name!r}) has no setting(s) {unknown}; "
-                      f"its settings are: {known}.")
+      raise UserError(
+        f"probe {name!r} (type {self.type_name!r}) has no setting(s) {unknown}; "
+        f"its settings are: {known}."
+      )
     self.settings = {**defaults, **dict(settings)}
 
   @classmethod
@@ -114,6 +132,7 @@ class Probe:
 @dataclasses.dataclass
 class Run:
   """One loaded model: ``role`` is 'teacher', 'distilled' or 'independent'."""
+
   name: str
   role: str
   workdir: str
@@ -127,6 +146,7 @@ class Run:
 @dataclasses.dataclass
 class Setup:
   """What a probe's :meth:`Probe.check` may look at (nothing is loaded yet)."""
+
   num_examples: int
   seed: int
 
@@ -135,8 +155,10 @@ class Setup:
 def pixel_preprocess(mean: tuple, std: tuple) -> Callable:
   """A hashable ``[0, 255] pixels -> model input`` function (one object per mean/std, so that
   :func:`kdjax.eval.predict_logits` compiles once per model)."""
+
   def preprocess(x):
     return kdata.normalize(x, mean, std)
+
   return preprocess
 
 
@@ -152,13 +174,22 @@ def pad_to(a: np.ndarray, bs: int) -> np.ndarray:
   return np.concatenate([a, np.repeat(a[-1:], bs - len(a), axis=0)])
 
 
-_DISTILLED_COLORS = ("tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown",
-                     "tab:pink", "tab:olive", "tab:cyan")
+_DISTILLED_COLORS = (
+  "tab:orange",
+  "tab:green",
+  "tab:red",
+  "tab:purple",
+  "tab:brown",
+  "tab:pink",
+  "tab:olive",
+  "tab:cyan",
+)
 
 
 @dataclasses.dataclass
 class Context:
   """Everything a probe computes from: the runs, the evaluation set, the clean logits."""
+
   teacher: Run
   students: List[Run]
   info: Any
@@ -204,8 +235,14 @@ class Context:
 
     ``images``: ``[0, 255]`` pixels (uint8 or float) when ``pixels``, else model inputs.
     """
-    return predict_logits(run.module, run.variables, images, batch_size=self.batch_size,
-                          preprocess=self.preprocess if pixels else None, taps=tuple(taps))
+    return predict_logits(
+      run.module,
+      run.variables,
+      images,
+      batch_size=self.batch_size,
+      preprocess=self.preprocess if pixels else None,
+      taps=tuple(taps),
+    )
 
   def spans(self, n: Optional[int] = None):
     return spans(len(self.labels) if n is None else n, self.batch_size)
@@ -218,8 +255,9 @@ class Context:
     """Records one "direction vs paper" comparison of a distilled and the independent student."""
     d, i = float(d), float(i)
     ok = None if not (math.isfinite(d) and math.isfinite(i)) else bool(holds(d, i))
-    self.directions.append(dict(probe=probe, claim=claim, student=student, distilled=d,
-                                independent=i, holds=ok))
+    self.directions.append(
+      dict(probe=probe, claim=claim, student=student, distilled=d, independent=i, holds=ok)
+    )
 
   def colors(self) -> Dict[str, str]:
     """One colour per model, the same in every figure."""
@@ -266,8 +304,10 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], nd=2) -> str:
 
 def direction_sentence(d: dict) -> str:
   ans = "n/a" if d["holds"] is None else ("yes" if d["holds"] else "no")
-  return (f"{d['student']}: {d['claim']}: **{ans}** ({fmt(d['distilled'], 3)} vs "
-          f"{fmt(d['independent'], 3)})")
+  return (
+    f"{d['student']}: {d['claim']}: **{ans}** ({fmt(d['distilled'], 3)} vs "
+    f"{fmt(d['independent'], 3)})"
+  )
 
 
 def jsonable(o):
@@ -292,21 +332,28 @@ def figure(ncols=1, nrows=1, size=(6, 4)):
   """A matplotlib figure with an Agg canvas (no pyplot state) and its axes grid."""
   from matplotlib.backends.backend_agg import FigureCanvasAgg  # optional dependency
   from matplotlib.figure import Figure
+
   fig = Figure(figsize=size)
   FigureCanvasAgg(fig)
   axes = fig.subplots(nrows, ncols, squeeze=False)
   return fig, axes
 
 
-def grouped_bars(ax, groups: Sequence[str], series: Dict[str, Sequence[float]], ylabel: str,
-                 colors: Optional[Mapping[str, str]] = None):
+def grouped_bars(
+  ax,
+  groups: Sequence[str],
+  series: Dict[str, Sequence[float]],
+  ylabel: str,
+  colors: Optional[Mapping[str, str]] = None,
+):
   names_ = list(series)
   w = 0.8 / max(len(names_), 1)
   xs = np.arange(len(groups))
   for i, nm in enumerate(names_):
     vals = np.nan_to_num(np.asarray(series[nm], np.float64), nan=0.0)
-    ax.bar(xs + (i - (len(names_) - 1) / 2) * w, vals, width=w, label=nm,
-           color=(colors or {}).get(nm))
+    ax.bar(
+      xs + (i - (len(names_) - 1) / 2) * w, vals, width=w, label=nm, color=(colors or {}).get(nm)
+    )
   ax.set_xticks(xs)
   ax.set_xticklabels(groups, rotation=20, ha="right", fontsize=8)
   ax.set_ylabel(ylabel)

@@ -15,6 +15,7 @@ every model; 50 triplets as in the paper (grid resolution: a design decision, de
 The grid of one triplet is built by one jitted function and classified through
 :func:`kdjax.eval.predict_logits` (``pixels=False``: the points are model inputs).
 """
+
 from __future__ import annotations
 
 import functools
@@ -62,8 +63,10 @@ def sample_triplets(labels, num_triplets: int, seed: int) -> np.ndarray:
   (numpy ``default_rng(seed)``: the first three distinct classes of a random draw order)."""
   labels = np.asarray(labels)
   if len(np.unique(labels)) < 3:
-    raise UserError("the boundary probe needs evaluation examples of at least 3 classes, got "
-                    f"{len(np.unique(labels))}.")
+    raise UserError(
+      "the boundary probe needs evaluation examples of at least 3 classes, got "
+      f"{len(np.unique(labels))}."
+    )
   rng = np.random.default_rng(seed)
   out = []
   for _ in range(int(num_triplets)):
@@ -97,8 +100,10 @@ class Boundary(base.Probe):
   def __init__(self, name, settings):
     super().__init__(name, settings)
     if int(self.settings["triplets"]) < 1 or int(self.settings["resolution"]) < 2:
-      raise UserError(f"probe {name!r}: triplets must be >= 1 and resolution >= 2, got "
-                      f"{self.settings['triplets']} / {self.settings['resolution']}.")
+      raise UserError(
+        f"probe {name!r}: triplets must be >= 1 and resolution >= 2, got "
+        f"{self.settings['triplets']} / {self.settings['resolution']}."
+      )
 
   def compute(self, ctx):
     s = self.settings
@@ -109,31 +114,50 @@ class Boundary(base.Probe):
     preds = {r.name: [] for r in ctx.runs}
     with ctx.bar(len(trip), self.name) as bar:
       for t in trip:
-        pts = np.asarray(plane_points(*(jnp.asarray(x[pos[int(i)]]) for i in t),
-                                      resolution=res, margin=margin))
+        pts = np.asarray(
+          plane_points(*(jnp.asarray(x[pos[int(i)]]) for i in t), resolution=res, margin=margin)
+        )
         for r in ctx.runs:
           preds[r.name].append(ctx.predict(r, pts, pixels=False).argmax(-1))
         bar.update()
     teach = preds[ctx.teacher.name]
-    per_triplet = {st.name: [prediction_iou(p, q) for p, q in zip(preds[st.name], teach)]
-                   for st in ctx.students}
-    iou = {n: prediction_iou(np.concatenate(preds[n]), np.concatenate(teach))
-           for n in per_triplet}
+    per_triplet = {
+      st.name: [prediction_iou(p, q) for p, q in zip(preds[st.name], teach)] for st in ctx.students
+    }
+    iou = {n: prediction_iou(np.concatenate(preds[n]), np.concatenate(teach)) for n in per_triplet}
     ind = iou[ctx.independent.name]
     for d in ctx.distilled:
-      ctx.direct(self.name, "distilled decision-boundary IoU with the teacher > independent",
-                 d.name, iou[d.name], ind, lambda a, b: a > b)
+      ctx.direct(
+        self.name,
+        "distilled decision-boundary IoU with the teacher > independent",
+        d.name,
+        iou[d.name],
+        ind,
+        lambda a, b: a > b,
+      )
     first = {r.name: np.asarray(preds[r.name][0]).reshape(res, res).tolist() for r in ctx.runs}
-    return {"iou": iou, "per_triplet": per_triplet, "triplets": trip.tolist(),
-            "resolution": res, "margin": margin, "first_plane": first}
+    return {
+      "iou": iou,
+      "per_triplet": per_triplet,
+      "triplets": trip.tolist(),
+      "resolution": res,
+      "margin": margin,
+      "first_plane": first,
+    }
 
   def figures(self, ctx, result):
     names = [r.name for r in ctx.runs]
     fig, axes = base.figure(len(names), 1, size=(2.4 * len(names), 2.6))
     k = max(ctx.num_classes, 1)
     for ax, n in zip(axes[0], names):
-      ax.imshow(np.asarray(result["first_plane"][n]).T, origin="lower", cmap="tab20",
-                vmin=0, vmax=max(k - 1, 1), interpolation="nearest")
+      ax.imshow(
+        np.asarray(result["first_plane"][n]).T,
+        origin="lower",
+        cmap="tab20",
+        vmin=0,
+        vmax=max(k - 1, 1),
+        interpolation="nearest",
+      )
       ax.set_title(n, fontsize=8)
       ax.set_xticks([])
       ax.set_yticks([])
@@ -145,10 +169,13 @@ class Boundary(base.Probe):
       pt = np.asarray(result["per_triplet"][st.name])
       rows.append([st.name, st.role, result["iou"][st.name], float(pt.std())])
     L = [base.table(["student", "role", "IoU with teacher", "std over triplets"], rows, nd=4)]
-    L += ["", f"Fraction of grid points ({result['resolution']}² per plane, margin "
-          f"{result['margin']:g}) where the student's top-1 class equals the teacher's, on planes "
-          f"through {len(result['triplets'])} triplets of differently-labelled evaluation images "
-          "(Somepalli et al. 2022; Ojha et al. Table 1)."]
+    L += [
+      "",
+      f"Fraction of grid points ({result['resolution']}² per plane, margin "
+      f"{result['margin']:g}) where the student's top-1 class equals the teacher's, on planes "
+      f"through {len(result['triplets'])} triplets of differently-labelled evaluation images "
+      "(Somepalli et al. 2022; Ojha et al. Table 1).",
+    ]
     if self.name in ctx.figures:
       L += ["", f"![Decision regions on the first plane]({ctx.figures[self.name]})"]
     return L

@@ -10,6 +10,7 @@ the scales, not the aspect ratio). One jitted kernel makes both views of a fixed
 batch from the key ``fold_in(fold_in(seed, scale index), batch index)``; the same views for every
 model.
 """
+
 from __future__ import annotations
 
 import functools
@@ -56,8 +57,9 @@ class Crop(base.Probe):
   def __init__(self, name, settings):
     super().__init__(name, settings)
     if not self.settings["scales"] or not all(0 < float(s) <= 1 for s in self.settings["scales"]):
-      raise UserError(f"probe {name!r}: scales must be area fractions in (0, 1], got "
-                      f"{self.settings['scales']!r}.")
+      raise UserError(
+        f"probe {name!r}: scales must be area fractions in (0, 1], got {self.settings['scales']!r}."
+      )
 
   def compute(self, ctx):
     scales = [float(s) for s in self.settings["scales"]]
@@ -69,25 +71,40 @@ class Crop(base.Probe):
         same = {r.name: [] for r in ctx.runs}
         for j, (a, b) in enumerate(sp):
           xb = base.pad_to(ctx.images[a:b], bs)
-          v = np.asarray(random_resized_crops(
-              xb, jax.random.fold_in(jax.random.fold_in(rng, si), j), scale=s))
+          v = np.asarray(
+            random_resized_crops(xb, jax.random.fold_in(jax.random.fold_in(rng, si), j), scale=s)
+          )
           for r in ctx.runs:
-            p1 = ctx.predict(r, v[0]).argmax(-1)[:b - a]
-            p2 = ctx.predict(r, v[1]).argmax(-1)[:b - a]
+            p1 = ctx.predict(r, v[0]).argmax(-1)[: b - a]
+            p2 = ctx.predict(r, v[1]).argmax(-1)[: b - a]
             same[r.name].append(p1 == p2)
           bar.update()
         for r in ctx.runs:
           agree[r.name].append(100.0 * float(np.mean(np.concatenate(same[r.name]))))
     ind = agree[ctx.independent.name]
     for d in ctx.distilled:
-      ctx.direct(self.name, f"distilled two-crop agreement (scale {scales[0]:g}) > independent",
-                 d.name, agree[d.name][0], ind[0], lambda x, y: x > y)
+      ctx.direct(
+        self.name,
+        f"distilled two-crop agreement (scale {scales[0]:g}) > independent",
+        d.name,
+        agree[d.name][0],
+        ind[0],
+        lambda x, y: x > y,
+      )
     return {"scales": scales, "agreement": agree}
 
   def markdown(self, ctx, result):
-    L = [base.table(["model \\ crop area"] + [f"{s:g}" for s in result["scales"]],
-                    [[r.name] + result["agreement"][r.name] for r in ctx.runs], nd=1)]
-    L += ["", "Share (%) of images with the same top-1 class on two independent random crops "
-          "of that area fraction, resized back to the input size (Ojha et al. App. 11.3). The "
-          "paper's effect needs a teacher trained with wide crop scales and students without."]
+    L = [
+      base.table(
+        ["model \\ crop area"] + [f"{s:g}" for s in result["scales"]],
+        [[r.name] + result["agreement"][r.name] for r in ctx.runs],
+        nd=1,
+      )
+    ]
+    L += [
+      "",
+      "Share (%) of images with the same top-1 class on two independent random crops "
+      "of that area fraction, resized back to the input size (Ojha et al. App. 11.3). The "
+      "paper's effect needs a teacher trained with wide crop scales and students without.",
+    ]
     return L

@@ -6,6 +6,7 @@ The views of batch ``j`` (fixed size ``batch_size``, padded) are jittered by one
 (:func:`kdjax.analysis.invariance.color_jitter`) with key ``fold_in(fold_in(seed, view), j)``;
 every model classifies them through :func:`kdjax.eval.predict_logits`.
 """
+
 from __future__ import annotations
 
 import jax
@@ -39,19 +40,27 @@ class Invariance(base.Probe):
     for m in self.settings["jitter"]:
       extra = set(dict(m)) - set(JITTER_KEYS)
       if extra:
-        raise UserError(f"unknown jitter keys {sorted(extra)} in probe {name!r}; "
-                        f"use {', '.join(JITTER_KEYS)}")
+        raise UserError(
+          f"unknown jitter keys {sorted(extra)} in probe {name!r}; use {', '.join(JITTER_KEYS)}"
+        )
 
   def compute(self, ctx):
-    mags = [dict({k: 0.0 for k in JITTER_KEYS}, **{k: float(v) for k, v in dict(m).items()})
-            for m in self.settings["jitter"]]
+    mags = [
+      dict({k: 0.0 for k in JITTER_KEYS}, **{k: float(v) for k, v in dict(m).items()})
+      for m in self.settings["jitter"]
+    ]
     grey = ctx.images.shape[-1] == 1
     eff = [dict(m, saturation=0.0, hue=0.0) if grey else dict(m) for m in mags]
-    note = ("Grayscale data: only brightness and contrast apply (saturation and hue are the "
-            "identity on one channel)." if grey else
-            "RGB data: brightness, contrast, saturation and hue all apply.")
-    note += (" The paper's effect needs a teacher trained with colour jitter and students "
-             "without; with a plain teacher the scores measure inherited invariance only.")
+    note = (
+      "Grayscale data: only brightness and contrast apply (saturation and hue are the "
+      "identity on one channel)."
+      if grey
+      else "RGB data: brightness, contrast, saturation and hue all apply."
+    )
+    note += (
+      " The paper's effect needs a teacher trained with colour jitter and students "
+      "without; with a plain teacher the scores measure inherited invariance only."
+    )
     rng = jax.random.PRNGKey(int(ctx.seed))
     views = int(self.settings["views"])
     bs, sp = ctx.batch_size, ctx.spans()
@@ -66,31 +75,52 @@ class Invariance(base.Probe):
             key = jax.random.fold_in(jax.random.fold_in(rng, v), j)
             xj = color_jitter(x01, key, **m) * 255.0
             for r in ctx.runs:
-              p = ctx.predict(r, xj).argmax(-1)[:b - a]
+              p = ctx.predict(r, xj).argmax(-1)[: b - a]
               agree[r.name].append(p == clean[r.name][a:b])
             bar.update()
         for r in ctx.runs:
           cons[r.name].append(100.0 * float(np.mean(np.concatenate(agree[r.name]))))
     ind = cons[ctx.independent.name]
     for d in ctx.distilled:
-      ctx.direct(self.name, f"distilled colour consistency ({mag_label(eff[0])}) > "
-                 "independent", d.name, cons[d.name][0], ind[0], lambda a, b: a > b)
-    return {"magnitudes": mags, "effective": eff, "labels": [mag_label(m) for m in eff],
-            "views": views, "note": note, "consistency": cons}
+      ctx.direct(
+        self.name,
+        f"distilled colour consistency ({mag_label(eff[0])}) > independent",
+        d.name,
+        cons[d.name][0],
+        ind[0],
+        lambda a, b: a > b,
+      )
+    return {
+      "magnitudes": mags,
+      "effective": eff,
+      "labels": [mag_label(m) for m in eff],
+      "views": views,
+      "note": note,
+      "consistency": cons,
+    }
 
   def figures(self, ctx, result):
     fig, axes = base.figure(1, 1, size=(6, 3.6))
-    base.grouped_bars(axes[0, 0], result["labels"], result["consistency"],
-                      "prediction unchanged (%)", ctx.colors())
+    base.grouped_bars(
+      axes[0, 0], result["labels"], result["consistency"], "prediction unchanged (%)", ctx.colors()
+    )
     axes[0, 0].set_ylim(0, 100)
     axes[0, 0].set_title("Colour-jitter consistency")
     ctx.save_figure(fig, self.name, self.figure_name("consistency.png"))
 
   def markdown(self, ctx, result):
-    L = [base.table(["model \\ jitter"] + result["labels"],
-                    [[r.name] + result["consistency"][r.name] for r in ctx.runs], nd=1)]
-    L += ["", f"Agreement score (% of predictions unchanged), {result['views']} view(s) per "
-          f"image. {result['note']}"]
+    L = [
+      base.table(
+        ["model \\ jitter"] + result["labels"],
+        [[r.name] + result["consistency"][r.name] for r in ctx.runs],
+        nd=1,
+      )
+    ]
+    L += [
+      "",
+      f"Agreement score (% of predictions unchanged), {result['views']} view(s) per "
+      f"image. {result['note']}",
+    ]
     if self.name in ctx.figures:
       L += ["", f"![Consistency]({ctx.figures[self.name]})"]
     return L

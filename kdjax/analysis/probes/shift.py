@@ -11,6 +11,7 @@ padding (our adaptation). Shifts are given as fractions of the image side (defau
 8/224 … 32/224, the paper's pixels at 224), rounded to at least 1 pixel. One jitted kernel per
 shift makes both views of a padded batch from ``fold_in(fold_in(seed, shift index), batch)``.
 """
+
 from __future__ import annotations
 
 import functools
@@ -60,11 +61,14 @@ class Shift(base.Probe):
   def __init__(self, name, settings):
     super().__init__(name, settings)
     if self.settings["pad_mode"] not in _PAD_MODES:
-      raise UserError(f"probe {name!r}: pad_mode must be one of {_PAD_MODES}, got "
-                      f"{self.settings['pad_mode']!r}.")
+      raise UserError(
+        f"probe {name!r}: pad_mode must be one of {_PAD_MODES}, got {self.settings['pad_mode']!r}."
+      )
     if not self.settings["shifts"] or not all(0 < float(s) < 1 for s in self.settings["shifts"]):
-      raise UserError(f"probe {name!r}: shifts are fractions of the image side in (0, 1), got "
-                      f"{self.settings['shifts']!r}.")
+      raise UserError(
+        f"probe {name!r}: shifts are fractions of the image side in (0, 1), got "
+        f"{self.settings['shifts']!r}."
+      )
 
   def compute(self, ctx):
     size = int(min(ctx.images.shape[1:3]))
@@ -78,25 +82,42 @@ class Shift(base.Probe):
         same = {r.name: [] for r in ctx.runs}
         for j, (a, b) in enumerate(sp):
           xb = base.pad_to(ctx.images[a:b], bs)
-          v = np.asarray(shifted_pairs(xb, jax.random.fold_in(jax.random.fold_in(rng, si), j),
-                                       max_shift=m, pad_mode=mode))
+          v = np.asarray(
+            shifted_pairs(
+              xb, jax.random.fold_in(jax.random.fold_in(rng, si), j), max_shift=m, pad_mode=mode
+            )
+          )
           for r in ctx.runs:
-            p1 = ctx.predict(r, v[0]).argmax(-1)[:b - a]
-            p2 = ctx.predict(r, v[1]).argmax(-1)[:b - a]
+            p1 = ctx.predict(r, v[0]).argmax(-1)[: b - a]
+            p2 = ctx.predict(r, v[1]).argmax(-1)[: b - a]
             same[r.name].append(p1 == p2)
           bar.update()
         for r in ctx.runs:
           agree[r.name].append(100.0 * float(np.mean(np.concatenate(same[r.name]))))
     ind = agree[ctx.independent.name]
     for d in ctx.distilled:
-      ctx.direct(self.name, f"distilled shifted-pair agreement (max shift {px[-1]} px) > "
-                 "independent", d.name, agree[d.name][-1], ind[-1], lambda x, y: x > y)
+      ctx.direct(
+        self.name,
+        f"distilled shifted-pair agreement (max shift {px[-1]} px) > independent",
+        d.name,
+        agree[d.name][-1],
+        ind[-1],
+        lambda x, y: x > y,
+      )
     return {"shift_pixels": px, "pad_mode": mode, "agreement": agree}
 
   def markdown(self, ctx, result):
-    L = [base.table(["model \\ max shift (px)"] + [str(p) for p in result["shift_pixels"]],
-                    [[r.name] + result["agreement"][r.name] for r in ctx.runs], nd=1)]
-    L += ["", "Share (%) of images with the same top-1 class on two crops shifted by up to the "
-          f"given number of pixels (Ojha et al. App. 11.4; images padded with "
-          f"'{result['pad_mode']}' in place of the surrounding content)."]
+    L = [
+      base.table(
+        ["model \\ max shift (px)"] + [str(p) for p in result["shift_pixels"]],
+        [[r.name] + result["agreement"][r.name] for r in ctx.runs],
+        nd=1,
+      )
+    ]
+    L += [
+      "",
+      "Share (%) of images with the same top-1 class on two crops shifted by up to the "
+      f"given number of pixels (Ojha et al. App. 11.4; images padded with "
+      f"'{result['pad_mode']}' in place of the surrounding content).",
+    ]
     return L

@@ -3,6 +3,7 @@
 Every model follows the protocol in ``kdjax.models.registry``; each family's module docstring
 says what its taps are.
 """
+
 from kdjax.models.cifar import mobilenetv2  # noqa: F401
 from kdjax.models.cifar import resnet  # noqa: F401
 from kdjax.models.cifar import resnetv2  # noqa: F401

@@ -7,6 +7,7 @@ uses running statistics is decided at call time (``use_running_average=not train
 modules are built in ``setup``. Global average pooling replaces RepDistiller's fixed-size pools
 (``AvgPool2d(8)``, ``avg_pool2d(4)``...), which is identical at 32x32 and also works at 28x28.
 """
+
 from __future__ import annotations
 
 import math
@@ -73,8 +74,9 @@ def variance_scaling(scale: float, mode: str, distribution: str):
 
 
 def normal(stddev: float):
-  return host_initializer(lambda rng, shape: rng.normal(0.0, stddev, shape),
-                          nn.initializers.normal(stddev))
+  return host_initializer(
+    lambda rng, shape: rng.normal(0.0, stddev, shape), nn.initializers.normal(stddev)
+  )
 
 
 # kaiming_normal_(mode='fan_out', nonlinearity='relu'), also RepDistiller's normal(0, sqrt(2/n))
@@ -90,18 +92,38 @@ def torch_default_bias(fan_in: int):
   """torch's default Linear/Conv bias init U(+-1/sqrt(fan_in))."""
   bound = 1.0 / math.sqrt(fan_in)
   return host_initializer(
-      lambda rng, shape: rng.uniform(-bound, bound, shape),
-      lambda key, shape, dtype=jnp.float32: jax.random.uniform(key, shape, dtype, -bound, bound))
+    lambda rng, shape: rng.uniform(-bound, bound, shape),
+    lambda key, shape, dtype=jnp.float32: jax.random.uniform(key, shape, dtype, -bound, bound),
+  )
 
 
-def conv(features: int, kernel: int, stride: int = 1, padding: int = 0, *, groups: int = 1,
-         use_bias: bool = False, kernel_init=kaiming_fan_out, bias_init=zeros, dtype: Any =
-         jnp.float32, name: str | None = None) -> nn.Conv:
+def conv(
+  features: int,
+  kernel: int,
+  stride: int = 1,
+  padding: int = 0,
+  *,
+  groups: int = 1,
+  use_bias: bool = False,
+  kernel_init=kaiming_fan_out,
+  bias_init=zeros,
+  dtype: Any = jnp.float32,
+  name: str | None = None,
+) -> nn.Conv:
   """``torch.nn.Conv2d(in, features, kernel, stride, padding, groups=groups, bias=use_bias)``."""
-  return nn.Conv(features, (kernel, kernel), strides=(stride, stride),
-                 padding=((padding, padding), (padding, padding)), feature_group_count=groups,
-                 use_bias=use_bias, kernel_init=kernel_init, bias_init=bias_init, dtype=dtype,
-                 param_dtype=jnp.float32, name=name)
+  return nn.Conv(
+    features,
+    (kernel, kernel),
+    strides=(stride, stride),
+    padding=((padding, padding), (padding, padding)),
+    feature_group_count=groups,
+    use_bias=use_bias,
+    kernel_init=kernel_init,
+    bias_init=bias_init,
+    dtype=dtype,
+    param_dtype=jnp.float32,
+    name=name,
+  )
 
 
 def batch_norm(dtype: Any = jnp.float32, name: str | None = None) -> nn.BatchNorm:
@@ -115,23 +137,44 @@ def batch_norm(dtype: Any = jnp.float32, name: str | None = None) -> nn.BatchNor
   stores the unbiased ``n / (n - 1)`` one); with ``n = batch x H x W`` that is <= 2.4e-4 on
   CIFAR-sized maps at batch 64.
   """
-  return nn.BatchNorm(momentum=0.9, epsilon=1e-5, scale_init=ones, bias_init=zeros, dtype=dtype,
-                      param_dtype=jnp.float32, use_fast_variance=False, name=name)
+  return nn.BatchNorm(
+    momentum=0.9,
+    epsilon=1e-5,
+    scale_init=ones,
+    bias_init=zeros,
+    dtype=dtype,
+    param_dtype=jnp.float32,
+    use_fast_variance=False,
+    name=name,
+  )
 
 
-def dense(features: int, in_features: int, *, kernel_init=torch_default_kernel, bias_init=None,
-          dtype: Any = jnp.float32, name: str | None = None) -> nn.Dense:
+def dense(
+  features: int,
+  in_features: int,
+  *,
+  kernel_init=torch_default_kernel,
+  bias_init=None,
+  dtype: Any = jnp.float32,
+  name: str | None = None,
+) -> nn.Dense:
   """``torch.nn.Linear(in_features, features)`` (bias on; torch default init unless given)."""
   if bias_init is None:
     bias_init = torch_default_bias(in_features)
-  return nn.Dense(features, kernel_init=kernel_init, bias_init=bias_init, dtype=dtype,
-                  param_dtype=jnp.float32, name=name)
+  return nn.Dense(
+    features,
+    kernel_init=kernel_init,
+    bias_init=bias_init,
+    dtype=dtype,
+    param_dtype=jnp.float32,
+    name=name,
+  )
 
 
 def global_avg_pool(x: Array) -> Array:
   """NHWC -> NC mean over the spatial axes, accumulated in float32 (a no-op cast for float32
   models; under a bfloat16 policy the sum of H*W bf16 values would lose ~log2(H*W) bits)."""
-  acc = jnp.promote_types(x.dtype, jnp.float32)   # float64 models stay float64
+  acc = jnp.promote_types(x.dtype, jnp.float32)  # float64 models stay float64
   return jnp.mean(x.astype(acc), axis=(1, 2)).astype(x.dtype)
 
 
@@ -170,7 +213,8 @@ class CifarNet(nn.Module):
     """Runs stage ``i`` (a Python int in ``1..num_stages``)."""
     if not isinstance(i, numbers.Integral) or not 1 <= i <= self.num_stages:
       raise ValueError(
-          f"{type(self).__name__} has stages 1..{self.num_stages}; got stage index {i!r}.")
+        f"{type(self).__name__} has stages 1..{self.num_stages}; got stage index {i!r}."
+      )
     return self._stage(h, int(i), train)
 
   def __call__(self, x: Array, train: bool = False) -> Tuple[Array, Taps]:

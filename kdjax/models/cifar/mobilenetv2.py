@@ -22,6 +22,7 @@ Taps (NHWC; at 32x32 input):
 Parameter names: ``conv1_conv``/``conv1_bn`` = ``conv1.0``/``conv1.1``; ``blocks_{g}_{b}/conv_{k}``
 = ``blocks.g.b.conv.k``; ``conv2_conv``/``conv2_bn``; ``classifier`` = ``classifier.0``.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -29,13 +30,27 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from kdjax.models.cifar.common import (CifarNet, batch_norm, conv, dense, global_avg_pool, normal,
-                                       zeros)
+from kdjax.models.cifar.common import (
+  CifarNet,
+  batch_norm,
+  conv,
+  dense,
+  global_avg_pool,
+  normal,
+  zeros,
+)
 from kdjax.models.registry import register
 
 # t (expansion; None = the model's expand_ratio), c, n, s
-SETTING = ((1, 16, 1, 1), (None, 24, 2, 1), (None, 32, 3, 2), (None, 64, 4, 2),
-           (None, 96, 3, 1), (None, 160, 3, 2), (None, 320, 1, 1))
+SETTING = (
+  (1, 16, 1, 1),
+  (None, 24, 2, 1),
+  (None, 32, 3, 2),
+  (None, 64, 4, 2),
+  (None, 96, 3, 1),
+  (None, 160, 3, 2),
+  (None, 320, 1, 1),
+)
 # Which block groups make up each kdjax stage.
 STAGE_GROUPS = ((0, 1), (2,), (3, 4), (5, 6))
 
@@ -91,8 +106,9 @@ class MobileNetV2(CifarNet):
     last = int(1280 * self.width_mult) if self.width_mult > 1.0 else 1280
     self.conv2_conv = conv(last, 1, dtype=self.dtype)
     self.conv2_bn = batch_norm(self.dtype)
-    self.classifier = dense(self.num_classes, last, kernel_init=normal(0.01),
-                            bias_init=zeros, dtype=self.dtype)
+    self.classifier = dense(
+      self.num_classes, last, kernel_init=normal(0.01), bias_init=zeros, dtype=self.dtype
+    )
 
   def apply_stem(self, x, train: bool):
     h = nn.relu(self.conv1_bn(self.conv1_conv(x), use_running_average=not train))

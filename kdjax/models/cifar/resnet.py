@@ -15,6 +15,7 @@ Taps (NHWC; shapes for resnet8..110 at 32x32 input):
 Parameter names follow the PyTorch ones (``layer1_0/conv1`` = ``layer1.0.conv1``,
 ``downsample_conv``/``downsample_bn`` = ``downsample.0``/``downsample.1``).
 """
+
 from __future__ import annotations
 
 from typing import Any, Sequence, Tuple
@@ -43,8 +44,7 @@ class BasicBlock(nn.Module):
     out = batch_norm(self.dtype, name="bn2")(out, use_running_average=ura)
     residual = x
     if self.downsample:
-      residual = conv(self.planes, 1, self.stride, 0, dtype=self.dtype,
-                      name="downsample_conv")(x)
+      residual = conv(self.planes, 1, self.stride, 0, dtype=self.dtype, name="downsample_conv")(x)
       residual = batch_norm(self.dtype, name="downsample_bn")(residual, use_running_average=ura)
     preact = out + residual
     return nn.relu(preact), preact
@@ -73,8 +73,11 @@ class ResNet(CifarNet):
       blocks = []
       for b in range(n):
         s = stride if b == 0 else 1
-        blocks.append(BasicBlock(planes, s, downsample=(b == 0 and (s != 1 or inplanes != planes)),
-                                 dtype=self.dtype))
+        blocks.append(
+          BasicBlock(
+            planes, s, downsample=(b == 0 and (s != 1 or inplanes != planes)), dtype=self.dtype
+          )
+        )
         inplanes = planes
       stages.append(blocks)
     self.layer1, self.layer2, self.layer3 = stages

@@ -16,6 +16,7 @@ Taps (NHWC; at 32x32 input):
 Parameter names: ``layer1_0/conv1`` = ``layer1.0.conv1``; ``shortcut_conv``/``shortcut_bn`` =
 ``shortcut.0``/``shortcut.1``; ``linear``.
 """
+
 from __future__ import annotations
 
 from typing import Any, Sequence
@@ -46,13 +47,15 @@ class Bottleneck(nn.Module):
       return batch_norm(self.dtype, name=name)(y, use_running_average=ura)
 
     out = nn.relu(bn("bn1", conv(self.planes, 1, dtype=self.dtype, name="conv1")(x)))
-    out = nn.relu(bn("bn2", conv(self.planes, 3, self.stride, 1, dtype=self.dtype,
-                                 name="conv2")(out)))
+    out = nn.relu(
+      bn("bn2", conv(self.planes, 3, self.stride, 1, dtype=self.dtype, name="conv2")(out))
+    )
     out = bn("bn3", conv(out_planes, 1, dtype=self.dtype, name="conv3")(out))
     shortcut = x
     if self.stride != 1 or self.in_planes != out_planes:
-      shortcut = bn("shortcut_bn", conv(out_planes, 1, self.stride, dtype=self.dtype,
-                                        name="shortcut_conv")(x))
+      shortcut = bn(
+        "shortcut_bn", conv(out_planes, 1, self.stride, dtype=self.dtype, name="shortcut_conv")(x)
+      )
     preact = out + shortcut
     return nn.relu(preact), preact
 

@@ -14,6 +14,7 @@ Taps (NHWC; at 32x32 input):
 * ``preact_stage{i}``: last block's ``branch + residual`` before the final ReLU.
 * ``pooled``: global average of ``stage3`` (RepDistiller ``avg_pool2d(4)``), 960.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -21,8 +22,15 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from kdjax.models.cifar.common import (CifarNet, batch_norm, channel_shuffle, conv, dense,
-                                       global_avg_pool, torch_default_kernel)
+from kdjax.models.cifar.common import (
+  CifarNet,
+  batch_norm,
+  channel_shuffle,
+  conv,
+  dense,
+  global_avg_pool,
+  torch_default_kernel,
+)
 from kdjax.models.registry import register
 
 
@@ -49,8 +57,7 @@ class ShuffleV1Bottleneck(nn.Module):
     out = conv(self.out_planes, 1, groups=self.groups, name="conv3", **kw)(out)
     out = batch_norm(self.dtype, name="bn3")(out, use_running_average=ura)
     if self.stride == 2:
-      res = nn.avg_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)),
-                        count_include_pad=True)
+      res = nn.avg_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)), count_include_pad=True)
       preact = jnp.concatenate([out, res], axis=-1)
     else:
       preact = out + x
@@ -75,8 +82,11 @@ class ShuffleNetV1(CifarNet):
       blocks = []
       for b in range(n):
         cat = in_planes if b == 0 else 0
-        blocks.append(ShuffleV1Bottleneck(in_planes, out_planes - cat, 2 if b == 0 else 1,
-                                          self.groups, self.dtype))
+        blocks.append(
+          ShuffleV1Bottleneck(
+            in_planes, out_planes - cat, 2 if b == 0 else 1, self.groups, self.dtype
+          )
+        )
         in_planes = out_planes
       stages.append(blocks)
     self.layer1, self.layer2, self.layer3 = stages

@@ -16,6 +16,7 @@ Taps (NHWC; at 32x32 input):
   shuffle, so its channel order differs from ``stage{i}``.
 * ``pooled``: global average of relu(bn2(conv2(stage3))) (RepDistiller ``avg_pool2d(4)``), 1024.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -23,17 +24,24 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from kdjax.models.cifar.common import (CifarNet, batch_norm, channel_shuffle, conv, dense,
-                                       global_avg_pool, torch_default_kernel)
+from kdjax.models.cifar.common import (
+  CifarNet,
+  batch_norm,
+  channel_shuffle,
+  conv,
+  dense,
+  global_avg_pool,
+  torch_default_kernel,
+)
 from kdjax.models.registry import register
 
 CONFIGS = {
-    0.2: ((40, 80, 160, 512), (3, 3, 3)),
-    0.3: ((40, 80, 160, 512), (3, 7, 3)),
-    0.5: ((48, 96, 192, 1024), (3, 7, 3)),
-    1: ((116, 232, 464, 1024), (3, 7, 3)),
-    1.5: ((176, 352, 704, 1024), (3, 7, 3)),
-    2: ((224, 488, 976, 2048), (3, 7, 3)),
+  0.2: ((40, 80, 160, 512), (3, 3, 3)),
+  0.3: ((40, 80, 160, 512), (3, 7, 3)),
+  0.5: ((48, 96, 192, 1024), (3, 7, 3)),
+  1: ((116, 232, 464, 1024), (3, 7, 3)),
+  1.5: ((176, 352, 704, 1024), (3, 7, 3)),
+  2: ((224, 488, 976, 2048), (3, 7, 3)),
 }
 
 
@@ -101,8 +109,10 @@ class ShuffleNetV2(CifarNet):
     cin = 24
     stages = []
     for cout, n in zip(out_channels[:3], num_blocks):
-      stages.append([ShuffleV2DownBlock(cin, cout, self.dtype)] +
-                    [ShuffleV2Block(cout, dtype=self.dtype) for _ in range(n)])
+      stages.append(
+        [ShuffleV2DownBlock(cin, cout, self.dtype)]
+        + [ShuffleV2Block(cout, dtype=self.dtype) for _ in range(n)]
+      )
       cin = cout
     self.layer1, self.layer2, self.layer3 = stages
     self.conv2 = conv(out_channels[3], 1, kernel_init=torch_default_kernel, dtype=self.dtype)

@@ -19,6 +19,7 @@ Quirk reproduced: RepDistiller applies ``pool3`` (before block4) only when the i
 
 Parameter names: ``block{b}/conv{j}``, ``block{b}/bn{j}`` (j-th conv of block b), ``classifier``.
 """
+
 from __future__ import annotations
 
 from typing import Any, Sequence, Tuple
@@ -26,16 +27,23 @@ from typing import Any, Sequence, Tuple
 import flax.linen as nn
 import jax.numpy as jnp
 
-from kdjax.models.cifar.common import (CifarNet, batch_norm, conv, dense, global_avg_pool, normal,
-                                       zeros)
+from kdjax.models.cifar.common import (
+  CifarNet,
+  batch_norm,
+  conv,
+  dense,
+  global_avg_pool,
+  normal,
+  zeros,
+)
 from kdjax.models.registry import register
 
 CFG = {
-    "A": ((64,), (128,), (256, 256), (512, 512), (512, 512)),
-    "B": ((64, 64), (128, 128), (256, 256), (512, 512), (512, 512)),
-    "D": ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512)),
-    "E": ((64, 64), (128, 128), (256, 256, 256, 256), (512, 512, 512, 512), (512, 512, 512, 512)),
-    "S": ((64,), (128,), (256,), (512,), (512,)),
+  "A": ((64,), (128,), (256, 256), (512, 512), (512, 512)),
+  "B": ((64, 64), (128, 128), (256, 256), (512, 512), (512, 512)),
+  "D": ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512)),
+  "E": ((64, 64), (128, 128), (256, 256, 256, 256), (512, 512, 512, 512), (512, 512, 512, 512)),
+  "S": ((64,), (128,), (256,), (512,), (512,)),
 }
 
 
@@ -75,9 +83,9 @@ class VGG(CifarNet):
     self.block2 = VGGBlock(cfg[2], self.dtype)
     self.block3 = VGGBlock(cfg[3], self.dtype)
     self.block4 = VGGBlock(cfg[4], self.dtype)
-    self.classifier = dense(self.num_classes, cfg[4][-1],
-                            kernel_init=normal(0.01), bias_init=zeros,
-                            dtype=self.dtype)
+    self.classifier = dense(
+      self.num_classes, cfg[4][-1], kernel_init=normal(0.01), bias_init=zeros, dtype=self.dtype
+    )
 
   def apply_stem(self, x, train: bool):
     h = nn.relu(self.block0(x, train))

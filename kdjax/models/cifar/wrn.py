@@ -22,6 +22,7 @@ Taps (NHWC; wrn_40_2 at 32x32 input):
 
 Parameter names: ``block1_0/bn1`` = ``block1.layer.0.bn1``; ``convShortcut`` kept.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -52,8 +53,7 @@ class WRNBlock(nn.Module):
     if self.in_planes == self.out_planes:
       shortcut = x
     else:
-      shortcut = conv(self.out_planes, 1, self.stride, 0, dtype=self.dtype,
-                      name="convShortcut")(a)
+      shortcut = conv(self.out_planes, 1, self.stride, 0, dtype=self.dtype, name="convShortcut")(a)
     return shortcut + out, pre
 
 
@@ -76,10 +76,14 @@ class WideResNet(CifarNet):
     self.conv1 = conv(ch[0], 3, 1, 1, dtype=self.dtype)
     stages = []
     for s, stride in enumerate((1, 2, 2)):
-      stages.append([
-          WRNBlock(ch[s] if b == 0 else ch[s + 1], ch[s + 1], stride if b == 0 else 1,
-                   dtype=self.dtype) for b in range(n)
-      ])
+      stages.append(
+        [
+          WRNBlock(
+            ch[s] if b == 0 else ch[s + 1], ch[s + 1], stride if b == 0 else 1, dtype=self.dtype
+          )
+          for b in range(n)
+        ]
+      )
     self.block1, self.block2, self.block3 = stages
     self.bn1 = batch_norm(self.dtype)
     self.fc = dense(self.num_classes, ch[3], bias_init=zeros, dtype=self.dtype)

@@ -6,5 +6,6 @@
 
 Registered under ``*_imagenet`` names because ``ResNet50`` is the CIFAR ResNet50 of RepDistiller.
 """
+
 from kdjax.models.imagenet import mobilenetv1  # noqa: F401
 from kdjax.models.imagenet import resnet  # noqa: F401

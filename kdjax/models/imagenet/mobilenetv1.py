@@ -22,6 +22,7 @@ Parameter names: ``model_0/conv``/``model_0/bn`` = ``model.0.0``/``model.0.1``; 
 ``model_{i}/conv_dw``, ``bn_dw``, ``conv_pw``, ``bn_pw`` = ``model.i.0``, ``.1``, ``.3``, ``.4``;
 ``fc``.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -29,13 +30,32 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from kdjax.models.cifar.common import (CifarNet, batch_norm, conv, dense, global_avg_pool,
-                                       torch_default_kernel)
+from kdjax.models.cifar.common import (
+  CifarNet,
+  batch_norm,
+  conv,
+  dense,
+  global_avg_pool,
+  torch_default_kernel,
+)
 from kdjax.models.registry import register
 
 # (output channels, stride) of model.1 .. model.13
-BLOCKS = ((64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2), (512, 1), (512, 1),
-          (512, 1), (512, 1), (512, 1), (1024, 2), (1024, 1))
+BLOCKS = (
+  (64, 1),
+  (128, 2),
+  (128, 1),
+  (256, 2),
+  (256, 1),
+  (512, 2),
+  (512, 1),
+  (512, 1),
+  (512, 1),
+  (512, 1),
+  (512, 1),
+  (1024, 2),
+  (1024, 1),
+)
 # Which blocks (1-based) make up each stage.
 STAGE_BLOCKS = ((1, 2, 3), (4, 5), (6, 7, 8, 9, 10, 11), (12, 13))
 
@@ -49,8 +69,15 @@ class ConvBN(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool):
-    x = conv(self.features, 3, self.stride, 1, kernel_init=torch_default_kernel,
-             dtype=self.dtype, name="conv")(x)
+    x = conv(
+      self.features,
+      3,
+      self.stride,
+      1,
+      kernel_init=torch_default_kernel,
+      dtype=self.dtype,
+      name="conv",
+    )(x)
     return nn.relu(batch_norm(self.dtype, name="bn")(x, use_running_average=not train))
 
 

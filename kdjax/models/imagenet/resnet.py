@@ -20,6 +20,7 @@ Taps (NHWC; at 224x224 input), as mdistiller's ImageNet ResNet (``feats`` / ``pr
 Parameter names follow torchvision's state-dict keys: ``layer1_0/conv1`` = ``layer1.0.conv1``,
 ``downsample_conv``/``downsample_bn`` = ``downsample.0``/``downsample.1``, ``fc``.
 """
+
 from __future__ import annotations
 
 from typing import Any, Sequence
@@ -56,13 +57,16 @@ class Bottleneck(nn.Module):
       return batch_norm(self.dtype, name=name)(y, use_running_average=ura)
 
     out = nn.relu(bn("bn1", conv(self.planes, 1, dtype=self.dtype, name="conv1")(x)))
-    out = nn.relu(bn("bn2", conv(self.planes, 3, self.stride, 1, dtype=self.dtype,
-                                 name="conv2")(out)))
+    out = nn.relu(
+      bn("bn2", conv(self.planes, 3, self.stride, 1, dtype=self.dtype, name="conv2")(out))
+    )
     out = bn("bn3", conv(self.planes * 4, 1, dtype=self.dtype, name="conv3")(out))
     residual = x
     if self.downsample:
-      residual = bn("downsample_bn", conv(self.planes * 4, 1, self.stride, dtype=self.dtype,
-                                          name="downsample_conv")(x))
+      residual = bn(
+        "downsample_bn",
+        conv(self.planes * 4, 1, self.stride, dtype=self.dtype, name="downsample_conv")(x),
+      )
     preact = out + residual
     return nn.relu(preact), preact
 
@@ -87,9 +91,14 @@ class ImageNetResNet(CifarNet):
       blocks = []
       for b in range(n):
         s = stride if b == 0 else 1
-        blocks.append(block(planes, s, downsample=(b == 0 and (s != 1 or
-                                                               inplanes != planes * block.expansion)),
-                            dtype=self.dtype))
+        blocks.append(
+          block(
+            planes,
+            s,
+            downsample=(b == 0 and (s != 1 or inplanes != planes * block.expansion)),
+            dtype=self.dtype,
+          )
+        )
         inplanes = planes * block.expansion
       stages.append(blocks)
     self.layer1, self.layer2, self.layer3, self.layer4 = stages

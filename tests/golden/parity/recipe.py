@@ -13,6 +13,7 @@ recipe: the generator calibrates them with train-mode forward passes on random i
 BN is a non-trivial affine map that keeps deep nets' activations O(1)) and the fixture stores them
 verbatim as ``sd_value/<key>``; they are small.
 """
+
 from __future__ import annotations
 
 import math
@@ -51,16 +52,19 @@ def state_dict(fixture) -> dict:
   ndims = fixture["sd_ndims"]
   dims = list(fixture["sd_dims"])
   out = {}
-  for key, kind, nd, seed, chk in zip(keys, kinds, ndims, fixture["sd_seeds"],
-                                      fixture["sd_checksums"]):
+  for key, kind, nd, seed, chk in zip(
+    keys, kinds, ndims, fixture["sd_seeds"], fixture["sd_checksums"]
+  ):
     shape, dims = dims[:nd], dims[nd:]
     if kind == "stored":
       t = np.asarray(fixture[f"sd_value/{key}"])
     else:
       t = make_tensor(kind, shape, int(seed))
     if zlib.crc32(t.tobytes()) != int(chk):
-      raise AssertionError(f"recipe drift for {key}: its values differ from the generator's "
-                           "(NumPy changed PCG64.random?); regenerate the fixtures.")
+      raise AssertionError(
+        f"recipe drift for {key}: its values differ from the generator's "
+        "(NumPy changed PCG64.random?); regenerate the fixtures."
+      )
     out[key] = t
   return out
 
@@ -87,6 +91,12 @@ def recipe_arrays(arch: str, entries, stored=None) -> dict:
     dims.extend(int(s) for s in shape)
     seeds.append(seed)
     sums.append(zlib.crc32(t.tobytes()))
-  return {**out, "sd_keys": np.array(keys), "sd_kinds": np.array(kinds),
-          "sd_ndims": np.array(ndims, np.int64), "sd_dims": np.array(dims, np.int64),
-          "sd_seeds": np.array(seeds, np.int64), "sd_checksums": np.array(sums, np.int64)}
+  return {
+    **out,
+    "sd_keys": np.array(keys),
+    "sd_kinds": np.array(kinds),
+    "sd_ndims": np.array(ndims, np.int64),
+    "sd_dims": np.array(dims, np.int64),
+    "sd_seeds": np.array(seeds, np.int64),
+    "sd_checksums": np.array(sums, np.int64),
+  }
