@@ -41,7 +41,8 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 sys.path.insert(0, ROOT)
 
-DEFAULT_TORCH_PY = "/work/torchvenv/bin/python"
+# A Python with torch (e.g. a scratch 3.11 venv): --torch_python or $KDJAX_TORCH_PYTHON.
+DEFAULT_TORCH_PY = os.path.join(os.path.dirname(ROOT), "torchvenv", "bin", "python")
 TORCH_VARIANTS = ("eager", "channels_last", "compile", "compile_cl", "bf16_cl")
 KDJAX_VARIANTS = ("step", "loop", "loop_bare")  # also: step_bf16
 

@@ -2,7 +2,7 @@ r"""Proposed CPU-sized converging benchmark on offline Fashion-MNIST (issue 13 i
 family for the table runner. NOT yet verified to converge: see docs/converge_fmnist/README.md.
 
   nice -n 10 python -m launch.table --config configs/fmnist_converge.py \
-      --out /work/runs_proof/converge          # resumable; relaunch to continue
+      --out runs/converge          # resumable; relaunch to continue
 
 Teacher: resnet14 on all 60,000 training images, 15 epochs (7,035 steps of batch 128), SGD lr 0.1
 cosine, wd 5e-4, crop + flip, a kept checkpoint every 5 epochs (checkpoint-KD teachers), seed 0.

@@ -16,8 +16,20 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 
+def _cache_key(preprocess):
+  """A ``functools.partial`` compares by identity, so a fresh ``partial(eval_transform, info)``
+  per call would miss the cache and recompile: key it by (function, args, keywords) instead."""
+  if isinstance(preprocess, functools.partial):
+    return ("partial", preprocess.func, preprocess.args, tuple(sorted(preprocess.keywords.items())))
+  return preprocess
+
+
 @functools.lru_cache(maxsize=64)
-def _jitted(model, preprocess, taps: tuple):
+def _jitted_by_key(model, key, taps: tuple):
+  preprocess = key
+  if isinstance(key, tuple) and key and key[0] == "partial":
+    preprocess = functools.partial(key[1], *key[2], **dict(key[3]))
+
   def fn(variables, x):
     if preprocess is not None:
       x = preprocess(x)
@@ -25,6 +37,10 @@ def _jitted(model, preprocess, taps: tuple):
     return logits, {k: all_taps[k] for k in taps}
 
   return jax.jit(fn)
+
+
+def _jitted(model, preprocess, taps: tuple):
+  return _jitted_by_key(model, _cache_key(preprocess), taps)
 
 
 def predict_logits(

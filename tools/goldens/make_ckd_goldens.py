@@ -8,7 +8,7 @@ Reference semantics: LeapLabTHU/CheckpointKD ``student.py`` (the non-``avg_teach
     kd_loss = kd_loss + weight[j] * st_loss          # weight = ones(teacher_num) / teacher_num
 
 re-written here with torch; plus the ``avg_teacher`` branch (logits averaged first) for contrast.
-Run: ``/work/torchvenv/bin/python tools/goldens/make_ckd_goldens.py``.
+Run: ``$KDJAX_TORCH_PYTHON tools/goldens/make_ckd_goldens.py``.
 """
 
 import os

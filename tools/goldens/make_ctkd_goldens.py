@@ -1,6 +1,6 @@
 r"""Golden values for CTKD (torch, float64): ``tests/golden/ctkd.npz``.
 
-  /work/torchvenv/bin/python tools/goldens/make_ctkd_goldens.py
+  $KDJAX_TORCH_PYTHON tools/goldens/make_ctkd_goldens.py
 
 Our transcription of zhengli97/CTKD ``models/temp_global.py`` (``Global_T``,
 ``GradientReversalFunction``), ``distiller_zoo/KD.py`` (``DistillKL``), the temperature of

@@ -1,6 +1,6 @@
 r"""Golden values for logit standardisation (torch, float64): ``tests/golden/lskd.npz``.
 
-  /work/torchvenv/bin/python tools/goldens/make_lskd_goldens.py
+  $KDJAX_TORCH_PYTHON tools/goldens/make_lskd_goldens.py
 
 Our transcription of sunshangquan/logit-standardization-KD ``mdistiller/distillers/KD.py`` and
 ``DKD.py`` (``normalize``: ``(z − mean) / (1e-7 + std)``, torch's unbiased std; ``kd_loss`` and

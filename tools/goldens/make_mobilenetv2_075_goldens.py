@@ -10,7 +10,7 @@ written from the repository's layer list). The fixture format is ``tools/parity/
 
 Run with the torch venv (needs torch, not jax)::
 
-    /work/torchvenv/bin/python tools/goldens/make_mobilenetv2_075_goldens.py
+    $KDJAX_TORCH_PYTHON tools/goldens/make_mobilenetv2_075_goldens.py
 """
 
 import os

@@ -1,6 +1,6 @@
 r"""Golden values for NKD (torch, float64): ``tests/golden/nkd.npz``.
 
-  /work/torchvenv/bin/python tools/goldens/make_nkd_goldens.py
+  $KDJAX_TORCH_PYTHON tools/goldens/make_nkd_goldens.py
 
 Our transcription of yzd-v/cls_KD ``mmcls/models/dis_losses/nkd.py`` (``NKDLoss.forward`` with
 integer labels) on fixed random logits, at the reference's CIFAR-100 setting (T = 3, γ = 3.5) and

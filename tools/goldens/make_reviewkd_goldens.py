@@ -1,6 +1,6 @@
 r"""Golden values for ReviewKD (torch, float64): ``tests/golden/reviewkd.npz``.
 
-  /work/torchvenv/bin/python tools/goldens/make_reviewkd_goldens.py
+  $KDJAX_TORCH_PYTHON tools/goldens/make_reviewkd_goldens.py
 
 Our transcription of megvii-research/mdistiller ``mdistiller/distillers/ReviewKD.py`` (``ABF``,
 the fusion loop of ``ReviewKD.forward_train`` and ``hcl_loss``), run in train mode (BatchNorm on
