@@ -1,6 +1,6 @@
 """Layers point one way (issue 11, item 6): a module may import its own layer or lower ones only.
 
-  0  data, models, losses, errors, eval, config, distributed     (the bottom)
+  0  data, models, losses, errors, checks, eval, config, distributed     (the bottom)
   1  methods, precision
   2  train
   3  teachers, calibration, analysis
@@ -21,6 +21,7 @@ LAYERS = {
   "models": 0,
   "losses": 0,
   "errors": 0,
+  "checks": 0,
   "eval": 0,
   "config": 0,
   "distributed": 0,

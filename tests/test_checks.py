@@ -1,0 +1,56 @@
+"""kdjax.checks: the one set of number validators."""
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from kdjax import checks
+from kdjax.errors import UserError
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, float("nan"), float("inf"), True, "x", None])
+def test_positive_refuses(bad):
+  with pytest.raises(UserError, match="temperature"):
+    checks.positive("temperature", bad)
+
+
+def test_positive_accepts_and_converts():
+  assert checks.positive("t", 4) == 4.0 and isinstance(checks.positive("t", 4), float)
+  assert checks.positive("t", jnp.float32(2.5)) == 2.5
+
+
+@pytest.mark.parametrize("bad", [-1e-9, float("nan"), -float("inf"), False])
+def test_nonnegative_refuses(bad):
+  with pytest.raises(UserError, match=r"w must"):
+    checks.nonnegative("w", bad)
+
+
+def test_nonnegative_accepts_zero():
+  assert checks.nonnegative("w", 0) == 0.0
+
+
+def test_in_range_closed_and_open():
+  assert checks.in_range("p", 0.0, 0, 1) == 0.0
+  assert checks.in_range("p", 1.0, 0, 1) == 1.0
+  with pytest.raises(UserError, match=r"\(0, 1\]"):
+    checks.in_range("p", 0.0, 0, 1, open_lo=True)
+  with pytest.raises(UserError, match=r"\[0, 1\)"):
+    checks.in_range("p", 1.0, 0, 1, open_hi=True)
+  with pytest.raises(UserError, match=r"\[0, inf\)"):
+    checks.in_range("p", -2.0, 0)
+
+
+def test_integer():
+  assert checks.integer("n", 3.0, minimum=1) == 3 and isinstance(checks.integer("n", 3.0), int)
+  for bad in (2.5, True, "a", float("inf")):
+    with pytest.raises(UserError, match="n must be an integer"):
+      checks.integer("n", bad)
+  with pytest.raises(UserError, match=">= 1"):
+    checks.integer("n", 0, minimum=1)
+
+
+def test_tracers_pass_unchecked():
+  # Hyper-parameters swept under vmap/jit cannot be inspected; they are returned as they are.
+  out = jax.vmap(lambda t: checks.positive("t", t) * 2.0)(jnp.array([-1.0, 2.0]))
+  assert out.tolist() == [-2.0, 4.0]
+  jax.jit(lambda t: checks.in_range("p", t, 0, 1) + checks.integer("n", t))(jnp.float32(5.0))
