@@ -26,9 +26,10 @@ flip + FixMatch ``RandAugment(2, 10)`` + Cutout, on PIL images):
   goes through the run's train transform (crop + normalise), with independent crops;
 * :func:`rand_augment` is our JAX re-implementation of the 14 FixMatch ops with the reference's
   ranges (two ops drawn with replacement, a uniform magnitude each, then Cutout of side
-  ``U(0, 0.5) · 32`` filled with (125, 123, 114)); geometric ops sample nearest-neighbour with
-  zero fill as PIL does, but rounding (and PIL's integer look-up tables) can differ by a grey
-  level, and Equalize/AutoContrast follow PIL's formulas on float pixels;
+  ``U(0, 0.5) · 32`` filled with (125, 123, 114)), following PIL's formulas (nearest-neighbour
+  affine sampling with zero fill, ``Image.blend``'s truncation, the autocontrast / equalize look-up
+  tables); ``tests/test_mlkd.py`` checks every op against Pillow pixel for pixel. The magnitudes
+  and the Cutout corner come from JAX's generator, not Python's ``random`` / NumPy's;
 * the train step runs the student once on all ``2B`` rows, so BatchNorm's batch statistics mix
   both views (the reference makes two forward passes, one per view, each updating the running
   statistics). The teacher runs in eval mode in both.
@@ -76,15 +77,16 @@ def _gray(img):
 
 
 def _blend(degenerate, img, factor):
-  """``ImageEnhance``: ``degenerate + factor · (img − degenerate)``, clipped to 0..255."""
-  return jnp.clip(degenerate + factor * (img - degenerate), 0.0, 255.0)
+  """``ImageEnhance`` (``Image.blend``): ``degenerate + factor · (img − degenerate)``, truncated
+  and clipped to 0..255."""
+  return jnp.clip(jnp.trunc(degenerate + factor * (img - degenerate)), 0.0, 255.0)
 
 
 def _autocontrast(img):
   lo = jnp.min(img, axis=(0, 1), keepdims=True)
   hi = jnp.max(img, axis=(0, 1), keepdims=True)
-  scale = 255.0 / jnp.where(hi > lo, hi - lo, 1.0)
-  return jnp.where(hi > lo, jnp.clip((img - lo) * scale, 0.0, 255.0), img)
+  scale = 255.0 / jnp.where(hi > lo, hi - lo, 1.0)  # PIL's LUT: int(x · scale − lo · scale)
+  return jnp.where(hi > lo, jnp.clip(jnp.trunc(img * scale - lo * scale), 0.0, 255.0), img)
 
 
 def _equalize_channel(ch):
