@@ -12,7 +12,7 @@
 * the strong view's RandAugment ops against Pillow (the reference applies them with PIL);
 * every config cell builds with its yaml's recipe;
 * one real jitted train step (``init_train_state`` + ``make_steps``) through the ``mlkd`` preset
-  on resnet8 <- resnet20: the logged terms equal the losses recomputed on the same views.
+  on tiny CNNs (16x16 images): the logged terms equal the losses recomputed on the same views.
 """
 
 import importlib.util
@@ -250,7 +250,9 @@ def test_rand_augment_ops_match_pillow():
 def test_weak_strong_views_layout():
   rs = np.random.RandomState(3)
   images = rs.randint(0, 256, (4, 32, 32, 3)).astype(np.uint8)
-  x = M.weak_strong_views(images, jax.random.PRNGKey(0), lambda im, r: im)
+  x = jax.jit(lambda im, k: M.weak_strong_views(im, k, lambda a, r: a))(
+    images, jax.random.PRNGKey(0)
+  )
   assert x.shape == (8, 32, 32, 3) and x.dtype == jnp.float32
   x = np.asarray(x)
   for b in range(4):  # row 2b: the image or its mirror; row 2b + 1: augmented, in 0..255
@@ -284,9 +286,9 @@ def test_every_config_cell_builds_with_its_recipe():
 
 
 def test_jitted_train_step_with_mlkd():
-  student = models.get("resnet8", num_classes=10)
-  teacher = models.get("resnet20", num_classes=10)
-  x0 = jnp.zeros((1, 32, 32, 3))
+  student = models.get("tiny_cnn", num_classes=10, width=4)
+  teacher = models.get("tiny_cnn", num_classes=10, width=8)
+  x0 = jnp.zeros((1, 16, 16, 3))
   tv = teacher.init(jax.random.PRNGKey(1), x0, train=False)
   method = build_method(preset("mlkd"))
   tx = optax.sgd(0.05, momentum=0.9)
@@ -306,20 +308,24 @@ def test_jitted_train_step_with_mlkd():
   )
   rs = np.random.RandomState(0)
   batch = dict(
-    image=rs.randint(0, 255, (6, 32, 32, 3)).astype(np.uint8),
+    image=rs.randint(0, 255, (6, 16, 16, 3)).astype(np.uint8),
     label=rs.randint(0, 10, (6,)).astype(np.int32),
     index=np.arange(6, dtype=np.int32),
   )
   rng = jax.random.fold_in(init.state.rng, init.state.step)
   new_state, metrics = steps.train_batch(init.state, batch, tv)
   assert np.isfinite(float(metrics["loss"]))
+
   # the same views as the step made, and the losses on that forward pass
-  x = M.WEAK_STRONG_VIEWS.make(batch["image"], rng, tf)
-  assert x.shape == (12, 32, 32, 3)
-  z = student.apply(
-    {"params": p0["student"], "batch_stats": bs0["student"]}, x, train=True, mutable=["batch_stats"]
-  )[0][0]
-  v = teacher.apply(tv, x, train=False)[0]
+  @jax.jit
+  def forward(images, key):
+    x = M.WEAK_STRONG_VIEWS.make(images, key, tf)
+    svars = {"params": p0["student"], "batch_stats": bs0["student"]}
+    z = student.apply(svars, x, train=True, mutable=["batch_stats"])[0][0]
+    return x, z, teacher.apply(tv, x, train=False)[0]
+
+  x, z, v = forward(batch["image"], rng)
+  assert x.shape == (12, 16, 16, 3)
   y = batch["label"]
   zw, zs, vw, vs = z[0::2], z[1::2], v[0::2], v[1::2]
   want = {

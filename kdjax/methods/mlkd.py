@@ -89,15 +89,22 @@ def _autocontrast(img):
   return jnp.where(hi > lo, jnp.clip(jnp.trunc(img * scale - lo * scale), 0.0, 255.0), img)
 
 
-def _equalize_channel(ch):
-  """PIL ``ImageOps.equalize`` of one uint8-valued channel."""
-  q = jnp.clip(jnp.round(ch), 0, 255).astype(jnp.int32)
-  hist = jnp.bincount(q.reshape(-1), length=256)
-  last = hist[jnp.max(jnp.where(hist > 0, jnp.arange(256), 0))]
-  step = (jnp.sum(hist) - last) // 255
-  lut = (jnp.cumsum(hist) - hist + step // 2) // jnp.maximum(step, 1)
-  lut = jnp.clip(lut, 0, 255).astype(ch.dtype)
-  return jnp.where(step > 0, lut[q], ch)
+def _equalize(img):
+  """PIL ``ImageOps.equalize`` per channel of a uint8-valued HWC image: with the channel's
+  histogram ``h``, ``step = (Σh − h[last non-empty level]) // 255`` and the look-up table
+  ``lut[i] = (Σ_{j<i} h_j + step // 2) // step`` (identity where ``step`` is 0)."""
+  c = img.shape[-1]
+  q = jnp.clip(jnp.round(img), 0, 255).astype(jnp.int32).reshape(-1, c)
+  levels = jnp.arange(256)
+  hist = jnp.sum(q[:, :, None] == levels, axis=0)  # (C, 256): compare-and-sum, no scatter
+  top = jnp.max(jnp.where(hist > 0, levels, 0), axis=-1, keepdims=True)
+  last = jnp.sum(jnp.where(levels == top, hist, 0), axis=-1, keepdims=True)
+  step = (jnp.sum(hist, axis=-1, keepdims=True) - last) // 255
+  lut = (jnp.cumsum(hist, axis=-1) - hist + step // 2) // jnp.maximum(step, 1)
+  lut = jnp.clip(lut, 0, 255)
+  out = jnp.take_along_axis(lut, q.T, axis=-1).T  # (HW, C)
+  out = jnp.where(step[:, 0] > 0, out, q).astype(img.dtype)
+  return out.reshape(img.shape)
 
 
 def _sharpness_degenerate(img):
@@ -158,7 +165,7 @@ def _apply_op(img, op, u):
     "Brightness": _blend(jnp.zeros_like(img), img, v),
     "Color": _blend(jnp.round(gray), img, v),
     "Contrast": _blend(jnp.round(jnp.mean(jnp.round(gray))), img, v),
-    "Equalize": jnp.stack([_equalize_channel(img[..., c]) for c in range(img.shape[-1])], -1),
+    "Equalize": _equalize(img),
     "Identity": img,
     "Posterize": jnp.floor(img / keep) * keep,
     "Sharpness": _blend(_sharpness_degenerate(img), img, v),
@@ -170,14 +177,14 @@ def _apply_op(img, op, u):
   return jnp.round(out)  # PIL keeps uint8 pixels between ops
 
 
-def _cutout(img, rng):
+def _cutout(img, r):
   """FixMatch ``Cutout(img, U(0, 0.5))``: a square of side ``v = U·0.5·W`` at ``x0 = int(max(0,
-  c − v/2))`` (``c`` from ``np.random.uniform(W)``, i.e. U(1, W)), clipped, filled grey."""
+  c − v/2))`` (``c`` from ``np.random.uniform(W)``, i.e. U(1, W)), clipped, filled grey.
+  ``r``: three U(0, 1) draws (side, x, y)."""
   h, w = img.shape[:2]
-  k_v, k_x, k_y = jax.random.split(rng, 3)
-  side = jax.random.uniform(k_v) * 0.5 * w
-  cx = jax.random.uniform(k_x, minval=1.0, maxval=float(w))
-  cy = jax.random.uniform(k_y, minval=1.0, maxval=float(h))
+  side = r[0] * 0.5 * w
+  cx = 1.0 + r[1] * (w - 1.0)
+  cy = 1.0 + r[2] * (h - 1.0)
   x0 = jnp.floor(jnp.maximum(0.0, cx - side / 2.0))
   y0 = jnp.floor(jnp.maximum(0.0, cy - side / 2.0))
   x1, y1 = jnp.minimum(w, x0 + side), jnp.minimum(h, y0 + side)
@@ -197,12 +204,14 @@ def rand_augment(images, rng, *, num_ops: int = 2):
   ops = jax.random.randint(k_op, (b, num_ops), 0, len(RA_OPS))
   us = jax.random.uniform(k_u, (b, num_ops))
 
-  def one(img, ops_b, us_b, key):
+  cut = jax.random.uniform(k_cut, (b, 3))
+
+  def one(img, ops_b, us_b, cut_b):
     for i in range(num_ops):
       img = _apply_op(img, ops_b[i], us_b[i])
-    return _cutout(img, key)
+    return _cutout(img, cut_b)
 
-  return jax.vmap(one)(x, ops, us, jax.random.split(k_cut, b))
+  return jax.vmap(one)(x, ops, us, cut)
 
 
 def weak_strong_views(images, rng, transform):
