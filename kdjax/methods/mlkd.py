@@ -255,7 +255,8 @@ def mlkd_instance_term(
 ):
   """MLKD's instance level (``loss_kd`` / KD_WEIGHT): ``m_B Σ_T T² KL(weak) + Σ_T T² KL(strong)``
   over ``temperatures`` (default 4, 3, 5, 2, 6), the strong sum's ``strong_on_weak`` (2, 6) parts
-  on the weak view as released; ``m_B`` the teacher's below-median-confidence fraction."""
+  on the weak view as released; ``m_B`` the teacher's below-median-confidence fraction.
+  ``temperatures`` / ``strong_on_weak`` are static Python numbers (not swept under ``vmap``)."""
   del batch
   (zw, zs), (vw, vs) = _split(s), _split(t)
   return mlkd_losses.mlkd_instance(
@@ -291,7 +292,8 @@ def mlkd_class_term(s, t, batch, *, temperatures=T_DEFAULT, confidence_mask: boo
 
 @register_term("mlkd_strong_ce", views=WEAK_STRONG_VIEWS, needs_teacher=False)
 def mlkd_strong_ce_term(s, t, batch):
-  """The student's cross-entropy on the strong view (the reference's second CE; weight 0.1)."""
+  """The student's cross-entropy on the strong view with the hard labels (the reference's second
+  CE; weight 0.1; ``method.label_smoothing`` applies to the method's weak-view CE only)."""
   del t
   zs = _split(s)[1]
   return cross_entropy(zs.astype(jnp.promote_types(zs.dtype, jnp.float32)), batch.labels)
