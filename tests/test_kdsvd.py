@@ -2,8 +2,9 @@
 
 * goldens: our torch transcription of RepDistiller's ``KDSVD`` (tools/goldens/make_kdsvd_goldens.py,
   tests/golden/kdsvd.npz; teacher vectors sign-fixed as kdjax documents), values and gradients
-  w.r.t. every student tap, 1e-5 relative in float64; float32 at 2e-3 (SVD vectors carry ~1e-6
-  relative error, amplified by the 1/(σ_j² − σ_i²) factors of gaps ~20 %);
+  w.r.t. every student tap, 1e-5 relative in float64; float32 at 5e-5 (measured ~2e-6: float32
+  SVD vectors carry ~1e-6 relative error, amplified by the 1/(σ_j² − σ_i²) factors of gaps
+  ~20 %; the margin covers other LAPACK builds);
 * the SVD backward equals autodiff through ``jnp.linalg.svd`` where singular values are distinct
   (tall, wide and square maps) and central differences where the discarded ones tie, and stays
   finite for repeated and zero singular values (where plain autodiff returns NaN);
@@ -47,7 +48,7 @@ def _case(g, tag, dtype):
   return fs, ft, int(g[f"{tag}/k"]), int(g[f"{tag}/extra"])
 
 
-@pytest.mark.parametrize("dtype,rtol", [(np.float64, 1e-5), (np.float32, 2e-3)])
+@pytest.mark.parametrize("dtype,rtol", [(np.float64, 1e-5), (np.float32, 5e-5)])
 @pytest.mark.parametrize("tag", ["k1", "k2"])
 def test_golden_values_and_gradients(tag, dtype, rtol):
   g = _g()
@@ -88,10 +89,16 @@ def test_svd_backward_equals_autodiff_for_distinct_singular_values(m, n_cols):
     x = jnp.asarray(rs.randn(3, m, n_cols))
     nv = min(3, m, n_cols)
     w = jnp.asarray(rs.randn(3, n_cols, nv))
-    mine = jax.grad(lambda x: jnp.sum(w * right_singular_vectors(x, nv)))(x)
-    auto = jax.grad(lambda x: jnp.sum(w * _auto_vectors(x, nv)))(x)
-    np.testing.assert_allclose(right_singular_vectors(x, nv), _auto_vectors(x, nv), atol=1e-14)
-    np.testing.assert_allclose(mine, auto, rtol=1e-9, atol=1e-12)
+
+    @jax.jit
+    def run(x):
+      mine = jax.grad(lambda x: jnp.sum(w * right_singular_vectors(x, nv)))(x)
+      auto = jax.grad(lambda x: jnp.sum(w * _auto_vectors(x, nv)))(x)
+      return right_singular_vectors(x, nv), _auto_vectors(x, nv), mine, auto
+
+    v, v_auto, mine, auto = jax.device_get(run(x))
+  np.testing.assert_allclose(v, v_auto, atol=1e-14)
+  np.testing.assert_allclose(mine, auto, rtol=1e-9, atol=1e-12)
 
 
 def _map_with_singular_values(rs, sig, m, n):
@@ -112,13 +119,11 @@ def test_svd_backward_with_tied_discarded_values_matches_central_differences():
       v = right_singular_vectors(x, 1)
       return jnp.sum(w * v * jnp.sign(jnp.sum(v)))  # sign-fixed, so differences are smooth
 
-    g = np.asarray(jax.grad(f)(x))
+    g = np.asarray(jax.jit(jax.grad(f))(x))
     eps = 1e-6
-    fd = np.zeros_like(g)
-    for idx in np.ndindex(*x.shape):
-      d = np.zeros(x.shape)
-      d[idx] = eps
-      fd[idx] = (float(f(x + d)) - float(f(x - d))) / (2 * eps)
+    dirs = np.eye(x.size).reshape(x.size, *x.shape) * eps
+    fp = jax.jit(jax.vmap(lambda d: f(x + d) - f(x - d)))(jnp.asarray(dirs))
+    fd = np.asarray(fp).reshape(x.shape) / (2 * eps)
   np.testing.assert_allclose(g, fd, rtol=1e-6, atol=1e-8)
 
 
@@ -203,7 +208,7 @@ def test_bad_arguments_raise_user_error():
     jax.jit(lambda k: kdsvd(fs, fs, k=k))(1)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def tap_shapes(name):
   m = models.get(name, num_classes=100)
   x = jax.ShapeDtypeStruct((1, 32, 32, 3), jnp.float32)
@@ -294,14 +299,14 @@ def test_every_config_pair_builds_and_binds():
 
 
 def test_jitted_train_step():
-  student = models.get("resnet8", num_classes=100)
-  teacher = models.get("resnet20", num_classes=100)
+  student = models.get("tiny_cnn", num_classes=100)
+  teacher = models.get("tiny_cnn", num_classes=100)
   x0 = jnp.zeros((1, 32, 32, 3))
   tv = teacher.init(jax.random.PRNGKey(1), x0, train=False)
   method = build_method(preset("kdsvd"))
   tx = optax.sgd(0.1)
   init = init_train_state(student, (teacher, tv), method, x0, jax.random.PRNGKey(0), tx=tx)
-  assert init.method.terms[0].student_taps == ("stage1", "stage2", "stage3")
+  assert init.method.terms[0].student_taps == ("stage1", "stage2")
   p0 = jax.device_get(init.state.params)
   bs0 = jax.device_get(init.state.batch_stats)
   transform = lambda im: im.astype(jnp.float32) / 255.0 - 0.5
@@ -323,13 +328,17 @@ def test_jitted_train_step():
   )
   new_state, metrics = steps.train_batch(init.state, batch, tv)
   assert np.isfinite(float(metrics["loss"])) and float(metrics["kdsvd"]) > 0
-  x = transform(batch["image"])
-  s_taps = student.apply(
-    {"params": p0["student"], "batch_stats": bs0["student"]}, x, train=True, mutable=["batch_stats"]
-  )[0][1]
-  t_taps = teacher.apply(tv, x, train=False)[1]
-  keys = ("stage1", "stage2", "stage3")
-  want = kdsvd([s_taps[k] for k in keys], [t_taps[k] for k in keys]).mean()
+  keys = ("stage1", "stage2")
+
+  @jax.jit
+  def outside(images):  # the term on the same student (train mode) and teacher taps
+    x = transform(images)
+    sv = {"params": p0["student"], "batch_stats": bs0["student"]}
+    s_taps = student.apply(sv, x, train=True, mutable=["batch_stats"])[0][1]
+    t_taps = teacher.apply(tv, x, train=False)[1]
+    return kdsvd([s_taps[k] for k in keys], [t_taps[k] for k in keys]).mean()
+
+  want = outside(batch["image"])
   np.testing.assert_allclose(float(metrics["kdsvd"]), float(want), rtol=1e-4)
   leaves = jax.tree_util.tree_leaves(
     jax.tree_util.tree_map(

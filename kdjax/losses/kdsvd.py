@@ -65,7 +65,7 @@ inputs stay float64 under x64. Backward matmuls use ``Precision.HIGHEST``.
 from __future__ import annotations
 
 import functools
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -73,7 +73,7 @@ import jax.numpy as jnp
 from kdjax import checks
 from kdjax.errors import UserError
 
-__all__ = ["kdsvd", "right_singular_vectors", "RBF_DENOMINATOR", "DEFAULT_EXTRA"]
+__all__ = ["DEFAULT_EXTRA", "RBF_DENOMINATOR", "kdsvd", "right_singular_vectors"]
 
 RBF_DENOMINATOR = 8.0  # exp(-d² / 8): SSKD_SVD, RepDistiller, mdistiller
 DEFAULT_EXTRA = 3  # the student keeps k + 3 vectors (RepDistiller / mdistiller ``k + 3``)
