@@ -107,6 +107,28 @@ def _map_with_singular_values(rs, sig, m, n):
   return q1 @ np.diag(sig) @ q2.T
 
 
+def test_svd_backward_keeps_small_well_separated_values_in_float32():
+  """σ = logspace(0, −3, 6) on a 1024 × 6 map in float32: the small values are 4x apart but their
+  squares differ by less than eps·1024·σ_max²; the tie rule compares σ (the SVD's accuracy), so
+  every coupling is kept and the backward equals float32 autodiff (a rule on σ² differences
+  would drop the smallest pair and be ~90 % off)."""
+  rs = np.random.RandomState(5)
+  sig = np.logspace(0, -3, 6)
+  x = jnp.asarray(np.stack([_map_with_singular_values(rs, sig, 1024, 6) for _ in range(2)]))
+  x = x.astype(jnp.float32)
+  w = jnp.asarray(rs.randn(2, 6, 6), jnp.float32)
+  fix = lambda v: v * jnp.sign(jnp.sum(v, axis=-2, keepdims=True))
+
+  @jax.jit
+  def run(x):
+    mine = jax.grad(lambda x: jnp.sum(w * fix(right_singular_vectors(x, 6))))(x)
+    auto = jax.grad(lambda x: jnp.sum(w * fix(_auto_vectors(x, 6))))(x)
+    return mine, auto
+
+  mine, auto = jax.device_get(run(x))
+  assert np.max(np.abs(mine - auto)) <= 1e-5 * np.max(np.abs(auto))
+
+
 def test_svd_backward_with_tied_discarded_values_matches_central_differences():
   """σ = (3, 1, 1, 0.5): the top vector is unique and differentiable while 1/(σ_j² − σ_i²) of the
   tied (discarded) pair is unbounded; the tie-safe backward, which drops it, is exact there."""

@@ -41,8 +41,9 @@ Decisions where the reference leaves something open (documented, tested):
   backward needs ``F_ij = 1 / (σ_j² − σ_i²)`` and, when ``H·W < C``, ``1 / σ_j``, which are
   infinite for repeated (or zero) singular values; plain autodiff (torch's and JAX's) then
   returns NaN even when the repeated values are among the discarded vectors. As the original,
-  kdjax drops those entries: ``F_ij = 0`` where ``|σ_j² − σ_i²| <= eps·max(H·W, C)·σ_max²``
-  (the original zeroes the non-finite ``F_ij``; the tolerance extends that to round-off ties),
+  kdjax drops those entries: ``F_ij = 0`` where ``|σ_j − σ_i| <= eps·max(H·W, C)·σ_max``, i.e.
+  where the two values are equal to the accuracy of the computed SVD (the original zeroes the
+  non-finite ``F_ij``; the tolerance extends that to round-off ties),
   ``1/σ_j = 0`` where ``σ_j <= eps·max(H·W, C)·σ_max`` (numerical rank, as numpy's
   ``matrix_rank``; the original adds 1e-8 to σ), and an example whose map gradient is still
   not finite gets a zero gradient (the original's ``crop_removenan``). Where the singular values
@@ -119,9 +120,11 @@ def _rsv_bwd(n, res, g):
   j = _mm(jnp.swapaxes(v, -1, -2), vbar)  # VᵀV̄ (B, K, K)
   a = j - jnp.swapaxes(j, -1, -2)
   s_max = jnp.max(s, axis=-1, keepdims=True)[..., None]  # (B, 1, 1)
-  s2 = s * s
-  diff = s2[..., None, :] - s2[..., :, None]  # [i, j] = σ_j² − σ_i²
-  keep = jnp.abs(diff) > eps * s_max * s_max
+  # σ_j² − σ_i², kept where σ_i and σ_j differ by more than the accuracy of the computed
+  # singular values (eps · max(M, N) · σ_max, numpy's matrix_rank tolerance); the diagonal and
+  # ties (incl. repeated zeros of a rank-deficient map) get F = 0
+  diff = s[..., None, :] * s[..., None, :] - s[..., :, None] * s[..., :, None]
+  keep = jnp.abs(s[..., None, :] - s[..., :, None]) > eps * s_max
   f = jnp.where(keep, 1.0 / jnp.where(keep, diff, 1.0), 0.0)
   core = s[..., :, None] * (f * a)
   grad = _mm(_mm(u, core), jnp.swapaxes(v, -1, -2))
