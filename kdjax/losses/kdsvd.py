@@ -34,20 +34,24 @@ Decisions where the reference leaves something open (documented, tested):
 * **teacher sign**: singular vectors are defined up to sign, and the loss depends on the sign
   of the teacher's vectors (``(a − b)²`` with ``a`` flipped alone changes), which the reference
   leaves to LAPACK / cuSOLVER. kdjax fixes it: each teacher vector is flipped so that the sum of
-  its entries is >= 0. For post-ReLU maps the top singular vector is entrywise of one sign
-  (Perron-Frobenius), so this is the reference's value whenever its backend returns the same
-  sign at every tap. The student's sign never matters (the alignment absorbs it).
+  its entries is >= 0. For non-negative (post-ReLU) maps the top singular vector can be chosen
+  entrywise non-negative (Perron-Frobenius) and this rule picks it, so with ``k = 1`` this is
+  the reference's value whenever its backend returns the same sign at every tap; on the golden
+  inputs torch's own signs do not, and give another value. The student's sign never matters
+  (the alignment absorbs it).
 * **gradients** (the original registers its own ``Svd`` gradient for the same reason): the SVD
   backward needs ``F_ij = 1 / (σ_j² − σ_i²)`` and, when ``H·W < C``, ``1 / σ_j``, which are
   infinite for repeated (or zero) singular values; plain autodiff (torch's and JAX's) then
-  returns NaN even when the repeated values are among the discarded vectors. As the original,
-  kdjax drops those entries: ``F_ij = 0`` where ``|σ_j − σ_i| <= eps·max(H·W, C)·σ_max``, i.e.
-  where the two values are equal to the accuracy of the computed SVD (the original zeroes the
-  non-finite ``F_ij``; the tolerance extends that to round-off ties),
-  ``1/σ_j = 0`` where ``σ_j <= eps·max(H·W, C)·σ_max`` (numerical rank, as numpy's
-  ``matrix_rank``; the original adds 1e-8 to σ), and an example whose map gradient is still
-  not finite gets a zero gradient (the original's ``crop_removenan``). Where the singular values
-  are distinct this is the exact gradient (equal to autodiff through ``jnp.linalg.svd``).
+  returns NaN, even when the repeated values are among the discarded vectors (dead channels,
+  an all-zero map). As the original, kdjax drops those entries: ``F_ij = 0`` where
+  ``|σ_j − σ_i| <= eps·max(H·W, C)·σ_max``, i.e. where the two values are equal to the accuracy
+  of the computed SVD (the original zeroes the non-finite ``F_ij``; the tolerance extends that
+  to round-off ties), ``1/σ_j = 0`` where ``σ_j <= eps·max(H·W, C)·σ_max`` (numerical rank, as
+  numpy's ``matrix_rank``; the author's later TF2 code adds 1e-8 to σ), and an example whose
+  map gradient is still not finite gets a zero gradient (the original's ``crop_removenan``).
+  Where the singular values differ by more than that tolerance this is the exact gradient
+  (tested against autodiff through ``jnp.linalg.svd`` and, with tied discarded values, against
+  finite differences).
 * **teacher**: enters only through stop-gradient quantities (the reference detaches the
   teacher's RBF; SSKD_SVD stops the gradient of the teacher's singular values), so the gradient
   w.r.t. the teacher maps is zero; its SVD is not differentiated.
