@@ -32,6 +32,11 @@ def base_config() -> ml_collections.ConfigDict:
   d.eval_split = ""
   d.train_limit = 0  # >0: use the first N training examples only
   d.eval_limit = 0
+  # > 0: hold N examples of the (loaded) training split out as a validation split; the run
+  # trains on the rest. Stratified, seeded by val_seed (not by seed): kdjax/data/holdout.py.
+  # Post-hoc temperature scaling (kdjax.calibration.study) is fitted on it.
+  d.val_examples = 0
+  d.val_seed = 0
   d.crop_pad = 4  # RandomCrop(padding=crop_pad); 0 disables
   d.flip = True  # RandomHorizontalFlip
   d.mixup_alpha = 0.0  # > 0: mixup with Beta(alpha, alpha) (teacher variant)

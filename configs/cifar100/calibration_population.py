@@ -1,5 +1,6 @@
 r"""Calibration-and-KD teacher population: teacher capacity x training schedule, and the students
-distilled from each population member (CIFAR-100; CIFAR-10: ``configs/cifar10/calibration_population.py``).
+distilled from each population member (CIFAR-100; CIFAR-10: ``configs/cifar10/calibration_population.py``;
+Tiny-ImageNet: ``configs/tiny_imagenet/calibration_population.py``).
 
 Citation: Fan et al., "Revisit the Essence of Distilling Knowledge through Calibration", ICML 2024
 (no code released; methods.md §2.3-§2.4). The correlation study varies the teacher's calibration
@@ -13,6 +14,12 @@ Teacher argument ``teacher:<arch>,<schedule>``:
   ``full``      the canonical RepDistiller teacher recipe (240 epochs, 150/180/210;
                 ``configs/cifar100/teacher.py``).
 Both keep a checkpoint every 10 epochs (early-stopped teachers: ``teacher.which=epoch:N``).
+Both hold ``VAL_EXAMPLES[dataset]`` training examples out (``dataset.val_examples``: 5,000 of
+CIFAR's 50,000, 10,000 of Tiny-ImageNet's 100,000; stratified, seed ``dataset.val_seed`` 0,
+``kdjax/data/holdout.py``) and train on the rest: the validation split the temperature-scaled
+control fits T on (**design decision**: the paper does not say whether its teachers saw the whole
+training split; ``--config.dataset.val_examples=0`` trains on all of it, and the study then
+refuses ``--temperature_scaled`` for that teacher).
 
 Student argument ``<student>,<loss>,<arch>,<schedule>``: ``configs/cifar100/calibration_kd.py``'s
 student recipe (200 epochs, lr 0.03, CE weight 0, α = 1) distilled from the population teacher
@@ -21,9 +28,10 @@ student recipe (200 epochs, lr 0.03, CE weight 0, α = 1) distilled from the pop
 τ_r = 0.1 on the logit scale; :mod:`kdjax.losses.ranking_corr`). Every ranking loss is a
 **CANDIDATE** for the paper's calibration-insensitive loss, whose formula is unknown.
 
-Temperature-scaled teacher variants: fit T on held-out data (``launch/calibration_study.py``) and
-pass ``--config.teacher.temperature``. Caveat (issue 14 item 3): the study's held-out slice is
-today the last 5,000 *training* images, which these teachers have seen.
+Temperature-scaled teacher variants (methods.md §2.3 step 6): ``launch/calibration_study.py
+--temperature_scaled`` fits T by NLL on each teacher's own held-out split (rebuilt from the
+teacher run's ``config.json``; never on images it trained on) and distils from the scaled teacher
+too; or pass ``--config.teacher.temperature`` by hand.
 
 Launch::
 
@@ -33,8 +41,14 @@ Launch::
   python -m launch.distill \
       --config configs/cifar100/calibration_population.py:resnet8x4,spearman,resnet110,short100 \
       --workdir runs/cifar100/calib_spearman_resnet110_short100-resnet8x4
+  python -m launch.calibration_study \
+      --config configs/cifar100/calibration_population.py:resnet8x4,kl,resnet110,short100 \
+      --teachers runs/cifar100/calib_teacher_resnet110_short100,runs/cifar100/calib_teacher_resnet110_full \
+      --out runs/cifar100/calib_study --temperature_scaled
 
-Published numbers: NONE transcribed (methods.md §2.5); no cell here claims a paper number.
+Published numbers: NONE. The paper's results (its Table 1 and correlation figures) have not been
+transcribed (methods.md §2.5: no PDF text available to us), so no cell here claims a paper
+number; ``PUBLISHED`` stays empty until they are.
 """
 
 from configs.cifar100 import calibration_kd, common
@@ -57,6 +71,8 @@ LOSSES = {**calibration_kd.LOSSES, **RANK_CORR}
 STUDENTS = calibration_kd.STUDENTS
 DATASET = "cifar100"
 PUBLISHED = {}
+# training examples each population teacher holds out as its validation split (design decision)
+VAL_EXAMPLES = {"cifar100": 5000, "cifar10": 5000, "tiny_imagenet": 10000}
 
 
 def teacher_workdir(arch: str, schedule: str, dataset: str = DATASET) -> str:
@@ -80,6 +96,7 @@ def teacher_config(arch: str, schedule: str, dataset: str = DATASET):
     c.optim.milestones = (50, 75)
     c.optim.epochs = 100
   c.keep_every_epochs = 10
+  c.dataset.val_examples = VAL_EXAMPLES[dataset]
   return c
 
 

@@ -145,11 +145,21 @@ def load_data(config, mesh):
   Fills in ``config.dataset.train_split/eval_split`` defaults. Returns ``(feed, eval_batches,
   info, n_train)``: an :class:`InMemoryFeed` or :class:`StreamFeed`, a callable giving a fresh
   iterable of ``(images, labels)`` test batches, the dataset info (``image_shape`` is the crop
-  size for streamed datasets) and the number of training examples."""
+  size for streamed datasets) and the number of training examples.
+
+  ``dataset.val_examples > 0`` holds that many training examples out
+  (:func:`kdjax.data.split_holdout`): the feed trains on the rest and keeps the held-out
+  ArraySplit as ``feed.val_split`` (None otherwise)."""
   dcfg = config.dataset
   info = kdata.info(dcfg.name)
   dcfg.train_split = dcfg.train_split or info.train_split
   dcfg.eval_split = dcfg.eval_split or info.eval_split
+  if dcfg.val_examples and not info.in_memory:
+    raise UserError(
+      f"config.dataset.val_examples={dcfg.val_examples}: a held-out split of the training data "
+      f"is supported for in-memory datasets only, not the streamed {dcfg.name!r}; set it to 0 "
+      "and pass a held-out split spec as dataset.train_split (e.g. 'train[:98%]')."
+    )
   if info.in_memory:
     train = kdata.load_arrays(
       dcfg.name,
@@ -158,6 +168,7 @@ def load_data(config, mesh):
       idx_dir=dcfg.idx_dir,
       limit=dcfg.train_limit or None,
     )
+    train, val = kdata.split_holdout(train, dcfg.val_examples, dcfg.val_seed)
     test = kdata.load_arrays(
       dcfg.name,
       dcfg.eval_split,
@@ -166,6 +177,7 @@ def load_data(config, mesh):
       limit=dcfg.eval_limit or None,
     )
     feed = InMemoryFeed(train, config, mesh)
+    feed.val_split = val
     n_train = feed.n
     eval_batches = lambda: split_batches(test, config.eval_batch_size)
   else:
@@ -209,6 +221,7 @@ def load_data(config, mesh):
     test_stream = mk(dcfg.eval_split, False, dcfg.eval_limit, config.eval_batch_size)
     n_train = feed.stream.num_examples
     feed.index_space = int(np.max(feed.stream._index)) + 1  # pylint: disable=protected-access
+    feed.val_split = None
     eval_batches = lambda: stream_batches(test_stream)
   return feed, eval_batches, info, n_train
 
