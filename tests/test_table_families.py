@@ -181,3 +181,42 @@ def test_tiny_family_runs_through_launch_table(tmp_path, fmnist_dir, monkeypatch
     overrides={"seeds": (0,)},
   )
   assert not any(l.startswith("[table] ") for l in logs)
+
+
+def test_snapshot_members_name_the_teacher_cells_checkpoints():
+  from kdjax.tables import _run_config
+
+  fam = _family("checkpoint_kd", "fmnist")
+  cfg = _run_config(fam, "/out", "snapshot", 2)
+  t = cell_dir("/out", "teacher", 0)  # the teacher cell has seed 0 only: it teaches every seed
+  assert cfg.teacher.workdir == t and tuple(cfg.teacher.members) == (f"{t}@epoch:6", f"{t}@final")
+  assert cfg.seed == 2 and build_method(cfg.method).name == "ckd"
+  kl = _run_config(fam, "/out", "snapshot_kl_mean", 0)
+  assert build_method(kl.method).name == "ckd_kl_mean" and len(kl.teacher.members) == 2
+  assert _run_config(fam, "/out", "epoch_9", 0).teacher.which == "epoch:9"
+
+
+def test_sftn_teacher_is_exported_then_distilled(tmp_path, fmnist_dir, monkeypatch):
+  """The SFTN family's stage 1 (tiny_cnn teacher with tiny_cnn branches) and one stage-2 cell
+  from its exported teacher, on 128 Fashion-MNIST images."""
+  from launch import table
+
+  monkeypatch.setenv("KDJAX_FASHION_MNIST_DIR", fmnist_dir)
+  out = str(tmp_path / "sftn")
+  logs = []
+  res = table.run(
+    "configs/tables/sftn.py:fmnist,tiny",
+    out,
+    cells=("sftn_teacher", "kd_sftn"),
+    overrides={"seeds": (0,)},
+    log=logs.append,
+  )
+  exported = os.path.join(cell_dir(out, "sftn_teacher", 0), "sftn_teacher")
+  with open(os.path.join(exported, "export.json")) as fh:
+    meta = json.load(fh)
+  assert meta["arch"] == "tiny_cnn" and meta["source"] == "sftn"
+  with open(os.path.join(cell_dir(out, "kd_sftn", 0), "summary.json")) as fh:
+    s = json.load(fh)
+  assert s["finished"] and os.path.abspath(s["teacher"]["workdir"]) == os.path.abspath(exported)
+  rows = {r["cell"]: r for r in res["rows"]}
+  assert rows["kd_sftn"]["seeds"] == [0] and any("exporting" in l for l in logs)

@@ -4,9 +4,10 @@ ensembles, as teachers of the same student.
 
 Cells: the teacher (``configs/cifar100/ckd.py:teacher:<arch>``: 200 epochs, a kept checkpoint
 every 20), the student alone (the same recipe, CE), then KD (α 0.5, T 5) from the full teacher
-(``full``), from every kept epoch (``epoch_<N>``: the curve Algorithm 1 selects on), from the
-half-way checkpoint (``inter`` = epoch 100), from a snapshot ensemble of epochs 100 + 200
-(logit mean) and the same with the per-teacher-KL mode (``kl_mean``). The ensemble of two
+(``full``), from every kept epoch (``epoch_<N>``: the curve Algorithm 1 selects on;
+``epoch_100`` is the paper's half-way teacher T_inter), from a snapshot ensemble of the half-way
+and the final checkpoints (100 + 200, logit mean: ``snapshot``) and the same with the
+per-teacher-KL mode (``snapshot_kl_mean``). The ensemble of two
 independent full teachers (``ckd.py:<pair>,full_ensemble``) needs a second teacher run and is
 not a cell here. Published numbers: NONE (``configs/cifar100/ckd.py``: the paper's Tables 1-3
 are not transcribed).
@@ -15,7 +16,8 @@ are not transcribed).
   python -m launch.table --config configs/tables/checkpoint_kd.py:fmnist --out runs/tables/ckd_fm
 
 ``ARG``: ``cifar100[,PAIR]`` (a key of ``configs/cifar100/ckd.py``'s ``PAIRS``, default
-wrn_40_2-wrn_40_1), ``fmnist`` (teacher kept every 3 of its 15 epochs) or ``fmnist,tiny``.
+wrn_40_2-wrn_40_1), ``fmnist`` (teacher kept every 3 of its 15 epochs; half-way = epoch 6) or
+``fmnist,tiny``.
 """
 
 from configs.cifar100 import ckd
@@ -37,7 +39,7 @@ def get_config(arg: str = "cifar100"):
   cifar = setting == "cifar100"
   kept = ckd.KEPT if cifar else tuple(range(FMNIST_KEEP, common.FMNIST_TEACHER_EPOCHS, FMNIST_KEEP))
   last = ckd.EPOCHS if cifar else common.FMNIST_TEACHER_EPOCHS
-  mid = kept[len(kept) // 2] if not cifar else ckd.EPOCHS // 2
+  mid = max(e for e in kept if e <= last // 2)  # the half-way teacher (T_inter)
   if cifar:
     t_cell = common.cell(
       ckd.get_config(f"teacher:{teacher}"), label=f"teacher {teacher}", seeds=(0,)
