@@ -17,7 +17,7 @@ are not transcribed).
 
 ``ARG``: ``cifar100[,PAIR]`` (a key of ``configs/cifar100/ckd.py``'s ``PAIRS``, default
 wrn_40_2-wrn_40_1), ``fmnist`` (teacher kept every 3 of its 15 epochs; half-way = epoch 6) or
-``fmnist,tiny``.
+``fmnist,tiny`` (a 2-epoch teacher keeping epoch 1).
 """
 
 from configs.cifar100 import ckd
@@ -39,6 +39,8 @@ def get_config(arg: str = "cifar100"):
   cifar = setting == "cifar100"
   kept = ckd.KEPT if cifar else tuple(range(FMNIST_KEEP, common.FMNIST_TEACHER_EPOCHS, FMNIST_KEEP))
   last = ckd.EPOCHS if cifar else common.FMNIST_TEACHER_EPOCHS
+  if tiny:  # a 2-epoch teacher keeping epoch 1
+    kept, last = (1,), 2
   mid = max(e for e in kept if e <= last // 2)  # the half-way teacher (T_inter)
   if cifar:
     t_cell = common.cell(
@@ -64,4 +66,9 @@ def get_config(arg: str = "cifar100"):
   cells["student"] = common.fmnist_student_cell()
   for k, (c, label) in srcs.items():
     cells[k] = common.fmnist_distill_cell(c, label)
-  return common.family("checkpoint_kd_fmnist", common.FMNIST_SETTING, cells, tiny=tiny)
+  fam = common.family("checkpoint_kd_fmnist", common.FMNIST_SETTING, cells, tiny=tiny)
+  if tiny:
+    t = fam.cells.teacher.run
+    t.num_epochs = t.optim.epochs = last
+    t.keep_every_epochs = 1
+  return fam
