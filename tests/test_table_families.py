@@ -17,13 +17,14 @@ from kdjax.config import validate
 from kdjax.methods import build_method
 from kdjax.tables import cell_dir, check_family
 
-FAMILIES = ("repdistiller", "dkd", "dist", "ttm", "sftn", "checkpoint_kd", "calibration")
+FAMILIES = ("repdistiller", "dkd", "dist", "ttm", "sskd", "sftn", "checkpoint_kd", "calibration")
 # family -> the pair table its cifar100 argument takes
 PAIR_TABLES = {
   "repdistiller": ("configs.cifar100.repdistiller", "PAIRS"),
   "dkd": ("configs.cifar100.dkd", "PAIRS"),
   "dist": ("configs.cifar100.dist", "PAIRS"),
   "ttm": ("configs.cifar100.ttm", "PAIRS"),
+  "sskd": ("configs.cifar100.sskd", "PAIRS"),
   "sftn": ("configs.sftn", "PAIRS"),
   "checkpoint_kd": ("configs.cifar100.ckd", "PAIRS"),
   "calibration": ("configs.cifar100.calibration_population", "STUDENTS"),
@@ -39,6 +40,7 @@ SOURCES = {
   "wttm_itrd": "configs.cifar100.wttm_itrd",
   "itrd": "configs.cifar100.wttm_itrd",
   "wttm_noce": "configs.cifar100.wttm_noce",
+  "sskd": "configs.cifar100.sskd",
 }
 
 
@@ -80,7 +82,7 @@ def _doc_number(module, pair, number):
   return any(f"{number:.2f}" in l for l in lines)
 
 
-@pytest.mark.parametrize("name", ["repdistiller", "dkd", "dist", "ttm"])
+@pytest.mark.parametrize("name", ["repdistiller", "dkd", "dist", "ttm", "sskd"])
 def test_published_numbers_resolve_to_the_cell_configs_docstrings(name):
   mod, table = PAIR_TABLES[name]
   for pair in getattr(importlib.import_module(mod), table):
@@ -140,6 +142,8 @@ def test_fmnist_variants_use_the_converge_settings():
   rd = _family("repdistiller", "fmnist")
   assert rd.cells.ab.run.method.init.epochs == 8 and rd.cells.crd.run.method.terms.crd.weight == 0.8
   assert _family("dkd", "fmnist").cells.dkd.run.method.terms.dkd.warmup_epochs == 5
+  head = _family("sskd", "fmnist").cells.sskd.run.method.init  # SSKD's 60 / (30, 45) head epochs
+  assert (head.epochs, tuple(head.milestones)) == (15, (8, 11))
 
 
 def test_unknown_arguments_raise():

@@ -11,8 +11,10 @@ Every family takes ``get_config('<setting>[,<pair>][,tiny]')``:
   settings: teacher resnet14 on all 60,000 training images x 15 epochs, students resnet8 on the
   first 5,000 images x 60 epochs (SGD lr 0.1 cosine, wd 5e-4, batch 128, crop + flip), every
   distilled cell with the method block of its CIFAR-100 cell (same terms, weights and
-  hyper-parameters; epoch counts inside the method, i.e. warm-ups and init stages, scaled by
-  60 / 240). Fashion-MNIST is in none of the papers' tables: no published number;
+  hyper-parameters). Epoch counts inside the method (warm-ups, init stages and their milestones)
+  are scaled by 60 / 240, and an init stage that ran at the CIFAR main lr runs at the
+  Fashion-MNIST main lr (0.1). Fashion-MNIST is in none of the papers' tables: no published
+  number;
 * ``fmnist,tiny``: the same cells shrunk to a smoke test (``tiny_cnn`` teacher and students, 128
   training and 128 test images, 1 epoch): seconds per cell, for tests only.
 """
@@ -126,6 +128,7 @@ def transplant(src, dst, *, epochs: int = FMNIST_STUDENT_EPOCHS):
     if m.init.lr == src.optim.lr:  # RepDistiller: the init stage at the main lr
       m.init.lr = dst.optim.lr
     m.init.epochs = _scale_epochs(m.init.epochs, epochs)
+    m.init.milestones = tuple(_scale_epochs(e, epochs) for e in m.init.milestones)
   for k in ("which", "members", "ensemble_mode", "temperature"):
     dst.teacher[k] = src.teacher[k]
   return dst
@@ -173,4 +176,5 @@ def shrink(run):
   run.tensorboard = False
   if run.method.init.epochs:
     run.method.init.epochs = 1
+    run.method.init.milestones = ()
   return run
