@@ -263,6 +263,9 @@ def markdown(family, rows, command: str = "") -> str:
     "mean ± std (sample std, ddof 1) over the finished seeds; agreement = % of test "
     "images where student and teacher predict the same class (last epoch)."
   )
+  sources = sorted({r.get("published_source", "") for r in rows if r["published"] is not None})
+  if any(sources):
+    lines.append("Published numbers from: " + "; ".join(x for x in sources if x) + ".")
   if command:
     lines.append(f"Rerun: `{command}`")
   return "\n".join(lines) + "\n"

@@ -8,6 +8,18 @@ then the ``extra`` cells ``{cell: (CIFAR-100 config, published top-1 or None, so
 from configs.cifar100 import kd, repdistiller
 from configs.tables import common
 
+LABELS = {
+  "dkd": "DKD",
+  "dist": "DIST",
+  "ttm": "TTM",
+  "wttm": "WTTM",
+  "wttm_crd": "WTTM + CRD",
+  "wttm_itrd": "WTTM + ITRD",
+  "itrd": "ITRD",
+  "wttm_noce": "WTTM w/o CE",
+  "sskd": "SSKD",
+}
+
 
 def kd_published(pair: str):
   """RepDistiller's KD top-1 for ``pair`` (its README), or None where it has no row."""
@@ -37,7 +49,8 @@ def logit_family(name: str, setting: str, pair: str, tiny: bool, extra: dict):
       source="configs/cifar100/repdistiller.py PAIRS (RepDistiller README)",
     )
     for k, (cfg, pub, src) in extra.items():
-      cells[k] = common.cell(cfg, label=k, teacher_cell="teacher", published=pub, source=src)
+      label = LABELS.get(k, k)
+      cells[k] = common.cell(cfg, label=label, teacher_cell="teacher", published=pub, source=src)
     return common.family(
       f"{name}_{pair}", f"CIFAR-100 {pair}, the configs' recipes (configs/cifar100/)", cells
     )
@@ -45,5 +58,5 @@ def logit_family(name: str, setting: str, pair: str, tiny: bool, extra: dict):
   cells["student"] = common.fmnist_student_cell()
   cells["kd"] = common.fmnist_distill_cell(kd_config("resnet32x4-resnet8x4"), "KD")
   for k, (cfg, _, _) in extra.items():
-    cells[k] = common.fmnist_distill_cell(cfg, k)
+    cells[k] = common.fmnist_distill_cell(cfg, LABELS.get(k, k))
   return common.family(f"{name}_fmnist", common.FMNIST_SETTING, cells, tiny=tiny)
