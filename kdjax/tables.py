@@ -13,10 +13,19 @@ A *family* config (``configs/<family>.py:<arg>``, ``get_config`` returning a Con
                               teaches seed S when that cell has seed S, else its first seed
       published_key='',       optional: the key of this cell's published number in the family
                               module's docstring (``key 73.33`` or ``key: 73.33``); '' = none
+      published=None,         optional: the published number itself (e.g. read from the cell
+                              config's ``PAIRS`` table); overrides published_key
+      published_source='',    optional: where that number is printed (shown in the table)
+      teacher_export='',      optional: 'sftn' = the teacher cell is an SFTN run (config.model
+                              'sftn'); its teacher is exported once (kdjax.teachers.sftn) into
+                              ``<teacher seed dir>/sftn_teacher`` and distilled from
       members=False,          optional: train the cell's seeds together in one vmapped step
                               (kdjax.train.members; its member dirs are the seed dirs below)
                               when they share one teacher, instead of one after another
       label='')               optional: the row's label (default the cell name)
+
+``run.teacher.members`` entries that start with ``@`` (``'@epoch:20'``) name checkpoints of the
+teacher cell's run (``<teacher seed dir>@epoch:20``): snapshot ensembles of a teacher cell.
 
 :func:`run_table` trains every (cell, seed) whose ``<out>/cells/<cell>/seed<S>/summary.json`` is
 not finished (relaunching skips finished ones and resumes interrupted ones from their
@@ -40,6 +49,7 @@ import numpy as np
 
 from kdjax.errors import UserError
 from kdjax.methods import build_method
+from kdjax.teachers import sftn as sftn_teacher
 from kdjax.train import checkpoint as ckpt_lib
 from kdjax.train.loop import train_and_evaluate
 from kdjax.train.members import train_members
@@ -109,12 +119,38 @@ def check_family(family) -> list:
   return order
 
 
-def _teacher_dir(family, out, name, seed) -> str:
+def _teacher_run_dir(family, out, name, seed) -> str:
+  """The run dir of the teacher cell's run that teaches seed ``seed`` ('' = no teacher cell)."""
   t = family.cells[name].get("teacher_cell", "")
   if not t:
     return ""
   tseeds = _cell_seeds(family, t)
   return cell_dir(out, t, seed if seed in tseeds else tseeds[0])
+
+
+def _export_kind(family, name) -> str:
+  kind = family.cells[name].get("teacher_export", "")
+  if kind not in ("", "sftn"):
+    raise UserError(f"cell {name!r}: teacher_export must be '' or 'sftn', got {kind!r}.")
+  return kind
+
+
+def _teacher_dir(family, out, name, seed) -> str:
+  """The teacher workdir this cell's seed distils from ('' = none from a teacher cell)."""
+  t = _teacher_run_dir(family, out, name, seed)
+  if t and _export_kind(family, name) == "sftn":
+    return os.path.join(t, "sftn_teacher")
+  return t
+
+
+def _export_teacher(family, out, name, seed, log) -> None:
+  """Exports the SFTN teacher cell's teacher once (``teacher_export='sftn'``)."""
+  if not _export_kind(family, name):
+    return
+  src, dst = _teacher_run_dir(family, out, name, seed), _teacher_dir(family, out, name, seed)
+  if not os.path.exists(os.path.join(dst, "export.json")):
+    log(f"[table] {name}: exporting the SFTN teacher of {src}")
+    sftn_teacher.export_teacher(src, dst)
 
 
 def _run_config(family, out, name, seed):
@@ -123,6 +159,9 @@ def _run_config(family, out, name, seed):
   t = _teacher_dir(family, out, name, seed)
   if t:
     cfg.teacher.workdir = t
+    members = tuple(cfg.teacher.get("members", ()) or ())
+    if any(m.startswith("@") for m in members):  # checkpoints of the teacher cell's run
+      cfg.teacher.members = tuple(t + m if m.startswith("@") else m for m in members)
   return cfg
 
 
@@ -142,6 +181,8 @@ def run_cell(family, out: str, name: str, *, log=print) -> list:
       raise UserError(
         f"cell {name!r} distils but has neither teacher_cell nor run.teacher.workdir."
       )
+    for s in todo:
+      _export_teacher(family, out, name, s, log)
     one_teacher = len({_teacher_dir(family, out, name, s) for s in todo}) == 1
     if cell.get("members", False) and len(todo) > 1 and one_teacher:
       log(f"[table] {name}: seeds {todo} as members of one vmapped run")
@@ -182,6 +223,9 @@ def aggregate(family, out: str, published: dict) -> list:
     row["per_seed_last_top1"] = [s.get("last_top1") for s in sums]
     pk = cell.get("published_key", "")
     row["published"] = published.get(pk) if pk else None
+    if cell.get("published", None) is not None:
+      row["published"] = float(cell.published)
+    row["published_source"] = cell.get("published_source", "")
     rows.append(row)
   return rows
 
@@ -219,6 +263,9 @@ def markdown(family, rows, command: str = "") -> str:
     "mean ± std (sample std, ddof 1) over the finished seeds; agreement = % of test "
     "images where student and teacher predict the same class (last epoch)."
   )
+  sources = sorted({r.get("published_source", "") for r in rows if r["published"] is not None})
+  if any(sources):
+    lines.append("Published numbers from: " + "; ".join(x for x in sources if x) + ".")
   if command:
     lines.append(f"Rerun: `{command}`")
   return "\n".join(lines) + "\n"
@@ -240,6 +287,7 @@ CSV_KEYS = (
   "last_agreement_std",
   "train_seconds_mean",
   "published",
+  "published_source",
 )
 
 

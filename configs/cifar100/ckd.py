@@ -37,8 +37,11 @@ Launch::
   python -m launch.distill --config configs/cifar100/ckd.py:wrn_40_2-wrn_40_1,inter \
       --workdir runs/cifar100/ckd_wrn_40_2-wrn_40_1_inter
 
-Published numbers: NONE transcribed (methods.md §5.5: Tables 1-3 are still to be copied from the
-paper). Orientation only (unverified: our reading): intermediate over full teachers +0.15 to
+Published numbers: NONE for any cell. The official README (LeapLabTHU/CheckpointKD ``README.md``,
+checked) prints no result table, only the commands above; the paper's Tables 1-3 (full vs
+intermediate teacher, full vs snapshot ensemble, Algorithm 1's selection) are not in methods.md
+or mission_audit.md (methods.md §5.5: still to be copied from the paper's PDF), so no cell cites
+a number. Orientation only (unverified: our reading): intermediate over full teachers +0.15 to
 +0.96 points, snapshot over full ensembles about +0.52 points.
 """
 
@@ -56,7 +59,7 @@ PAIRS = {
 EPOCHS, BATCH, KEEP_EVERY = 200, 128, 20
 KEPT = tuple(range(KEEP_EVERY, EPOCHS, KEEP_EVERY))  # 20..180; 200 is the full teacher
 TEMPERATURE, ALPHA = 5.0, 0.5
-PUBLISHED = {}  # none transcribed (methods.md §5.5)
+PUBLISHED = {}  # none: no source at hand prints a number (docstring)
 
 
 def teacher_workdir(arch: str) -> str:

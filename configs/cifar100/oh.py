@@ -19,8 +19,21 @@ Launch::
       --workdir runs/cifar100/oh_wrn_40_2-wrn_16_2 \
       --config.teacher.workdir runs/cifar100/teacher_wrn_40_2
 
-Published numbers: the OH paper's CIFAR-100 pairs (WRN-28-4 teachers) are not kdjax models and are
-not transcribed; RepDistiller's table has no OH row. NONE cited.
+Published numbers: NONE for these pairs. RepDistiller's table has no OH row, and the official
+README (clovaai/overhaul-distillation ``README.md`` / ``CIFAR-100/README.md``, "Experimental
+results", error rate %) reports only its own settings, whose WRN-28-4 and PyramidNet teachers are
+not kdjax models. For reference, that table as top-1 = 100 - error (student alone -> OH):
+
+  README setting                    student alone   OH      (error %: alone / OH)
+  (a) WRN 28-4 -> WRN 16-4          77.28           79.11   (22.72 / 20.89)
+  (b) WRN 28-4 -> WRN 28-2          75.12           78.02   (24.88 / 21.98)
+  (c) WRN 28-4 -> WRN 16-2          72.68           75.92   (27.32 / 24.08)
+  (d) WRN 28-4 -> ResNet 56         72.32           75.56   (27.68 / 24.44)
+  Pyramid-200 -> WRN 28-4           78.91           82.20   (21.09 / 17.80)
+  Pyramid-200 -> Pyramid-110        77.42           81.11   (22.58 / 18.89)
+
+(the README labels the last two rows (f), (g) in its results but (e), (f) in its settings; the
+Pyramid teachers were trained at batch 64). None of these is a number for a ``PAIRS`` cell here.
 """
 
 from configs.cifar100 import common
@@ -35,7 +48,16 @@ PAIRS = {
   "vgg13-vgg8": ("vgg13", "vgg8"),
 }
 EPOCHS, BATCH = 200, 128
-PUBLISHED = {}
+PUBLISHED = {}  # no published OH number for these pairs (docstring)
+# the official README's own settings (not kdjax models): setting -> (alone, OH) top-1
+OFFICIAL_README = {
+  "wrn_28_4-wrn_16_4": (77.28, 79.11),
+  "wrn_28_4-wrn_28_2": (75.12, 78.02),
+  "wrn_28_4-wrn_16_2": (72.68, 75.92),
+  "wrn_28_4-resnet56": (72.32, 75.56),
+  "pyramid200-wrn_28_4": (78.91, 82.20),
+  "pyramid200-pyramid110": (77.42, 81.11),
+}
 
 
 def apply_oh(method_cfg):

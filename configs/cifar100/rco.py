@@ -20,8 +20,9 @@ Launch (once the loop hook exists)::
   python -m launch.distill --config configs/cifar100/rco.py:resnet32x4-resnet8x4 \
       --workdir runs/cifar100/rco_resnet32x4-resnet8x4
 
-Published numbers: NONE transcribed (SFTN Table 4's RCO row and the RCO paper's CIFAR-100 table use
-other pairs / are NF).
+Published numbers: NONE for any pair. RCO has no reference code and no README; the RCO paper's
+CIFAR-100 results and SFTN's Table 4 RCO row ("SFTN-4", mission_audit.md A.3) are not in
+methods.md or mission_audit.md, so no cell here cites a number.
 """
 
 from configs.cifar100 import common, kd, teacher

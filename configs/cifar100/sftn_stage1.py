@@ -18,9 +18,11 @@ Launch::
   python -m launch.export_teacher --workdir runs/cifar100/sftn_resnet32x4-ShuffleV2 \
       --out runs/cifar100/sftn_teacher_resnet32x4-ShuffleV2
 
-Published numbers: none transcribed (methods.md §4.4); expected teacher accuracy below the
-standard teacher's (kimyuji/SFTN_kd logs: resnet32x4 77.96 / 78.40 vs 79.42).
-"""
+Published numbers: NONE for any pair. SFTN has no official code or README; its teacher
+accuracies (and Tables 1-3 per pair) are not in methods.md or mission_audit.md (methods.md §4.4:
+still to be copied from the paper's PDF). Orientation only, not a paper number: the SFTN teacher
+is expected below the standard one (unofficial kimyuji/SFTN_kd logs: resnet32x4 77.96 / 78.40 at
+epoch 240 vs RepDistiller's standard 79.42)."""
 
 from configs import sftn
 

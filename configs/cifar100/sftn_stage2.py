@@ -28,9 +28,12 @@ Launch::
       --config configs/cifar100/sftn_stage2.py:kd:resnet32x4-ShuffleV2,branch:resnet8x4 \
       --workdir runs/cifar100/sftn2_kd_resnet32x4-ShuffleV2_from_resnet8x4
 
-Published numbers: NONE transcribed (SFTN Tables 1/2 per pair are NF, methods.md §4.4);
-orientation only: SFTN teachers add about +1.58 points on average on CIFAR-100 (Table 1) and
-+1.51 for heterogeneous pairs (Table 2), unverified.
+Published numbers: NONE for any cell. SFTN has no official code or README, and its per-pair
+Tables 1/2 (standard vs SFTN teacher per distiller) are not in methods.md or mission_audit.md
+(methods.md §4.4: still to be copied from the paper's PDF). The ``,standard`` cells' numbers are
+not the paper's either (RepDistiller's "X + KD" numbers are not published). Orientation only:
+SFTN teachers add about +1.58 points on average on CIFAR-100 (Table 1) and +1.51 for
+heterogeneous pairs (Table 2), unverified.
 """
 
 from configs import sftn
