@@ -42,7 +42,7 @@ from kdjax.errors import UserError
 from kdjax.methods import build_method
 from kdjax.train import checkpoint as ckpt_lib
 from kdjax.train.loop import train_and_evaluate
-from kdjax.train.members import train_members
+from kdjax.train.loop import train_members
 
 _NUM = re.compile(r"(?<![\w.+-])([A-Za-z][\w.+-]*)\s*[:=]?\s+(\d{1,3}\.\d{1,3})(?![\d])")
 

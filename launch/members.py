@@ -33,7 +33,7 @@ _SHARED = flags.DEFINE_bool(
 
 
 def _run(config, workdir, seeds, shared, impl):
-  from kdjax.train.members import train_members
+  from kdjax.train.loop import train_members
 
   s = train_members(config, seeds, workdir, shared_data=shared, impl=impl)
   keys = (
