@@ -332,13 +332,17 @@ def train_members(
   *,
   shared_data: bool = False,
   impl: str = "auto",
+  grid=None,
   mesh=None,
   _step_hook=None,
 ) -> dict:
   """``len(seeds)`` members of the run ``config`` in one step (``config.seed`` is ignored):
   :class:`kdjax.train.members.MembersTask`. Returns the joint summary (per-member last/best
-  top-1 and their mean ± std)."""
+  top-1 and their mean ± std). ``grid``: hyper-parameters as a member axis too — a dict of
+  dotted ``method.``/``optim.`` keys to value lists (Cartesian product) or a list of override
+  dicts; every grid point is trained with every seed (:func:`kdjax.train.members.grid_points`),
+  and the summary adds each point's mean ± std over the seeds."""
   make = lambda cfg, m: members_lib.MembersTask(
-    cfg, m, seeds=seeds, shared_data=shared_data, impl=impl
+    cfg, m, seeds=seeds, shared_data=shared_data, impl=impl, grid=grid
   )
   return run(config, workdir, make, mesh=mesh, _step_hook=_step_hook)

@@ -41,8 +41,10 @@ the non-finite stop (any member), crash points and cadence are the loop's, as fo
 
 from __future__ import annotations
 
+import itertools
+import json
 import os
-from typing import Sequence
+from typing import Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -67,6 +69,62 @@ from kdjax.train.teacher import load_teacher
 
 def member_dir(workdir: str, seed: int) -> str:
   return os.path.join(workdir, f"seed{int(seed)}")
+
+
+def member_name(seed: int, point: Optional[dict] = None) -> str:
+  """A member's directory: ``seed<S>``, with a grid point's overrides appended
+  (``seed0-method.terms.kd.temperature=2``)."""
+  return f"seed{int(seed)}" + "".join(f"-{k}={v}" for k, v in (point or {}).items())
+
+
+GRID_PREFIXES = ("method.", "optim.")
+
+
+def grid_points(grid) -> list:
+  """The grid points of ``grid``: ``None`` / ``{}`` -> ``[{}]``; a dict of dotted config keys to
+  value lists -> their Cartesian product (in key order); a list of dicts -> those points.
+  Keys must lie under ``method.`` or ``optim.`` (numbers of the loss and the optimiser)."""
+  if not grid:
+    return [{}]
+  if isinstance(grid, dict):
+    keys = list(grid)
+    for k in keys:
+      if isinstance(grid[k], (str, bytes)) or not hasattr(grid[k], "__iter__"):
+        raise UserError(f"members: grid[{k!r}] must be a list of values, got {grid[k]!r}.")
+    points = [dict(zip(keys, vals)) for vals in itertools.product(*(list(grid[k]) for k in keys))]
+  else:
+    points = [dict(p) for p in grid]
+  for p in points:
+    for k in p:
+      if not k.startswith(GRID_PREFIXES):
+        raise UserError(
+          f"members: grid key {k!r} must be a dotted config key under {GRID_PREFIXES} "
+          "(e.g. method.terms.kd.temperature)."
+        )
+  if len({tuple(sorted(p.items())) for p in points}) != len(points):
+    raise UserError(f"members: the grid has repeated points: {points}.")
+  return points
+
+
+def apply_overrides(config, point: dict, *, seed: int):
+  """A copy of ``config`` with ``seed`` and the grid point's dotted keys set (a typo is one
+  UserError naming the key)."""
+  c = config.copy_and_resolve_references()
+  c.seed = int(seed)
+  for key, value in point.items():
+    *path, last = key.split(".")
+    node = c
+    for part in path:
+      if part not in node:
+        raise UserError(f"members: grid key {key!r}: the config has no {part!r} there.")
+      node = node[part]
+    if last not in node:
+      raise UserError(f"members: grid key {key!r}: the config has no {last!r} there.")
+    try:
+      node[last] = float(value) if isinstance(node[last], float) else value
+    except (TypeError, ValueError) as e:
+      raise UserError(f"members: grid key {key!r} = {value!r}: {e}") from None
+  return c
 
 
 def stack(trees: Sequence):
@@ -111,7 +169,8 @@ def resolve_impl(impl: str) -> str:
 
 def make_member_step(train_indexed, num_members: int, *, shared_data: bool, impl: str = "vmap"):
   """The jitted step of ``num_members`` stacked states from the single-run step
-  ``train_indexed(state, images, labels, ds_index, idx, teacher_vars)``.
+  ``train_indexed(state, images, labels, ds_index, idx, teacher_vars)`` (or a list of one such
+  step per member: a hyper-parameter grid; only ``impl='unroll'`` runs different functions).
 
   Seed mode: ``idx`` is ``(N, B)`` (one index vector per member) and everything in the state is
   mapped. Shared mode: ``idx`` is ``(B,)`` and the step counter and RNG key are unmapped (taken
@@ -123,13 +182,17 @@ def make_member_step(train_indexed, num_members: int, *, shared_data: bool, impl
   each member's computation exactly a single run's, compile time grows with N; the teacher
   forward runs per member unless ``shared_data``, where XLA's common-subexpression elimination
   may merge the identical teacher forwards)."""
+  fns = list(train_indexed) if isinstance(train_indexed, (list, tuple)) else None
+  if fns is not None and impl != "unroll":
+    if len(set(map(id, fns))) > 1:
+      raise UserError("members: different step functions per member need impl='unroll'.")
+    train_indexed = fns[0]
   if impl == "unroll":
+    per = fns if fns is not None else [train_indexed] * num_members
 
     def step(state, images, labels, ds_index, idx, t_vars):
       outs = [
-        train_indexed(
-          member(state, i), images, labels, ds_index, idx if shared_data else idx[i], t_vars
-        )
+        per[i](member(state, i), images, labels, ds_index, idx if shared_data else idx[i], t_vars)
         for i in range(num_members)
       ]
       return stack([o[0] for o in outs]), stack([o[1] for o in outs])
@@ -166,17 +229,30 @@ class MembersTask(Task):
 
   kind = "members"
 
-  def __init__(self, config, mesh, *, seeds: Sequence[int], shared_data=False, impl="auto"):
-    impl = resolve_impl(impl)
+  def __init__(
+    self, config, mesh, *, seeds: Sequence[int], shared_data=False, impl="auto", grid=None
+  ):
     try:
       seeds = [int(s) for s in seeds]
     except (TypeError, ValueError):
       seeds = []
     if not seeds or len(set(seeds)) != len(seeds):
       raise UserError(f"members: seeds must be a non-empty list of distinct integers, got {seeds}.")
-    n = len(seeds)
-    method = build_method(config.method)
-    if method.init is not None:
+    points = grid_points(grid)
+    if len(points) > 1 or points[0]:
+      if impl == "vmap":
+        raise UserError(
+          "members: a hyper-parameter grid needs impl='unroll' (or 'auto'): jax.vmap maps ONE "
+          "step function, and every grid point is another step function."
+        )
+      impl = "unroll"
+    impl = resolve_impl(impl)
+    # the members: every grid point x every seed, grid-point major
+    plan_m = [(pt, s) for pt in points for s in seeds]
+    n = len(plan_m)
+    cfgs = [apply_overrides(config, pt, seed=s) for pt, s in plan_m]
+    methods = [build_method(c.method) for c in cfgs]
+    if any(m.init is not None for m in methods):
       raise UserError(
         "members: methods with an init stage (method.init.epochs > 0) are not "
         "supported by the member trainer; train them with launch/distill.py."
@@ -190,6 +266,7 @@ class MembersTask(Task):
       bool(shared_data),
       impl,
     )
+    self.points, self.plan_m = points, plan_m
     dcfg = config.dataset
     feed, self.eval_batches, info, n_train = load_data(config, mesh)
     if not isinstance(feed, InMemoryFeed):
@@ -217,30 +294,33 @@ class MembersTask(Task):
         policy=config.precision.teacher,
         input_shape=info.image_shape,
       )
-      if method.needs_teacher
+      if any(m.needs_teacher for m in methods)
       else None
     )
     self.teacher = teacher
     dummy = jnp.zeros((1,) + tuple(info.image_shape), jnp.float32)
-    scale_lr_for_batch(config)
-    base_tx, schedule = make_optimizer(config.optim, spe)
-    plans = {}
+    train_tf = augment.dataset_train_transform(info, dcfg)  # crop, flip, colour jitter
+    self.eval_tf = eval_tf = lambda im: augment.eval_transform(info, im)
+    view_tf = augment.dataset_train_transform(info, dcfg, flip=False)
+    states, self.member_steps, self.schedules, built = [], [], [], None
+    for (pt, s), cfg, method in zip(plan_m, cfgs, methods):
+      scale_lr_for_batch(cfg)
+      base_tx, schedule = make_optimizer(cfg.optim, spe)
+      plans = {}
 
-    def tx_for(bound, params, batch_stats, variables):
-      p = stages_lib.plan(
-        bound,
-        config,
-        base_tx,
-        params,
-        batch_stats,
-        spe,
-        feature_mask=lambda: stages_lib.student_feature_mask(student, variables, dummy),
-      )
-      plans["main"] = p
-      return p.main_tx
+      def tx_for(bound, params, batch_stats, variables, cfg=cfg, base_tx=base_tx, plans=plans):
+        p = stages_lib.plan(
+          bound,
+          cfg,
+          base_tx,
+          params,
+          batch_stats,
+          spe,
+          feature_mask=lambda: stages_lib.student_feature_mask(student, variables, dummy),
+        )
+        plans["main"] = p
+        return p.main_tx
 
-    states = []
-    for s in seeds:
       st, _, built = init_member(
         seed=s,
         student=student,
@@ -251,42 +331,52 @@ class MembersTask(Task):
         index_space=feed.index_space,
       )
       states.append(st)
-    self.state = stack(states)
+      plan = plans["main"]
+      self.member_steps.append(
+        make_steps(
+          student=student,
+          method=built.method,
+          tx=plan.main_tx,
+          train_transform=train_tf,
+          eval_transform=eval_tf,
+          teacher=teacher.run_module if teacher else None,
+          connectors=built.connectors,
+          steps_per_epoch=spe,
+          mixup_alpha=float(dcfg.mixup_alpha),
+          stats_mask=plan.main_stats_mask,
+          view_transform=view_tf,
+        )
+      )
+      self.schedules.append(schedule)
+    try:
+      self.state = stack(states)
+    except (ValueError, TypeError) as e:
+      raise UserError(
+        f"members: the grid {grid!r} changes the structure of the train state ({e}); a grid "
+        "may vary numbers only (weights, temperatures, lr), not terms, models or optimisers."
+      ) from None
     del states
-    plan = plans["main"]
-    self.method = method = built.method  # the method bound to the pair
+    self.method = built.method  # the (last member's) method bound to the pair
     print(
       f"[kdjax] members: {n} x {config.model} (seeds {seeds}"
+      + (f" x {len(points)} grid points" if len(points) > 1 or points[0] else "")
       + (", shared data order/augmentation" if shared_data else "")
       + f"; jax.{impl}"
       + ")"
       + (f"; teacher {teacher.meta['arch']} ({teacher.meta['workdir']})" if teacher else "")
       + f"; {spe} steps/epoch"
     )
-    train_tf = augment.dataset_train_transform(info, dcfg)  # crop, flip, colour jitter
-    self.eval_tf = eval_tf = lambda im: augment.eval_transform(info, im)
-    view_tf = augment.dataset_train_transform(info, dcfg, flip=False)
-    self.steps = make_steps(
-      student=student,
-      method=method,
-      tx=plan.main_tx,
-      train_transform=train_tf,
-      eval_transform=eval_tf,
-      teacher=teacher.run_module if teacher else None,
-      connectors=built.connectors,
-      steps_per_epoch=spe,
-      mixup_alpha=float(dcfg.mixup_alpha),
-      stats_mask=plan.main_stats_mask,
-      view_transform=view_tf,
+    self.steps = self.member_steps[0]
+    mstep = make_member_step(
+      [m.train_indexed for m in self.member_steps], n, shared_data=shared_data, impl=impl
     )
-    mstep = make_member_step(self.steps.train_indexed, n, shared_data=shared_data, impl=impl)
     self.t_vars = t_vars = parallel.put_replicated(teacher.run_variables, mesh) if teacher else {}
     self.stages = [
       Stage(
         "main",
         config.num_epochs,
         lambda st, idx: mstep(st, feed.images, feed.labels, feed.index, idx, t_vars),
-        schedule,
+        self.schedules[0],
       )
     ]
     self.fix = "Lower optim.lr, check the teacher and the data normalisation"
@@ -298,7 +388,7 @@ class MembersTask(Task):
     )
     self.exports = [
       Export(
-        f"seed{s}",
+        member_name(s, pt),
         mvars(i),
         meta={
           "arch": config.model,
@@ -306,10 +396,11 @@ class MembersTask(Task):
           "dataset": dcfg.name,
           "model_kwargs": config.model_kwargs.to_dict(),
           "seed": s,
+          **({"overrides": dict(pt)} if pt else {}),
         },
-        subdir=f"seed{s}",
+        subdir=member_name(s, pt),
       )
-      for i, s in enumerate(seeds)
+      for i, (pt, s) in enumerate(plan_m)
     ]
     self.writers = []
     self.teacher_metrics, self.teacher_pred = {}, None
@@ -325,7 +416,7 @@ class MembersTask(Task):
       kdata.batch_indices(
         feed.n, cfg.batch_size, seed=s, epoch=epoch, drop_remainder=cfg.drop_remainder
       )
-      for s in (self.seeds[:1] if self.shared_data else self.seeds)
+      for s in (self.seeds[:1] if self.shared_data else [s for _, s in self.plan_m])
     ]
     for j in range(offset, len(per[0])):
       idx = np.stack([p[j] for p in per]).astype(np.int32)
@@ -338,23 +429,41 @@ class MembersTask(Task):
       yield jax.device_put(idx, sharding)
 
   # ---- the workdir ---------------------------------------------------------------------------
+  def _grid_json(self):
+    return [dict(p) for p in self.points] if (len(self.points) > 1 or self.points[0]) else []
+
   def config_json(self, cfg_json):
-    return dict(cfg_json, members=dict(seeds=self.seeds, shared_data=self.shared_data))
+    members = dict(seeds=self.seeds, shared_data=self.shared_data)
+    if self._grid_json():
+      members["grid"] = self._grid_json()
+    return dict(cfg_json, members=members)
 
   def export_config_json(self, export, cfg_json):
-    plain = {k: v for k, v in cfg_json.items() if k != "members"}
+    plain = json.loads(json.dumps({k: v for k, v in cfg_json.items() if k != "members"}))
+    for key, value in (export.meta.get("overrides") or {}).items():
+      node = plain
+      *path, last = key.split(".")
+      for part in path:
+        node = node.setdefault(part, {})
+      node[last] = value
     return dict(plain, seed=export.meta["seed"])
 
   def resume_meta(self):
-    return {"seeds": self.seeds, "shared_data": self.shared_data}
+    meta = {"seeds": self.seeds, "shared_data": self.shared_data}
+    if self._grid_json():
+      meta["grid"] = self._grid_json()
+    return meta
 
   def check_resumed(self, workdir, saved):
-    if list(saved.get("seeds", [])) != self.seeds or bool(saved.get("shared_data")) != (
-      self.shared_data
+    if (
+      list(saved.get("seeds", [])) != self.seeds
+      or bool(saved.get("shared_data")) != self.shared_data
+      or list(saved.get("grid", [])) != self._grid_json()
     ):
       raise UserError(
         f"{workdir}/checkpoints holds members {saved.get('seeds')} (shared_data="
-        f"{saved.get('shared_data')}); relaunch with those or use a new --workdir."
+        f"{saved.get('shared_data')}, grid {saved.get('grid', [])}); relaunch with those or "
+        "use a new --workdir."
       )
 
   # ---- evaluation and logs -------------------------------------------------------------------
@@ -378,22 +487,23 @@ class MembersTask(Task):
           w.write(0, self.teacher_metrics, prefix="teacher/")
 
   def log_train(self, writer, step, mean, prefix):
-    lr = mean.pop("lr")
+    mean.pop("lr")
     for i, w in enumerate(self.writers):
+      lr = float(self.schedules[i](step - 1))
       w.write(step, dict({k: v[i] for k, v in mean.items()}, lr=lr), prefix=prefix)
 
   def evaluate(self, state):
     cfg = self.config
     out = [
       evaluate(
-        self.steps,
+        self.member_steps[i],
         ex.variables(state),
         self.eval_batches(),
         self.mesh,
         cfg.eval_batch_size,
         self.teacher_pred,
       )[0]
-      for ex in self.exports
+      for i, ex in enumerate(self.exports)
     ]
     return out, {}
 
@@ -403,14 +513,15 @@ class MembersTask(Task):
 
   def eval_line(self, metrics, progress):
     return ": test top-1 " + ", ".join(
-      f"seed {s} {m['top1']:.2f}" for s, m in zip(self.seeds, metrics)
+      f"{ex.label.replace('seed', 'seed ', 1)} {m['top1']:.2f}"
+      for ex, m in zip(self.exports, metrics)
     )
 
   def summary(self, p):
     config, teacher, seeds = self.config, self.teacher, self.seeds
     best = lambda v: v if v >= 0 else None
     per, subs = [], {}
-    for i, s in enumerate(seeds):
+    for i, (pt, s) in enumerate(self.plan_m):
       last = p.last_eval[i]
       ms = {
         "model": config.model,
@@ -439,6 +550,7 @@ class MembersTask(Task):
         "train_seconds": p.seconds,
         "num_devices": p.num_devices,
         "members": {"workdir": self.workdir, "seeds": seeds, "shared_data": self.shared_data},
+        **({"overrides": dict(pt)} if pt else {}),
       }
       subs[self.exports[i].subdir] = ms
       per.append(ms)
@@ -452,13 +564,21 @@ class MembersTask(Task):
       "finished": p.finished,
       "step": p.step,
       "total_steps": p.total_steps,
-      "member_workdirs": [member_dir(self.workdir, s) for s in seeds],
+      "member_workdirs": [os.path.join(self.workdir, ex.subdir) for ex in self.exports],
       "teacher_top1": self.teacher_metrics.get("top1"),
       "train_seconds": p.seconds,
     }
     for key in ("last_top1", "best_top1", "last_agreement"):
       summary[key] = [m[key] for m in per]
       summary[key + "_mean"], summary[key + "_std"] = _mean_std(summary[key])
+    if self._grid_json():  # mean ± std over the seeds of each grid point
+      summary["grid"] = []
+      for pt in self.points:
+        rows = [m for (q, _), m in zip(self.plan_m, per) if q == pt]
+        g = {"overrides": dict(pt), "seeds": [m["seed"] for m in rows]}
+        for key in ("last_top1", "best_top1", "last_agreement"):
+          g[key + "_mean"], g[key + "_std"] = _mean_std([m[key] for m in rows])
+        summary["grid"].append(g)
     return summary, subs
 
   def close(self):
