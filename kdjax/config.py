@@ -76,10 +76,11 @@ def base_config() -> ml_collections.ConfigDict:
   mi.milestones = ()  # init-stage epochs where its lr *= optim.decay; () = constant
 
   c.optim = o = ml_collections.ConfigDict()
-  o.name = "sgd"
+  o.name = "sgd"  # 'sgd' | 'dot' (DOT: task/distill momenta momentum -/+ dot_delta)
   o.lr = 0.05
   o.momentum = 0.9
   o.nesterov = False
+  o.dot_delta = 0.075  # optim.name='dot': Δ (mdistiller's SOLVER.DOT.DELTA default)
   o.weight_decay = 5e-4
   o.schedule = "multistep"  # multistep | step | cosine | constant
   o.milestones = (150, 180, 210)

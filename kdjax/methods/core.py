@@ -31,6 +31,13 @@ Stages (methods.md §7.3). A method may declare an *init stage* run before the m
   method.init.lr = 0.0                           # lr of the stage; 0 = optim.lr
   method.init.milestones = ()                    # stage epochs where lr *= optim.decay
 
+Gradient groups. Every term belongs to a loss *group*, ``'distill'`` unless its config gives
+``group=...`` (``method.terms.kd = dict(weight=0.9, group='distill')``); the CE is the group
+``'task'``. Groups change nothing for an ordinary optimiser (the step differentiates the total
+loss, as always); an optimiser that takes one gradient per group (``optim.name = 'dot'``,
+:class:`kdjax.train.optim.GroupedGradientTransformation`) gets ``grad(sum of the group's
+weighted losses)`` for each group (:meth:`Method.loss` with ``by_group``).
+
 A stage's trainable set is a ``+``-joined list of selectors (:data:`TRAINABLE_GROUPS` or a
 parameter path ``student/<module>/...`` / ``connectors/<term key>/<submodule>/...``); the rest of
 the parameters is frozen (no update, no weight decay, BatchNorm statistics kept). ``connectors``
@@ -136,6 +143,7 @@ class Term:
   student_taps: Optional[Tuple[str, ...]] = None  # resolved taps (None until Method.bind)
   teacher_taps: Optional[Tuple[str, ...]] = None
   connector: Any = None  # the term's nn.Module (spec.connector(**hparams)) or None
+  group: str = "distill"  # gradient group (module docstring); the CE is TASK_GROUP
 
   @property
   def resolved(self) -> bool:
@@ -151,6 +159,7 @@ TRAINABLE_GROUPS = {
   "connectors": "the connectors of the stage's own terms",
 }
 DEFAULT_TRAINABLE = ("student", "connectors")
+TASK_GROUP, DEFAULT_GROUP = "task", "distill"  # the CE's gradient group; a term's default
 
 
 def _select(out: Optional[Outputs], keys, side: str, term: Term) -> Optional[Outputs]:
@@ -193,6 +202,13 @@ class Method:
         f"({sorted(v.name for v in specs)}): one method can use one."
       )
     return next(iter(specs), None)
+
+  @property
+  def grad_groups(self) -> Tuple[str, ...]:
+    """The gradient groups of this method's loss: ``'task'`` (the CE) and each contributing
+    term's group, in order of first appearance."""
+    groups = [TASK_GROUP] + [t.group for t in self.terms if t.weight != 0 and not t.spec.monitor]
+    return tuple(dict.fromkeys(groups))
 
   @property
   def loss_needs_teacher(self) -> bool:
@@ -334,9 +350,21 @@ class Method:
     connectors: Optional[Mapping[str, Callable]] = None,
     states: Optional[Mapping[str, Any]] = None,
     return_states: bool = False,
+    by_group: Optional[Tuple[str, ...]] = None,
   ):
     """Per-example total loss ``(B,)`` and a dict of batch-mean metrics (unweighted terms); with
-    ``return_states`` also the updated term states. Each term sees its own taps only."""
+    ``return_states`` also the updated term states. Each term sees its own taps only. With
+    ``by_group`` (a tuple of gradient group names covering :attr:`grad_groups`) the loss is
+    ``(G, B)`` instead: row ``i`` the weighted sum of group ``by_group[i]``'s losses (zeros for
+    a group without terms), the rows summing to the total."""
+    if by_group is not None:
+      extra = [g for g in self.grad_groups if g not in by_group]
+      if extra:
+        raise UserError(
+          f"{self.path}.terms use gradient group(s) {extra}, which the optimiser does not "
+          f"take (its groups: {list(by_group)}): set those terms' 'group' to one of them."
+        )
+      parts = {}
     new_states = dict(states or {})
     views = self.views
     full_student, full_teacher = student, teacher
@@ -356,6 +384,8 @@ class Method:
       onehot = onehot * (1.0 - self.label_smoothing) + self.label_smoothing / k
     ce = cross_entropy(z, onehot)
     total = self.ce_weight * ce
+    if by_group is not None:
+      parts[TASK_GROUP] = total
     metrics = {"ce": ce.mean()}
     for t in self._resolved_terms():
       if t.spec.monitor:  # metrics only: stop-gradient outputs, no loss
@@ -380,6 +410,10 @@ class Method:
         v = t.spec.fn(s_in, t_in, batch, **kw)
       metrics[t.key] = v.mean()
       total = total + t.weight * v
+      if by_group is not None:
+        parts[t.group] = parts[t.group] + t.weight * v if t.group in parts else t.weight * v
+    if by_group is not None:
+      total = jnp.stack([parts[g] if g in parts else jnp.zeros_like(ce) for g in by_group])
     if return_states:
       return total, metrics, new_states
     return total, metrics
@@ -522,6 +556,12 @@ def _build_terms(terms_cfg, prefix: str) -> Tuple[Term, ...]:
   for key, tc in dict(terms_cfg or {}).items():
     tc = dict(tc)
     loss_name = tc.pop("loss", key)
+    group = tc.pop("group", DEFAULT_GROUP)
+    if not isinstance(group, str) or not group:
+      raise UserError(
+        f"{prefix}.{key}.group must be a gradient group name (e.g. {TASK_GROUP!r} or "
+        f"{DEFAULT_GROUP!r}, the default), got {group!r}."
+      )
     if loss_name not in _TERMS:
       close = difflib.get_close_matches(loss_name, list(_TERMS), n=3)
       hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
@@ -549,7 +589,7 @@ def _build_terms(terms_cfg, prefix: str) -> Tuple[Term, ...]:
       except UserError as e:
         raise UserError(f"{prefix}.{key}: {e}") from None
     s_taps, t_taps = (spec.student_taps, spec.teacher_taps) if spec.static_taps else (None, None)
-    terms.append(Term(key, spec, weight, tc, s_taps, t_taps, conn))
+    terms.append(Term(key, spec, weight, tc, s_taps, t_taps, conn, group))
   return tuple(terms)
 
 

@@ -6,6 +6,13 @@ mode, ``loss = mean_b method.loss(...)``, gradients w.r.t. ``state.params`` (stu
 connectors) only, optimiser update. The train state buffer is donated. For datasets kept on
 device the step receives the whole (replicated) split plus a sharded vector of indices and gathers
 and augments inside the jit, so there is no host->device copy of images per step.
+
+Grouped gradients: when the optimiser declares gradient groups (``tx.groups``, a
+:class:`kdjax.train.optim.GroupedGradientTransformation` such as DOT), the step evaluates the
+vector of group losses ``(L_g)_g`` (``Method.loss(..., by_group=tx.groups)``: the CE is
+``'task'``, each term its ``group``) in one forward pass and takes one reverse pass per group
+through the same ``jax.vjp`` (cotangent ``e_g``), handing ``{g: grad L_g}`` to ``tx.update``.
+Any other optimiser takes the ordinary path: ``jax.value_and_grad`` of the total loss.
 """
 
 from __future__ import annotations
@@ -92,6 +99,15 @@ def make_steps(
   nv = views.num_views if views is not None else 1
   normal = (lambda a: a[::nv]) if nv > 1 else (lambda a: a)
   use_teacher = teacher is not None and method.loss_needs_teacher
+  groups = getattr(tx, "groups", None)  # a grouped optimiser (DOT): one gradient per group
+  if groups is not None:
+    extra = [g for g in method.grad_groups if g not in groups]
+    if extra:
+      raise UserError(
+        f"method {method.name!r} has terms in gradient group(s) {extra}, but the optimiser "
+        f"takes the groups {list(groups)}: set each term's 'group' to one of them "
+        f"(method.terms.<key>.group; the CE is 'task')."
+      )
 
   def core(state, images, labels, index, teacher_vars):
     rng = jax.random.fold_in(state.rng, state.step)
@@ -113,7 +129,7 @@ def make_steps(
     else:
       t_out = None
 
-    def loss_fn(params):
+    def forward(params, by_group=None):
       (logits, taps), new_stats = student.apply(
         {"params": params["student"], "batch_stats": state.batch_stats["student"]},
         x,
@@ -133,8 +149,9 @@ def make_steps(
         connectors=conn,
         states=state.method_state,
         return_states=True,
+        **({} if by_group is None else {"by_group": by_group}),
       )
-      loss = per_ex.mean()
+      loss = per_ex.mean() if by_group is None else per_ex.mean(axis=-1)  # () or (G,)
       metrics["accuracy"] = jnp.mean(jnp.argmax(normal(logits), -1) == labels)
       if t_out is not None:
         metrics["agreement"] = jnp.mean(
@@ -146,14 +163,26 @@ def make_steps(
         new_ms,
       )
 
-    (loss, (new_stats, metrics, new_ms)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-      state.params
-    )
+    if groups is None:
+      (loss, (new_stats, metrics, new_ms)), grads = jax.value_and_grad(forward, has_aux=True)(
+        state.params
+      )
+      tx_grads = grads
+    else:  # one forward, one reverse pass per group (cotangent e_g on the group losses)
+      group_loss, vjp_fn, (new_stats, metrics, new_ms) = jax.vjp(
+        lambda p: forward(p, groups), state.params, has_aux=True
+      )
+      eye = jnp.eye(len(groups), dtype=group_loss.dtype)
+      tx_grads = {g: vjp_fn(eye[i])[0] for i, g in enumerate(groups)}
+      for i, g in enumerate(groups):
+        metrics[f"loss/{g}"] = group_loss[i]
+      loss = group_loss.sum()
+      grads = jax.tree_util.tree_map(lambda *gs: sum(gs[1:], gs[0]), *tx_grads.values())
     if stats_mask is not None:  # frozen modules keep their BatchNorm statistics
       new_stats = jax.tree_util.tree_map(
         lambda keep_new, n, o: n if keep_new else o, stats_mask, new_stats, state.batch_stats
       )
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    updates, opt_state = tx.update(tx_grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     metrics["loss"] = loss
     # 1 iff every new parameter and BatchNorm statistic is finite: the loop stops the run (and
