@@ -60,6 +60,9 @@ def base_config() -> ml_collections.ConfigDict:
   t.temperature = 1.0  # post-hoc calibration: teacher logits are divided by this
   t.fold_bn = False  # fold the frozen teacher's inference BN into its convs (exact;
   # kdjax.models.fold_bn); its BN variables stay available to OH
+  # RCO (route-constrained optimisation, kdjax.train.rco): num_anchors > 0 distils each segment of
+  # the student's epochs from another kept checkpoint of teacher.workdir (teacher.which ignored).
+  t.rco = ml_collections.ConfigDict(dict(num_anchors=0, strategy="equal_epoch", anchor_epochs=()))
 
   c.method = m = ml_collections.ConfigDict()
   m.name = "supervised"

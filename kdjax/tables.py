@@ -52,7 +52,7 @@ from kdjax.methods import build_method
 from kdjax.teachers import sftn as sftn_teacher
 from kdjax.train import checkpoint as ckpt_lib
 from kdjax.train.loop import train_and_evaluate
-from kdjax.train.members import train_members
+from kdjax.train.loop import train_members
 
 _NUM = re.compile(r"(?<![\w.+-])([A-Za-z][\w.+-]*)\s*[:=]?\s+(\d{1,3}\.\d{1,3})(?![\d])")
 

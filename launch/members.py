@@ -6,7 +6,9 @@ Member S is a plain run in WORKDIR/seed<S> (load_model, launch.evaluate, teacher
 take it); WORKDIR/summary.json holds every member's last/best top-1 and their mean ± std.
 ``--shared_data``: every member sees seed[0]'s data order and augmentation (members differ in
 their initialisation only) and the teacher forward runs once for all of them. Relaunching the
-same command resumes.
+same command resumes. ``--grid method.terms.kd.temperature=1,4 --grid optim.lr=0.05,0.1``:
+hyper-parameters as a member axis too (every grid point x every seed, one unrolled step); the
+summary adds each point's mean ± std over the seeds.
 """
 
 import json
@@ -25,6 +27,12 @@ _IMPL = flags.DEFINE_enum(
   ["auto", "vmap", "unroll"],
   "Member step: jax.vmap (accelerators) or one unrolled copy per member (CPU); auto = by backend.",
 )
+_GRID = flags.DEFINE_multi_string(
+  "grid",
+  [],
+  "Hyper-parameters as a member axis: KEY=V1,V2,... (a dotted method./optim. config key; "
+  "repeat the flag for a Cartesian product); every grid point is trained with every seed.",
+)
 _SHARED = flags.DEFINE_bool(
   "shared_data",
   False,
@@ -32,10 +40,28 @@ _SHARED = flags.DEFINE_bool(
 )
 
 
-def _run(config, workdir, seeds, shared, impl):
-  from kdjax.train.members import train_members
+def parse_grid(specs) -> dict:
+  """``['method.terms.kd.temperature=1,4']`` -> ``{'method.terms.kd.temperature': [1.0, 4.0]}``
+  (numbers where they parse, else strings)."""
+  grid = {}
+  for spec in specs:
+    key, eq, values = spec.partition("=")
+    if not eq or not key or not values:
+      cli.require("", f"grid (KEY=V1,V2,..., got {spec!r})")
+    vals = []
+    for v in values.split(","):
+      try:
+        vals.append(int(v) if v.strip().lstrip("-").isdigit() else float(v))
+      except ValueError:
+        vals.append(v)
+    grid[key.strip()] = vals
+  return grid
 
-  s = train_members(config, seeds, workdir, shared_data=shared, impl=impl)
+
+def _run(config, workdir, seeds, shared, impl, grid=None):
+  from kdjax.train.loop import train_members
+
+  s = train_members(config, seeds, workdir, shared_data=shared, impl=impl, grid=grid or None)
   keys = (
     "model",
     "method",
@@ -47,6 +73,7 @@ def _run(config, workdir, seeds, shared, impl):
     "best_top1_std",
     "teacher_top1",
     "train_seconds",
+    "grid",
   )
   print("[kdjax] " + json.dumps({k: s.get(k) for k in keys}))
   return s
@@ -60,7 +87,13 @@ def main(argv):
   except ValueError:
     cli.require("", "seeds (comma-separated integers)")
   cli.guarded(
-    _run, _CONFIG.value, cli.require(_WORKDIR.value, "workdir"), seeds, _SHARED.value, _IMPL.value
+    _run,
+    _CONFIG.value,
+    cli.require(_WORKDIR.value, "workdir"),
+    seeds,
+    _SHARED.value,
+    _IMPL.value,
+    parse_grid(_GRID.value),
   )
 
 

@@ -18,7 +18,7 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (checkpoints, met
 
 
 def _run(config, workdir):
-  from kdjax.train.online import train_online
+  from kdjax.train.loop import train_online
 
   s = train_online(config, workdir)
   keys = (

@@ -10,7 +10,8 @@ import pytest
 from conftest import tiny_run_config
 from kdjax.errors import UserError
 from kdjax.train import load_model, train_and_evaluate
-from kdjax.train.members import member, member_dir, train_members
+from kdjax.train.loop import train_members
+from kdjax.train.members import member, member_dir
 
 
 def _max_rel(a, b):
@@ -85,7 +86,7 @@ def test_members_resume_equals_uninterrupted(tmp_path, teacher):
   resumed = train_members(cfg, [0, 1], wd)
   assert resumed["finished"] and resumed["step"] == 10
   assert _max_rel(resumed["state"].params, full["state"].params) < 1e-6
-  with pytest.raises(UserError, match="holds members"):
+  with pytest.raises(UserError, match=r"members\.seeds \(\[0, 1\] -> \[0, 2\]\)"):
     train_members(cfg, [0, 2], wd)
 
 

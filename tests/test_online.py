@@ -26,6 +26,7 @@ from kdjax.data import augment  # noqa: E402
 from kdjax.losses import online as L  # noqa: E402
 from kdjax.train import kept_checkpoints, load_model  # noqa: E402
 from kdjax.train import online as T  # noqa: E402
+from kdjax.train.loop import train_online  # noqa: E402
 from kdjax.train.optim import make_optimizer  # noqa: E402
 
 
@@ -327,11 +328,11 @@ def test_online_config_validation():
 def test_train_online_rejects_bad_config_before_building(tmp_path):
   c = _online_cfg(peers=("tiny_cnn", "resnet9"))
   with pytest.raises(ValueError, match="Unknown model 'resnet9'"):
-    T.train_online(c, str(tmp_path / "x"))
+    train_online(c, str(tmp_path / "x"))
   c = _online_cfg()
   c.online.temprature = 2.0
   with pytest.raises(ValueError, match="online.temperature"):
-    T.train_online(c, str(tmp_path / "x"))
+    train_online(c, str(tmp_path / "x"))
 
 
 def _load_config_file():
@@ -385,7 +386,7 @@ def test_dml_run_writes_loadable_peers_resumes_and_peers_teach(tmp_path, mock_ci
 
   cfg = _online_cfg(num_epochs=2, checkpoint_every_steps=3)
   wd = str(tmp_path / "full")
-  full = T.train_online(cfg, wd)
+  full = train_online(cfg, wd)
   assert full["finished"] and full["step"] == 10 and full["mode"] == "dml"
   assert len(full["peer_last_top1"]) == 2 and full["ensemble_last_top1"] is not None
   assert all(v is not None for v in full["peer_best_top1"])
@@ -419,8 +420,8 @@ def test_dml_run_writes_loadable_peers_resumes_and_peers_teach(tmp_path, mock_ci
 
   wd2 = str(tmp_path / "interrupted")
   with pytest.raises(Killed):
-    T.train_online(cfg, wd2, _step_hook=kill_at)
-  resumed = T.train_online(cfg, wd2)
+    train_online(cfg, wd2, _step_hook=kill_at)
+  resumed = train_online(cfg, wd2)
   assert int(resumed["state"].step) == 10
   _tree_allclose(full["state"].params, resumed["state"].params, rtol=1e-6, atol=1e-7)
   _tree_allclose(full["state"].batch_stats, resumed["state"].batch_stats, rtol=1e-6, atol=1e-7)
@@ -441,9 +442,9 @@ def test_kdcl_run_and_relaunch_keeps_summary(tmp_path, mock_cifar100):
   cfg = _online_cfg("kdcl", num_epochs=1)
   cfg.online.ensemble = "naive"
   wd = str(tmp_path / "kdcl")
-  first = T.train_online(cfg, wd)
+  first = train_online(cfg, wd)
   assert first["finished"] and first["ensemble"] == "naive" and first["temperature"] == 3.0
-  again = T.train_online(cfg, wd)
+  again = train_online(cfg, wd)
   assert again["peer_last_top1"] == pytest.approx(first["peer_last_top1"])
   assert again["ensemble_last_top1"] == pytest.approx(first["ensemble_last_top1"])
 
@@ -486,7 +487,7 @@ def _multidevice_main():
       for n in (2, 1):
         cfg = _online_cfg(mode, num_epochs=1)
         cfg.tensorboard = False
-        runs[n] = T.train_online(
+        runs[n] = train_online(
           cfg, os.path.join(tmp, f"{mode}{n}"), mesh=parallel.make_mesh(jax.devices()[:n])
         )
       leaf = jax.tree_util.tree_leaves(runs[2]["state"].params)[0]

@@ -1,8 +1,14 @@
 """Training: jitted data-parallel steps, the shared loop, Orbax checkpoints."""
 
 from kdjax.train.checkpoint import CheckpointError, kept_checkpoints, load_model
-from kdjax.train.loop import NonFiniteLossError, evaluate, train_and_evaluate
-from kdjax.train.online import train_online
+from kdjax.train.loop import (
+  NonFiniteLossError,
+  evaluate,
+  run,
+  train_and_evaluate,
+  train_members,
+  train_online,
+)
 
 __all__ = [
   "CheckpointError",
@@ -11,5 +17,7 @@ __all__ = [
   "kept_checkpoints",
   "load_model",
   "train_and_evaluate",
+  "train_members",
   "train_online",
+  "run",
 ]

@@ -1,36 +1,42 @@
-"""The training loop shared by teacher training and distillation.
+"""The one training loop: every kind of kdjax run is ``run(config, workdir, task_factory)``.
 
-``train_and_evaluate(config, workdir)`` trains ``config.model`` on ``config.dataset`` with
-``config.method`` (supervised when the method has no teacher terms), evaluating every epoch,
-checkpointing for resume and keeping intermediate model checkpoints. Relaunching the same call on
-the same workdir resumes from the latest checkpoint: the data order is a function of
+The loop owns what every run needs (see :mod:`kdjax.train.task` for what a task adds): the
+workdir and its ``config.json`` (a relaunch with another config is refused, naming each differing
+key), resume from the latest verified checkpoint (the data order is a function of
 ``(seed, epoch)`` and the augmentation key of ``(seed, step)``, so an interrupted-and-resumed run
-ends with the same parameters as an uninterrupted one.
+ends with the same parameters as an uninterrupted one), the stages, the non-finite stop (before
+any checkpoint write), log and checkpoint cadence, evaluation cadence, the ``best/`` and ``kept/``
+model checkpoints of every export, the crash points of ``KDJAX_CRASH_AT``, the finished-run guard
+and ``summary.json``.
+
+Entry points (one per kind of run, each a task of its own module):
+
+* :func:`train_and_evaluate` — supervised teachers, distillation (init stages, RCO teacher
+  segments), SFTN teacher training: :class:`kdjax.train.distill.DistillTask`;
+* :func:`train_online` — DML / KDCL with K peers: :class:`kdjax.train.online.OnlineTask`;
+* :func:`train_members` — N seeds of one run in one step: :class:`kdjax.train.members.MembersTask`.
 """
 
 from __future__ import annotations
 
+import bisect
 import json
-import logging
 import os
+from typing import Callable, Sequence
 
 import jax
-import jax.numpy as jnp
 
-from kdjax import models
-from kdjax import precision
-from kdjax.config import validate
-from kdjax.errors import UserError
-from kdjax.data import augment
-from kdjax.methods import build_method
+from kdjax.config import json_normalise, validate
 from kdjax.train import checkpoint as ckpt_lib
+from kdjax.train import distill as distill_lib
+from kdjax.train import members as members_lib
+from kdjax.train import online as online_lib
 from kdjax.train import parallel
-from kdjax.train import stages as stages_lib
-from kdjax.train import state as state_lib
+from kdjax.train.faults import crash_point
 from kdjax.train.logging import MetricWriter
-from kdjax.train.optim import make_optimizer
+from kdjax.train.task import Progress, Task
 
-# Shared run machinery (also re-exported here under its historical names: loop.evaluate, ...).
+# Shared run machinery, re-exported under its historical names (loop.evaluate, ...).
 from kdjax.train.runner import (  # noqa: F401
   Clock,
   InMemoryFeed,
@@ -47,286 +53,247 @@ from kdjax.train.runner import (  # noqa: F401
   split_batches,
   stream_batches,
 )
-from kdjax.train.step import make_eval_step, make_steps
-from kdjax.train.faults import crash_point
-from kdjax.train.teacher import check_teacher_input, load_pretrained_teacher, load_teacher
-
-log = logging.getLogger("kdjax")
+from kdjax.train.teacher import load_teacher  # noqa: F401
 
 
-def _tap_shapes(module, variables, x):
-  _, taps = jax.eval_shape(lambda v, x: module.apply(v, x, train=False), variables, x)
-  return {k: v.shape for k, v in taps.items()}
+class _Items:
+  """Adapts :meth:`Task.items` to the ``feed.epoch`` interface of :func:`run_epoch_steps`."""
+
+  def __init__(self, items: Callable):
+    self.epoch = items
 
 
-def train_and_evaluate(config, workdir: str, *, mesh=None, _step_hook=None) -> dict:
-  """Runs (or resumes) one training run; returns the summary dict also written to
-  ``workdir/summary.json`` (last and best top-1, teacher accuracy, timings)."""
+def _as_list(v, n: int, default):
+  if v is None:
+    return [default] * n
+  return list(v) if isinstance(v, (list, tuple)) else [v] + [default] * (n - 1)
+
+
+def run(
+  config, workdir: str, make_task: Callable[..., Task], *, mesh=None, _step_hook=None
+) -> dict:
+  """Runs (or resumes) the run of ``make_task(config, mesh)`` in ``workdir``; returns the
+  summary dict also written to ``workdir/summary.json`` (with the final ``state`` added)."""
   validate(config)
   parallel.check_single_process()
-  method = build_method(config.method)
   mesh = mesh or parallel.make_mesh()
   parallel.check_batch(config.batch_size, mesh)
   prepare_workdir(workdir)
+  task = make_task(config, mesh)
+  try:
+    return _run(task, config, workdir, mesh, _step_hook)
+  finally:
+    task.close()
 
-  # ---- data ------------------------------------------------------------------------------------
-  dcfg = config.dataset
-  feed, eval_batches, info, n_train = load_data(config, mesh)
-  bs = config.batch_size
-  steps_per_epoch = feed.steps_per_epoch()
-  if steps_per_epoch < 1:
-    raise UserError(f"{n_train} training examples is fewer than one batch of {bs}.")
-  total_steps = steps_per_epoch * config.num_epochs
 
-  # ---- models ----------------------------------------------------------------------------------
-  student = precision.build_model(
-    config.model,
-    num_classes=info.num_classes,
-    policy=config.precision.student,
-    **dict(config.model_kwargs),
-  )
-  teacher = (
-    load_teacher(
-      config.teacher,
-      info.num_classes,
-      policy=config.precision.teacher,
-      input_shape=info.image_shape,
-    )
-    if method.needs_teacher
-    else None
-  )
-  if teacher is not None:
-    check_teacher_input(teacher, info.image_shape, dcfg.name)
-  if teacher is None and (config.teacher.workdir or config.teacher.members):
-    log.warning("config.teacher.workdir is set but the method has no teacher term; ignoring it.")
-  rng = jax.random.PRNGKey(config.seed)
-  k_init = jax.random.split(rng, 3)[0]  # (init, connectors, run): init_train_state
-  dummy = jnp.zeros((1,) + tuple(info.image_shape), jnp.float32)
-  variables = student.init(k_init, dummy, train=False)
-  if getattr(student, "init_teacher_from", ""):  # SFTN fine-tune mode (pretrained teacher)
-    variables = load_pretrained_teacher(
-      variables, student.init_teacher_from, expected_arch=student.teacher_arch
-    )
-  built = state_lib.init_train_state(
-    student, teacher, method, dummy, rng, num_examples=feed.index_space, student_variables=variables
-  )
-  method, conn_modules = built.method, built.connectors  # the method bound to the pair
-  params, batch_stats, conn_params = built.params, built.batch_stats, built.params["connectors"]
-  n_params = models.count_params(variables["params"])
-  n_conn = models.count_params(conn_params)
-  print(
-    f"[kdjax] {config.model}: {n_params:,} params"
-    + (f"; connectors {n_conn:,}" if n_conn else "")
-    + (
-      f"; teacher {teacher.meta['arch']} x{len(teacher.variables)}: {teacher.num_params:,}"
-      f" params (step {teacher.meta['step']} of {teacher.meta['workdir']})"
-      if teacher
-      else ""
-    )
-    + f"; {mesh.devices.size} device(s); {steps_per_epoch} steps/epoch"
-  )
-  scale_lr_for_batch(config)
+def _run(task: Task, config, workdir: str, mesh, _step_hook) -> dict:
+  stages, exports = list(task.stages), list(task.exports)
+  spe = task.steps_per_epoch
+  start_epochs = [0]  # the first epoch (0-based, of the whole run) of each stage
+  for st in stages:
+    start_epochs.append(start_epochs[-1] + st.epochs)
+  total_epochs = start_epochs.pop()
+  counted_before, n_counted = [], 0
+  for st in stages:
+    counted_before.append(n_counted)
+    n_counted += st.epochs if st.counted else 0
+  total_steps = total_epochs * spe
+  stage_at = lambda epoch: bisect.bisect_right(start_epochs, epoch) - 1
+  stage_of_step = lambda s: stage_at(s // spe)  # the stage a state saved at step ``s`` is in
 
-  tx, schedule = make_optimizer(config.optim, steps_per_epoch)
-  # Stages (kdjax.train.stages): the main stage's trainable set and an optional init stage,
-  # which counts as the first init_epochs epochs of the step counter (its own optimiser state).
-  plan = stages_lib.plan(
-    method,
-    config,
-    tx,
-    params,
-    batch_stats,
-    steps_per_epoch,
-    feature_mask=lambda: stages_lib.student_feature_mask(student, variables, dummy),
-  )
-  tx, init_epochs, init_steps = plan.main_tx, plan.init_epochs, plan.init_steps
-  total_steps += init_steps
-  state = built.create(plan.init_tx if init_steps else tx)
+  def enter_upto(state, step: int):
+    """The state's structure at step ``step``: the ``enter`` of every stage begun by then."""
+    for i in range(1, len(stages)):
+      if stages[i].enter is not None and start_epochs[i] * spe <= step:
+        state = stages[i].enter(state)
+    return state
 
   # ---- checkpoints / resume -------------------------------------------------------------------
+  n_ex = len(exports)
   ckpts = ckpt_lib.RunCheckpoints(workdir, async_save=config.async_checkpoint)
-  run_meta = {"best_top1": -1.0, "best_epoch": 0}
-  if init_steps:
-    run_meta.update(init_epochs=init_epochs, stage="init")
+  ex_ckpts = []
+  for ex in exports:
+    if ex.variables is None:
+      ex_ckpts.append(None)
+    elif not ex.subdir:
+      ex_ckpts.append(ckpts)
+    else:
+      ex_ckpts.append(
+        ckpt_lib.RunCheckpoints(
+          os.path.join(workdir, ex.subdir), async_save=config.async_checkpoint
+        )
+      )
+  all_ckpts = [ckpts] + [c for c in ex_ckpts if c is not None and c is not ckpts]
+  run_meta = dict(task.resume_meta(), best_top1=[-1.0] * n_ex, best_epoch=[0] * n_ex)
   resuming = ckpts.latest_step() is not None
-  check_resume_config(workdir, config, resuming)
+  cfg_json = check_resume_config(
+    workdir, config, resuming, now=task.config_json(json_normalise(config))
+  )
+  for ex in exports:
+    if ex.subdir and ex.variables is not None:  # each export's dir reads like a normal run's
+      ckpt_lib.write_json(
+        os.path.join(workdir, ex.subdir, "config.json"), task.export_config_json(ex, cfg_json)
+      )
+  state = task.state
   saved_meta = {}
   if resuming:
-    if init_steps and ckpts.latest_step() >= init_steps:  # saved in the main stage
-      state = state.replace(opt_state=tx.init(state.params))
+    state = enter_upto(state, ckpts.latest_step())
     abstract = jax.tree_util.tree_map(
       lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=parallel.replicated(mesh)), state
     )
     state, saved_meta = ckpts.restore_state(abstract)
-    if saved_meta.get("init_epochs", 0) != init_epochs:
-      raise UserError(
-        f"{workdir}/checkpoints was written with method.init.epochs = "
-        f"{saved_meta.get('init_epochs', 0)}, but the config now has {init_epochs}: resume "
-        "with the original value (or use a new --workdir)."
-      )
-    run_meta.update({k: saved_meta[k] for k in run_meta if k in saved_meta})
-    print(f"[kdjax] resumed from {workdir}/checkpoints/{int(state.step)}")
+    task.check_resumed(workdir, saved_meta)
+    for k, default in (("best_top1", -1.0), ("best_epoch", 0)):
+      run_meta[k] = _as_list(saved_meta.get(k), n_ex, default)
+    print(f"[kdjax] resumed from {workdir}/checkpoints/{task.step_of(state)}")
   state = parallel.put_replicated(state, mesh)
 
-  # ---- device data, steps ---------------------------------------------------------------------
-  train_tf = augment.dataset_train_transform(info, dcfg)  # crop, flip, colour jitter
-  eval_tf = lambda im: augment.eval_transform(info, im)
-  # Methods with views (SSKD's rotations) flip once per example themselves.
-  view_tf = augment.dataset_train_transform(info, dcfg, flip=False)
-  steps = make_steps(
-    student=student,
-    method=method,
-    tx=tx,
-    train_transform=train_tf,
-    eval_transform=eval_tf,
-    teacher=teacher.run_module if teacher else None,
-    connectors=conn_modules,
-    steps_per_epoch=steps_per_epoch,
-    mixup_alpha=float(dcfg.mixup_alpha),
-    stats_mask=plan.main_stats_mask,
-    step_offset=init_steps,
-    view_transform=view_tf,
-  )
-  init_fns = (
-    make_steps(
-      student=student,
-      method=method.init.method,
-      tx=plan.init_tx,
-      train_transform=train_tf,
-      eval_transform=eval_tf,
-      teacher=teacher.run_module if teacher else None,
-      connectors=conn_modules,
-      steps_per_epoch=steps_per_epoch,
-      mixup_alpha=float(dcfg.mixup_alpha),
-      stats_mask=plan.init_stats_mask,
-      view_transform=view_tf,
-    )
-    if init_steps
-    else None
-  )
-  t_vars = parallel.put_replicated(teacher.run_variables, mesh) if teacher else {}
-
-  start_step = int(state.step)
+  start_step = task.step_of(state)
   writer = MetricWriter(workdir, tensorboard=config.tensorboard, resume_step=start_step)
   summary_path = os.path.join(workdir, "summary.json")
-  teacher_metrics, teacher_pred = {}, None
-  if teacher is not None:
-    t_steps = make_eval_step(teacher.run_module, eval_tf)
-    teacher_metrics, teacher_pred = evaluate(
-      t_steps, t_vars, eval_batches(), mesh, config.eval_batch_size
-    )
-    print(f"[kdjax] teacher test top-1 {teacher_metrics['top1']:.2f}")
-    if start_step == 0:  # once per run, not once per launch
-      writer.write(0, teacher_metrics, prefix="teacher/")
-
-  def model_meta(epoch, metrics):
-    return {
-      "arch": config.model,
-      "num_classes": info.num_classes,
-      "dataset": dcfg.name,
-      "model_kwargs": config.model_kwargs.to_dict(),
-      "epoch": epoch,
-      "step": int(state.step),
-      "seed": config.seed,
-      "final": epoch == config.num_epochs,
-      **{f"test_{k}": v for k, v in metrics.items()},
-    }
-
-  def model_vars():
-    return {"params": state.params["student"], "batch_stats": state.batch_stats["student"]}
+  task.begin(workdir, writer, start_step)
 
   keep = _keep_epochs(config)
   stop_step = min(total_steps, config.max_steps) if config.max_steps > 0 else total_steps
-  last_eval = dict(saved_meta.get("last_eval") or {})
-  window = MetricWindow(
-    ckpts, workdir, "Lower optim.lr, check the teacher and the data normalisation", start_step
-  )
+  last_eval = saved_meta.get("last_eval")
+  last_eval = [dict(m) for m in last_eval] if isinstance(last_eval, list) else [{}] * n_ex
+  window = MetricWindow(ckpts, workdir, task.fix, start_step)
   window.from_meta(saved_meta)
   clock = Clock(start_step, min(stop_step, total_steps))
+  items = _Items(task.items)
+
+  def progress(step):
+    return Progress(
+      finished=step >= total_steps,
+      step=step,
+      total_steps=total_steps,
+      last_eval=last_eval,
+      best_top1=run_meta["best_top1"],
+      best_epoch=run_meta["best_epoch"],
+      seconds=clock.elapsed(),
+      num_devices=int(mesh.devices.size),
+    )
+
+  def model_meta(j, epoch, metrics, step):
+    return dict(
+      exports[j].meta,
+      epoch=epoch,
+      step=step,
+      final=epoch == task.num_epochs,
+      **{f"test_{k}": v for k, v in metrics.items()},
+    )
 
   def log_train(step):
     mean = window.flush(step)
     if mean is None:
       return
-    in_init = step <= init_steps  # flushed at every epoch end: never mixes stages
-    mean["lr"] = float(plan.init_schedule(step - 1) if in_init else schedule(step - 1 - init_steps))
-    writer.write(step, mean, prefix="init/" if in_init else "train/")
+    st = stages[stage_of_step(step - 1)]  # flushed at every epoch end: never mixes stages
+    mean["lr"] = float(st.lr(step - 1))
+    task.log_train(writer, step, mean, st.prefix)
 
-  def save_state(step, st, epoch):
+  def save_state(step, st, counted_done):
     window.check(step)
-    ckpts.save_state(step, st, dict(run_meta, epoch=epoch, last_eval=last_eval, **window.to_meta()))
+    ckpts.save_state(
+      step,
+      st,
+      dict(
+        run_meta,
+        epoch=counted_done,
+        stage=stages[stage_of_step(step)].name,
+        last_eval=last_eval,
+        **window.to_meta(),
+      ),
+    )
 
   step = start_step
   try:
-    first_epoch = start_step // steps_per_epoch
-    for epoch in range(first_epoch, init_epochs + config.num_epochs):
+    for epoch in range(start_step // spe, total_epochs):
       if step >= stop_step:
         break
-      in_init = epoch < init_epochs
-      cur_steps = init_fns if in_init else steps
+      i = stage_at(epoch)
+      st = stages[i]
+      k = epoch - start_epochs[i]  # the epoch within the stage (0-based)
+      done_before = counted_before[i] + (k if st.counted else 0)
       state, step, epoch_done = run_epoch_steps(
-        feed,
-        lambda st, item, fns=cur_steps: feed.run(fns, st, item, t_vars),
+        items,
+        lambda s, item, fn=st.run: fn(s, item),
         state,
         epoch=epoch,
         step=step,
         stop_step=stop_step,
-        steps_per_epoch=steps_per_epoch,
+        steps_per_epoch=spe,
         config=config,
         record=window.record,
         check=window.check,
         log=log_train,
-        save_state=lambda s, st, ep=epoch: save_state(s, st, ep),
+        save_state=lambda s, x, d=done_before: save_state(s, x, d),
         step_hook=_step_hook,
         desc=(
-          f"init epoch {epoch + 1}/{init_epochs}"
-          if in_init
-          else f"epoch {epoch + 1 - init_epochs}/{config.num_epochs}"
+          f"epoch {done_before + 1}/{task.num_epochs}"
+          if st.counted
+          else f"{st.name} epoch {k + 1}/{st.epochs}"
         ),
       )
       if not epoch_done:  # max_steps reached mid-epoch (state saved)
         break
-      if in_init:  # init stage: no evaluation; fresh optimiser after its end
-        if epoch + 1 == init_epochs:
-          state = state.replace(opt_state=parallel.put_replicated(tx.init(state.params), mesh))
-          run_meta["stage"] = "main"
+      last_of_stage = k + 1 == st.epochs
+      nxt = stages[i + 1] if last_of_stage and i + 1 < len(stages) else None
+      if not st.counted:  # e.g. an init stage: trained and checkpointed, never evaluated
+        if nxt is not None and nxt.enter is not None:
+          state = nxt.enter(state)
         print(
-          f"[kdjax] init epoch {epoch + 1}/{init_epochs} done ({method.init.method.name}), "
-          f"{clock.epoch_line(step)}"
+          f"[kdjax] {st.name} epoch {k + 1}/{st.epochs} done"
+          + (f" ({st.label})" if st.label else "")
+          + f", {clock.epoch_line(step)}"
         )
-        save_state(step, state, epoch + 1)
+        save_state(step, state, done_before)
         crash_point("state", step)
         continue
-      e = epoch + 1 - init_epochs  # the main stage's own epochs
+      e = done_before + 1  # the run's counted epochs, 1..num_epochs
       # Epoch end: the model checkpoints first, the resume state last. A kill in between
       # replays the epoch on relaunch and writes the same model checkpoints again (idempotent).
-      line = f"[kdjax] epoch {e}/{config.num_epochs}"
-      if e % config.eval_every_epochs == 0 or e == config.num_epochs or e in keep:
+      line = f"[kdjax] epoch {e}/{task.num_epochs}"
+      if e % config.eval_every_epochs == 0 or e == task.num_epochs or e in keep:
         crash_point("eval", step)
-        last_eval, _ = evaluate(
-          steps, model_vars(), eval_batches(), mesh, config.eval_batch_size, teacher_pred
-        )
-        writer.write(step, dict(last_eval, epoch=e), prefix="test/")
-        if last_eval["top1"] > run_meta["best_top1"]:
-          run_meta.update(best_top1=last_eval["top1"], best_epoch=e)
-          ckpts.save_model("best", step, model_vars(), model_meta(e, last_eval))
+        last_eval, extra = task.evaluate(state)
+        task.log_eval(writer, step, last_eval, extra, e)
+        saved_best = False
+        for j, ex in enumerate(exports):
+          if last_eval[j]["top1"] > run_meta["best_top1"][j]:
+            run_meta["best_top1"][j], run_meta["best_epoch"][j] = last_eval[j]["top1"], e
+            if ex_ckpts[j] is not None:
+              ex_ckpts[j].save_model(
+                "best", step, ex.variables(state), model_meta(j, e, last_eval[j], step)
+              )
+              saved_best = True
+        if saved_best:
           crash_point("best", step)
-        line += (
-          f": test top-1 {last_eval['top1']:.2f} "
-          f"(best {run_meta['best_top1']:.2f} @ {run_meta['best_epoch']})"
-          + (f", agreement {last_eval['agreement']:.2f}" if "agreement" in last_eval else "")
-        )
+        line += task.eval_line(last_eval, progress(step))
       print(f"{line}; {clock.epoch_line(step)}")
       if e in keep:
-        ckpts.save_model("kept", step, model_vars(), model_meta(e, last_eval))
+        for j, ex in enumerate(exports):
+          if ex_ckpts[j] is not None:
+            ex_ckpts[j].save_model(
+              "kept", step, ex.variables(state), model_meta(j, e, last_eval[j], step)
+            )
         crash_point("kept", step)
+      if nxt is not None and nxt.enter is not None:
+        state = nxt.enter(state)
       save_state(step, state, e)
       crash_point("state", step)
   finally:
-    ckpts.close()
+    for c in all_ckpts:
+      c.close()
     writer.close()
+    # RunCheckpoints creates all three of its dirs; drop the unused empty ones (a joint run of
+    # peers/members has no models of its own, its exports no resume state) so that no empty
+    # 'kept' dir looks like an interrupted run.
+    unused = [os.path.join(workdir, "kept"), os.path.join(workdir, "best")]
+    unused += [os.path.join(workdir, ex.subdir, "checkpoints") for ex in exports if ex.subdir]
+    for d in unused:
+      if os.path.isdir(d) and not os.listdir(d):
+        os.rmdir(d)
 
-  finished = step >= total_steps
   if step == start_step and os.path.exists(summary_path):
     # Nothing was trained or evaluated (a finished run launched again): keep the figures of the
     # run that produced this state instead of overwriting them with nulls.
@@ -335,34 +302,47 @@ def train_and_evaluate(config, workdir: str, *, mesh=None, _step_hook=None) -> d
     if prev.get("step") == step:
       prev["state"] = state
       return prev
-  summary = {
-    "model": config.model,
-    "dataset": dcfg.name,
-    "method": method.name,
-    "seed": config.seed,
-    "finished": finished,
-    "step": step,
-    "total_steps": total_steps,
-    "last_top1": last_eval.get("top1"),
-    "last_top5": last_eval.get("top5"),
-    "last_agreement": last_eval.get("agreement"),
-    "best_top1": run_meta["best_top1"] if run_meta["best_top1"] >= 0 else None,
-    "best_epoch": run_meta["best_epoch"],
-    "teacher_top1": teacher_metrics.get("top1"),
-    "teacher": (
-      dict(
-        workdir=teacher.meta["workdir"],
-        arch=teacher.meta["arch"],
-        step=teacher.meta["step"],
-        members=teacher.meta["members"],
-      )
-      if teacher
-      else None
-    ),
-    "train_seconds": clock.elapsed(),
-    "num_devices": int(mesh.devices.size),
-    **({"init_epochs": init_epochs} if init_steps else {}),
-  }
+  summary, per_export = task.summary(progress(step))
+  for sub, s in per_export.items():
+    ckpt_lib.write_json(os.path.join(workdir, sub, "summary.json"), s)
   ckpt_lib.write_json(summary_path, summary)
   summary["state"] = state
   return summary
+
+
+# ---- the entry points ----------------------------------------------------------------------------
+def train_and_evaluate(config, workdir: str, *, mesh=None, _step_hook=None) -> dict:
+  """Trains (or resumes) ``config.model`` on ``config.dataset`` with ``config.method``
+  (supervised when the method has no teacher terms): :class:`kdjax.train.distill.DistillTask`.
+  Returns the summary also written to ``workdir/summary.json`` (last and best top-1, teacher
+  accuracy, timings)."""
+  return run(config, workdir, distill_lib.DistillTask, mesh=mesh, _step_hook=_step_hook)
+
+
+def train_online(config, workdir: str, *, mesh=None, _step_hook=None) -> dict:
+  """Online distillation (DML / KDCL, ``config.online``): :class:`kdjax.train.online.OnlineTask`.
+  Returns the summary (each peer's and the logit-mean ensemble's last and best top-1)."""
+  return run(config, workdir, online_lib.OnlineTask, mesh=mesh, _step_hook=_step_hook)
+
+
+def train_members(
+  config,
+  seeds: Sequence[int],
+  workdir: str,
+  *,
+  shared_data: bool = False,
+  impl: str = "auto",
+  grid=None,
+  mesh=None,
+  _step_hook=None,
+) -> dict:
+  """``len(seeds)`` members of the run ``config`` in one step (``config.seed`` is ignored):
+  :class:`kdjax.train.members.MembersTask`. Returns the joint summary (per-member last/best
+  top-1 and their mean ± std). ``grid``: hyper-parameters as a member axis too — a dict of
+  dotted ``method.``/``optim.`` keys to value lists (Cartesian product) or a list of override
+  dicts; every grid point is trained with every seed (:func:`kdjax.train.members.grid_points`),
+  and the summary adds each point's mean ± std over the seeds."""
+  make = lambda cfg, m: members_lib.MembersTask(
+    cfg, m, seeds=seeds, shared_data=shared_data, impl=impl, grid=grid
+  )
+  return run(config, workdir, make, mesh=mesh, _step_hook=_step_hook)

@@ -1,6 +1,7 @@
 """Seeds as a batch axis: N students of one run config trained in one jitted step (``jax.vmap``).
 
-``train_members(config, seeds, workdir)`` trains the run ``config`` once per seed in ``seeds``,
+:class:`MembersTask` (the member run's task for the one loop, :func:`kdjax.train.loop.run`;
+entry point :func:`kdjax.train.loop.train_members`): ``train_members(config, seeds, workdir)`` trains the run ``config`` once per seed in ``seeds``,
 all members together: the train state of every member is stacked along a leading *member* axis
 and the normal train step (:func:`kdjax.train.step.make_steps`, imported, unchanged) is mapped
 over it inside one ``jax.jit`` (state donated): with ``jax.vmap`` on accelerators, written out
@@ -32,19 +33,17 @@ joint checkpoint (the data position follows from the step, as in the normal loop
 Not supported (a :class:`kdjax.errors.UserError` says so): a method init stage
 (``method.init.epochs > 0``) and streamed (host-decoded) datasets.
 
-How this maps onto a task object of the single training loop: the member axis is a property of the
-task's *state* (stacked) and *step* (``vmap`` of the task's step with the member in_axes below);
-evaluation, checkpoint export and the summary iterate over members. A ``MembersTask`` wrapping any
-single-run task needs exactly ``init_state`` (stack N inits), ``step`` (vmapped), ``batch``
-(stacked per-seed index vectors) and ``export`` (slice member ``i``) from it.
+As a task of the one loop, the member axis is a property of the task's *state* (stacked) and
+*step* (the single run's step mapped over the members); evaluation, the model checkpoints, the
+per-member ``metrics.jsonl`` and the summary iterate over the members (one export each). Resume,
+the non-finite stop (any member), crash points and cadence are the loop's, as for every run.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
-import math
 import os
-import time
 from typing import Optional, Sequence
 
 import jax
@@ -53,17 +52,15 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from kdjax import data as kdata
-from kdjax import models
 from kdjax import precision
-from kdjax.config import validate
 from kdjax.data import augment
 from kdjax.errors import UserError
 from kdjax.methods import build_method
-from kdjax.train import checkpoint as ckpt_lib
 from kdjax.train import parallel
 from kdjax.train import stages as stages_lib
 from kdjax.train import state as state_lib
-from kdjax.train.loop import InMemoryFeed, evaluate, load_data, scale_lr_for_batch
+from kdjax.train.runner import InMemoryFeed, evaluate, load_data, scale_lr_for_batch
+from kdjax.train.task import Export, Stage, Task
 from kdjax.train.logging import MetricWriter
 from kdjax.train.optim import make_optimizer
 from kdjax.train.step import make_eval_step, make_steps
@@ -74,6 +71,62 @@ def member_dir(workdir: str, seed: int) -> str:
   return os.path.join(workdir, f"seed{int(seed)}")
 
 
+def member_name(seed: int, point: Optional[dict] = None) -> str:
+  """A member's directory: ``seed<S>``, with a grid point's overrides appended
+  (``seed0-method.terms.kd.temperature=2``)."""
+  return f"seed{int(seed)}" + "".join(f"-{k}={v}" for k, v in (point or {}).items())
+
+
+GRID_PREFIXES = ("method.", "optim.")
+
+
+def grid_points(grid) -> list:
+  """The grid points of ``grid``: ``None`` / ``{}`` -> ``[{}]``; a dict of dotted config keys to
+  value lists -> their Cartesian product (in key order); a list of dicts -> those points.
+  Keys must lie under ``method.`` or ``optim.`` (numbers of the loss and the optimiser)."""
+  if not grid:
+    return [{}]
+  if isinstance(grid, dict):
+    keys = list(grid)
+    for k in keys:
+      if isinstance(grid[k], (str, bytes)) or not hasattr(grid[k], "__iter__"):
+        raise UserError(f"members: grid[{k!r}] must be a list of values, got {grid[k]!r}.")
+    points = [dict(zip(keys, vals)) for vals in itertools.product(*(list(grid[k]) for k in keys))]
+  else:
+    points = [dict(p) for p in grid]
+  for p in points:
+    for k in p:
+      if not k.startswith(GRID_PREFIXES):
+        raise UserError(
+          f"members: grid key {k!r} must be a dotted config key under {GRID_PREFIXES} "
+          "(e.g. method.terms.kd.temperature)."
+        )
+  if len({tuple(sorted(p.items())) for p in points}) != len(points):
+    raise UserError(f"members: the grid has repeated points: {points}.")
+  return points
+
+
+def apply_overrides(config, point: dict, *, seed: int):
+  """A copy of ``config`` with ``seed`` and the grid point's dotted keys set (a typo is one
+  UserError naming the key)."""
+  c = config.copy_and_resolve_references()
+  c.seed = int(seed)
+  for key, value in point.items():
+    *path, last = key.split(".")
+    node = c
+    for part in path:
+      if part not in node:
+        raise UserError(f"members: grid key {key!r}: the config has no {part!r} there.")
+      node = node[part]
+    if last not in node:
+      raise UserError(f"members: grid key {key!r}: the config has no {last!r} there.")
+    try:
+      node[last] = float(value) if isinstance(node[last], float) else value
+    except (TypeError, ValueError) as e:
+      raise UserError(f"members: grid key {key!r} = {value!r}: {e}") from None
+  return c
+
+
 def stack(trees: Sequence):
   """Stacks pytrees with equal structure along a new leading member axis."""
   return jax.tree_util.tree_map(lambda *xs: jnp.stack([jnp.asarray(x) for x in xs]), *trees)
@@ -82,14 +135,6 @@ def stack(trees: Sequence):
 def member(tree, i: int):
   """Member ``i`` of a stacked pytree."""
   return jax.tree_util.tree_map(lambda x: x[i], tree)
-
-
-def _keep_epochs(config) -> set:
-  keep = set(int(e) for e in config.keep_epochs)
-  if config.keep_every_epochs > 0:
-    keep |= set(range(config.keep_every_epochs, config.num_epochs + 1, config.keep_every_epochs))
-  keep.add(config.num_epochs)
-  return keep
 
 
 def init_member(*, seed: int, student, method, teacher, dummy, tx_for, index_space: int):
@@ -124,7 +169,8 @@ def resolve_impl(impl: str) -> str:
 
 def make_member_step(train_indexed, num_members: int, *, shared_data: bool, impl: str = "vmap"):
   """The jitted step of ``num_members`` stacked states from the single-run step
-  ``train_indexed(state, images, labels, ds_index, idx, teacher_vars)``.
+  ``train_indexed(state, images, labels, ds_index, idx, teacher_vars)`` (or a list of one such
+  step per member: a hyper-parameter grid; only ``impl='unroll'`` runs different functions).
 
   Seed mode: ``idx`` is ``(N, B)`` (one index vector per member) and everything in the state is
   mapped. Shared mode: ``idx`` is ``(B,)`` and the step counter and RNG key are unmapped (taken
@@ -136,13 +182,17 @@ def make_member_step(train_indexed, num_members: int, *, shared_data: bool, impl
   each member's computation exactly a single run's, compile time grows with N; the teacher
   forward runs per member unless ``shared_data``, where XLA's common-subexpression elimination
   may merge the identical teacher forwards)."""
+  fns = list(train_indexed) if isinstance(train_indexed, (list, tuple)) else None
+  if fns is not None and impl != "unroll":
+    if len(set(map(id, fns))) > 1:
+      raise UserError("members: different step functions per member need impl='unroll'.")
+    train_indexed = fns[0]
   if impl == "unroll":
+    per = fns if fns is not None else [train_indexed] * num_members
 
     def step(state, images, labels, ds_index, idx, t_vars):
       outs = [
-        train_indexed(
-          member(state, i), images, labels, ds_index, idx if shared_data else idx[i], t_vars
-        )
+        per[i](member(state, i), images, labels, ds_index, idx if shared_data else idx[i], t_vars)
         for i in range(num_members)
       ]
       return stack([o[0] for o in outs]), stack([o[1] for o in outs])
@@ -173,338 +223,365 @@ def _mean_std(xs):
   return float(np.mean(xs)), float(np.std(xs, ddof=1)) if len(xs) > 1 else 0.0
 
 
-def train_members(
-  config,
-  seeds: Sequence[int],
-  workdir: str,
-  *,
-  shared_data: bool = False,
-  impl: str = "auto",
-  mesh=None,
-) -> dict:
-  """Trains (or resumes) ``len(seeds)`` members of the run ``config`` in one vmapped step;
-  returns the joint summary (also ``workdir/summary.json``). ``config.seed`` is ignored.
-  ``impl``: see :func:`make_member_step` and :func:`resolve_impl`."""
-  validate(config)
-  impl = resolve_impl(impl)
-  seeds = [int(s) for s in seeds]
-  if not seeds or len(set(seeds)) != len(seeds):
-    raise UserError(f"members: seeds must be a non-empty list of distinct integers, got {seeds}.")
-  n = len(seeds)
-  method = build_method(config.method)
-  if method.init is not None:
-    raise UserError(
-      "members: methods with an init stage (method.init.epochs > 0) are not "
-      "supported by the member trainer; train them with launch/distill.py."
-    )
-  mesh = mesh or parallel.make_mesh()
-  parallel.check_batch(config.batch_size, mesh)
-  os.makedirs(workdir, exist_ok=True)
+class MembersTask(Task):
+  """``len(seeds)`` members of the run ``config`` in one step (module docstring); member ``i``
+  is an export written to ``workdir/seed<S>`` with its own ``metrics.jsonl``."""
 
-  dcfg = config.dataset
-  feed, eval_batches, info, n_train = load_data(config, mesh)
-  if not isinstance(feed, InMemoryFeed):
-    raise UserError(
-      f"members: {dcfg.name!r} is streamed from the host; the member trainer needs "
-      "an in-memory dataset (CIFAR, (Fashion-)MNIST)."
-    )
-  bs = config.batch_size
-  steps_per_epoch = feed.steps_per_epoch()
-  if steps_per_epoch < 1:
-    raise UserError(f"{n_train} training examples is fewer than one batch of {bs}.")
-  total_steps = steps_per_epoch * config.num_epochs
+  kind = "members"
 
-  student = precision.build_model(
-    config.model,
-    num_classes=info.num_classes,
-    policy=config.precision.student,
-    **dict(config.model_kwargs),
-  )
-  teacher = (
-    load_teacher(
-      config.teacher,
-      info.num_classes,
-      policy=config.precision.teacher,
-      input_shape=info.image_shape,
-    )
-    if method.needs_teacher
-    else None
-  )
-  dummy = jnp.zeros((1,) + tuple(info.image_shape), jnp.float32)
-  scale_lr_for_batch(config)
-  base_tx, schedule = make_optimizer(config.optim, steps_per_epoch)
-  plans = {}
-
-  def tx_for(bound, params, batch_stats, variables):
-    p = stages_lib.plan(
-      bound,
-      config,
-      base_tx,
-      params,
-      batch_stats,
-      steps_per_epoch,
-      feature_mask=lambda: stages_lib.student_feature_mask(student, variables, dummy),
-    )
-    plans["main"] = p
-    return p.main_tx
-
-  states = []
-  for s in seeds:
-    st, tx, built = init_member(
-      seed=s,
-      student=student,
-      method=method,
-      teacher=teacher,
-      dummy=dummy,
-      tx_for=tx_for,
-      index_space=feed.index_space,
-    )
-    states.append(st)
-  state = stack(states)
-  del states
-  plan = plans["main"]
-  method, conn = built.method, built.connectors  # the method bound to the pair
-  print(
-    f"[kdjax] members: {n} x {config.model} (seeds {seeds}"
-    + (", shared data order/augmentation" if shared_data else "")
-    + f"; jax.{impl}"
-    + ")"
-    + (f"; teacher {teacher.meta['arch']} ({teacher.meta['workdir']})" if teacher else "")
-    + f"; {steps_per_epoch} steps/epoch"
-  )
-
-  # ---- checkpoints / resume --------------------------------------------------------------------
-  mdirs = [member_dir(workdir, s) for s in seeds]
-  ckpts = ckpt_lib.RunCheckpoints(workdir, async_save=config.async_checkpoint)
-  mckpts = [ckpt_lib.RunCheckpoints(d, async_save=config.async_checkpoint) for d in mdirs]
-  run_meta = {
-    "seeds": seeds,
-    "shared_data": bool(shared_data),
-    "best_top1": [-1.0] * n,
-    "best_epoch": [0] * n,
-  }
-  if ckpts.latest_step() is not None:
-    abstract = jax.tree_util.tree_map(
-      lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=parallel.replicated(mesh)), state
-    )
-    state, saved = ckpts.restore_state(abstract)
-    if list(saved.get("seeds", [])) != seeds or bool(saved.get("shared_data")) != shared_data:
+  def __init__(
+    self, config, mesh, *, seeds: Sequence[int], shared_data=False, impl="auto", grid=None
+  ):
+    try:
+      seeds = [int(s) for s in seeds]
+    except (TypeError, ValueError):
+      seeds = []
+    if not seeds or len(set(seeds)) != len(seeds):
+      raise UserError(f"members: seeds must be a non-empty list of distinct integers, got {seeds}.")
+    points = grid_points(grid)
+    if len(points) > 1 or points[0]:
+      if impl == "vmap":
+        raise UserError(
+          "members: a hyper-parameter grid needs impl='unroll' (or 'auto'): jax.vmap maps ONE "
+          "step function, and every grid point is another step function."
+        )
+      impl = "unroll"
+    impl = resolve_impl(impl)
+    # the members: every grid point x every seed, grid-point major
+    plan_m = [(pt, s) for pt in points for s in seeds]
+    n = len(plan_m)
+    cfgs = [apply_overrides(config, pt, seed=s) for pt, s in plan_m]
+    methods = [build_method(c.method) for c in cfgs]
+    if any(m.init is not None for m in methods):
       raise UserError(
-        f"{workdir}/checkpoints holds members {saved.get('seeds')} (shared_data="
-        f"{saved.get('shared_data')}); relaunch with those or use a new --workdir."
+        "members: methods with an init stage (method.init.epochs > 0) are not "
+        "supported by the member trainer; train them with launch/distill.py."
       )
-    run_meta.update({k: saved[k] for k in ("best_top1", "best_epoch") if k in saved})
-    print(f"[kdjax] resumed from {workdir}/checkpoints/{int(state.step[0])}")
-  else:
-    cfg_json = json.loads(config.to_json_best_effort())
-    ckpt_lib.write_json(
-      os.path.join(workdir, "config.json"),
-      dict(cfg_json, members=dict(seeds=seeds, shared_data=shared_data)),
+    if int(config.teacher.rco.num_anchors):
+      raise UserError("members: teacher.rco is not supported by the member trainer.")
+    self.config, self.mesh, self.seeds, self.shared_data, self.impl = (
+      config,
+      mesh,
+      seeds,
+      bool(shared_data),
+      impl,
     )
-    for s, d in zip(seeds, mdirs):
-      ckpt_lib.write_json(os.path.join(d, "config.json"), dict(cfg_json, seed=s))
-  state = parallel.put_replicated(state, mesh)
+    self.points, self.plan_m = points, plan_m
+    dcfg = config.dataset
+    feed, self.eval_batches, info, n_train = load_data(config, mesh)
+    if not isinstance(feed, InMemoryFeed):
+      raise UserError(
+        f"members: {dcfg.name!r} is streamed from the host; the member trainer needs "
+        "an in-memory dataset (CIFAR, (Fashion-)MNIST)."
+      )
+    self.feed = feed
+    bs = config.batch_size
+    spe = feed.steps_per_epoch()
+    if spe < 1:
+      raise UserError(f"{n_train} training examples is fewer than one batch of {bs}.")
+    self.steps_per_epoch, self.num_epochs = spe, int(config.num_epochs)
 
-  # ---- steps -----------------------------------------------------------------------------------
-  train_tf = augment.dataset_train_transform(info, dcfg)  # crop, flip, colour jitter
-  eval_tf = lambda im: augment.eval_transform(info, im)
-  view_tf = augment.dataset_train_transform(info, dcfg, flip=False)
-  steps = make_steps(
-    student=student,
-    method=method,
-    tx=plan.main_tx,
-    train_transform=train_tf,
-    eval_transform=eval_tf,
-    teacher=teacher.run_module if teacher else None,
-    connectors=conn,
-    steps_per_epoch=steps_per_epoch,
-    mixup_alpha=float(dcfg.mixup_alpha),
-    stats_mask=plan.main_stats_mask,
-    view_transform=view_tf,
-  )
-  mstep = make_member_step(steps.train_indexed, n, shared_data=shared_data, impl=impl)
-  t_vars = parallel.put_replicated(teacher.run_variables, mesh) if teacher else {}
-  teacher_metrics, teacher_pred = {}, None
-  if teacher is not None:
-    t_steps = make_eval_step(teacher.run_module, eval_tf)
-    teacher_metrics, teacher_pred = evaluate(
-      t_steps, t_vars, eval_batches(), mesh, config.eval_batch_size
+    student = precision.build_model(
+      config.model,
+      num_classes=info.num_classes,
+      policy=config.precision.student,
+      **dict(config.model_kwargs),
     )
-    print(f"[kdjax] teacher test top-1 {teacher_metrics['top1']:.2f}")
+    teacher = (
+      load_teacher(
+        config.teacher,
+        info.num_classes,
+        policy=config.precision.teacher,
+        input_shape=info.image_shape,
+      )
+      if any(m.needs_teacher for m in methods)
+      else None
+    )
+    self.teacher = teacher
+    dummy = jnp.zeros((1,) + tuple(info.image_shape), jnp.float32)
+    train_tf = augment.dataset_train_transform(info, dcfg)  # crop, flip, colour jitter
+    self.eval_tf = eval_tf = lambda im: augment.eval_transform(info, im)
+    view_tf = augment.dataset_train_transform(info, dcfg, flip=False)
+    states, self.member_steps, self.schedules, built = [], [], [], None
+    for (pt, s), cfg, method in zip(plan_m, cfgs, methods):
+      scale_lr_for_batch(cfg)
+      base_tx, schedule = make_optimizer(cfg.optim, spe)
+      plans = {}
 
-  writers = [MetricWriter(d, tensorboard=config.tensorboard) for d in mdirs]
-  n_dev = mesh.devices.size
-  idx_sharding = lambda b: (
-    NamedSharding(mesh, P(*((None,) if not shared_data else ()), "data"))
-    if b % n_dev == 0
-    else parallel.replicated(mesh)
-  )
+      def tx_for(bound, params, batch_stats, variables, cfg=cfg, base_tx=base_tx, plans=plans):
+        p = stages_lib.plan(
+          bound,
+          cfg,
+          base_tx,
+          params,
+          batch_stats,
+          spe,
+          feature_mask=lambda: stages_lib.student_feature_mask(student, variables, dummy),
+        )
+        plans["main"] = p
+        return p.main_tx
 
-  def epoch_batches(epoch: int, offset: int):
+      st, _, built = init_member(
+        seed=s,
+        student=student,
+        method=method,
+        teacher=teacher,
+        dummy=dummy,
+        tx_for=tx_for,
+        index_space=feed.index_space,
+      )
+      states.append(st)
+      plan = plans["main"]
+      self.member_steps.append(
+        make_steps(
+          student=student,
+          method=built.method,
+          tx=plan.main_tx,
+          train_transform=train_tf,
+          eval_transform=eval_tf,
+          teacher=teacher.run_module if teacher else None,
+          connectors=built.connectors,
+          steps_per_epoch=spe,
+          mixup_alpha=float(dcfg.mixup_alpha),
+          stats_mask=plan.main_stats_mask,
+          view_transform=view_tf,
+        )
+      )
+      self.schedules.append(schedule)
+    try:
+      self.state = stack(states)
+    except (ValueError, TypeError) as e:
+      raise UserError(
+        f"members: the grid {grid!r} changes the structure of the train state ({e}); a grid "
+        "may vary numbers only (weights, temperatures, lr), not terms, models or optimisers."
+      ) from None
+    del states
+    self.method = built.method  # the (last member's) method bound to the pair
+    print(
+      f"[kdjax] members: {n} x {config.model} (seeds {seeds}"
+      + (f" x {len(points)} grid points" if len(points) > 1 or points[0] else "")
+      + (", shared data order/augmentation" if shared_data else "")
+      + f"; jax.{impl}"
+      + ")"
+      + (f"; teacher {teacher.meta['arch']} ({teacher.meta['workdir']})" if teacher else "")
+      + f"; {spe} steps/epoch"
+    )
+    self.steps = self.member_steps[0]
+    mstep = make_member_step(
+      [m.train_indexed for m in self.member_steps], n, shared_data=shared_data, impl=impl
+    )
+    self.t_vars = t_vars = parallel.put_replicated(teacher.run_variables, mesh) if teacher else {}
+    self.stages = [
+      Stage(
+        "main",
+        config.num_epochs,
+        lambda st, idx: mstep(st, feed.images, feed.labels, feed.index, idx, t_vars),
+        self.schedules[0],
+      )
+    ]
+    self.fix = "Lower optim.lr, check the teacher and the data normalisation"
+    mvars = lambda i: (
+      lambda st: {
+        "params": member(st.params["student"], i),
+        "batch_stats": member(st.batch_stats["student"], i),
+      }
+    )
+    self.exports = [
+      Export(
+        member_name(s, pt),
+        mvars(i),
+        meta={
+          "arch": config.model,
+          "num_classes": info.num_classes,
+          "dataset": dcfg.name,
+          "model_kwargs": config.model_kwargs.to_dict(),
+          "seed": s,
+          **({"overrides": dict(pt)} if pt else {}),
+        },
+        subdir=member_name(s, pt),
+      )
+      for i, (pt, s) in enumerate(plan_m)
+    ]
+    self.writers = []
+    self.teacher_metrics, self.teacher_pred = {}, None
+
+  # ---- the state and its data ----------------------------------------------------------------
+  def step_of(self, state) -> int:
+    return int(state.step[0])
+
+  def items(self, epoch: int, offset: int):
+    cfg, feed, mesh = self.config, self.feed, self.mesh
+    n_dev = mesh.devices.size
     per = [
-      kdata.batch_indices(feed.n, bs, seed=s, epoch=epoch, drop_remainder=config.drop_remainder)
-      for s in (seeds[:1] if shared_data else seeds)
+      kdata.batch_indices(
+        feed.n, cfg.batch_size, seed=s, epoch=epoch, drop_remainder=cfg.drop_remainder
+      )
+      for s in (self.seeds[:1] if self.shared_data else [s for _, s in self.plan_m])
     ]
     for j in range(offset, len(per[0])):
       idx = np.stack([p[j] for p in per]).astype(np.int32)
-      idx = idx[0] if shared_data else idx
-      yield jax.device_put(idx, idx_sharding(idx.shape[-1]))
+      idx = idx[0] if self.shared_data else idx
+      sharding = (
+        NamedSharding(mesh, P(*((None,) if not self.shared_data else ()), "data"))
+        if idx.shape[-1] % n_dev == 0
+        else parallel.replicated(mesh)
+      )
+      yield jax.device_put(idx, sharding)
 
-  def mvars(i):
-    return {
-      "params": member(state.params["student"], i),
-      "batch_stats": member(state.batch_stats["student"], i),
-    }
+  # ---- the workdir ---------------------------------------------------------------------------
+  def _grid_json(self):
+    return [dict(p) for p in self.points] if (len(self.points) > 1 or self.points[0]) else []
 
-  def model_meta(i, epoch, metrics, step):
-    return {
-      "arch": config.model,
-      "num_classes": info.num_classes,
-      "dataset": dcfg.name,
-      "model_kwargs": config.model_kwargs.to_dict(),
-      "epoch": epoch,
-      "step": step,
-      "seed": seeds[i],
-      "members": {"workdir": workdir, "seeds": seeds},
-      **{f"test_{k}": v for k, v in metrics.items()},
-    }
+  def config_json(self, cfg_json):
+    members = dict(seeds=self.seeds, shared_data=self.shared_data)
+    if self._grid_json():
+      members["grid"] = self._grid_json()
+    return dict(cfg_json, members=members)
 
-  pending, last_checked = [], None
+  def export_config_json(self, export, cfg_json):
+    plain = json.loads(json.dumps({k: v for k, v in cfg_json.items() if k != "members"}))
+    for key, value in (export.meta.get("overrides") or {}).items():
+      node = plain
+      *path, last = key.split(".")
+      for part in path:
+        node = node.setdefault(part, {})
+      node[last] = value
+    return dict(plain, seed=export.meta["seed"])
 
-  def flush(step):
-    nonlocal pending, last_checked
-    if not pending:
-      return
-    host = jax.device_get(pending)
-    losses = np.stack([np.asarray(m["loss"]) for m in host])  # (steps, N)
-    if not np.all(np.isfinite(losses)):
-      ckpts.wait()
-      bad = [seeds[i] for i in range(n) if not np.all(np.isfinite(losses[:, i]))]
+  def resume_meta(self):
+    meta = {"seeds": self.seeds, "shared_data": self.shared_data}
+    if self._grid_json():
+      meta["grid"] = self._grid_json()
+    return meta
+
+  def check_resumed(self, workdir, saved):
+    if (
+      list(saved.get("seeds", [])) != self.seeds
+      or bool(saved.get("shared_data")) != self.shared_data
+      or list(saved.get("grid", [])) != self._grid_json()
+    ):
       raise UserError(
-        f"The training loss of member(s) {bad} became non-finite before step "
-        f"{step} of {workdir}; no checkpoint of the bad state was written. Lower "
-        "optim.lr, check the teacher and the data normalisation, then relaunch."
+        f"{workdir}/checkpoints holds members {saved.get('seeds')} (shared_data="
+        f"{saved.get('shared_data')}, grid {saved.get('grid', [])}); relaunch with those or "
+        "use a new --workdir."
       )
-    lr = float(schedule(step - 1))
-    for i in range(n):
-      writers[i].write(
-        step,
-        dict({k: float(np.mean([np.asarray(m[k])[i] for m in host])) for k in host[-1]}, lr=lr),
-        prefix="train/",
-      )
-    pending, last_checked = [], step
 
-  keep = _keep_epochs(config)
-  start_step = int(state.step[0])
-  stop_step = min(total_steps, config.max_steps) if config.max_steps > 0 else total_steps
-  last_eval = [{} for _ in range(n)]
-  step = start_step
-  t_start = time.time()
-  try:
-    for epoch in range(start_step // steps_per_epoch, config.num_epochs):
-      if step >= stop_step:
-        break
-      for idx in epoch_batches(epoch, step - epoch * steps_per_epoch):
-        if step >= stop_step:
-          break
-        state, metrics = mstep(state, feed.images, feed.labels, feed.index, idx, t_vars)
-        step += 1
-        pending.append(metrics)
-        if step % config.log_every_steps == 0:
-          flush(step)
-      flush(step)
-      if step != (epoch + 1) * steps_per_epoch:  # max_steps reached mid-epoch
-        ckpts.save_state(step, state, dict(run_meta, epoch=epoch))
-        break
-      e = epoch + 1
-      if e % config.eval_every_epochs == 0 or e == config.num_epochs or e in keep:
-        for i in range(n):
-          last_eval[i], _ = evaluate(
-            steps, mvars(i), eval_batches(), mesh, config.eval_batch_size, teacher_pred
+  # ---- evaluation and logs -------------------------------------------------------------------
+  def begin(self, workdir, writer, start_step):
+    self.workdir = workdir
+    cfg = self.config
+    self.writers = [
+      MetricWriter(
+        os.path.join(workdir, ex.subdir), tensorboard=cfg.tensorboard, resume_step=start_step
+      )
+      for ex in self.exports
+    ]
+    if self.teacher is not None:
+      t_steps = make_eval_step(self.teacher.run_module, self.eval_tf)
+      self.teacher_metrics, self.teacher_pred = evaluate(
+        t_steps, self.t_vars, self.eval_batches(), self.mesh, cfg.eval_batch_size
+      )
+      print(f"[kdjax] teacher test top-1 {self.teacher_metrics['top1']:.2f}")
+      if start_step == 0:
+        for w in self.writers:
+          w.write(0, self.teacher_metrics, prefix="teacher/")
+
+  def log_train(self, writer, step, mean, prefix):
+    mean.pop("lr")
+    for i, w in enumerate(self.writers):
+      lr = float(self.schedules[i](step - 1))
+      w.write(step, dict({k: v[i] for k, v in mean.items()}, lr=lr), prefix=prefix)
+
+  def evaluate(self, state):
+    cfg = self.config
+    out = [
+      evaluate(
+        self.member_steps[i],
+        ex.variables(state),
+        self.eval_batches(),
+        self.mesh,
+        cfg.eval_batch_size,
+        self.teacher_pred,
+      )[0]
+      for i, ex in enumerate(self.exports)
+    ]
+    return out, {}
+
+  def log_eval(self, writer, step, metrics, extra, epoch):
+    for w, m in zip(self.writers, metrics):
+      w.write(step, dict(m, epoch=epoch), prefix="test/")
+
+  def eval_line(self, metrics, progress):
+    return ": test top-1 " + ", ".join(
+      f"{ex.label.replace('seed', 'seed ', 1)} {m['top1']:.2f}"
+      for ex, m in zip(self.exports, metrics)
+    )
+
+  def summary(self, p):
+    config, teacher, seeds = self.config, self.teacher, self.seeds
+    best = lambda v: v if v >= 0 else None
+    per, subs = [], {}
+    for i, (pt, s) in enumerate(self.plan_m):
+      last = p.last_eval[i]
+      ms = {
+        "model": config.model,
+        "dataset": config.dataset.name,
+        "method": self.method.name,
+        "seed": s,
+        "finished": p.finished,
+        "step": p.step,
+        "total_steps": p.total_steps,
+        "last_top1": last.get("top1"),
+        "last_top5": last.get("top5"),
+        "last_agreement": last.get("agreement"),
+        "best_top1": best(p.best_top1[i]),
+        "best_epoch": p.best_epoch[i],
+        "teacher_top1": self.teacher_metrics.get("top1"),
+        "teacher": (
+          dict(
+            workdir=teacher.meta["workdir"],
+            arch=teacher.meta["arch"],
+            step=teacher.meta["step"],
+            members=teacher.meta["members"],
           )
-          writers[i].write(step, dict(last_eval[i], epoch=e), prefix="test/")
-          if last_eval[i]["top1"] > run_meta["best_top1"][i]:
-            run_meta["best_top1"][i], run_meta["best_epoch"][i] = last_eval[i]["top1"], e
-            mckpts[i].save_model("best", step, mvars(i), model_meta(i, e, last_eval[i], step))
-        print(
-          f"[kdjax] epoch {e}/{config.num_epochs}: test top-1 "
-          + ", ".join(f"seed {s} {m['top1']:.2f}" for s, m in zip(seeds, last_eval))
-          + f", {time.time() - t_start:.0f}s"
-        )
-      if e in keep:
-        for i in range(n):
-          mckpts[i].save_model("kept", step, mvars(i), model_meta(i, e, last_eval[i], step))
-      ckpts.save_state(step, state, dict(run_meta, epoch=e))
-  finally:
-    for c in [ckpts] + mckpts:
-      c.close()
-    for w in writers:
-      w.close()
-    for d in [os.path.join(workdir, "kept"), os.path.join(workdir, "best")] + [
-      os.path.join(d, "checkpoints") for d in mdirs
-    ]:
-      if os.path.isdir(d) and not os.listdir(d):
-        os.rmdir(d)
-
-  finished = step >= total_steps
-  summary_path = os.path.join(workdir, "summary.json")
-  if not any(last_eval) and step == start_step and os.path.exists(summary_path):
-    with open(summary_path) as fh:  # a finished run launched again: keep its figures
-      prev = json.load(fh)
-    if prev.get("step") == step:
-      prev["state"] = state
-      return prev
-  seconds = time.time() - t_start
-  best = lambda v: v if v >= 0 else None
-  per = []
-  for i, s in enumerate(seeds):
-    ms = {
+          if teacher
+          else None
+        ),
+        "train_seconds": p.seconds,
+        "num_devices": p.num_devices,
+        "members": {"workdir": self.workdir, "seeds": seeds, "shared_data": self.shared_data},
+        **({"overrides": dict(pt)} if pt else {}),
+      }
+      subs[self.exports[i].subdir] = ms
+      per.append(ms)
+    summary = {
       "model": config.model,
-      "dataset": dcfg.name,
-      "method": method.name,
-      "seed": s,
-      "finished": finished,
-      "step": step,
-      "total_steps": total_steps,
-      "last_top1": last_eval[i].get("top1"),
-      "last_top5": last_eval[i].get("top5"),
-      "last_agreement": last_eval[i].get("agreement"),
-      "best_top1": best(run_meta["best_top1"][i]),
-      "best_epoch": run_meta["best_epoch"][i],
-      "teacher_top1": teacher_metrics.get("top1"),
-      "teacher": (
-        dict(
-          workdir=teacher.meta["workdir"],
-          arch=teacher.meta["arch"],
-          step=teacher.meta["step"],
-          members=teacher.meta["members"],
-        )
-        if teacher
-        else None
-      ),
-      "train_seconds": seconds,
-      "num_devices": int(n_dev),
-      "members": {"workdir": workdir, "seeds": seeds, "shared_data": bool(shared_data)},
+      "dataset": config.dataset.name,
+      "method": self.method.name,
+      "seeds": seeds,
+      "shared_data": self.shared_data,
+      "impl": self.impl,
+      "finished": p.finished,
+      "step": p.step,
+      "total_steps": p.total_steps,
+      "member_workdirs": [os.path.join(self.workdir, ex.subdir) for ex in self.exports],
+      "teacher_top1": self.teacher_metrics.get("top1"),
+      "train_seconds": p.seconds,
     }
-    ckpt_lib.write_json(os.path.join(mdirs[i], "summary.json"), ms)
-    per.append(ms)
-  summary = {
-    "model": config.model,
-    "dataset": dcfg.name,
-    "method": method.name,
-    "seeds": seeds,
-    "shared_data": bool(shared_data),
-    "impl": impl,
-    "finished": finished,
-    "step": step,
-    "total_steps": total_steps,
-    "member_workdirs": mdirs,
-    "teacher_top1": teacher_metrics.get("top1"),
-    "train_seconds": seconds,
-  }
-  for key in ("last_top1", "best_top1", "last_agreement"):
-    summary[key] = [m[key] for m in per]
-    summary[key + "_mean"], summary[key + "_std"] = _mean_std(summary[key])
-  ckpt_lib.write_json(summary_path, summary)
-  summary["state"] = state
-  return summary
+    for key in ("last_top1", "best_top1", "last_agreement"):
+      summary[key] = [m[key] for m in per]
+      summary[key + "_mean"], summary[key + "_std"] = _mean_std(summary[key])
+    if self._grid_json():  # mean ± std over the seeds of each grid point
+      summary["grid"] = []
+      for pt in self.points:
+        rows = [m for (q, _), m in zip(self.plan_m, per) if q == pt]
+        g = {"overrides": dict(pt), "seeds": [m["seed"] for m in rows]}
+        for key in ("last_top1", "best_top1", "last_agreement"):
+          g[key + "_mean"], g[key + "_std"] = _mean_std([m[key] for m in rows])
+        summary["grid"].append(g)
+    return summary, subs
+
+  def close(self):
+    for w in self.writers:
+      w.close()
+    self.writers = []

@@ -1,7 +1,7 @@
 """Online distillation: K >= 2 peers trained together in one jitted step (DML, KDCL).
 
-``train_online(config, workdir)`` is the online counterpart of
-:func:`kdjax.train.loop.train_and_evaluate` (both drive :mod:`kdjax.train.runner`); ``config.online`` selects the mode and the peers
+:class:`OnlineTask` is the online run's task for the one loop (:func:`kdjax.train.loop.run`;
+entry point :func:`kdjax.train.loop.train_online`); ``config.online`` selects the mode and the peers
 (:func:`validate_online`), everything else (dataset, optim, schedule, batch, epochs,
 checkpointing) is the normal run config and means the same thing.
 
@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import json
 import os
 from typing import Callable, Sequence
 
@@ -46,31 +45,17 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from kdjax import checks
 from kdjax import models
-from kdjax.config import validate
 from kdjax.data import augment
 from kdjax.errors import UserError
 from kdjax.losses import online as online_losses
 from kdjax.losses.online import ENSEMBLES
-from kdjax.train import checkpoint as ckpt_lib
-from kdjax.train import parallel
-from kdjax.train.logging import MetricWriter
-from kdjax.train.faults import crash_point
-from kdjax.train.runner import (
-  Clock,
-  MetricWindow,
-  StreamFeed,
-  _keep_epochs,
-  check_resume_config,
-  evaluate,
-  load_data,
-  prepare_workdir,
-  run_epoch_steps,
-  scale_lr_for_batch,
-)
+from kdjax.train.runner import StreamFeed, evaluate, load_data, scale_lr_for_batch
 from kdjax.train.optim import make_optimizer
 from kdjax.train.state import TrainState
 from kdjax.train.step import _all_finite, make_eval_step
+from kdjax.train.task import Export, Stage, Task
 from kdjax.train.teacher import EnsembleTeacher
 
 
@@ -100,12 +85,10 @@ def validate_online(config) -> dict:
         f"Unknown model {p!r} in config.online.peers.{hint} Registered models: {', '.join(known)}."
       )
   t = on.temperature
-  t = ONLINE_DEFAULT_TEMPERATURE[on.mode] if t is None else float(t)
-  if not t > 0 or t != t or t == float("inf"):
-    raise UserError(f"config.online.temperature must be a finite number > 0, got {t}.")
-  w = float(on.weight)
-  if not w >= 0 or w == float("inf"):
-    raise UserError(f"config.online.weight must be a finite number >= 0, got {w}.")
+  t = checks.positive(
+    "config.online.temperature", ONLINE_DEFAULT_TEMPERATURE[on.mode] if t is None else t
+  )
+  w = checks.nonnegative("config.online.weight", on.weight)
   if on.ensemble not in ENSEMBLES:
     raise UserError(f"config.online.ensemble must be one of {ENSEMBLES}, got {on.ensemble!r}.")
   return dict(mode=on.mode, peers=peers, temperature=t, weight=w, ensemble=on.ensemble)
@@ -260,279 +243,187 @@ def create_state(params: dict, batch_stats: dict, tx, rng) -> TrainState:
   )
 
 
-def train_online(config, workdir: str, *, mesh=None, _step_hook=None) -> dict:
-  """Runs (or resumes) one online-distillation run; returns the summary also written to
-  ``workdir/summary.json`` (each peer's and the logit-mean ensemble's last and best top-1)."""
-  validate(config)
-  on = validate_online(config)
-  mode, names = on["mode"], on["peers"]
-  k = len(names)
-  if len(config.model_kwargs):
-    raise UserError(
-      "config.model_kwargs is not used by online runs (the peers are "
-      "config.online.peers, built with their registry defaults); remove it."
-    )
-  if float(config.dataset.mixup_alpha) > 0:
-    raise UserError("config.dataset.mixup_alpha > 0 is not supported by online distillation.")
-  if len(config.method.terms) or config.teacher.workdir or config.teacher.members:
+class OnlineTask(Task):
+  """K peers trained together (module docstring); each peer is an export written to
+  ``workdir/peer<i>``; the logit-mean ensemble is evaluated and tracked, never written."""
+
+  kind = "online"
+
+  def __init__(self, config, mesh):
+    on = validate_online(config)
+    mode, names = on["mode"], on["peers"]
+    k = len(names)
+    if len(config.model_kwargs):
+      raise UserError(
+        "config.model_kwargs is not used by online runs (the peers are "
+        "config.online.peers, built with their registry defaults); remove it."
+      )
+    if float(config.dataset.mixup_alpha) > 0:
+      raise UserError("config.dataset.mixup_alpha > 0 is not supported by online distillation.")
+    if len(config.method.terms) or config.teacher.workdir or config.teacher.members:
+      print(
+        "[kdjax] WARNING: config.method terms and config.teacher are ignored by online "
+        "distillation (the loss is config.online's)."
+      )
+    self.config, self.mesh, self.on, self.names = config, mesh, on, names
+    dcfg = config.dataset
+    feed, self.eval_batches, info, n_train = load_data(config, mesh)
+    if mode == "kdcl" and isinstance(feed, StreamFeed):
+      raise UserError(
+        f"online.mode='kdcl' needs a different augmentation per peer, but "
+        f"{dcfg.name!r} is augmented once on the host (streamed dataset); use "
+        "online.mode='dml' or an in-memory dataset."
+      )
+    self.feed = feed
+    spe = feed.steps_per_epoch()
+    if spe < 1:
+      raise UserError(
+        f"{n_train} training examples is fewer than one batch of {config.batch_size}."
+      )
+    self.steps_per_epoch, self.num_epochs = spe, int(config.num_epochs)
+
+    peers = [models.get(n, num_classes=info.num_classes) for n in names]
+    self.keys = keys = [peer_key(i) for i in range(k)]
+    rng = jax.random.PRNGKey(config.seed)
+    k_init, _, k_run = jax.random.split(rng, 3)
+    dummy = jnp.zeros((1,) + tuple(info.image_shape), jnp.float32)
+    params, batch_stats = {}, {}
+    for i, (key, module) in enumerate(zip(keys, peers)):
+      v = module.init(jax.random.fold_in(k_init, i), dummy, train=False)
+      params[key], batch_stats[key] = v["params"], v.get("batch_stats", {})
+    counts = [models.count_params(params[key]) for key in keys]
     print(
-      "[kdjax] WARNING: config.method terms and config.teacher are ignored by online "
-      "distillation (the loss is config.online's)."
+      f"[kdjax] online {mode}: "
+      + ", ".join(f"{n} ({c:,} params)" for n, c in zip(names, counts))
+      + f"; {mesh.devices.size} device(s); {spe} steps/epoch"
     )
-  parallel.check_single_process()
-  mesh = mesh or parallel.make_mesh()
-  parallel.check_batch(config.batch_size, mesh)
-  prepare_workdir(workdir)
+    scale_lr_for_batch(config)
+    tx, schedule = make_optimizer(config.optim, spe)
+    self.state = create_state(params, batch_stats, tx, k_run)
 
-  # ---- data (shared with the normal loop) ------------------------------------------------------
-  dcfg = config.dataset
-  feed, eval_batches, info, n_train = load_data(config, mesh)
-  if mode == "kdcl" and isinstance(feed, StreamFeed):
-    raise UserError(
-      f"online.mode='kdcl' needs a different augmentation per peer, but "
-      f"{dcfg.name!r} is augmented once on the host (streamed dataset); use "
-      "online.mode='dml' or an in-memory dataset."
+    train_tf = augment.dataset_train_transform(info, dcfg)  # crop, flip, colour jitter
+    eval_tf = lambda im: augment.eval_transform(info, im)
+    steps = make_online_steps(
+      peers=peers,
+      mode=mode,
+      temperature=on["temperature"],
+      weight=on["weight"],
+      ensemble=on["ensemble"],
+      tx=tx,
+      train_transform=train_tf,
     )
-  bs = config.batch_size
-  steps_per_epoch = feed.steps_per_epoch()
-  if steps_per_epoch < 1:
-    raise UserError(f"{n_train} training examples is fewer than one batch of {bs}.")
-  total_steps = steps_per_epoch * config.num_epochs
-
-  # ---- peers -----------------------------------------------------------------------------------
-  peers = [models.get(n, num_classes=info.num_classes) for n in names]
-  keys = [peer_key(i) for i in range(k)]
-  rng = jax.random.PRNGKey(config.seed)
-  k_init, _, k_run = jax.random.split(rng, 3)
-  dummy = jnp.zeros((1,) + tuple(info.image_shape), jnp.float32)
-  params, batch_stats = {}, {}
-  for i, (key, module) in enumerate(zip(keys, peers)):
-    v = module.init(jax.random.fold_in(k_init, i), dummy, train=False)
-    params[key], batch_stats[key] = v["params"], v.get("batch_stats", {})
-  counts = [models.count_params(params[key]) for key in keys]
-  print(
-    f"[kdjax] online {mode}: "
-    + ", ".join(f"{n} ({c:,} params)" for n, c in zip(names, counts))
-    + f"; {mesh.devices.size} device(s); {steps_per_epoch} steps/epoch"
-  )
-  scale_lr_for_batch(config)
-  tx, schedule = make_optimizer(config.optim, steps_per_epoch)
-  state = create_state(params, batch_stats, tx, k_run)
-
-  # ---- checkpoints / resume --------------------------------------------------------------------
-  peer_dirs = [os.path.join(workdir, key) for key in keys]
-  ckpts = ckpt_lib.RunCheckpoints(workdir, async_save=config.async_checkpoint)
-  peer_ckpts = [ckpt_lib.RunCheckpoints(d, async_save=config.async_checkpoint) for d in peer_dirs]
-  run_meta = {
-    "best_top1": [-1.0] * k,
-    "best_epoch": [0] * k,
-    "ensemble_best_top1": -1.0,
-    "ensemble_best_epoch": 0,
-  }
-  resuming = ckpts.latest_step() is not None
-  cfg_json = check_resume_config(workdir, config, resuming)
-  saved_meta = {}
-  if resuming:
-    abstract = jax.tree_util.tree_map(
-      lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=parallel.replicated(mesh)), state
+    self.eval_steps = [make_eval_step(m, eval_tf) for m in peers]
+    self.ens_steps = make_eval_step(EnsembleTeacher(list(peers), "logit_mean"), eval_tf)
+    self.stages = [
+      Stage("main", config.num_epochs, lambda st, item: feed.run(steps, st, item, None), schedule)
+    ]
+    self.fix = "Lower optim.lr or online.weight, check the data normalisation"
+    peer_vars = lambda key: (
+      lambda st: {"params": st.params[key], "batch_stats": st.batch_stats[key]}
     )
-    state, saved_meta = ckpts.restore_state(abstract)
-    run_meta.update({m: saved_meta[m] for m in run_meta if m in saved_meta})
-    print(f"[kdjax] resumed from {workdir}/checkpoints/{int(state.step)}")
-  for name, d in zip(names, peer_dirs):  # each peer's dir reads like a normal run's
-    ckpt_lib.write_json(os.path.join(d, "config.json"), dict(cfg_json, model=name))
-  state = parallel.put_replicated(state, mesh)
+    self.exports = [
+      Export(
+        key,
+        peer_vars(key),
+        meta={
+          "arch": names[i],
+          "num_classes": info.num_classes,
+          "dataset": dcfg.name,
+          "model_kwargs": {},
+          "seed": config.seed,
+          "online": {"mode": mode, "peer": i, "peers": list(names)},
+        },
+        subdir=key,
+      )
+      for i, key in enumerate(keys)
+    ] + [Export("ensemble", None)]
 
-  # ---- steps -----------------------------------------------------------------------------------
-  train_tf = augment.dataset_train_transform(info, dcfg)  # crop, flip, colour jitter
-  eval_tf = lambda im: augment.eval_transform(info, im)
-  steps = make_online_steps(
-    peers=peers,
-    mode=mode,
-    temperature=on["temperature"],
-    weight=on["weight"],
-    ensemble=on["ensemble"],
-    tx=tx,
-    train_transform=train_tf,
-  )
-  eval_steps = [make_eval_step(m, eval_tf) for m in peers]
-  ens_steps = make_eval_step(EnsembleTeacher(list(peers), "logit_mean"), eval_tf)
+  def export_config_json(self, export, cfg_json):
+    return dict(cfg_json, model=export.meta["arch"])
 
-  start_step = int(state.step)
-  writer = MetricWriter(workdir, tensorboard=config.tensorboard, resume_step=start_step)
-  summary_path = os.path.join(workdir, "summary.json")
-
-  def peer_vars(i):
-    return {"params": state.params[keys[i]], "batch_stats": state.batch_stats[keys[i]]}
-
-  def model_meta(i, epoch, metrics):
-    return {
-      "arch": names[i],
-      "num_classes": info.num_classes,
-      "dataset": dcfg.name,
-      "model_kwargs": {},
-      "epoch": epoch,
-      "step": int(state.step),
-      "seed": config.seed,
-      "final": epoch == config.num_epochs,
-      "online": {"mode": mode, "peer": i, "peers": list(names)},
-      **{f"test_{m}": v for m, v in metrics.items()},
-    }
-
-  def evaluate_all():
+  def evaluate(self, state):
     """The ensemble first; then each peer, with its agreement with the ensemble."""
+    cfg, peers = self.config, self.exports[:-1]
     ens, ens_pred = evaluate(
-      ens_steps, [peer_vars(i) for i in range(k)], eval_batches(), mesh, config.eval_batch_size
+      self.ens_steps,
+      [ex.variables(state) for ex in peers],
+      self.eval_batches(),
+      self.mesh,
+      cfg.eval_batch_size,
     )
     per_peer = [
-      evaluate(eval_steps[i], peer_vars(i), eval_batches(), mesh, config.eval_batch_size, ens_pred)[
-        0
-      ]
-      for i in range(k)
+      evaluate(
+        self.eval_steps[i],
+        ex.variables(state),
+        self.eval_batches(),
+        self.mesh,
+        cfg.eval_batch_size,
+        ens_pred,
+      )[0]
+      for i, ex in enumerate(peers)
     ]
-    return per_peer, ens
+    return per_peer + [ens], {}
 
-  keep = _keep_epochs(config)
-  stop_step = min(total_steps, config.max_steps) if config.max_steps > 0 else total_steps
-  last_eval = [dict(m) for m in saved_meta.get("last_eval") or [{} for _ in range(k)]]
-  last_ens = dict(saved_meta.get("last_ens") or {})
-  window = MetricWindow(
-    ckpts, workdir, "Lower optim.lr or online.weight, check the data normalisation", start_step
-  )
-  window.from_meta(saved_meta)
-  clock = Clock(start_step, stop_step)
-
-  def log_train(step):
-    mean = window.flush(step)
-    if mean is not None:
-      mean["lr"] = float(schedule(step - 1))
-      writer.write(step, mean, prefix="train/")
-
-  def save_state(step, st, epoch):
-    window.check(step)
-    ckpts.save_state(
-      step,
-      st,
-      dict(run_meta, epoch=epoch, last_eval=last_eval, last_ens=last_ens, **window.to_meta()),
+  def eval_line(self, metrics, progress):
+    return (
+      ": test top-1 "
+      + ", ".join(f"{n} {m['top1']:.2f}" for n, m in zip(self.names, metrics))
+      + f", ensemble {metrics[-1]['top1']:.2f}"
     )
 
-  step = start_step
-  all_ckpts = [ckpts] + peer_ckpts
-  try:
-    for epoch in range(start_step // steps_per_epoch, config.num_epochs):
-      if step >= stop_step:
-        break
-      state, step, epoch_done = run_epoch_steps(
-        feed,
-        lambda st, item: feed.run(steps, st, item, None),
-        state,
-        epoch=epoch,
-        step=step,
-        stop_step=stop_step,
-        steps_per_epoch=steps_per_epoch,
-        config=config,
-        record=window.record,
-        check=window.check,
-        log=log_train,
-        save_state=lambda s, st, ep=epoch: save_state(s, st, ep),
-        step_hook=_step_hook,
-        desc=f"epoch {epoch + 1}/{config.num_epochs}",
-      )
-      if not epoch_done:  # max_steps reached mid-epoch (state saved)
-        break
-      e = epoch + 1
-      if e % config.eval_every_epochs == 0 or e == config.num_epochs or e in keep:
-        crash_point("eval", step)
-        last_eval, last_ens = evaluate_all()
-        flat = {f"{keys[i]}/{m}": v for i in range(k) for m, v in last_eval[i].items()}
-        flat.update({f"ensemble/{m}": v for m, v in last_ens.items()}, epoch=e)
-        writer.write(step, flat, prefix="test/")
-        for i in range(k):
-          if last_eval[i]["top1"] > run_meta["best_top1"][i]:
-            run_meta["best_top1"][i], run_meta["best_epoch"][i] = last_eval[i]["top1"], e
-            peer_ckpts[i].save_model("best", step, peer_vars(i), model_meta(i, e, last_eval[i]))
-        if last_ens["top1"] > run_meta["ensemble_best_top1"]:
-          run_meta.update(ensemble_best_top1=last_ens["top1"], ensemble_best_epoch=e)
-        print(
-          f"[kdjax] epoch {e}/{config.num_epochs}: test top-1 "
-          + ", ".join(f"{n} {m['top1']:.2f}" for n, m in zip(names, last_eval))
-          + f", ensemble {last_ens['top1']:.2f}; {clock.epoch_line(step)}"
-        )
-      if e in keep:
-        for i in range(k):
-          peer_ckpts[i].save_model("kept", step, peer_vars(i), model_meta(i, e, last_eval[i]))
-      save_state(step, state, e)
-      crash_point("state", step)
-  finally:
-    for c in all_ckpts:
-      c.close()
-    writer.close()
-    # RunCheckpoints creates all three managers' dirs; drop the unused empty ones (the joint
-    # run has no model checkpoints of its own, the peers no resume state) so that no empty
-    # 'kept' dir looks like an interrupted run.
-    for d in [os.path.join(workdir, "kept"), os.path.join(workdir, "best")] + [
-      os.path.join(p, "checkpoints") for p in peer_dirs
-    ]:
-      if os.path.isdir(d) and not os.listdir(d):
-        os.rmdir(d)
-
-  finished = step >= total_steps
-  if step == start_step and os.path.exists(summary_path):
-    with open(summary_path) as fh:  # a finished run launched again: keep its figures
-      prev = json.load(fh)
-    if prev.get("step") == step:
-      prev["state"] = state
-      return prev
-  seconds = clock.elapsed()
-  best = lambda v: v if v >= 0 else None
-  for i in range(k):
-    ckpt_lib.write_json(
-      os.path.join(peer_dirs[i], "summary.json"),
-      {
+  def summary(self, p):
+    config, on, names, k = self.config, self.on, self.names, len(self.names)
+    mode = on["mode"]
+    best = lambda v: v if v >= 0 else None
+    last = [dict(m) for m in p.last_eval]
+    peer_dirs = [os.path.join(self.workdir, key) for key in self.keys]
+    per_peer = {}
+    for i in range(k):
+      per_peer[self.keys[i]] = {
         "model": names[i],
-        "dataset": dcfg.name,
+        "dataset": config.dataset.name,
         "method": f"online_{mode}",
         "seed": config.seed,
-        "finished": finished,
-        "step": step,
-        "total_steps": total_steps,
-        "last_top1": last_eval[i].get("top1"),
-        "last_top5": last_eval[i].get("top5"),
+        "finished": p.finished,
+        "step": p.step,
+        "total_steps": p.total_steps,
+        "last_top1": last[i].get("top1"),
+        "last_top5": last[i].get("top5"),
         "last_agreement": None,
-        "last_agreement_with_ensemble": last_eval[i].get("agreement"),
-        "best_top1": best(run_meta["best_top1"][i]),
-        "best_epoch": run_meta["best_epoch"][i],
+        "last_agreement_with_ensemble": last[i].get("agreement"),
+        "best_top1": best(p.best_top1[i]),
+        "best_epoch": p.best_epoch[i],
         "teacher_top1": None,
         "teacher": None,
-        "online": {"workdir": workdir, "peer": i, "peers": list(names)},
-        "train_seconds": seconds,
-        "num_devices": int(mesh.devices.size),
-      },
-    )
-  summary = {
-    "model": "+".join(names),
-    "method": f"online_{mode}",
-    "mode": mode,
-    "peers": list(names),
-    "dataset": dcfg.name,
-    "seed": config.seed,
-    "temperature": on["temperature"],
-    "weight": on["weight"],
-    "ensemble": on["ensemble"] if mode == "kdcl" else None,
-    "finished": finished,
-    "step": step,
-    "total_steps": total_steps,
-    "peer_workdirs": peer_dirs,
-    "peer_last_top1": [m.get("top1") for m in last_eval],
-    "peer_best_top1": [best(v) for v in run_meta["best_top1"]],
-    "peer_best_epoch": list(run_meta["best_epoch"]),
-    "peer_last_agreement_with_ensemble": [m.get("agreement") for m in last_eval],
-    "ensemble_last_top1": last_ens.get("top1"),
-    "ensemble_best_top1": best(run_meta["ensemble_best_top1"]),
-    "ensemble_best_epoch": run_meta["ensemble_best_epoch"],
-    "train_seconds": seconds,
-    "num_devices": int(mesh.devices.size),
-  }
-  ckpt_lib.write_json(summary_path, summary)
-  summary["state"] = state
-  return summary
+        "online": {"workdir": self.workdir, "peer": i, "peers": list(names)},
+        "train_seconds": p.seconds,
+        "num_devices": p.num_devices,
+      }
+    summary = {
+      "model": "+".join(names),
+      "method": f"online_{mode}",
+      "mode": mode,
+      "peers": list(names),
+      "dataset": config.dataset.name,
+      "seed": config.seed,
+      "temperature": on["temperature"],
+      "weight": on["weight"],
+      "ensemble": on["ensemble"] if mode == "kdcl" else None,
+      "finished": p.finished,
+      "step": p.step,
+      "total_steps": p.total_steps,
+      "peer_workdirs": peer_dirs,
+      "peer_last_top1": [m.get("top1") for m in last[:k]],
+      "peer_best_top1": [best(v) for v in p.best_top1[:k]],
+      "peer_best_epoch": list(p.best_epoch[:k]),
+      "peer_last_agreement_with_ensemble": [m.get("agreement") for m in last[:k]],
+      "ensemble_last_top1": last[k].get("top1"),
+      "ensemble_best_top1": best(p.best_top1[k]),
+      "ensemble_best_epoch": p.best_epoch[k],
+      "train_seconds": p.seconds,
+      "num_devices": p.num_devices,
+    }
+    return summary, per_peer
+
+  def begin(self, workdir, writer, start_step):
+    self.workdir = workdir

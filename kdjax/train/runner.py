@@ -226,6 +226,13 @@ def load_data(config, mesh):
   return feed, eval_batches, info, n_train
 
 
+def _host_value(v):
+  """A fetched metric as JSON-able host data: a float, or nested lists of floats for metrics with
+  a leading axis (e.g. one value per member of a member run)."""
+  a = np.asarray(v)
+  return float(a) if a.ndim == 0 else a.astype(np.float64).tolist()
+
+
 class MetricWindow:
   """The train metrics of the steps since the last log line, and the non-finite stop.
 
@@ -248,9 +255,9 @@ class MetricWindow:
     if self.device:
       fetched = jax.device_get(self.device)
       self.device = []
-      self.host += [{k: float(v) for k, v in m.items()} for m in fetched]
-    bad_loss = not all(math.isfinite(m["loss"]) for m in self.host)
-    bad_state = any(m.get("finite", 1.0) != 1.0 for m in self.host)
+      self.host += [{k: _host_value(v) for k, v in m.items()} for m in fetched]
+    bad_loss = not all(np.all(np.isfinite(m["loss"])) for m in self.host)
+    bad_state = any(not np.all(np.asarray(m.get("finite", 1.0)) == 1.0) for m in self.host)
     if bad_loss or bad_state:
       self.ckpts.wait()
       latest = self.ckpts.latest_step()
@@ -268,7 +275,7 @@ class MetricWindow:
     if not self.host:
       return None
     mean = {
-      k: float(np.mean(np.array([m[k] for m in self.host], np.float64)))
+      k: _host_value(np.mean(np.array([m[k] for m in self.host], np.float64), axis=0))
       for k in self.host[-1]
       if k != "finite"
     }
@@ -298,12 +305,15 @@ def prepare_workdir(workdir: str) -> None:
     ) from None
 
 
-def check_resume_config(workdir: str, config, resuming: bool) -> dict:
+def check_resume_config(
+  workdir: str, config, resuming: bool, *, now: Optional[dict] = None
+) -> dict:
   """Refuses to resume ``workdir`` with a config that differs from its ``config.json`` outside
   :data:`kdjax.config.RESUMABLE_KEYS` (unless ``config.force_resume``); writes the new
-  ``config.json``. Returns the JSON-normalised config."""
+  ``config.json``. Returns the JSON-normalised config (``now``: the snapshot to compare and
+  write instead, e.g. with a task's additions)."""
   cfg_path = os.path.join(workdir, "config.json")
-  now = json_normalise(config)
+  now = json_normalise(config) if now is None else now
   if resuming and os.path.exists(cfg_path):
     with open(cfg_path) as f:
       saved = json.load(f)

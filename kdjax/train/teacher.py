@@ -25,6 +25,7 @@ import flax
 import jax
 import jax.numpy as jnp
 
+from kdjax import checks
 from kdjax import models
 from kdjax import precision
 from kdjax.models import fold_bn
@@ -126,8 +127,7 @@ def load_teacher(tcfg, num_classes: int, *, policy="float32", input_shape=None) 
   meta = dict(
     metas[0], members=[{k: m.get(k) for k in ("workdir", "arch", "step", "epoch")} for m in metas]
   )
-  if not tcfg.temperature > 0:
-    raise UserError(f"teacher.temperature must be > 0, got {tcfg.temperature}.")
+  checks.positive("teacher.temperature", tcfg.temperature)
   ens = EnsembleTeacher(mods, tcfg.ensemble_mode, float(tcfg.temperature))
   if not tcfg.get("fold_bn", False):
     return Teacher(ens, variables, meta)
