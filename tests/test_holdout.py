@@ -13,7 +13,7 @@ from kdjax import data as kdata
 from kdjax.calibration.study import teacher_validation_split
 from kdjax.config import json_normalise
 from kdjax.errors import UserError
-from kdjax.train import parallel
+from kdjax.train import parallel, train_and_evaluate
 from kdjax.train.runner import load_data
 
 
@@ -78,3 +78,15 @@ def test_streamed_datasets_refuse_val_examples():
   c = tiny_run_config(**{"dataset.name": "imagenet2012", "dataset.val_examples": 10})
   with pytest.raises(UserError, match="in-memory datasets only"):
     load_data(c, parallel.make_mesh())
+
+
+def test_a_run_with_a_val_split_logs_val_metrics(tmp_path, fmnist_dir):
+  """The held-out examples are evaluated with the test set at every evaluation (``val/`` in
+  metrics.jsonl, ``last_val_*`` in the summary) and never trained on."""
+  cfg = _fm(fmnist_dir, **{"dataset.val_examples": 100, "num_epochs": 1, "tensorboard": False})
+  s = train_and_evaluate(cfg, str(tmp_path / "run"))
+  assert s["step"] == 300 // cfg.batch_size + (300 % cfg.batch_size > 0)
+  recs = [json.loads(l) for l in open(tmp_path / "run" / "metrics.jsonl")]
+  val = [r for r in recs if "val/top1" in r]
+  assert len(val) == 1 and 0.0 <= val[0]["val/top1"] <= 100.0 and val[0]["val/loss"] > 0
+  assert s["last_val_top1"] == val[0]["val/top1"]

@@ -69,5 +69,6 @@ def test_explicit_and_errors():
 
 def test_rco_config_schedule():
   c = rco_cfg.get_config("resnet32x4-resnet8x4")
-  assert c.teacher.which == "epoch:60" and c.method.terms.kd.temperature == 4.0
+  assert c.teacher.rco.num_anchors == 4 and c.teacher.rco.strategy == "equal_epoch"
+  assert c.method.terms.kd.temperature == 4.0
   assert [a.teacher_epoch for a in rco_cfg.schedule(c.num_epochs)] == [60, 120, 180, 240]

@@ -10,12 +10,13 @@ student epochs split into 4 equal segments: epochs 1-60 from the teacher's epoch
 120, 121-180 from 180, 181-240 from the final teacher (240). The schedule is
 ``kdjax.teachers.rco.rco_anchors(kept, num_anchors, total_epochs)``: :func:`schedule`.
 
-``get_config('<pair>')`` returns the KD config of the **first** segment's teacher
-(``teacher.which = 'epoch:60'``); switching teachers at each segment's start needs the train
-loop's hook (``config.teacher.rco``, not in ``kdjax.config`` yet: see the report of issue 14).
-Until then, RCO can only be run by hand, one segment at a time.
+``get_config('<pair>')`` sets ``config.teacher.rco`` (``num_anchors = 4``, strategy
+``equal_epoch``): the loop (:class:`kdjax.train.distill.DistillTask`) reads the teacher run's
+kept epochs, computes this same schedule and runs one main-stage segment per anchor, each with
+that anchor's checkpoint (one optimiser and lr schedule throughout; ``summary.json`` lists the
+anchors). ``--config.teacher.rco.num_anchors=N`` changes the number of anchors.
 
-Launch (once the loop hook exists)::
+Launch::
 
   python -m launch.distill --config configs/cifar100/rco.py:resnet32x4-resnet8x4 \
       --workdir runs/cifar100/rco_resnet32x4-resnet8x4
@@ -56,6 +57,6 @@ def get_config(pair: str = "resnet32x4-resnet8x4"):
   c = common.recipe(student, t_arch)
   apply_preset(c.method, "kd")
   c.method.name = "rco"
-  first = schedule(c.num_epochs)[0]
-  c.teacher.which = f"epoch:{first.teacher_epoch}"
+  c.teacher.rco.num_anchors = ANCHORS["num_anchors"]
+  c.teacher.rco.strategy = ANCHORS["strategy"]
   return c

@@ -238,6 +238,7 @@ class DistillTask(Task):
       )
     ]
     self.teacher_metrics, self.teacher_pred = {}, None
+    self.last_val = {}
 
   def resume_meta(self) -> dict:
     return {"init_epochs": self.init_epochs} if self.init_epochs else {}
@@ -270,7 +271,17 @@ class DistillTask(Task):
       self.config.eval_batch_size,
       self.teacher_pred,
     )
+    val = getattr(self.feed, "val_split", None)  # dataset.val_examples > 0: the held-out split
+    if val is not None:
+      self.last_val, _ = evaluate(
+        self.steps, self.exports[0].variables(state), val, self.mesh, self.config.eval_batch_size
+      )
     return [m], {}
+
+  def log_eval(self, writer, step, metrics, extra, epoch):
+    super().log_eval(writer, step, metrics, extra, epoch)
+    if self.last_val:
+      writer.write(step, dict(self.last_val, epoch=epoch), prefix="val/")
 
   def summary(self, p):
     config, teacher = self.config, self.teacher
@@ -302,6 +313,11 @@ class DistillTask(Task):
       "train_seconds": p.seconds,
       "num_devices": p.num_devices,
       **({"init_epochs": self.init_epochs} if self.init_epochs else {}),
+      **(
+        {"last_val_top1": self.last_val.get("top1"), "last_val_loss": self.last_val.get("loss")}
+        if self.last_val
+        else {}
+      ),
       **(
         {
           "rco_anchors": [

@@ -67,7 +67,20 @@ def cells():
     for p, row in rd.PAIRS.items():
       if row[4][m] is not None:
         out.append((f"cifar100/repdistiller:{m}:{p}", rd.get_config(f"{m}:{p}")))
-  for name in ("kd", "ttm", "wttm", "dkd", "dist", "itrd", "wttm_crd", "wttm_itrd", "sskd"):
+  for name in (
+    "kd",
+    "ttm",
+    "wttm",
+    "dkd",
+    "dist",
+    "itrd",
+    "wttm_crd",
+    "wttm_itrd",
+    "sskd",
+    "mlkd",
+    "kdsvd",
+    "dot",
+  ):
     mod = load(f"cifar100.{name}")
     for p in mod.PAIRS:
       out.append((f"cifar100/{name}:{p}", mod.get_config(p)))
