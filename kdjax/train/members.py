@@ -367,9 +367,11 @@ class MembersTask(Task):
       + f"; {spe} steps/epoch"
     )
     self.steps = self.member_steps[0]
-    mstep = make_member_step(
-      [m.train_indexed for m in self.member_steps], n, shared_data=shared_data, impl=impl
-    )
+    # One grid point: one step function for every member (seeds differ in the state only), as
+    # vmap needs; a grid: one function per member (impl 'unroll').
+    fns = [m.train_indexed for m in self.member_steps]
+    gridded = len(points) > 1 or bool(points[0])
+    mstep = make_member_step(fns if gridded else fns[0], n, shared_data=shared_data, impl=impl)
     self.t_vars = t_vars = parallel.put_replicated(teacher.run_variables, mesh) if teacher else {}
     self.stages = [
       Stage(
