@@ -370,7 +370,7 @@ class MembersTask(Task):
     # One grid point: one step function for every member (seeds differ in the state only), as
     # vmap needs; a grid: one function per member (impl 'unroll').
     fns = [m.train_indexed for m in self.member_steps]
-    gridded = len(points) > 1 or bool(points[0])
+    self.gridded = gridded = len(points) > 1 or bool(points[0])
     mstep = make_member_step(fns if gridded else fns[0], n, shared_data=shared_data, impl=impl)
     self.t_vars = t_vars = parallel.put_replicated(teacher.run_variables, mesh) if teacher else {}
     self.stages = [
@@ -498,7 +498,7 @@ class MembersTask(Task):
     cfg = self.config
     out = [
       evaluate(
-        self.member_steps[i],
+        self.member_steps[i] if self.gridded else self.steps,
         ex.variables(state),
         self.eval_batches(),
         self.mesh,
