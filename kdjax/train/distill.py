@@ -65,6 +65,61 @@ def rco_schedule(tcfg, num_epochs: int):
   )
 
 
+def build_pair(config, info, needs_teacher: bool, tcfg=None):
+  """``(student, teacher)`` of a run: the student ``config.model`` under
+  ``config.precision.student`` and, if ``needs_teacher``, the teacher of ``tcfg`` (default
+  ``config.teacher``) under ``config.precision.teacher``, checked against the dataset's input."""
+  student = precision.build_model(
+    config.model,
+    num_classes=info.num_classes,
+    policy=config.precision.student,
+    **dict(config.model_kwargs),
+  )
+  if not needs_teacher:
+    return student, None
+  teacher = load_teacher(
+    tcfg if tcfg is not None else config.teacher,
+    info.num_classes,
+    policy=config.precision.teacher,
+    input_shape=info.image_shape,
+  )
+  check_teacher_input(teacher, info.image_shape, config.dataset.name)
+  return student, teacher
+
+
+def model_summary(config, method_name: str, p, i: int, teacher, teacher_metrics: dict, *, seed):
+  """The ``summary.json`` fields of export ``i`` of a distillation-style run (last and best top-1,
+  teacher accuracy and provenance, timings)."""
+  last = p.last_eval[i]
+  return {
+    "model": config.model,
+    "dataset": config.dataset.name,
+    "method": method_name,
+    "seed": seed,
+    "finished": p.finished,
+    "step": p.step,
+    "total_steps": p.total_steps,
+    "last_top1": last.get("top1"),
+    "last_top5": last.get("top5"),
+    "last_agreement": last.get("agreement"),
+    "best_top1": p.best_top1[i] if p.best_top1[i] >= 0 else None,
+    "best_epoch": p.best_epoch[i],
+    "teacher_top1": teacher_metrics.get("top1"),
+    "teacher": (
+      dict(
+        workdir=teacher.meta["workdir"],
+        arch=teacher.meta["arch"],
+        step=teacher.meta["step"],
+        members=teacher.meta["members"],
+      )
+      if teacher
+      else None
+    ),
+    "train_seconds": p.seconds,
+    "num_devices": p.num_devices,
+  }
+
+
 class DistillTask(Task):
   """One student (or teacher) trained with ``config.method`` (module docstring)."""
 
@@ -83,29 +138,16 @@ class DistillTask(Task):
     self.steps_per_epoch, self.num_epochs = spe, int(config.num_epochs)
 
     # ---- models --------------------------------------------------------------------------------
-    student = precision.build_model(
-      config.model,
-      num_classes=info.num_classes,
-      policy=config.precision.student,
-      **dict(config.model_kwargs),
-    )
     anchors = rco_schedule(config.teacher, config.num_epochs) if method.needs_teacher else ()
-    tcfg = config.teacher
-    if anchors:  # the first segment's teacher is built first (its checks run once)
+    tcfg = None
+    if anchors:  # the last anchor (the final teacher) is the run's teacher: binding, agreement
       tcfg = config.teacher.copy_and_resolve_references()
       tcfg.which = f"epoch:{anchors[-1].teacher_epoch}"
-    teacher = (
-      load_teacher(
-        tcfg, info.num_classes, policy=config.precision.teacher, input_shape=info.image_shape
-      )
-      if method.needs_teacher
-      else None
-    )
-    if teacher is not None:
-      check_teacher_input(teacher, info.image_shape, dcfg.name)
+    student, teacher = build_pair(config, info, method.needs_teacher, tcfg)
     if teacher is None and (config.teacher.workdir or config.teacher.members):
       print(
-        "[kdjax] WARNING: config.teacher.workdir is set but the method has no teacher term; ignoring it."
+        "[kdjax] WARNING: config.teacher.workdir is set but the method has no teacher term; "
+        "ignoring it."
       )
     self.teacher = teacher
     rng = jax.random.PRNGKey(config.seed)
@@ -284,34 +326,11 @@ class DistillTask(Task):
       writer.write(step, dict(self.last_val, epoch=epoch), prefix="val/")
 
   def summary(self, p):
-    config, teacher = self.config, self.teacher
-    last = p.last_eval[0]
+    config = self.config
     return {
-      "model": config.model,
-      "dataset": config.dataset.name,
-      "method": self.method.name,
-      "seed": config.seed,
-      "finished": p.finished,
-      "step": p.step,
-      "total_steps": p.total_steps,
-      "last_top1": last.get("top1"),
-      "last_top5": last.get("top5"),
-      "last_agreement": last.get("agreement"),
-      "best_top1": p.best_top1[0] if p.best_top1[0] >= 0 else None,
-      "best_epoch": p.best_epoch[0],
-      "teacher_top1": self.teacher_metrics.get("top1"),
-      "teacher": (
-        dict(
-          workdir=teacher.meta["workdir"],
-          arch=teacher.meta["arch"],
-          step=teacher.meta["step"],
-          members=teacher.meta["members"],
-        )
-        if teacher
-        else None
+      **model_summary(
+        config, self.method.name, p, 0, self.teacher, self.teacher_metrics, seed=config.seed
       ),
-      "train_seconds": p.seconds,
-      "num_devices": p.num_devices,
       **({"init_epochs": self.init_epochs} if self.init_epochs else {}),
       **(
         {"last_val_top1": self.last_val.get("top1"), "last_val_loss": self.last_val.get("loss")}

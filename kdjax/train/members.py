@@ -52,19 +52,18 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from kdjax import data as kdata
-from kdjax import precision
 from kdjax.data import augment
 from kdjax.errors import UserError
 from kdjax.methods import build_method
 from kdjax.train import parallel
 from kdjax.train import stages as stages_lib
 from kdjax.train import state as state_lib
+from kdjax.train.distill import build_pair, model_summary
 from kdjax.train.runner import InMemoryFeed, evaluate, load_data, scale_lr_for_batch
 from kdjax.train.task import Export, Stage, Task
 from kdjax.train.logging import MetricWriter
 from kdjax.train.optim import make_optimizer
 from kdjax.train.step import make_eval_step, make_steps
-from kdjax.train.teacher import load_teacher
 
 
 def member_dir(workdir: str, seed: int) -> str:
@@ -281,22 +280,7 @@ class MembersTask(Task):
       raise UserError(f"{n_train} training examples is fewer than one batch of {bs}.")
     self.steps_per_epoch, self.num_epochs = spe, int(config.num_epochs)
 
-    student = precision.build_model(
-      config.model,
-      num_classes=info.num_classes,
-      policy=config.precision.student,
-      **dict(config.model_kwargs),
-    )
-    teacher = (
-      load_teacher(
-        config.teacher,
-        info.num_classes,
-        policy=config.precision.teacher,
-        input_shape=info.image_shape,
-      )
-      if any(m.needs_teacher for m in methods)
-      else None
-    )
+    student, teacher = build_pair(config, info, any(m.needs_teacher for m in methods))
     self.teacher = teacher
     dummy = jnp.zeros((1,) + tuple(info.image_shape), jnp.float32)
     train_tf = augment.dataset_train_transform(info, dcfg)  # crop, flip, colour jitter
@@ -521,36 +505,10 @@ class MembersTask(Task):
 
   def summary(self, p):
     config, teacher, seeds = self.config, self.teacher, self.seeds
-    best = lambda v: v if v >= 0 else None
     per, subs = [], {}
     for i, (pt, s) in enumerate(self.plan_m):
-      last = p.last_eval[i]
       ms = {
-        "model": config.model,
-        "dataset": config.dataset.name,
-        "method": self.method.name,
-        "seed": s,
-        "finished": p.finished,
-        "step": p.step,
-        "total_steps": p.total_steps,
-        "last_top1": last.get("top1"),
-        "last_top5": last.get("top5"),
-        "last_agreement": last.get("agreement"),
-        "best_top1": best(p.best_top1[i]),
-        "best_epoch": p.best_epoch[i],
-        "teacher_top1": self.teacher_metrics.get("top1"),
-        "teacher": (
-          dict(
-            workdir=teacher.meta["workdir"],
-            arch=teacher.meta["arch"],
-            step=teacher.meta["step"],
-            members=teacher.meta["members"],
-          )
-          if teacher
-          else None
-        ),
-        "train_seconds": p.seconds,
-        "num_devices": p.num_devices,
+        **model_summary(config, self.method.name, p, i, teacher, self.teacher_metrics, seed=s),
         "members": {"workdir": self.workdir, "seeds": seeds, "shared_data": self.shared_data},
         **({"overrides": dict(pt)} if pt else {}),
       }
