@@ -5,7 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from kdjax import checks
+from kdjax import checks, losses
+from kdjax.data import augment, batching
+from kdjax.losses import online
 from kdjax.errors import UserError
 
 
@@ -78,3 +80,33 @@ def test_integer_strict_and_maximum():
     checks.integer("k", 5, minimum=0, maximum=4)
   with pytest.raises(UserError, match=r"k must be an integer <= 4, got 5"):
     checks.integer("k", 5, maximum=4)
+
+
+_Z, _Y, _F = jnp.zeros((2, 5)), jnp.zeros((2,), jnp.int32), jnp.ones((2, 4, 4, 3))
+
+
+@pytest.mark.parametrize(
+  "call, message",
+  [
+    (
+      lambda: losses.kd(_Z, _Z, temperature=0.0),
+      r"temperature must be a finite number > 0, got 0.0",
+    ),
+    (
+      lambda: online.dml([_Z, _Z], _Y, weight=-1.0),
+      r"weight must be a finite number >= 0, got -1.0",
+    ),
+    (lambda: losses.at([_F], [_F], p="2"), r"p must be a number, got the string '2'"),
+    (lambda: losses.listmle(_Z, _Z, top_k=2.0), r"top_k \(None or 1..num_classes=5\) must be an"),
+    (lambda: losses.crd_init_memory(None, 2.5, 4), r"num_data must be an integer, got 2.5"),
+    (lambda: batching.batch_indices(10, 0, seed=0, epoch=0), r"batch_size must be an integer >= 1"),
+    (
+      lambda: augment.jitter_magnitudes((0, 0, 0, 0.6)),
+      r"dataset.color_jitter.hue \(a shift of the hue circle\) must be in \[0, 0.5\], got 0.6",
+    ),
+  ],
+)
+def test_library_sites_raise_the_uniform_messages(call, message):
+  # The private validators are gone: every site speaks kdjax.checks' one message format.
+  with pytest.raises(UserError, match=message):
+    call()

@@ -87,11 +87,13 @@ def _check_labels(labels, logits_shape):
 def _check_top_k(top_k, num_classes: int) -> int:
   if top_k is None:
     return num_classes
-  if isinstance(top_k, bool) or not isinstance(top_k, int):
-    raise ValueError(f"top_k must be None or a Python int, got {top_k!r}")
-  if not 1 <= top_k <= num_classes:
-    raise ValueError(f"top_k must satisfy 1 <= top_k <= num_classes={num_classes}, got {top_k}")
-  return top_k
+  return checks.integer(
+    f"top_k (None or 1..num_classes={num_classes})",
+    top_k,
+    minimum=1,
+    maximum=num_classes,
+    strict=True,
+  )
 
 
 # --------------------------------------------------------------------------------------------
