@@ -19,9 +19,9 @@ Conventions (methods.md §0.3, §7.2; anchors.md §4.4):
 * no ``stop_gradient`` is applied to the teacher inside the losses (the caller stops it); the
   reference's ``no_grad`` / ``.detach()`` on teacher-only terms therefore has the same effect;
 * ``F.normalize`` is ``x / max(‖x‖₂, 1e-12)`` with a NaN-free gradient at ``x = 0``;
-* hyper-parameters are keyword-only numbers, validated eagerly when concrete (``ValueError``;
-  continuous ones may also be traced, then they are not checked, as in ``logits.py``); shape
-  mismatches raise ``ValueError`` naming both shapes; functions are jit-compatible and keep the
+* hyper-parameters are keyword-only numbers, validated eagerly when concrete by
+  :mod:`kdjax.checks` (``UserError``, a ``ValueError``; continuous ones may also be traced, then
+  they are not checked, as in ``logits.py``); shape mismatches raise ``ValueError`` naming both shapes; functions are jit-compatible and keep the
   floating dtype of their inputs (float32 / float64). Gram-type contractions use
   ``Precision.HIGHEST`` so TPU/GPU runs do not silently drop to bf16/TF32 matmuls.
 
@@ -61,7 +61,7 @@ _NORMALIZE_EPS = 1e-12  # torch.nn.functional.normalize default
 
 
 # --------------------------------------------------------------------------------------------
-# validation helpers (eager, at trace time; hyper-parameters must be concrete Python numbers)
+# shape checks (eager, at trace time; number checks are kdjax.checks)
 # --------------------------------------------------------------------------------------------
 
 

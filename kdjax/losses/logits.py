@@ -10,8 +10,9 @@ states which reduction reproduces the reference implementation. Conventions foll
   probability is exactly 0 contributes 0, even where the prediction is ``-inf``;
 * no ``stop_gradient`` is applied to the teacher inside the losses (the caller stops it; SFTN
   stage 1 does train the teacher through the KL);
-* hyper-parameters are keyword-only Python numbers, validated eagerly (``ValueError``); all
-  functions are jit-compatible and keep the floating dtype of their inputs (float32 / float64).
+* hyper-parameters are keyword-only numbers, validated eagerly by :mod:`kdjax.checks`
+  (``UserError``, a ``ValueError``; a traced value passes unchecked); all functions are
+  jit-compatible and keep the floating dtype of their inputs (float32 / float64).
 
 Ranking losses (``listmle``, ``pairwise_ranking``, ``pld``) are candidates for the ranking slot of
 Fan et al. (ICML 2024); none of them is verified as that paper's loss (no code was released).
@@ -43,7 +44,7 @@ _FORMS = ("kl", "cross_entropy")
 
 
 # --------------------------------------------------------------------------------------------
-# validation helpers (eager, at trace time; hyper-parameters must be concrete Python numbers)
+# shape / type checks (eager, at trace time; number checks are kdjax.checks)
 # --------------------------------------------------------------------------------------------
 
 
