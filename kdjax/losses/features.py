@@ -21,8 +21,9 @@ Conventions (methods.md §0.3, §7.2; anchors.md §4.4):
 * ``F.normalize`` is ``x / max(‖x‖₂, 1e-12)`` with a NaN-free gradient at ``x = 0``;
 * hyper-parameters are keyword-only numbers, validated eagerly when concrete by
   :mod:`kdjax.checks` (``UserError``, a ``ValueError``; continuous ones may also be traced, then
-  they are not checked, as in ``logits.py``); shape mismatches raise ``ValueError`` naming both shapes; functions are jit-compatible and keep the
-  floating dtype of their inputs (float32 / float64). Gram-type contractions use
+  they are not checked, as in ``logits.py``); shape mismatches raise ``ValueError`` naming both
+  shapes; functions are jit-compatible and keep the floating dtype of their inputs (float32 /
+  float64). Gram-type contractions use
   ``Precision.HIGHEST`` so TPU/GPU runs do not silently drop to bf16/TF32 matmuls.
 
 Multi-layer losses (AT, AB, FSP, NST, OH) take Python lists of maps and include the reference's
