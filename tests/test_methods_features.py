@@ -333,11 +333,11 @@ def test_connectors_raise_clear_errors_when_shapes_cannot_be_bridged():
     _init_connectors(m, {"preact_stage1": (1, 4, 4, 8)}, {"preact_stage1": (1, 16, 16, 8)})
   with pytest.raises(ValueError, match="unknown hyper-parameter 'hint'"):
     build_method(dict(terms={"fitnet": dict(weight=1.0, hint=3)}))
-  with pytest.raises(ValueError, match="feat_dim must be >= 1"):
+  with pytest.raises(ValueError, match="feat_dim must be an integer >= 1"):
     build_method(dict(terms={"crd": dict(weight=1.0, feat_dim=0)}))
   s, t = tap_shapes("resnet8"), tap_shapes("resnet14")
   m = build_method(dict(terms={"crd": dict(weight=1.0, nce_t=-1.0)})).bind(s, t)
-  with pytest.raises(ValueError, match="nce_t must be > 0"):
+  with pytest.raises(ValueError, match="nce_t must be a finite number > 0"):
     m.init_states(ctx(10, s, t), jax.random.PRNGKey(0))
   m = build_method(dict(terms={"crd": dict(weight=1.0, negatives="hard")})).bind(s, t)
   with pytest.raises(ValueError, match="negatives must be one of"):

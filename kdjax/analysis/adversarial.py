@@ -35,6 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from kdjax import checks
 from kdjax.analysis._predict import predict_classes
 
 __all__ = ["fgsm", "ifgsm", "pgd", "attack_sweep", "transfer_success", "logits_fn"]
@@ -162,8 +163,7 @@ def pgd(
   Returns:
     ``(B, H, W, C)`` adversarial images with ``|x' − x| ≤ eps / std_c`` per channel.
   """
-  if not isinstance(steps, int) or isinstance(steps, bool) or steps < 0:
-    raise ValueError(f"steps must be a non-negative Python int, got {steps!r}")
+  steps = checks.integer("steps", steps, minimum=0, strict=True)
   if random_start and rng is None:
     raise ValueError("random_start=True needs rng")
   if pixel_mean is not None and pixel_std is None:
@@ -256,8 +256,7 @@ def attack_sweep(
     ``(pgd_images, fgsm_images)``: ``(E, B, H, W, C)`` each (``fgsm_images`` None when
     ``fgsm=False``).
   """
-  if not isinstance(steps, int) or isinstance(steps, bool) or steps < 0:
-    raise ValueError(f"steps must be a non-negative Python int, got {steps!r}")
+  steps = checks.integer("steps", steps, minimum=0, strict=True)
   if pixel_mean is not None and pixel_std is None:
     raise ValueError("pixel_mean needs pixel_std")
   x = jnp.asarray(x)

@@ -14,6 +14,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from kdjax import checks
+
 __all__ = [
   "top1_agreement",
   "kl_divergence",
@@ -57,8 +59,7 @@ def kl_divergence(p_logits, q_logits, *, temperature: float = 1.0) -> jax.Array:
   Returns:
     ``(B,)`` divergences (nats, ``>= 0`` up to rounding).
   """
-  if not temperature > 0:
-    raise ValueError(f"temperature must be > 0, got {temperature!r}")
+  checks.positive("temperature", temperature)
   lp = jax.nn.log_softmax(_logits(p_logits) / temperature, axis=-1)
   lq = jax.nn.log_softmax(_logits(q_logits) / temperature, axis=-1)
   p = jnp.exp(lp)
@@ -78,8 +79,7 @@ def js_divergence(p_logits, q_logits, *, temperature: float = 1.0) -> jax.Array:
   Returns:
     ``(B,)`` divergences (nats, in ``[0, log 2]``).
   """
-  if not temperature > 0:
-    raise ValueError(f"temperature must be > 0, got {temperature!r}")
+  checks.positive("temperature", temperature)
   lp = jax.nn.log_softmax(_logits(p_logits) / temperature, axis=-1)
   lq = jax.nn.log_softmax(_logits(q_logits) / temperature, axis=-1)
   lm = jnp.logaddexp(lp, lq) - jnp.log(2.0).astype(lp.dtype)

@@ -26,6 +26,8 @@ from typing import Dict, Optional, Tuple
 import jax
 import jax.numpy as jnp
 
+from kdjax import checks
+
 __all__ = ["gradcam", "cam_agreement", "cam_preference", "stage_features"]
 
 
@@ -42,8 +44,7 @@ def _num_stages(model) -> int:
 def stage_features(model, variables, x, *, stage: int) -> jax.Array:
   """Output of the stem (``stage=0``) or of stage ``stage`` (tap ``stage{K}``), ``train=False``."""
   n = _num_stages(model)
-  if not isinstance(stage, int) or not 0 <= stage <= n:
-    raise ValueError(f"stage must be an int in 0..{n}, got {stage!r}")
+  stage = checks.integer("stage", stage, minimum=0, maximum=n, strict=True)
   h, _ = model.apply(variables, x, train=False, method="apply_stem")
   for i in range(1, stage + 1):
     h, _ = model.apply(variables, h, i, train=False, method="apply_stage")
@@ -98,8 +99,7 @@ def gradcam(model, variables, x, *, stage: int, class_idx=None, return_logits: b
     calls over batches or checkpoints compile once; also usable inside an outer ``jax.jit``.
   """
   n = _num_stages(model)
-  if not isinstance(stage, int) or isinstance(stage, bool) or not 0 <= stage <= n:
-    raise ValueError(f"stage must be an int in 0..{n}, got {stage!r}")
+  stage = checks.integer("stage", stage, minimum=0, maximum=n, strict=True)
   x = jnp.asarray(x)
   if x.ndim != 4:
     raise ValueError(f"expected (B, H, W, C) images, got shape {x.shape}")
@@ -158,8 +158,7 @@ def cam_agreement(
   Returns:
     Dict of ``(B,)`` arrays ``spearman``, ``iou_top``, ``cosine``.
   """
-  if not 0 < top_frac <= 1:
-    raise ValueError(f"top_frac must be in (0, 1], got {top_frac!r}")
+  checks.in_range("top_frac", top_frac, 0, 1, open_lo=True)
   a, b = jnp.asarray(map_a, jnp.float32), jnp.asarray(map_b, jnp.float32)
   if a.ndim != 3 or b.ndim != 3 or a.shape[0] != b.shape[0]:
     raise ValueError(f"expected (B, H, W) maps with the same B, got {a.shape} and {b.shape}")

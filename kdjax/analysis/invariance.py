@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from kdjax import checks
 from kdjax.analysis._predict import predict_classes
 
 __all__ = [
@@ -139,11 +140,11 @@ def _check_magnitudes(brightness, contrast, saturation, hue):
   for name, m in zip(_KEYS, (brightness, contrast, saturation, hue)):
     if isinstance(m, jax.core.Tracer):
       raise ValueError(f"{name} must be a concrete Python number (static), got a tracer")
-    if not float(m) >= 0:
-      raise ValueError(f"{name} magnitude must be >= 0, got {m!r}")
-  if float(hue) > 0.5:
-    raise ValueError(f"hue magnitude must be in [0, 0.5], got {hue!r}")
-  return tuple(float(m) for m in (brightness, contrast, saturation, hue))
+  b, c, s = (
+    checks.nonnegative(f"{name} magnitude", m)
+    for name, m in zip(_KEYS, (brightness, contrast, saturation))
+  )
+  return b, c, s, checks.in_range("hue magnitude", hue, 0, 0.5)
 
 
 @functools.partial(
@@ -281,8 +282,7 @@ def transform_consistency(
   Returns:
     Python float in ``[0, 1]``.
   """
-  if int(n_views) < 1:
-    raise ValueError(f"n_views must be >= 1, got {n_views}")
+  n_views = checks.integer("n_views", n_views, minimum=1)
   x = _to01(images01)
   n = x.shape[0]
   bs = n if batch_size is None else int(batch_size)

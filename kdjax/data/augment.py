@@ -13,6 +13,7 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 
+from kdjax import checks
 from kdjax.data.registry import DatasetInfo
 from kdjax.errors import UserError
 
@@ -31,8 +32,7 @@ def normalize(images, mean: Sequence[float], std: Sequence[float]):
 def random_crop(images, rng, *, pad: int = 4):
   """Per-example random HxW crop of the zero-padded batch (torchvision
   `RandomCrop(size, padding=pad)`): offsets uniform in [0, 2*pad] per axis."""
-  if pad < 0:
-    raise ValueError(f'pad must be >= 0, got {pad}.')
+  pad = checks.integer('pad', pad, minimum=0)
   if pad == 0:
     return images
   b, h, w, c = images.shape
@@ -80,8 +80,7 @@ def rotation_views(images, rng, transform, *, num_views: int = 4):
     raise ValueError(
       f"rotation views need a (B, H, W, C) batch of square images, got shape {images.shape}."
     )
-  if not 1 <= num_views <= 4:
-    raise ValueError(f"rotation views: num_views must be in 1..4, got {num_views}.")
+  num_views = checks.integer('rotation views: num_views', num_views, minimum=1, maximum=4)
   flip_rng, rng = jax.random.split(rng)
   x = random_flip(images, flip_rng)
   views = jnp.stack([jnp.rot90(x, k, axes=(1, 2)) for k in range(num_views)], axis=1)
@@ -129,16 +128,8 @@ def jitter_magnitudes(spec) -> tuple[float, float, float, float] | None:
         f'dataset.color_jitter must be None, a dict with keys {list(JITTER_KEYS)} '
         f'or 4 numbers (brightness, contrast, saturation, hue), got {spec!r}.'
       )
-  try:
-    m = tuple(float(v) for v in vals)
-  except (TypeError, ValueError):
-    raise UserError(f'dataset.color_jitter: magnitudes must be numbers, got {spec!r}.') from None
-  if not all(v >= 0 for v in m):  # also rejects NaN
-    raise UserError(f'dataset.color_jitter: magnitudes must be >= 0, got {m}.')
-  if m[3] > 0.5:
-    raise UserError(
-      f'dataset.color_jitter: hue must be in [0, 0.5] (a shift of the hue circle), got {m[3]}.'
-    )
+  m = tuple(checks.nonnegative(f'dataset.color_jitter.{k}', v) for k, v in zip(JITTER_KEYS, vals))
+  checks.in_range('dataset.color_jitter.hue (a shift of the hue circle)', m[3], 0, 0.5)
   return m if any(m) else None
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from kdjax import checks
+
 
 def epoch_rng(seed: int, epoch: int, *extra: int) -> np.random.Generator:
   """numpy Generator determined by (seed, epoch, *extra) alone."""
@@ -25,11 +27,8 @@ def batch_indices(
   (identity order if not `shuffle`). The last, partial batch is kept unless
   `drop_remainder`. Returns a list of int64 arrays.
   """
-  num_examples, batch_size = int(num_examples), int(batch_size)
-  if num_examples < 0:
-    raise ValueError(f'num_examples must be >= 0, got {num_examples}.')
-  if batch_size <= 0:
-    raise ValueError(f'batch_size must be > 0, got {batch_size}.')
+  num_examples = checks.integer('num_examples', num_examples, minimum=0)
+  batch_size = checks.integer('batch_size', batch_size, minimum=1)
   if shuffle:
     order = epoch_rng(seed, epoch).permutation(num_examples)
   else:

@@ -27,7 +27,7 @@ from typing import Iterator, Optional
 
 import numpy as np
 
-from kdjax import distributed
+from kdjax import checks, distributed
 from kdjax.data import arrays as arrays_lib
 from kdjax.data import stream as stream_lib
 from kdjax.data.batching import batch_indices, epoch_rng, num_batches
@@ -123,9 +123,10 @@ class GrainStream:
     self.scale, self.ratio, self.flip = tuple(scale), tuple(ratio), bool(flip)
     self.shuffle = self.train if shuffle is None else bool(shuffle)
     self.drop_remainder = self.train if drop_remainder is None else bool(drop_remainder)
-    if num_workers < 0:
-      raise UserError(f"num_workers={num_workers} must be >= 0 (0: decode in this process).")
-    self.num_workers, self.worker_buffer_size = int(num_workers), int(worker_buffer_size)
+    self.num_workers = checks.integer(
+      "num_workers (0: decode in this process)", num_workers, minimum=0
+    )
+    self.worker_buffer_size = int(worker_buffer_size)
     self.epoch = int(epoch)
     if process_index is None or process_count is None:
       import jax  # pylint: disable=g-import-not-at-top

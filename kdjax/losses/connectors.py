@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax.linen.dtypes import promote_dtype
 
+from kdjax import checks
 from kdjax.losses.features import adaptive_avg_pool
 
 __all__ = [
@@ -398,12 +399,8 @@ class VIDRegressor(nn.Module):
   param_dtype: Any = jnp.float32
 
   def __post_init__(self):
-    if not (math.isfinite(self.eps) and self.eps > 0):
-      raise ValueError(f"eps must be a finite number > 0, got {self.eps!r}")
-    if not (math.isfinite(self.init_pred_var) and self.init_pred_var > self.eps):
-      raise ValueError(
-        f"init_pred_var must be finite and > eps={self.eps}, got {self.init_pred_var!r}"
-      )
+    checks.positive("eps", self.eps)
+    checks.in_range("init_pred_var", self.init_pred_var, self.eps, open_lo=True)
     super().__post_init__()
 
   @nn.compact

@@ -51,7 +51,7 @@ from typing import Optional
 import jax
 import jax.numpy as jnp
 
-from kdjax.losses.features import _check_nonnegative, _check_positive, _concrete_float
+from kdjax import checks
 
 __all__ = [
   "crd",
@@ -82,10 +82,10 @@ def crd_init_memory(key, num_data: int, dim: int, dtype=jnp.float32) -> jax.Arra
 
   (``ContrastMemory.__init__``: ``torch.rand(N, D).mul_(2·stdv).add_(−stdv)``; the rows are not
   normalised. The torch RNG stream is not reproduced.)"""
-  if int(num_data) < 1 or int(dim) < 1:
-    raise ValueError(f"num_data and dim must be >= 1, got num_data={num_data}, dim={dim}")
+  num_data = checks.integer("num_data", num_data, minimum=1)
+  dim = checks.integer("dim", dim, minimum=1)
   stdv = 1.0 / math.sqrt(dim / 3.0)
-  return jax.random.uniform(key, (int(num_data), int(dim)), dtype, -stdv, stdv)
+  return jax.random.uniform(key, (num_data, dim), dtype, -stdv, stdv)
 
 
 def _dots(anchor, memory, idx, score_mode):
@@ -142,7 +142,7 @@ def crd_scores(
 ):
   """Unnormalised log-scores ``(⟨M_t[idx], v_s⟩/T, ⟨M_s[idx], v_t⟩/T)``, each ``(B, 1+K)``, with
   ``idx = [index, contrast_idx]`` (positive in column 0). Memory rows carry no gradient."""
-  nce_t = _check_positive("nce_t", nce_t)
+  nce_t = checks.positive("nce_t", nce_t)
   b, d = _check_2d("embed_s", embed_s)
   _check_2d("embed_t", embed_t, d)
   if jnp.shape(embed_t)[0] != b:
@@ -216,10 +216,8 @@ def crd(
   """
   if num_data is None:
     num_data = jnp.shape(memory_s)[0]
-  nd = _concrete_float("num_data", num_data)
-  if nd is not None and not nd >= 1:
-    raise ValueError(f"num_data must be >= 1, got {num_data!r}")
-  _check_nonnegative("eps", eps)
+  checks.in_range("num_data", num_data, 1)
+  checks.nonnegative("eps", eps)
   logits_s, logits_t = crd_scores(
     embed_s, embed_t, memory_s, memory_t, index, contrast_idx, nce_t=nce_t, score_mode=score_mode
   )
@@ -241,9 +239,7 @@ def crd_update_memory(
   ``ContrastMemory.forward``'s update (``l_pos.mul_(momentum).add_(v·(1−momentum))``, divided by
   its L2 norm, ``index_copy_``). Duplicate indices within a batch keep one of the updates
   (unspecified which; the reference's ``index_copy_`` is likewise unspecified)."""
-  m = _concrete_float("momentum", momentum)
-  if m is not None and not 0.0 <= m <= 1.0:
-    raise ValueError(f"momentum must be in [0, 1], got {momentum!r}")
+  checks.in_range("momentum", momentum, 0, 1)
   n, d = _check_2d("memory", memory)
   _check_2d("embed", embed, d)
   index = jnp.asarray(index, jnp.int32)
@@ -310,7 +306,7 @@ def crd_queue(
   Returns:
     ``(B,)`` losses; with ``return_z``, ``(loss, (z_s, z_t))``.
   """
-  nce_t = _check_positive("nce_t", nce_t)
+  nce_t = checks.positive("nce_t", nce_t)
   b, d = _check_2d("embed_s", embed_s)
   _check_2d("embed_t", embed_t, d)
   _check_2d("queue_s", queue_s, d)

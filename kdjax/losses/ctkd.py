@@ -29,6 +29,7 @@ import math
 import jax
 import jax.numpy as jnp
 
+from kdjax import checks
 from kdjax.losses.logits import kd
 from kdjax.losses.standardize import standardize_logits
 
@@ -56,8 +57,7 @@ def ctkd_lambda(
   epoch, *, max_value: float = 0.0, min_value: float = -1.0, num_loops: float = 10.0
 ) -> jax.Array:
   """The reference's ``CosineDecay(max_value, min_value, num_loops).get_value(epoch)``."""
-  if not num_loops > 0:
-    raise ValueError(f"ctkd_lambda: num_loops must be > 0, got {num_loops!r}.")
+  checks.positive("ctkd_lambda: num_loops", num_loops)
   i = jnp.clip(jnp.asarray(epoch, jnp.float32), 0.0, float(num_loops))
   value = (jnp.cos(i * math.pi / num_loops) + 1.0) * 0.5
   return value * (max_value - min_value) + min_value

@@ -19,10 +19,11 @@ Conventions (methods.md §0.3, §7.2; anchors.md §4.4):
 * no ``stop_gradient`` is applied to the teacher inside the losses (the caller stops it); the
   reference's ``no_grad`` / ``.detach()`` on teacher-only terms therefore has the same effect;
 * ``F.normalize`` is ``x / max(‖x‖₂, 1e-12)`` with a NaN-free gradient at ``x = 0``;
-* hyper-parameters are keyword-only numbers, validated eagerly when concrete (``ValueError``;
-  continuous ones may also be traced, then they are not checked, as in ``logits.py``); shape
-  mismatches raise ``ValueError`` naming both shapes; functions are jit-compatible and keep the
-  floating dtype of their inputs (float32 / float64). Gram-type contractions use
+* hyper-parameters are keyword-only numbers, validated eagerly when concrete by
+  :mod:`kdjax.checks` (``UserError``, a ``ValueError``; continuous ones may also be traced, then
+  they are not checked, as in ``logits.py``); shape mismatches raise ``ValueError`` naming both
+  shapes; functions are jit-compatible and keep the floating dtype of their inputs (float32 /
+  float64). Gram-type contractions use
   ``Precision.HIGHEST`` so TPU/GPU runs do not silently drop to bf16/TF32 matmuls.
 
 Multi-layer losses (AT, AB, FSP, NST, OH) take Python lists of maps and include the reference's
@@ -40,6 +41,8 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from kdjax import checks
 
 __all__ = [
   "adaptive_avg_pool",
@@ -59,42 +62,8 @@ _NORMALIZE_EPS = 1e-12  # torch.nn.functional.normalize default
 
 
 # --------------------------------------------------------------------------------------------
-# validation helpers (eager, at trace time; hyper-parameters must be concrete Python numbers)
+# shape checks (eager, at trace time; number checks are kdjax.checks)
 # --------------------------------------------------------------------------------------------
-
-
-def _concrete_float(name: str, value) -> float | None:
-  """``float(value)`` after checks, or None for a traced value (not checkable eagerly)."""
-  if isinstance(value, jax.core.Tracer):
-    return None
-  if isinstance(value, (bool, str, bytes)):
-    raise ValueError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
-  try:
-    v = float(value)
-  except (TypeError, ValueError) as e:
-    raise ValueError(f"{name} must be a real number, got {value!r}") from e
-  if not math.isfinite(v):
-    raise ValueError(f"{name} must be finite, got {value!r}")
-  return v
-
-
-def _check_positive(name: str, value):
-  """Returns the validated float, or the tracer itself (traced hyper-parameters are allowed)."""
-  v = _concrete_float(name, value)
-  if v is None:
-    return value
-  if not v > 0:
-    raise ValueError(f"{name} must be > 0, got {value!r}")
-  return v
-
-
-def _check_nonnegative(name: str, value):
-  v = _concrete_float(name, value)
-  if v is None:
-    return value
-  if not v >= 0:
-    raise ValueError(f"{name} must be >= 0, got {value!r}")
-  return v
 
 
 def _int_if_integral(p):
@@ -300,7 +269,7 @@ def at(
   Raises:
     ValueError: on ``p <= 0``, lists of different length, or incompatible shapes.
   """
-  p = _int_if_integral(_check_positive("p", p))
+  p = _int_if_integral(checks.positive("p", p))
   _check_lists("student_feats", student_feats, "teacher_feats", teacher_feats)
   total = 0.0
   for i, (f_s, f_t) in enumerate(zip(student_feats, teacher_feats)):
@@ -348,7 +317,7 @@ def vid(
   Raises:
     ValueError: on ``eps <= 0`` or incompatible shapes.
   """
-  _check_positive("eps", eps)
+  checks.positive("eps", eps)
   mu, t = _check_pair_maps("pred_mean", pred_mean, "teacher_feat", teacher_feat, same_channels=True)
   ls_shape = tuple(jnp.shape(log_scale))
   if ls_shape != (t.shape[-1],):
@@ -405,7 +374,7 @@ def ab(
   Raises:
     ValueError: on ``margin < 0``, lists of different length, or mismatched shapes.
   """
-  m = _check_nonnegative("margin", margin)
+  m = checks.nonnegative("margin", margin)
   _check_lists(
     "student_feats_connected", student_feats_connected, "teacher_preact_feats", teacher_preact_feats
   )
@@ -457,10 +426,10 @@ def ft(
   Raises:
     ValueError: on non-positive exponents or incompatible shapes.
   """
-  p1 = _int_if_integral(_check_positive("p1", p1))
+  p1 = _int_if_integral(checks.positive("p1", p1))
   if isinstance(p2, jax.core.Tracer):
     raise ValueError("p2 must be a concrete Python number (it selects the L1 branch)")
-  p2 = _int_if_integral(_check_positive("p2", p2))
+  p2 = _int_if_integral(checks.positive("p2", p2))
   s, t = _check_pair_maps("student_factor", student_factor, "teacher_factor", teacher_factor)
   s, t = _match_spatial("student_factor", s, "teacher_factor", t)
   d = _channel_mean_pow_map(s, p1) - _channel_mean_pow_map(t, p1)
@@ -649,7 +618,7 @@ def oh(
   Raises:
     ValueError: on ``scale < 0``, lists of different length, or mismatched shapes.
   """
-  scale = _check_nonnegative("scale", scale)
+  scale = checks.nonnegative("scale", scale)
   _check_lists(
     "student_feats_connected", student_feats_connected, "teacher_preact_feats", teacher_preact_feats
   )

@@ -14,6 +14,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from kdjax import checks
+
 
 def _check(f_s, f_t, name):
   if f_s.ndim != 2 or f_t.ndim != 2 or f_s.shape != f_t.shape:
@@ -30,8 +32,7 @@ def itrd_correlation(f_s_embedded: jax.Array, f_t: jax.Array, *, alpha: float = 
   ``c = Σ_b ŝ_b ⊙ t̂_b / B`` of the batch-standardised features (``(f − mean_0) / std_0``, the
   unbiased std, as torch's default). Returns ``(B,)`` (the batch value broadcast)."""
   _check(f_s_embedded, f_t, "itrd_correlation")
-  if not alpha > 0:
-    raise ValueError(f"itrd_correlation: alpha must be > 0, got {alpha}.")
+  checks.positive("itrd_correlation: alpha", alpha)
   n = f_s_embedded.shape[0]
   z = lambda f: (f - f.mean(0)) / jnp.std(f, axis=0, ddof=1)
   c = jnp.einsum("bx,bx->x", z(f_s_embedded), z(f_t)) / n
@@ -68,10 +69,8 @@ def itrd(
   ``f_s`` is the raw student feature and ``f_s_embedded = Embed(f_s)``: the correlation part
   always uses the embedded one; the MI part uses it only when the widths differ (the reference's
   ``if s_dim != t_dim``), the raw one otherwise. Returns ``(B,)``."""
-  if corr_weight < 0 or mi_weight < 0:
-    raise ValueError(
-      f"itrd: weights must be >= 0, got corr_weight={corr_weight}, mi_weight={mi_weight}."
-    )
+  checks.nonnegative("itrd: corr_weight", corr_weight)
+  checks.nonnegative("itrd: mi_weight", mi_weight)
   f_mi = f_s if f_s.shape[-1] == f_t.shape[-1] else f_s_embedded
   return corr_weight * itrd_correlation(
     f_s_embedded, f_t, alpha=alpha

@@ -10,8 +10,9 @@ states which reduction reproduces the reference implementation. Conventions foll
   probability is exactly 0 contributes 0, even where the prediction is ``-inf``;
 * no ``stop_gradient`` is applied to the teacher inside the losses (the caller stops it; SFTN
   stage 1 does train the teacher through the KL);
-* hyper-parameters are keyword-only Python numbers, validated eagerly (``ValueError``); all
-  functions are jit-compatible and keep the floating dtype of their inputs (float32 / float64).
+* hyper-parameters are keyword-only numbers, validated eagerly by :mod:`kdjax.checks`
+  (``UserError``, a ``ValueError``; a traced value passes unchecked); all functions are
+  jit-compatible and keep the floating dtype of their inputs (float32 / float64).
 
 Ranking losses (``listmle``, ``pairwise_ranking``, ``pld``) are candidates for the ranking slot of
 Fan et al. (ICML 2024); none of them is verified as that paper's loss (no code was released).
@@ -19,11 +20,12 @@ Fan et al. (ICML 2024); none of them is verified as that paper's loss (no code w
 
 from __future__ import annotations
 
-import math
 from typing import Literal
 
 import jax
 import jax.numpy as jnp
+
+from kdjax import checks
 
 __all__ = [
   "kl_per_example",
@@ -42,32 +44,8 @@ _FORMS = ("kl", "cross_entropy")
 
 
 # --------------------------------------------------------------------------------------------
-# validation helpers (eager, at trace time; hyper-parameters must be concrete Python numbers)
+# shape / type checks (eager, at trace time; number checks are kdjax.checks)
 # --------------------------------------------------------------------------------------------
-
-
-def _concrete_float(name: str, value) -> float | None:
-  """Returns ``float(value)`` or None when ``value`` is a tracer (not checkable eagerly)."""
-  if isinstance(value, jax.core.Tracer):
-    return None
-  if isinstance(value, bool):
-    raise ValueError(f"{name} must be a number, got bool {value!r}")
-  try:
-    return float(value)
-  except (TypeError, ValueError) as e:
-    raise ValueError(f"{name} must be a real number, got {value!r}") from e
-
-
-def _check_positive(name: str, value) -> None:
-  v = _concrete_float(name, value)
-  if v is not None and not (math.isfinite(v) and v > 0):
-    raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-
-
-def _check_nonnegative(name: str, value) -> None:
-  v = _concrete_float(name, value)
-  if v is not None and not (math.isfinite(v) and v >= 0):
-    raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
 
 
 def _check_bool(name: str, value) -> None:
@@ -110,11 +88,13 @@ def _check_labels(labels, logits_shape):
 def _check_top_k(top_k, num_classes: int) -> int:
   if top_k is None:
     return num_classes
-  if isinstance(top_k, bool) or not isinstance(top_k, int):
-    raise ValueError(f"top_k must be None or a Python int, got {top_k!r}")
-  if not 1 <= top_k <= num_classes:
-    raise ValueError(f"top_k must satisfy 1 <= top_k <= num_classes={num_classes}, got {top_k}")
-  return top_k
+  return checks.integer(
+    f"top_k (None or 1..num_classes={num_classes})",
+    top_k,
+    minimum=1,
+    maximum=num_classes,
+    strict=True,
+  )
 
 
 # --------------------------------------------------------------------------------------------
@@ -191,8 +171,8 @@ def kl_per_example(
     ValueError: on non-positive temperatures, unknown ``form``, non-bool ``t2_scale`` or
       mismatched / non-2-D logit shapes.
   """
-  _check_positive("teacher_temperature", teacher_temperature)
-  _check_positive("student_temperature", student_temperature)
+  checks.positive("teacher_temperature", teacher_temperature)
+  checks.positive("student_temperature", student_temperature)
   _check_bool("t2_scale", t2_scale)
   if form not in _FORMS:
     raise ValueError(f"form must be one of {_FORMS}, got {form!r}")
@@ -235,7 +215,7 @@ def kd(
   Raises:
     ValueError: on ``temperature <= 0`` or mismatched logit shapes.
   """
-  _check_positive("temperature", temperature)
+  checks.positive("temperature", temperature)
   return kl_per_example(
     student_logits,
     teacher_logits,
@@ -283,7 +263,7 @@ def ttm(student_logits: jax.Array, teacher_logits: jax.Array, *, gamma: float) -
   Raises:
     ValueError: on ``gamma <= 0`` or mismatched logit shapes.
   """
-  _check_positive("gamma", gamma)
+  checks.positive("gamma", gamma)
   kl, _ = _ttm_parts(student_logits, teacher_logits, gamma)
   return kl
 
@@ -311,7 +291,7 @@ def wttm(student_logits: jax.Array, teacher_logits: jax.Array, *, gamma: float) 
   Raises:
     ValueError: on ``gamma <= 0`` or mismatched logit shapes.
   """
-  _check_positive("gamma", gamma)
+  checks.positive("gamma", gamma)
   kl, log_u = _ttm_parts(student_logits, teacher_logits, gamma)
   return jnp.exp(log_u) * kl
 
@@ -330,12 +310,9 @@ def dkd_warmup_factor(epoch, warmup):
   Raises:
     ValueError: on ``warmup <= 0`` or a negative concrete ``epoch``.
   """
-  _check_positive("warmup", warmup)
-  e = _concrete_float("epoch", epoch) if not hasattr(epoch, "shape") else None
-  if e is not None:
-    if not (math.isfinite(e) and e >= 0):
-      raise ValueError(f"epoch must be a finite number >= 0, got {epoch!r}")
-    return min(e / float(warmup), 1.0)
+  checks.positive("warmup", warmup)
+  if not hasattr(epoch, "shape"):
+    return min(checks.nonnegative("epoch", epoch) / float(warmup), 1.0)
   return jnp.minimum(jnp.asarray(epoch) / warmup, 1.0)
 
 
@@ -383,9 +360,9 @@ def dkd(
   Raises:
     ValueError: on invalid hyper-parameters or mismatched shapes.
   """
-  _check_nonnegative("alpha", alpha)
-  _check_nonnegative("beta", beta)
-  _check_positive("temperature", temperature)
+  checks.nonnegative("alpha", alpha)
+  checks.nonnegative("beta", beta)
+  checks.positive("temperature", temperature)
   z_s, z_t = _check_logits(student_logits, teacher_logits, min_classes=2)
   y = _check_labels(labels, z_s.shape)
   gt = jax.nn.one_hot(y, z_s.shape[1], dtype=bool)
@@ -462,9 +439,9 @@ def dist(
   Raises:
     ValueError: on invalid hyper-parameters or mismatched logit shapes.
   """
-  _check_nonnegative("beta", beta)
-  _check_nonnegative("gamma", gamma)
-  _check_positive("temperature", temperature)
+  checks.nonnegative("beta", beta)
+  checks.nonnegative("gamma", gamma)
+  checks.positive("temperature", temperature)
   z_s, z_t = _check_logits(student_logits, teacher_logits)
   eps = 1e-8
   y_s = jax.nn.softmax(z_s / temperature, axis=-1)
@@ -571,7 +548,7 @@ def pairwise_ranking(
   Raises:
     ValueError: on invalid hyper-parameters or mismatched logit shapes.
   """
-  _check_positive("temperature", temperature)
+  checks.positive("temperature", temperature)
   z_s, z_t = _check_logits(student_logits, teacher_logits, min_classes=2)
   num_classes = z_s.shape[1]
   k = _check_top_k(top_k, num_classes)
@@ -620,7 +597,7 @@ def pld(
   Raises:
     ValueError: on invalid hyper-parameters or mismatched shapes.
   """
-  _check_positive("teacher_temperature", teacher_temperature)
+  checks.positive("teacher_temperature", teacher_temperature)
   z_s, z_t = _check_logits(student_logits, teacher_logits)
   y = _check_labels(labels, z_s.shape)
   order = _teacher_order(jax.lax.stop_gradient(z_t))

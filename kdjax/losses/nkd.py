@@ -25,7 +25,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from kdjax.losses.logits import _check_labels, _check_logits, _check_nonnegative, _check_positive
+from kdjax import checks
+from kdjax.losses.logits import _check_labels, _check_logits
 
 __all__ = ["nkd"]
 
@@ -50,8 +51,8 @@ def nkd(
   Returns:
     ``(B,)`` per-example losses.
   """
-  _check_positive("temperature", temperature)
-  _check_nonnegative("gamma", gamma)
+  checks.positive("temperature", temperature)
+  checks.nonnegative("gamma", gamma)
   z_s, z_t = _check_logits(student_logits, teacher_logits, min_classes=2)
   y = _check_labels(labels, z_s.shape)
   gt = jax.nn.one_hot(y, z_s.shape[1], dtype=bool)

@@ -24,7 +24,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from kdjax.losses.logits import _check_labels, _check_positive, kl_per_example
+from kdjax import checks
+from kdjax.losses.logits import _check_labels, kl_per_example
 
 __all__ = ["label_noise", "noisy_soft_labels", "noisy_label_kd"]
 
@@ -36,9 +37,7 @@ def label_noise(
   index[, epoch])``: example ``b`` uses ``fold_in(fold_in(PRNGKey(seed), index[b]), epoch)``
   (without ``epoch``: the same noise every time the example is seen), so the draw does not depend
   on the batch's composition or order."""
-  v = float(variance)
-  if not v >= 0:
-    raise ValueError(f"variance must be >= 0, got {variance!r}")
+  v = checks.nonnegative("variance", variance)
   base = jax.random.PRNGKey(seed)
   index = jnp.asarray(index)
 
@@ -55,7 +54,7 @@ def noisy_soft_labels(
   labels: jax.Array, noise: jax.Array, *, temperature: float = 0.15
 ) -> jax.Array:
   """``softmax((one_hot(labels) + noise) / temperature)``, ``(B, K)`` rows summing to 1."""
-  _check_positive("temperature", temperature)
+  checks.positive("temperature", temperature)
   noise = jnp.asarray(noise)
   if noise.ndim != 2:
     raise ValueError(f"noise must be (B, K), got shape {noise.shape}")

@@ -21,15 +21,13 @@ KL via :func:`kdjax.losses.logits.kl_per_example` with the target distribution f
 
 from __future__ import annotations
 
-import math
 from typing import Sequence, Union
 
 import jax
 import jax.numpy as jnp
 
-from kdjax.losses.logits import cross_entropy
-
-from kdjax.losses.logits import kl_per_example
+from kdjax import checks
+from kdjax.losses.logits import cross_entropy, kl_per_example
 
 __all__ = [
   "dml",
@@ -77,19 +75,6 @@ def _stack(logits_list: Logits, labels) -> tuple[jax.Array, jax.Array]:
   return z, jnp.asarray(labels)
 
 
-def _check_number(name, value, *, positive: bool):
-  if isinstance(value, jax.core.Tracer):
-    return
-  if isinstance(value, bool):
-    raise ValueError(f"{name} must be a number, got {value!r}")
-  v = float(value)
-  ok = math.isfinite(v) and (v > 0 if positive else v >= 0)
-  if not ok:
-    raise ValueError(
-      f"{name} must be a finite number {'> 0' if positive else '>= 0'}, got {value!r}"
-    )
-
-
 def _ce(z: jax.Array, labels: jax.Array) -> jax.Array:
   """``-log softmax(z)_y`` for ``z`` of shape ``(..., B, C)`` -> ``(..., B)``."""
   return cross_entropy(z, labels)
@@ -130,8 +115,8 @@ def dml(
   Returns:
     ``(K, B)`` per-peer per-example losses (and the parts if requested).
   """
-  _check_number("temperature", temperature, positive=True)
-  _check_number("weight", weight, positive=False)
+  checks.positive("temperature", temperature)
+  checks.nonnegative("weight", weight)
   z, y = _stack(logits_list, labels)
   k = z.shape[0]
   ce = _ce(z, y)
@@ -252,8 +237,8 @@ def kdcl(
   Returns:
     ``(K, B)`` per-peer per-example losses (and the parts if requested).
   """
-  _check_number("temperature", temperature, positive=True)
-  _check_number("weight", weight, positive=False)
+  checks.positive("temperature", temperature)
+  checks.nonnegative("weight", weight)
   if ensemble not in ENSEMBLES:
     raise ValueError(f"ensemble must be one of {ENSEMBLES}, got {ensemble!r}")
   z, y = _stack(logits_list, labels)

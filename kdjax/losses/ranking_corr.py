@@ -28,6 +28,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from kdjax import checks
+
 
 def _f32(x):
   return x.astype(jnp.promote_types(x.dtype, jnp.float32))
@@ -60,8 +62,7 @@ def spearman_loss(
 ) -> jax.Array:
   """``1 − ρ_Spearman`` per example ``(B,)`` between the student's soft ranks (``τ`` =
   ``temperature``, on the logit scale) and the teacher's exact ranks. CANDIDATE (module docstring)."""
-  if not temperature > 0:
-    raise ValueError(f"spearman_loss: temperature must be > 0, got {temperature!r}.")
+  checks.positive("spearman_loss: temperature", temperature)
   return 1.0 - _pearson(soft_rank(student_logits, temperature), hard_rank(teacher_logits))
 
 
@@ -70,8 +71,7 @@ def kendall_loss(
 ) -> jax.Array:
   """``1 − τ_Kendall`` per example ``(B,)``, the student's pairwise signs relaxed by
   ``tanh(Δz_s/τ)``, the teacher's exact. CANDIDATE (module docstring)."""
-  if not temperature > 0:
-    raise ValueError(f"kendall_loss: temperature must be > 0, got {temperature!r}.")
+  checks.positive("kendall_loss: temperature", temperature)
   zs = _f32(student_logits)
   zt = jax.lax.stop_gradient(_f32(teacher_logits))
   k = zs.shape[-1]

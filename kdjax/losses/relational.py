@@ -28,10 +28,9 @@ import math
 import jax
 import jax.numpy as jnp
 
+from kdjax import checks
 from kdjax.losses.features import (
   _HIGHEST,
-  _check_nonnegative,
-  _check_positive,
   _dtype,
   _l2_normalize,
   _safe_norm,
@@ -177,7 +176,7 @@ def cc_gaussian(
     teacher_embed: ``(B, D')`` teacher embedding (``D'`` may differ).
     gamma: kernel parameter ``γ > 0`` (default 0.4; the usual CC setting, unverified: our
       reading — confirm against the paper / torchdistill config before citing it).
-    p_order: expansion order ``P >= 1`` (a Python int; default 2).
+    p_order: expansion order ``P >= 1`` (an int; default 2).
 
   Returns:
     ``(B,)`` values (all equal) whose mean is the loss.
@@ -185,9 +184,8 @@ def cc_gaussian(
   Raises:
     ValueError: on invalid hyper-parameters or mismatched / non-2-D shapes.
   """
-  gamma = _check_positive("gamma", gamma)
-  if isinstance(p_order, bool) or not isinstance(p_order, int) or p_order < 1:
-    raise ValueError(f"p_order must be a Python int >= 1, got {p_order!r}")
+  gamma = checks.positive("gamma", gamma)
+  p_order = checks.integer("p_order", p_order, minimum=1, strict=True)
   e_s, e_t = _flat_pair(
     "student_embed", student_embed, "teacher_embed", teacher_embed, flatten=False
   )
@@ -271,8 +269,8 @@ def rkd(
   Raises:
     ValueError: on negative weights or mismatched batch sizes.
   """
-  w_dist = _check_nonnegative("w_dist", w_dist)
-  w_angle = _check_nonnegative("w_angle", w_angle)
+  w_dist = checks.nonnegative("w_dist", w_dist)
+  w_angle = checks.nonnegative("w_angle", w_angle)
   e_s, e_t = _flat_pair("student_emb", student_emb, "teacher_emb", teacher_emb, flatten=True)
   dist_rows = jnp.mean(_smooth_l1(_normalized_distances(e_s) - _normalized_distances(e_t)), axis=1)
   angle_rows = jnp.mean(_smooth_l1(_angles(e_s) - _angles(e_t)), axis=(1, 2))
@@ -309,7 +307,7 @@ def pkt(student_emb: jax.Array, teacher_emb: jax.Array, *, eps: float = 1e-7) ->
   Raises:
     ValueError: on ``eps <= 0`` or mismatched / non-2-D shapes.
   """
-  eps = _check_positive("eps", eps)
+  eps = checks.positive("eps", eps)
   x_s, x_t = _flat_pair("student_emb", student_emb, "teacher_emb", teacher_emb, flatten=False)
 
   def probs(x):

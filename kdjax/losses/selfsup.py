@@ -31,13 +31,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from kdjax import checks
 from kdjax.losses.logits import kl_per_example
 
 
 def _split(x, num_views: int, name: str):
   """``(V·B, ...)`` -> normal ``(B, ...)``, transformed ``((V−1)·B, ...)`` (SSKD's aug rows)."""
-  if num_views < 2:
-    raise ValueError(f"{name}: num_views must be >= 2 (view 0 = normal), got {num_views}.")
+  num_views = checks.integer(f"{name}: num_views (view 0 = normal)", num_views, minimum=2)
   if x.shape[0] % num_views:
     raise ValueError(
       f"{name}: the leading axis ({x.shape[0]}) must be num_views ({num_views}) x "
@@ -58,8 +58,7 @@ def target_rank(scores: jax.Array, target: jax.Array) -> jax.Array:
 def error_filter(rank: jax.Array, ratio: float) -> jax.Array:
   """Bool keep-mask: every ``rank == 0`` row plus the ``int(ratio · n_wrong)`` wrong rows of
   smallest rank (stable: earlier rows first)."""
-  if not 0.0 <= ratio <= 1.0:
-    raise ValueError(f"error_filter: ratio must be in [0, 1], got {ratio}.")
+  ratio = checks.in_range("error_filter: ratio", ratio, 0, 1)
   n = rank.shape[0]
   # int(w * ratio) exactly as Python computes it (float64), for every possible w.
   keep_wrong = jnp.asarray(np.array([int(w * ratio) for w in range(n + 1)], np.int32))
@@ -119,8 +118,7 @@ def sskd_transform_kd(
   rows, a row kept by :func:`error_filter` on the rank of its label under the teacher.
 
   Args: ``(V·B, K)`` logits in the view layout, ``labels (B,)``. Returns ``(B,)``."""
-  if not temperature > 0:
-    raise ValueError(f"sskd_transform_kd: temperature must be > 0, got {temperature}.")
+  checks.positive("sskd_transform_kd: temperature", temperature)
   _, s_aug = _split(student_logits, num_views, "sskd_transform_kd")
   _, t_aug = _split(teacher_logits, num_views, "sskd_transform_kd")
   b = labels.shape[0]
@@ -149,8 +147,7 @@ def sskd_similarity(
   :func:`error_filter` on the rank of its own example under the teacher's similarities.
 
   Args: ``(V·B, D_s)``, ``(V·B, D_t)`` in the view layout. Returns ``(B,)``."""
-  if not temperature > 0:
-    raise ValueError(f"sskd_similarity: temperature must be > 0, got {temperature}.")
+  checks.positive("sskd_similarity: temperature", temperature)
   s_sim, target, b = _similarity(student_rep, num_views, "sskd_similarity")
   t_sim, _, _ = _similarity(jax.lax.stop_gradient(teacher_rep), num_views, "sskd_similarity")
   keep = error_filter(target_rank(t_sim, target), ratio)

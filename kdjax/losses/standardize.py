@@ -32,6 +32,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from kdjax import checks
 from kdjax.losses.logits import dkd, kd
 
 __all__ = ["standardize_logits", "lskd", "lsdkd"]
@@ -50,8 +51,7 @@ def standardize_logits(logits: jax.Array, *, eps: float = EPS, ddof: int = 1) ->
   Returns:
     Standardised logits of the same shape and floating dtype.
   """
-  if not eps >= 0:
-    raise ValueError(f"standardize_logits: eps must be >= 0, got {eps!r}.")
+  checks.nonnegative("standardize_logits: eps", eps)
   if ddof not in (0, 1):
     raise ValueError(f"standardize_logits: ddof must be 0 or 1, got {ddof!r}.")
   z = jnp.asarray(logits, jnp.result_type(logits, float))

@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import flax.linen as nn
 
-from kdjax import losses
+from kdjax import checks, losses
 from kdjax.losses import connectors as conn_lib
-from kdjax.methods.core import check_num
 from kdjax.methods.registry import register_term
 
 
@@ -28,8 +27,8 @@ class PairEmbed(nn.Module):
 
 
 def _cc_connector(*, feat_dim=128, **_):
-  check_num("cc", "feat_dim", feat_dim, lo=1, integer=True)
-  return PairEmbed(int(feat_dim), normalize=False)
+  feat_dim = checks.integer("term cc: feat_dim", feat_dim, minimum=1)
+  return PairEmbed(feat_dim, normalize=False)
 
 
 @register_term("cc", student_taps=("pooled",), teacher_taps=("pooled",), connector=_cc_connector)

@@ -19,9 +19,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from kdjax import losses
+from kdjax import checks, losses
 from kdjax.errors import UserError
-from kdjax.methods.core import check_num
 from kdjax.methods.registry import register_term
 
 MEMBER_LOGITS = "member_logits"
@@ -67,13 +66,11 @@ def ensemble_kd(
 def ensemble_kd_term(s, t, batch, *, temperature: float = 5.0, t2_scale: bool = True, weights=None):
   """CheckpointKD per-teacher KL: mean over ensemble members of ``T²·KL(p_m^T ‖ p_s^T)``."""
   del batch
-  check_num("ensemble_kd", "temperature", temperature, lo=0, lo_open=True)
-  if weights is not None and (
-    len(weights) == 0 or any(float(w) < 0 for w in weights) or sum(float(w) for w in weights) <= 0
-  ):
-    raise UserError(
-      f"term ensemble_kd: weights must be non-negative with a positive sum, got {weights!r}."
-    )
+  checks.positive("term ensemble_kd: temperature", temperature)
+  if weights is not None:
+    for i, w in enumerate(weights):
+      checks.nonnegative(f"term ensemble_kd: weights[{i}]", w)
+    checks.positive("term ensemble_kd: sum(weights)", sum(float(w) for w in weights))
   return ensemble_kd(
     s.logits, t.taps[MEMBER_LOGITS], temperature=temperature, t2_scale=t2_scale, weights=weights
   )

@@ -11,26 +11,26 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from kdjax import checks
 from kdjax.errors import UserError
 from kdjax.losses import contrastive as crd_lib
 from kdjax.methods.cc_rkd_pkt import PairEmbed
-from kdjax.methods.core import check_num
 from kdjax.methods.registry import BuildContext, register_term
 
 
 def _embed_connector(term):
   def make(*, feat_dim=128, **_):
-    check_num(term, "feat_dim", feat_dim, lo=1, integer=True)
-    return PairEmbed(int(feat_dim), normalize=True)
+    feat_dim = checks.integer(f"term {term}: feat_dim", feat_dim, minimum=1)
+    return PairEmbed(feat_dim, normalize=True)
 
   return make
 
 
 def _check_crd(term, feat_dim, nce_t, extra):
-  check_num(term, "feat_dim", feat_dim, lo=1, integer=True)
-  check_num(term, "nce_t", nce_t, lo=0, lo_open=True)
+  checks.integer(f"term {term}: feat_dim", feat_dim, minimum=1)
+  checks.positive(f"term {term}: nce_t", nce_t)
   for name, (value, lo) in extra.items():
-    check_num(term, name, value, lo=lo, integer=True)
+    checks.integer(f"term {term}: {name}", value, minimum=lo)
 
 
 def _raw_key(rng):
@@ -52,9 +52,7 @@ def _crd_init_state(
 ):
   num_examples = ctx.num_examples
   _check_crd("crd", feat_dim, nce_t, {"nce_k": (nce_k, 1)})
-  check_num("crd", "nce_m", nce_m, lo=0)
-  if nce_m > 1:
-    raise UserError(f"term crd: nce_m must be in [0, 1], got {nce_m!r}.")
+  checks.in_range("term crd: nce_m", nce_m, 0, 1)
   if negatives not in crd_lib.NEGATIVE_MODES:
     raise UserError(
       f"term crd: negatives must be one of {crd_lib.NEGATIVE_MODES}, got {negatives!r}."

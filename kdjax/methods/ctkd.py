@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import flax.linen as nn
 
-from kdjax import losses
+from kdjax import checks, losses
 from kdjax.errors import UserError
 from kdjax.methods.registry import register_term
 
@@ -42,12 +42,10 @@ class GlobalTemperature(nn.Module):
 def _connector(
   *, t_start: float = T_START, t_end: float = T_END, init_value: float = THETA_INIT, **_
 ):
-  for name, v in (("t_start", t_start), ("t_end", t_end)):
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:
-      raise UserError(f"term ctkd: {name} must be a number >= 0, got {v!r}.")
-  if t_start + t_end <= 0:
-    raise UserError("term ctkd: t_start + t_end must be > 0 (the temperature's upper bound).")
-  return GlobalTemperature(float(t_start), float(t_end), float(init_value))
+  t_start = checks.nonnegative("term ctkd: t_start", t_start)
+  t_end = checks.nonnegative("term ctkd: t_end", t_end)
+  checks.positive("term ctkd: t_start + t_end (the temperature's upper bound)", t_start + t_end)
+  return GlobalTemperature(t_start, t_end, checks.finite("term ctkd: init_value", init_value))
 
 
 @register_term("ctkd", connector=_connector)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import flax.linen as nn
 
-from kdjax import losses
+from kdjax import checks, losses
 from kdjax.errors import UserError
 from kdjax.losses import connectors as conn_lib
 from kdjax.methods.core import stage_layers
@@ -43,11 +43,9 @@ class FitNetConnector(nn.Module):
 
 
 def _hint_tap(s_shapes, t_shapes, hint_layer):
-  if isinstance(hint_layer, bool) or not isinstance(hint_layer, int) or hint_layer < 0:
-    raise UserError(
-      f"term fitnet: hint_layer must be an integer >= 0 (0 = stem, k = stage k), "
-      f"got {hint_layer!r}."
-    )
+  hint_layer = checks.integer(
+    "term fitnet: hint_layer (0 = stem, k = stage k)", hint_layer, minimum=0, strict=True
+  )
   if hint_layer == 0:
     return "stem"
   return stage_layers("fitnet", (hint_layer,), s_shapes, t_shapes)[0]

@@ -18,10 +18,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from kdjax import losses
+from kdjax import checks, losses
 from kdjax.errors import UserError
 from kdjax.losses import connectors as conn_lib
-from kdjax.methods.core import check_num, stage_layer
+from kdjax.methods.core import stage_layer
 from kdjax.methods.registry import register_term
 
 
@@ -60,7 +60,7 @@ class FTConnector(nn.Module):
 
 
 def _connector(*, k=0.5, **_):
-  check_num("ft", "k", k, lo=0, lo_open=True)
+  checks.positive("term ft: k", k)
   return FTConnector(float(k))
 
 

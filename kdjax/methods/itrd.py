@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import flax.linen as nn
 
-from kdjax import losses
+from kdjax import checks, losses
 from kdjax.losses import connectors as conn_lib
-from kdjax.methods.core import check_num
 from kdjax.methods.registry import register_term
 
 
@@ -33,9 +32,9 @@ class ITRDConnector(nn.Module):
 
 
 def _connector(*, corr_weight=2.0, mi_weight=1.0, alpha=1.5, **_):
-  check_num("itrd", "alpha", alpha, lo=0, lo_open=True)
-  check_num("itrd", "corr_weight", corr_weight, lo=0)
-  check_num("itrd", "mi_weight", mi_weight, lo=0)
+  checks.positive("term itrd: alpha", alpha)
+  checks.nonnegative("term itrd: corr_weight", corr_weight)
+  checks.nonnegative("term itrd: mi_weight", mi_weight)
   return ITRDConnector()
 
 

@@ -19,8 +19,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from kdjax import losses
-from kdjax.errors import UserError
+from kdjax import checks, losses
 from kdjax.methods.registry import register_term
 
 DEFAULT_BASE_TEMPERATURE = 2.0
@@ -47,12 +46,7 @@ def lsdkd_term(
 ):
   """DKD on Z-scored logits, scaled by ``min(epoch / warmup_epochs, 1)`` (logit-standardization-KD
   ``dkd_loss(..., logit_stand=True)``; defaults α 9, β 72, τ 2, warm-up 20; 0 = no warm-up)."""
-  if (
-    isinstance(warmup_epochs, bool)
-    or not isinstance(warmup_epochs, (int, float))
-    or warmup_epochs < 0
-  ):
-    raise UserError(f"term lsdkd: warmup_epochs must be a number >= 0, got {warmup_epochs!r}.")
+  checks.nonnegative("term lsdkd: warmup_epochs", warmup_epochs)
   loss = losses.lsdkd(
     s.logits, t.logits, batch.labels, alpha=alpha, beta=beta, temperature=temperature
   )

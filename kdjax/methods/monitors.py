@@ -30,8 +30,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from kdjax import losses
-from kdjax.errors import UserError
+from kdjax import checks, losses
 from kdjax.methods.registry import register_term
 
 
@@ -51,8 +50,7 @@ def renyi_entropy(logits: jax.Array, alpha: float) -> jax.Array:
   ``alpha = 1`` is the Shannon limit."""
   if alpha == 1:
     return shannon_entropy(logits)
-  if not alpha > 0:
-    raise UserError(f"renyi_entropy: alpha must be > 0, got {alpha!r}.")
+  checks.positive("renyi_entropy: alpha", alpha)
   logq = jax.nn.log_softmax(_f32(logits), axis=-1)
   return jax.nn.logsumexp(alpha * logq, axis=-1) / (1.0 - alpha)
 
@@ -60,8 +58,7 @@ def renyi_entropy(logits: jax.Array, alpha: float) -> jax.Array:
 def ttm_statistics(student_logits: jax.Array, teacher_logits: jax.Array, *, gamma: float):
   """The TTM paper's per-example quantities (module docstring), ``T = 1/gamma``: a dict
   ``entropy, ttm_kl, kd_kl, renyi, teacher_entropy`` of ``(B,)`` arrays."""
-  if not 0 < gamma <= 1:
-    raise UserError(f"ttm_stats: gamma (= 1/T) must be in (0, 1], got {gamma!r}.")
+  checks.in_range("ttm_stats: gamma (= 1/T)", gamma, 0, 1, open_lo=True)
   zs, zt = _f32(student_logits), _f32(teacher_logits)
   temperature = 1.0 / gamma
   return dict(

@@ -8,8 +8,8 @@ ranking slot, cf. RKKD, ICML 2025), beside ``listmle`` / ``pairwise_ranking`` / 
 
 from __future__ import annotations
 
+from kdjax import checks
 from kdjax.losses import ranking_corr
-from kdjax.methods.core import check_num
 from kdjax.methods.registry import register_term
 
 
@@ -17,7 +17,7 @@ from kdjax.methods.registry import register_term
 def spearman_term(s, t, batch, *, temperature: float = 0.1):
   """CANDIDATE: ``1 − ρ_Spearman(soft_rank(z_s; τ), rank(z_t))`` per example."""
   del batch
-  check_num("spearman", "temperature", temperature, lo=0, lo_open=True)
+  checks.positive("term spearman: temperature", temperature)
   return ranking_corr.spearman_loss(s.logits, t.logits, temperature=temperature)
 
 
@@ -25,5 +25,5 @@ def spearman_term(s, t, batch, *, temperature: float = 0.1):
 def kendall_term(s, t, batch, *, temperature: float = 0.1):
   """CANDIDATE: ``1 − τ_Kendall`` with the student's signs relaxed by ``tanh(Δz_s/τ)``."""
   del batch
-  check_num("kendall", "temperature", temperature, lo=0, lo_open=True)
+  checks.positive("term kendall: temperature", temperature)
   return ranking_corr.kendall_loss(s.logits, t.logits, temperature=temperature)

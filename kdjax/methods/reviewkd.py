@@ -37,7 +37,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from kdjax import losses
+from kdjax import checks, losses
 from kdjax.errors import UserError
 from kdjax.methods.core import common_stages
 from kdjax.methods.registry import register_term
@@ -183,14 +183,7 @@ def _taps(s_shapes, t_shapes, *, student_preact: bool = False, **_):
 
 
 def _connector(*, max_mid_channels: int = MAX_MID_CHANNELS, **_):
-  if (
-    isinstance(max_mid_channels, bool)
-    or not isinstance(max_mid_channels, int)
-    or max_mid_channels < 1
-  ):
-    raise UserError(
-      f"term reviewkd: max_mid_channels must be an int >= 1, got {max_mid_channels!r}."
-    )
+  checks.integer("term reviewkd: max_mid_channels", max_mid_channels, minimum=1, strict=True)
   return ReviewKDConnector(max_mid_channels=max_mid_channels)
 
 
@@ -209,12 +202,7 @@ def reviewkd_term(
   pre-ReLU stages + pooled)`` per example (mdistiller ``ReviewKD``; ``warmup_epochs`` 20, 0 = no
   warm-up; ``max_mid_channels`` caps the ABF width, mdistiller's 512)."""
   del student_preact, max_mid_channels
-  if (
-    isinstance(warmup_epochs, bool)
-    or not isinstance(warmup_epochs, (int, float))
-    or warmup_epochs < 0
-  ):
-    raise UserError(f"term reviewkd: warmup_epochs must be a number >= 0, got {warmup_epochs!r}.")
+  checks.nonnegative("term reviewkd: warmup_epochs", warmup_epochs)
   s_feats = tuple(s.taps.values())
   t_feats = tuple(as_map(v) for v in t.taps.values())
   loss = losses.hcl(connector(s_feats, t_feats, train=True), t_feats)

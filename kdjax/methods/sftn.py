@@ -9,7 +9,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from kdjax import losses
+from kdjax import checks, losses
 from kdjax.methods.registry import register_term
 from kdjax.errors import UserError
 
@@ -45,9 +45,8 @@ def sftn_term(
     raise UserError(
       f"sftn branch_reduce must be one of {_SFTN_BRANCH_REDUCE}, got {branch_reduce!r}."
     )
-  for name, v in (("kl_weight", kl_weight), ("ce_weight", ce_weight)):
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:
-      raise UserError(f"sftn {name} must be a number >= 0, got {v!r}.")
+  checks.nonnegative("sftn kl_weight", kl_weight)
+  checks.nonnegative("sftn ce_weight", ce_weight)
   for name, v in (
     ("t2_scale", t2_scale),
     ("detach_teacher_logits_in_kl", detach_teacher_logits_in_kl),

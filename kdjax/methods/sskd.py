@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import flax.linen as nn
 
+from kdjax import checks
 from kdjax.data import augment
-from kdjax.errors import UserError
 from kdjax.losses import connectors as conn_lib
 from kdjax.losses import selfsup
-from kdjax.methods.core import check_num
 from kdjax.methods.registry import ViewSpec, register_term
 
 # SSKD's four rotations (0/90/180/270 degrees) of every training image; one object, so that every
@@ -59,11 +58,9 @@ class SSKDHeads(nn.Module):
 def _sskd_heads(term):
   def make(**hp):
     if "temperature" in hp:
-      check_num(term, "temperature", hp["temperature"], lo=0, lo_open=True)
+      checks.positive(f"term {term}: temperature", hp["temperature"])
     if "ratio" in hp:
-      check_num(term, "ratio", hp["ratio"], lo=0)
-      if hp["ratio"] > 1:
-        raise UserError(f"term {term}: ratio must be in [0, 1], got {hp['ratio']!r}.")
+      checks.in_range(f"term {term}: ratio", hp["ratio"], 0, 1)
     return SSKDHeads()
 
   return make
@@ -76,8 +73,8 @@ def sskd_tf_term(s, t, batch, *, temperature: float = 4.0, ratio: float = 1.0):
   kept when the teacher ranks its label first, or among the ``ratio`` share of wrong views with
   the best label rank (:func:`kdjax.losses.selfsup.sskd_transform_kd`). Trains on the four
   rotations (the method's CE and other terms see the normal view)."""
-  check_num("sskd_tf", "temperature", temperature, lo=0, lo_open=True)
-  check_num("sskd_tf", "ratio", ratio, lo=0)
+  checks.positive("term sskd_tf: temperature", temperature)
+  checks.in_range("term sskd_tf: ratio", ratio, 0, 1)
   return selfsup.sskd_transform_kd(
     s.logits,
     t.logits,

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import flax.linen as nn
 
-from kdjax import losses
+from kdjax import checks, losses
 from kdjax.errors import UserError
 from kdjax.losses import connectors as conn_lib
-from kdjax.methods.core import check_num, stage_layers
+from kdjax.methods.core import stage_layers
 from kdjax.methods.registry import register_term
 
 
@@ -42,9 +42,9 @@ class VIDConnector(nn.Module):
 
 
 def _connector(*, init_pred_var=5.0, eps=1e-5, **_):
-  check_num("vid", "eps", eps, lo=0, lo_open=True)
-  check_num("vid", "init_pred_var", init_pred_var, lo=eps, lo_open=True)
-  return VIDConnector(float(init_pred_var), float(eps))
+  eps = checks.positive("term vid: eps", eps)
+  init_pred_var = checks.in_range("term vid: init_pred_var", init_pred_var, eps, open_lo=True)
+  return VIDConnector(init_pred_var, eps)
 
 
 def _taps(s_shapes, t_shapes, *, layers="all", **_):

@@ -19,6 +19,7 @@ from __future__ import annotations
 import difflib
 from typing import Callable, Dict
 
+from kdjax import checks
 from kdjax.errors import UserError
 
 _REGISTRY: Dict[str, Callable] = {}
@@ -56,8 +57,7 @@ def get(name: str, *, num_classes: int, **kwargs):
     raise UserError(
       f"Unknown model {name!r}.{hint} Registered models: {', '.join(sorted(_REGISTRY))}."
     )
-  if not isinstance(num_classes, int) or num_classes < 1:
-    raise UserError(f"num_classes must be a positive int, got {num_classes!r} for model {name!r}.")
+  checks.integer(f"model {name!r}: num_classes", num_classes, minimum=1, strict=True)
   return _REGISTRY[name](num_classes=num_classes, **kwargs)
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional, Sequence, Tuple
 
+from kdjax import checks
 from kdjax.errors import UserError
 
 STRATEGIES = ("equal_epoch", "explicit")
@@ -58,8 +59,7 @@ def equal_epoch_anchor_epochs(kept_epochs: Sequence[int], num_anchors: int) -> T
   """The ``num_anchors`` kept epochs nearest to ``E·i/N`` (i = 1..N; ties to the earlier one),
   increasing and distinct; the last is always ``E = max(kept_epochs)``."""
   epochs = _epochs(kept_epochs)
-  if isinstance(num_anchors, bool) or not isinstance(num_anchors, int) or num_anchors < 1:
-    raise UserError(f"rco: num_anchors must be an integer >= 1, got {num_anchors!r}.")
+  checks.integer("rco: num_anchors", num_anchors, minimum=1, strict=True)
   if num_anchors > len(epochs):
     raise UserError(
       f"rco: {num_anchors} anchors need as many kept teacher checkpoints, but only "
@@ -114,14 +114,9 @@ def rco_anchors(
     if anchor_epochs is not None:
       raise UserError("rco: anchor_epochs is only for strategy 'explicit'.")
     chosen = equal_epoch_anchor_epochs(epochs, num_anchors)
-  if (
-    isinstance(total_epochs, bool)
-    or not isinstance(total_epochs, int)
-    or total_epochs < len(chosen)
-  ):
-    raise UserError(
-      f"rco: total_epochs must be an integer >= num_anchors ({len(chosen)}), got {total_epochs!r}."
-    )
+  checks.integer(
+    "rco: total_epochs (>= num_anchors)", total_epochs, minimum=len(chosen), strict=True
+  )
   seg = total_epochs // len(chosen)
   out, start = [], 0
   for i, e in enumerate(chosen):

@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from kdjax import checks
 from kdjax.analysis.probes import base
 from kdjax.errors import UserError
 
@@ -99,11 +100,8 @@ class Boundary(base.Probe):
 
   def __init__(self, name, settings):
     super().__init__(name, settings)
-    if int(self.settings["triplets"]) < 1 or int(self.settings["resolution"]) < 2:
-      raise UserError(
-        f"probe {name!r}: triplets must be >= 1 and resolution >= 2, got "
-        f"{self.settings['triplets']} / {self.settings['resolution']}."
-      )
+    checks.integer(f"probe {name!r}: triplets", self.settings["triplets"], minimum=1)
+    checks.integer(f"probe {name!r}: resolution", self.settings["resolution"], minimum=2)
 
   def compute(self, ctx):
     s = self.settings

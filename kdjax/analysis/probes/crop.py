@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from kdjax import checks
 from kdjax.analysis.probes import base
 from kdjax.errors import UserError
 
@@ -56,10 +57,10 @@ class Crop(base.Probe):
 
   def __init__(self, name, settings):
     super().__init__(name, settings)
-    if not self.settings["scales"] or not all(0 < float(s) <= 1 for s in self.settings["scales"]):
-      raise UserError(
-        f"probe {name!r}: scales must be area fractions in (0, 1], got {self.settings['scales']!r}."
-      )
+    if not self.settings["scales"]:
+      raise UserError(f"probe {name!r}: scales must be a non-empty list of area fractions.")
+    for i, s in enumerate(self.settings["scales"]):
+      checks.in_range(f"probe {name!r}: scales[{i}] (an area fraction)", s, 0, 1, open_lo=True)
 
   def compute(self, ctx):
     scales = [float(s) for s in self.settings["scales"]]

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from kdjax import checks
 from kdjax.analysis.probes import base
 from kdjax.errors import UserError
 
@@ -64,10 +65,16 @@ class Shift(base.Probe):
       raise UserError(
         f"probe {name!r}: pad_mode must be one of {_PAD_MODES}, got {self.settings['pad_mode']!r}."
       )
-    if not self.settings["shifts"] or not all(0 < float(s) < 1 for s in self.settings["shifts"]):
-      raise UserError(
-        f"probe {name!r}: shifts are fractions of the image side in (0, 1), got "
-        f"{self.settings['shifts']!r}."
+    if not self.settings["shifts"]:
+      raise UserError(f"probe {name!r}: shifts must be a non-empty list of fractions.")
+    for i, s in enumerate(self.settings["shifts"]):
+      checks.in_range(
+        f"probe {name!r}: shifts[{i}] (a fraction of the image side)",
+        s,
+        0,
+        1,
+        open_lo=True,
+        open_hi=True,
       )
 
   def compute(self, ctx):
