@@ -51,12 +51,12 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import inspect
-import math
 from typing import Any, Callable, Dict, Mapping, NamedTuple, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
 
+from kdjax import checks
 from kdjax.errors import UserError
 from kdjax.losses.logits import cross_entropy
 from kdjax.methods.registry import _TERMS, BuildContext, TermSpec, ViewSpec
@@ -578,9 +578,7 @@ def _build_terms(terms_cfg, prefix: str) -> Tuple[Term, ...]:
       tc.setdefault("weight", 0.0)
     if "weight" not in tc:
       raise UserError(f"{prefix}.{key} has no 'weight'.")
-    weight = float(tc.pop("weight"))
-    if weight < 0:
-      raise UserError(f"{prefix}.{key}.weight must be >= 0, got {weight}.")
+    weight = checks.nonnegative(f"{prefix}.{key}.weight", tc.pop("weight"))
     _check_hparams(key, spec, tc, prefix)
     conn = None
     if spec.connector is not None:
@@ -608,12 +606,8 @@ def _build_init(name, cfg) -> Optional[Stage]:
     )
   if epochs == 0:
     return None
-  ce_weight = float(cfg.get("ce_weight", 0.0))
-  if ce_weight < 0:
-    raise UserError(f"method.init.ce_weight must be >= 0, got {ce_weight}.")
-  lr = float(cfg.get("lr", 0.0) or 0.0)
-  if lr < 0:
-    raise UserError(f"method.init.lr must be >= 0 (0 = optim.lr), got {lr}.")
+  ce_weight = checks.nonnegative("method.init.ce_weight", cfg.get("ce_weight", 0.0))
+  lr = checks.nonnegative("method.init.lr (0 = optim.lr)", cfg.get("lr", 0.0) or 0.0)
   milestones = tuple(cfg.get("milestones") or ())
   if (
     not all(isinstance(m, int) and not isinstance(m, bool) for m in milestones)
@@ -648,12 +642,10 @@ def build_method(cfg) -> Method:
   (:meth:`Method.bind`)."""
   cfg = dict(cfg) if cfg is not None else {}
   name = cfg.get("name", "custom")
-  ce_weight = float(cfg.get("ce_weight", 1.0))
-  ls = float(cfg.get("label_smoothing", 0.0))
-  if ce_weight < 0:
-    raise UserError(f"method.ce_weight must be >= 0, got {ce_weight}.")
-  if not 0.0 <= ls < 1.0:
-    raise UserError(f"method.label_smoothing must be in [0, 1), got {ls}.")
+  ce_weight = checks.nonnegative("method.ce_weight", cfg.get("ce_weight", 1.0))
+  ls = checks.in_range(
+    "method.label_smoothing", cfg.get("label_smoothing", 0.0), 0, 1, open_hi=True
+  )
   unknown = set(cfg) - {"name", "ce_weight", "terms", "label_smoothing", "trainable", "init"}
   if unknown:
     raise UserError(
@@ -671,16 +663,3 @@ def build_method(cfg) -> Method:
     _ = init.method.views
   method.dry_run()
   return method
-
-
-def check_num(
-  term: str, name: str, value, *, lo=None, lo_open: bool = False, integer: bool = False
-):
-  """Raises :class:`UserError` unless ``value`` is a finite number (an integer if ``integer``)
-  ``>= lo`` (``> lo`` if ``lo_open``)."""
-  if isinstance(value, bool) or not isinstance(value, (int, float)):
-    raise UserError(f"term {term}: {name} must be a number, got {value!r}.")
-  if integer and int(value) != value:
-    raise UserError(f"term {term}: {name} must be an integer, got {value!r}.")
-  if not math.isfinite(value) or (lo is not None and (value <= lo if lo_open else value < lo)):
-    raise UserError(f"term {term}: {name} must be {'>' if lo_open else '>='} {lo}, got {value!r}.")

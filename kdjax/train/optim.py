@@ -39,9 +39,7 @@ def make_schedule(cfg, steps_per_epoch: int):
   ``step_epochs`` (step), ``decay`` (factor, default 0.1), ``epochs`` (cosine length),
   ``warmup_epochs`` (linear warm-up from 0, any schedule).
   """
-  lr = float(cfg.lr)
-  if lr <= 0:
-    raise UserError(f"optim.lr must be > 0, got {lr}.")
+  lr = checks.positive("optim.lr", cfg.lr)
   kind = cfg.schedule
   decay = float(cfg.get("decay", 0.1))
   if kind == "multistep":
@@ -156,9 +154,7 @@ def make_optimizer(cfg, steps_per_epoch: int):
       f"optim.name must be 'sgd' (the recipe of every reference) or 'dot' (DOT, "
       f"mdistiller's distillation-oriented trainer), got {cfg.name!r}."
     )
-  wd = float(cfg.weight_decay)
-  if wd < 0:
-    raise UserError(f"optim.weight_decay must be >= 0, got {wd}.")
+  wd = checks.nonnegative("optim.weight_decay", cfg.weight_decay)
   if cfg.name == "dot":
     if bool(cfg.nesterov):
       raise UserError(
