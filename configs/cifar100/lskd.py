@@ -50,7 +50,8 @@ baselines the README prints):
   ResNet50-MobileNetV2     3  1   69.02  (69.21)   67.35   |  2  15  2.0  70.45  (70.91)   70.35
 
 The README also prints CTKD+LS and MLKD+LS rows (e.g. resnet32x4 → resnet8x4: CTKD+LS 76.67,
-MLKD+LS 78.28); kdjax has neither CTKD nor MLKD, so they have no config here.
+MLKD+LS 78.28). kdjax has CTKD (configs/cifar100/ctkd.py) and MLKD (configs/cifar100/mlkd.py),
+but their +LS combinations have no config here yet.
 Runtime: 240 × 782 steps per run; use a GPU.
 """
 

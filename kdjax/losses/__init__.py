@@ -110,3 +110,9 @@ __all__ += ["nkd"]
 from kdjax.losses.ctkd import ctkd, ctkd_lambda, ctkd_temperature, gradient_reversal  # noqa: E402
 
 __all__ += ["ctkd", "ctkd_lambda", "ctkd_temperature", "gradient_reversal"]
+
+# MLKD, multi-level logit distillation (kdjax.losses.mlkd); KDSVD (kdjax.losses.kdsvd).
+from kdjax.losses.kdsvd import kdsvd  # noqa: E402
+from kdjax.losses.mlkd import mlkd_batch, mlkd_class, mlkd_instance  # noqa: E402
+
+__all__ += ["kdsvd", "mlkd_instance", "mlkd_batch", "mlkd_class"]

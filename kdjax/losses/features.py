@@ -28,8 +28,8 @@ Conventions (methods.md §0.3, §7.2; anchors.md §4.4):
 
 Multi-layer losses (AT, AB, FSP, NST, OH) take Python lists of maps and include the reference's
 layer sum and layer weights; VID is per layer (each layer has its own regressor and variances;
-RepDistiller sums the per-layer values). KDSVD (RepDistiller ``distiller_zoo/KDSVD.py``) is not
-implemented: its SVD sign alignment and NaN masking have no stable gradient parity with torch.
+RepDistiller sums the per-layer values). KDSVD (RepDistiller ``distiller_zoo/KDSVD.py``) lives in
+:mod:`kdjax.losses.kdsvd` (its own SVD backward and a fixed teacher sign convention).
 """
 
 from __future__ import annotations
