@@ -79,10 +79,15 @@ def test_grid_member_equals_the_same_run_trained_alone(tmp_path, teacher):
   ]
   with open(os.path.join(out["member_workdirs"][1], "config.json")) as fh:
     assert json.load(fh)["method"]["terms"]["kd"]["temperature"] == 8.0
-  with pytest.raises(UserError, match="holds members"):  # another grid on the same workdir
-    cfg2 = _kd_config(teacher)
-    cfg2.force_resume = True
-    train_members(cfg2, [0], str(tmp_path / "grid"), grid={"method.terms.kd.temperature": [3.0]})
+  # Another grid on the same workdir: refused by the config check, naming the key ...
+  cfg2 = _kd_config(teacher)
+  other = {"method.terms.kd.temperature": [3.0, 5.0]}
+  with pytest.raises(UserError, match="members.grid"):
+    train_members(cfg2, [0], str(tmp_path / "grid"), grid=other)
+  # ... and, forced, by the checkpoint's own record (same shapes, other values).
+  cfg2.force_resume = True
+  with pytest.raises(UserError, match="holds members"):
+    train_members(cfg2, [0], str(tmp_path / "grid"), grid=other)
 
 
 def test_grid_refuses_vmap_and_bad_keys(tmp_path, teacher):

@@ -30,7 +30,7 @@ calls raise: a folded model has no batch statistics to update.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Tuple
 
 import flax.linen as nn
 import jax

@@ -22,7 +22,7 @@ Parameter names: ``block{b}/conv{j}``, ``block{b}/bn{j}`` (j-th conv of block b)
 
 from __future__ import annotations
 
-from typing import Any, Sequence, Tuple
+from typing import Any, Tuple
 
 import flax.linen as nn
 import jax.numpy as jnp
