@@ -24,6 +24,15 @@ textures (:func:`procedural_textures`: per channel, a sum of random low-frequenc
 bilinearly upsampled coarse noise, rescaled to a random sub-range of 0..255). Numbers on it are
 not comparable with the paper's MNIST-M column.
 
+**As datasets** (:func:`load_digit_domain`, what ``kdjax.data.load_arrays`` returns for them):
+``mnist_rgb`` (MNIST, grey replicated), ``mnist_color``, ``mnist_m`` and ``mnist_domains`` (their
+union, the teacher's set) are registered in :mod:`kdjax.data.registry` (``config.dataset.name``;
+``config.dataset.idx_dir`` = MNIST's IDX directory). Every colour / patch draw is keyed by the
+digit's MNIST index (:func:`keyed_uniform`), so slices and limits do not change a digit's
+rendering; the four share MNIST's normalisation. ``pacs`` / ``vlcs`` (:func:`load_lodo`) are
+registered too: ``config.dataset.data_dir`` = the tree below, the split a ``+``-joined list of
+domains (``'art_painting+cartoon+sketch'``, ``'photo'``, ``'photo[:80%]'``).
+
 **PACS / VLCS** (:func:`lodo_split`): the directory layout ``<root>/<domain>/<class>/*.jpg``
 (``.jpg``, ``.jpeg``, ``.png``); the held-out domain is the test split, the others the training
 split (students without Caltech101 on VLCS, without photo on PACS).
