@@ -177,16 +177,45 @@ def test_load_digit_domain_from_fake_mnist_idx_files(tmp_path):
     _write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte", yi.astype(np.uint8))
   tr = D.load_digit_domain("mnist_domains", "train", idx_dir=str(tmp_path))
   assert tr.images.shape == (60, 28, 28, 3) and tr.info.num_classes == 10
-  np.testing.assert_array_equal(tr.labels, np.tile(y[:20], 3))
-  assert len(set(tr.index.tolist())) == 60
+  np.testing.assert_array_equal(tr.labels, np.repeat(y[:20], 3))  # digit-major rows
+  np.testing.assert_array_equal(tr.index, np.arange(60))  # 3 * digit + domain
+  np.testing.assert_array_equal(tr.images[0::3, ..., 1], x[:20])  # domain 0: grey replicated
+  # domain 1 / 2 rows are the single-domain datasets' rows
+  col = D.load_digit_domain("mnist_color", "train", idx_dir=str(tmp_path))
+  mm = D.load_digit_domain("mnist_m", "train", idx_dir=str(tmp_path))
+  np.testing.assert_array_equal(tr.images[1::3], col.images)
+  np.testing.assert_array_equal(tr.images[2::3], mm.images)
   te = D.load_digit_domain("mnist_m", "test", idx_dir=str(tmp_path))
-  assert (
-    te.images.shape == (10, 28, 28, 3)
-    and te.info.mean == D.load_digit_domain("mnist_m", "train", idx_dir=str(tmp_path)).info.mean
-  )  # train statistics
-  rgb = D.load_digit_domain("mnist_rgb", "train", idx_dir=str(tmp_path))
-  np.testing.assert_allclose(rgb.info.mean, [x[:20].mean() / 255] * 3, rtol=1e-6)
+  assert te.images.shape == (10, 28, 28, 3)
+  assert not np.array_equal(te.images, mm.images[:10])  # seed + 1000 textures / patches
+  # one normalisation for every digit domain: the registry's (MNIST's statistics)
+  assert tr.info == D.registry.info("mnist_domains") and te.info.mean == tr.info.mean
   with pytest.raises(UserError):
     D.load_digit_domain("svhn", "train", idx_dir=str(tmp_path))
+  with pytest.raises(UserError, match="splits 'train' and 'test'"):
+    D.load_digit_domain("mnist_m", "validation", idx_dir=str(tmp_path))
   with pytest.raises(FileNotFoundError, match="IDX"):
     D.load_digit_domain("mnist_color", "train", idx_dir=str(tmp_path / "none"))
+
+
+def test_keyed_draws_do_not_depend_on_the_other_examples():
+  x, y = _digits(12)
+  idx = np.arange(100, 112)
+  full, _, c_full = D.mnist_color(x, y, seed=4, index=idx)
+  part, _, c_part = D.mnist_color(x[5:9], y[5:9], seed=4, index=idx[5:9])
+  np.testing.assert_array_equal(part, full[5:9])
+  np.testing.assert_array_equal(c_part, c_full[5:9])
+  mf, _ = D.mnist_m(x, y, seed=4, index=idx, num_textures=8)
+  mp, _ = D.mnist_m(x[5:9], y[5:9], seed=4, index=idx[5:9], num_textures=8)
+  np.testing.assert_array_equal(mp, mf[5:9])
+  # another seed, other draws; the uniforms are spread over [0, 1)
+  assert not np.array_equal(D.mnist_color(x, y, seed=5, index=idx)[2], c_full)
+  u = D.keyed_uniform(0, np.arange(4000), 3)
+  assert u.min() >= 0 and u.max() < 1
+  # 12,000 uniforms: mean 0.5 with s.e. 0.0026, deciles 0.1 with s.e. 0.0027
+  assert abs(u.mean() - 0.5) < 0.015
+  np.testing.assert_allclose(np.histogram(u, bins=10, range=(0, 1))[0] / u.size, 0.1, atol=0.015)
+  # class mode with keyed draws: the wrong colours are never the class's own
+  _, _, cc = D.mnist_color(x, y, seed=1, mode="class", p_correlated=0.5, index=idx)
+  own = (cc == D.CLASS_PALETTE[y]).all(1)
+  assert all(tuple(c) in {tuple(p) for p in D.CLASS_PALETTE} for c in cc[~own])

@@ -1,7 +1,7 @@
 """kdjax.data: datasets as in-memory arrays or host streams, and on-device
 augmentation. TensorFlow is never needed to read data."""
 
-from kdjax.data import augment
+from kdjax.data import augment, domains
 from kdjax.data.arrays import ArraySplit, load_arrays
 from kdjax.data.augment import eval_transform, normalize, random_crop_flip, train_transform
 from kdjax.data.batching import batch_indices
@@ -18,6 +18,7 @@ __all__ = [
   'IdxFormatError',
   'KNOWN_DATASETS',
   'augment',
+  'domains',
   'batch_indices',
   'eval_transform',
   'holdout_positions',

@@ -5,6 +5,10 @@ Sources, in order:
      download=False)`; TensorFlow is not needed for this;
   2. for 'mnist' / 'fashion_mnist' only: the original IDX files;
   3. otherwise `DatasetNotFoundError` saying how to get the data.
+Built datasets bypass TFDS: 'tiny_imagenet' (its original directory), Ojha et al.'s digit
+domains 'mnist_rgb' / 'mnist_color' / 'mnist_m' / 'mnist_domains' (built from MNIST's IDX files
+or TFDS copy by kdjax.data.domains.load_digit_domain) and the leave-one-domain-out sets 'pacs' /
+'vlcs' (a directory tree, kdjax.data.domains.load_lodo).
 The TFDS downloader is never reached.
 """
 
@@ -18,9 +22,12 @@ from typing import Any
 
 import numpy as np
 
+from kdjax.data import domains as domains_lib
 from kdjax.data import idx as idx_lib
 from kdjax.data import tiny_imagenet
 from kdjax.data.registry import (
+  DIGIT_DOMAIN_NAMES,
+  LODO_DOMAINS,
   DatasetInfo,
   DatasetNotFoundError,
   IDX_DEFAULT_DIRS,
@@ -437,6 +444,11 @@ def load_arrays(
     return _checked(
       ArraySplit(images, labels, index, info, split), 'the tiny-imagenet-200 directory'
     )
+  if name in DIGIT_DOMAIN_NAMES:  # built from MNIST (idx_dir / data_dir name MNIST's copy)
+    s = domains_lib.load_digit_domain(name, split, idx_dir=idx_dir, data_dir=data_dir, limit=limit)
+    return _checked(s, 'MNIST')
+  if name in LODO_DOMAINS:  # data_dir = the <root>/<domain>/<class>/ tree
+    return _checked(domains_lib.load_lodo(name, split, data_dir=data_dir, limit=limit), 'its tree')
   details = []
   # 1. Prepared TFDS data.
   try:

@@ -24,6 +24,15 @@ textures (:func:`procedural_textures`: per channel, a sum of random low-frequenc
 bilinearly upsampled coarse noise, rescaled to a random sub-range of 0..255). Numbers on it are
 not comparable with the paper's MNIST-M column.
 
+**As datasets** (:func:`load_digit_domain`, what ``kdjax.data.load_arrays`` returns for them):
+``mnist_rgb`` (MNIST, grey replicated), ``mnist_color``, ``mnist_m`` and ``mnist_domains`` (their
+union, the teacher's set) are registered in :mod:`kdjax.data.registry` (``config.dataset.name``;
+``config.dataset.idx_dir`` = MNIST's IDX directory). Every colour / patch draw is keyed by the
+digit's MNIST index (:func:`keyed_uniform`), so slices and limits do not change a digit's
+rendering; the four share MNIST's normalisation. ``pacs`` / ``vlcs`` (:func:`load_lodo`) are
+registered too: ``config.dataset.data_dir`` = the tree below, the split a ``+``-joined list of
+domains (``'art_painting+cartoon+sketch'``, ``'photo'``, ``'photo[:80%]'``).
+
 **PACS / VLCS** (:func:`lodo_split`): the directory layout ``<root>/<domain>/<class>/*.jpg``
 (``.jpg``, ``.jpeg``, ``.png``); the held-out domain is the test split, the others the training
 split (students without Caltech101 on VLCS, without photo on PACS).
@@ -39,28 +48,35 @@ import colorsys
 import csv
 import dataclasses
 import os
+import re
 from typing import Mapping, Sequence
 
 import numpy as np
 
-from kdjax.data.arrays import ArraySplit, load_arrays
-from kdjax.data.registry import DatasetInfo
+# A module reference (not ``from ... import``): kdjax.data.arrays imports this module to dispatch
+# the digit-domain and PACS/VLCS names, so the two import each other; names are read at call time.
+from kdjax.data import arrays as arrays_lib
+from kdjax.data import registry
 from kdjax.errors import UserError
 
 __all__ = [
   "CLASS_PALETTE",
-  "DomainSplit",
+  "DIGIT_DOMAINS",
   "FAIRFACE_COUNTS",
   "FAIRFACE_RACES",
-  "FairFaceSubset",
-  "DIGIT_DOMAINS",
   "KNOWN_DOMAINS",
+  "DomainSplit",
+  "FairFaceSubset",
   "digit_domains",
   "fairface_subset",
+  "keyed_uniform",
   "load_digit_domain",
   "load_images",
+  "load_lodo",
   "load_mnist",
+  "lodo_root",
   "lodo_split",
+  "missing_mnist_message",
   "mnist_color",
   "mnist_m",
   "procedural_textures",
@@ -99,16 +115,61 @@ def to_rgb(images) -> np.ndarray:
   return np.repeat(images[..., None], 3, axis=-1)
 
 
+# ---- per-example draws -----------------------------------------------------------------------------
+_M64 = (1 << 64) - 1
+
+
+def _splitmix64(z):
+  """SplitMix64's finaliser (Steele et al. 2014) on uint64 arrays: a bijective 64-bit mix."""
+  z = (z + np.uint64(0x9E3779B97F4A7C15)) & np.uint64(_M64)
+  z = ((z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)) & np.uint64(_M64)
+  z = ((z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)) & np.uint64(_M64)
+  return z ^ (z >> np.uint64(31))
+
+
+def keyed_uniform(seed: int, index, num: int) -> np.ndarray:
+  """``(N, num)`` float64 uniforms in [0, 1), a fixed function of ``(seed, index[i], j)``: the
+  draws of one example do not depend on which or how many other examples are built with it (so a
+  digit renders the same with or without ``limit`` / split slicing)."""
+  idx = np.asarray(index, np.int64).astype(np.uint64)
+  with np.errstate(over="ignore"):
+    key = _splitmix64(np.uint64(int(seed) & _M64) ^ np.uint64(0xD1B54A32D192ED03))
+    base = _splitmix64(key ^ (idx[:, None] << np.uint64(8)) ^ np.arange(num, dtype=np.uint64))
+    z = _splitmix64(base)
+  return (z >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
+
+
+def _draws(seed, index, n, num):
+  """``(n, num)`` uniforms: keyed by ``index`` when given, else sequential from the seeded rng
+  (the builders' original behaviour)."""
+  if index is None:
+    return None
+  index = np.asarray(index)
+  if index.shape != (n,):
+    raise UserError(f"index must have shape ({n},), got {index.shape}.")
+  return keyed_uniform(seed, index, num)
+
+
 # ---- MNIST-Color ---------------------------------------------------------------------------------
-def _random_colours(rng, n):
-  h = rng.uniform(0.0, 1.0, n)
-  s = rng.uniform(0.5, 1.0, n)
-  v = rng.uniform(0.5, 1.0, n)
+def _random_colours(rng, n, u=None):
+  if u is not None:
+    h, s, v = u[:, 0], 0.5 + 0.5 * u[:, 1], 0.5 + 0.5 * u[:, 2]
+  else:
+    h = rng.uniform(0.0, 1.0, n)
+    s = rng.uniform(0.5, 1.0, n)
+    v = rng.uniform(0.5, 1.0, n)
   return np.array([colorsys.hsv_to_rgb(*x) for x in zip(h, s, v)]).reshape(n, 3) * 255.0
 
 
 def mnist_color(
-  images, labels, *, seed: int = 0, mode: str = "random", p_correlated: float = 1.0, palette=None
+  images,
+  labels,
+  *,
+  seed: int = 0,
+  mode: str = "random",
+  p_correlated: float = 1.0,
+  palette=None,
+  index=None,
 ):
   """MNIST-Color from grey digits (module docstring). Returns ``(images (N, H, W, 3) uint8,
   labels (N,) int32, colours (N, 3) uint8)``, the colour of each image's strokes.
@@ -121,12 +182,15 @@ def mnist_color(
     p_correlated: ``mode='class'`` only: the probability of the class's colour.
     palette: ``(num_classes, 3)`` uint8 colours for ``mode='class'`` (default
       :data:`CLASS_PALETTE`).
+    index: optional ``(N,)`` example ids: each image's draws are then :func:`keyed_uniform` of
+      ``(seed, index)``, independent of the other images (None: one seeded numpy stream).
   """
   x, y = _check_digits(images, labels)
   rng = np.random.default_rng(seed)
   n = len(y)
+  u = _draws(seed, index, n, 3)
   if mode == "random":
-    colours = _random_colours(rng, n)
+    colours = _random_colours(rng, n, u)
   elif mode == "class":
     pal = np.asarray(CLASS_PALETTE if palette is None else palette, np.float64)
     k = pal.shape[0]
@@ -138,8 +202,12 @@ def mnist_color(
       )
     if not 0.0 <= float(p_correlated) <= 1.0:
       raise UserError(f"p_correlated must be in [0, 1], got {p_correlated!r}.")
-    other = (y + rng.integers(1, k, n)) % k  # uniform over the other k - 1 colours
-    which = np.where(rng.uniform(size=n) < p_correlated, y, other)
+    if u is None:
+      shift, coin = rng.integers(1, k, n), rng.uniform(size=n)
+    else:
+      shift, coin = 1 + np.minimum((u[:, 0] * (k - 1)).astype(np.int64), k - 2), u[:, 1]
+    other = (y + shift) % k  # uniform over the other k - 1 colours
+    which = np.where(coin < p_correlated, y, other)
     colours = pal[which]
   else:
     raise UserError(f"mnist_color: mode must be 'random' or 'class', got {mode!r}.")
@@ -177,7 +245,7 @@ def procedural_textures(n: int, size: int = 28, *, seed: int = 0) -> np.ndarray:
   return out
 
 
-def mnist_m(images, labels, *, seed: int = 0, textures=None, num_textures: int = 512):
+def mnist_m(images, labels, *, seed: int = 0, textures=None, num_textures: int = 512, index=None):
   """MNIST-M-style digits (module docstring): ``|patch − digit|`` per channel, one random
   ``H x W`` patch per image. Returns ``(images (N, H, W, 3) uint8, labels (N,) int32)``.
 
@@ -187,6 +255,8 @@ def mnist_m(images, labels, *, seed: int = 0, textures=None, num_textures: int =
     textures: uint8 ``(M, Ht, Wt, 3)`` colour images to crop patches from (``Ht >= H``,
       ``Wt >= W``); None: :func:`procedural_textures` (``num_textures`` of them, seeded by
       ``seed``). An MNIST-M-style substitute either way (the original crops BSDS500).
+    index: optional ``(N,)`` example ids: patch choice and offsets are then
+      :func:`keyed_uniform` of ``(seed, index)`` (None: one seeded numpy stream).
   """
   x, y = _check_digits(images, labels)
   n, h, w = x.shape
@@ -206,9 +276,16 @@ def mnist_m(images, labels, *, seed: int = 0, textures=None, num_textures: int =
       f"mnist_m: textures must be uint8 (M, H', W', 3) with H' >= {h}, W' >= {w}, "
       f"got {textures.dtype} {textures.shape}."
     )
-  which = rng.integers(0, len(textures), n)
-  oy = rng.integers(0, textures.shape[1] - h + 1, n)
-  ox = rng.integers(0, textures.shape[2] - w + 1, n)
+  u = _draws(seed, index, n, 3)
+  if u is None:
+    which = rng.integers(0, len(textures), n)
+    oy = rng.integers(0, textures.shape[1] - h + 1, n)
+    ox = rng.integers(0, textures.shape[2] - w + 1, n)
+  else:
+    pick = lambda v, m: np.minimum((v * m).astype(np.int64), m - 1)
+    which = pick(u[:, 0], len(textures))
+    oy = pick(u[:, 1], textures.shape[1] - h + 1)
+    ox = pick(u[:, 2], textures.shape[2] - w + 1)
   rows = oy[:, None] + np.arange(h)[None, :]
   cols = ox[:, None] + np.arange(w)[None, :]
   patches = textures[which[:, None, None], rows[:, :, None], cols[:, None, :]]  # (n, h, w, 3)
@@ -231,32 +308,52 @@ def digit_domains(images, labels, *, seed: int = 0, textures=None, color_mode: s
 def load_mnist(split: str = "train", *, idx_dir=None, data_dir=None):
   """``(images (N, 28, 28), labels)`` of MNIST from its IDX files or a TFDS copy
   (:func:`kdjax.data.load_arrays`; raises its DatasetNotFoundError naming how to get them)."""
-  s = load_arrays("mnist", split, idx_dir=idx_dir, data_dir=data_dir)
+  s = arrays_lib.load_arrays("mnist", split, idx_dir=idx_dir, data_dir=data_dir)
   return s.images[..., 0], s.labels
 
 
-# Digit-domain datasets buildable from MNIST: name -> domain ids of :func:`digit_domains`.
+# Digit-domain datasets buildable from MNIST: name -> domain ids of :func:`digit_domains`
+# (kdjax.data.registry.DIGIT_DOMAIN_NAMES registers the same names).
 DIGIT_DOMAINS = {
   "mnist_rgb": (0,),
   "mnist_color": (1,),
   "mnist_m": (2,),
   "mnist_domains": (0, 1, 2),
 }
-_STATS_N = 10_000  # training digits the normalisation statistics are computed on
+_TEST_SEED_OFFSET = 1000  # the test split's colours / patches / textures: seed + 1000
+_DIGIT_SPLIT = re.compile(r"(train|test)(\[[^\]]*\])?")
 
 
-def _domain_images(x, y, name, seed, textures, color_mode):
-  ims, labs, doms = [], [], []
+def _domain_images(x, y, index, name, seed, textures, color_mode):
+  """``(k, N, 28, 28, 3)`` renderings of the N digits in the k domains of ``name``."""
+  out = []
   for d in DIGIT_DOMAINS[name]:
     if d == 0:
-      ims.append(to_rgb(x))
+      out.append(to_rgb(x))
     elif d == 1:
-      ims.append(mnist_color(x, y, seed=seed, mode=color_mode)[0])
+      out.append(mnist_color(x, y, seed=seed, mode=color_mode, index=index)[0])
     else:
-      ims.append(mnist_m(x, y, seed=seed + 1, textures=textures)[0])
-    labs.append(y)
-    doms.append(np.full(len(y), d, np.int32))
-  return np.concatenate(ims), np.concatenate(labs), np.concatenate(doms)
+      out.append(mnist_m(x, y, seed=seed + 1, textures=textures, index=index)[0])
+  return np.stack(out)
+
+
+def missing_mnist_message(name: str, split: str, idx_dir, data_dir) -> str:
+  """The one message when a digit domain's MNIST source is absent: where to put the IDX files."""
+  dirs = arrays_lib.idx_dirs("mnist", idx_dir)
+  env = registry.IDX_ENV_VARS["mnist"]
+  looked = ", ".join(repr(d) for d in dirs) or "no directory"
+  return (
+    f"Dataset {name!r} (split {split!r}) is built from MNIST, which was not found: no "
+    f"train-/t10k- images-idx3/labels-idx1 IDX files in {looked}"
+    + ("" if idx_dir is not None else f" (${env} is {'set' if os.environ.get(env) else 'not set'})")
+    + f" and no prepared TFDS 'mnist' under data_dir={data_dir or '~/tensorflow_datasets'!r}.\n"
+    "To fix: download the four MNIST IDX files train-images-idx3-ubyte.gz, "
+    "train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz "
+    "(https://yann.lecun.com/exdb/mnist/ or a mirror, e.g. "
+    "https://ossci-datasets.s3.amazonaws.com/mnist/; gzipped or not) into one directory DIR and "
+    f"pass --config.dataset.idx_dir=DIR (Python: idx_dir=DIR), or set {env}=DIR. Debian has no "
+    "MNIST package (dataset-fashion-mnist is Fashion-MNIST, a different dataset)."
+  )
 
 
 def load_digit_domain(
@@ -269,58 +366,59 @@ def load_digit_domain(
   limit: int | None = None,
   textures=None,
   color_mode: str = "random",
-) -> ArraySplit:
-  """An :class:`~kdjax.data.ArraySplit` of a digit domain built from MNIST (offline).
+):
+  """An :class:`~kdjax.data.ArraySplit` of a digit domain built from MNIST (offline); what
+  ``kdjax.data.load_arrays(name, split, idx_dir=..., limit=...)`` returns for these names.
 
   ``name``: ``mnist_rgb`` (MNIST, grey replicated to RGB: the students' set), ``mnist_color``,
-  ``mnist_m`` (MNIST-M-style) or ``mnist_domains`` (their union: the teacher's set; rows ordered
-  by domain, ``index = domain · N + i``). ``split``: ``train`` or ``test`` (MNIST's); the test
-  split draws its colours / patches with ``seed + 1000``. ``limit``: the first ``limit`` MNIST
-  digits. ``info.mean`` / ``info.std`` are per-channel statistics of this dataset's images built
-  from the first 10,000 *training* digits (so train and test share one normalisation).
-  Raises kdjax's DatasetNotFoundError (naming the IDX files) when MNIST is absent.
+  ``mnist_m`` (MNIST-M-style) or ``mnist_domains`` (their union: the teacher's set).
+  ``split``: ``train`` or ``test`` (MNIST's), optionally sliced as TFDS does (``train[:90%]``,
+  ``test[:500]``); the slice selects MNIST digits. The test split draws its colours / patches /
+  textures with ``seed + 1000``; every draw is keyed by the digit's MNIST index
+  (:func:`keyed_uniform`), so a digit renders identically whatever the slice or ``limit``.
+
+  Rows: for ``mnist_domains`` digit-major, row ``3·i + j`` = digit ``i`` in domain ``j``
+  (0 MNIST, 1 Color, 2 M), so any prefix is balanced over the domains; ``index`` = MNIST index
+  ``· k + j`` (k = number of domains; ``index % 3`` is the domain of a union row). ``limit``: the
+  first ``limit`` rows (examples, as for every dataset), built from the first ``⌈limit / k⌉``
+  digits. ``info`` is the registry's (:func:`kdjax.data.info`): all digit domains share MNIST's
+  normalisation (``kdjax.data.registry``), so a teacher trained on the union sees the same inputs
+  as a student on one domain.
+
+  Raises kdjax's DatasetNotFoundError (naming the IDX files and where to put them) when MNIST
+  is absent.
   """
   if name not in DIGIT_DOMAINS:
     raise UserError(f"unknown digit domain {name!r}; use one of {sorted(DIGIT_DOMAINS)}.")
-  if split not in ("train", "test"):
-    raise UserError(f"digit domains have splits 'train' and 'test', got {split!r}.")
-  x, y = load_mnist(split, idx_dir=idx_dir, data_dir=data_dir)
-  if limit:
-    x, y = x[: int(limit)], y[: int(limit)]
-  s_seed = seed if split == "train" else seed + 1000
-  images, labels, dom = _domain_images(x, y, name, s_seed, textures, color_mode)
-  if split == "train" and len(x) >= _STATS_N:
-    ref = (
-      images
-      if len(x) == _STATS_N
-      else _domain_images(x[:_STATS_N], y[:_STATS_N], name, seed, textures, color_mode)[0]
+  m = _DIGIT_SPLIT.fullmatch(split) if isinstance(split, str) else None
+  if m is None:
+    raise UserError(
+      f"digit domains have splits 'train' and 'test' (TFDS slices such as 'train[:90%]' "
+      f"allowed), got {split!r}."
     )
-  else:
-    tx, ty = load_mnist("train", idx_dir=idx_dir, data_dir=data_dir)
-    ref = _domain_images(tx[:_STATS_N], ty[:_STATS_N], name, seed, textures, color_mode)[0]
-  ref = ref.reshape(-1, 3).astype(np.float64) / 255.0
-  info = DatasetInfo(
-    name=name,
-    num_classes=10,
-    image_shape=(28, 28, 3),
-    mean=tuple(float(v) for v in ref.mean(0)),
-    std=tuple(float(v) for v in ref.std(0)),
-    train_split="train",
-    eval_split="test",
-    num_train=None,
-    num_eval=None,
-    in_memory=True,
-  )
+  k = len(DIGIT_DOMAINS[name])
+  n_digits = None if limit is None else -(-max(0, int(limit)) // k)
+  try:
+    mn = arrays_lib.load_arrays("mnist", split, idx_dir=idx_dir, data_dir=data_dir, limit=n_digits)
+  except registry.DatasetNotFoundError:
+    raise registry.DatasetNotFoundError(
+      missing_mnist_message(name, split, idx_dir, data_dir)
+    ) from None
+  x, y, mi = mn.images[..., 0], mn.labels, mn.index.astype(np.int64)
+  s_seed = seed if m.group(1) == "train" else seed + _TEST_SEED_OFFSET
+  ims = _domain_images(x, y, mi, name, s_seed, textures, color_mode)  # (k, n, 28, 28, 3)
   n = len(y)
-  index = dom.astype(np.int64) * n + np.tile(np.arange(n), len(DIGIT_DOMAINS[name]))
-  return ArraySplit(images, labels, index.astype(np.int32), info, split)
+  images = ims.transpose(1, 0, 2, 3, 4).reshape((n * k,) + ims.shape[2:])
+  labels = np.repeat(y, k).astype(np.int32)
+  index = (mi[:, None] * k + np.arange(k)[None, :]).reshape(-1)
+  if limit is not None:
+    images, labels, index = images[: int(limit)], labels[: int(limit)], index[: int(limit)]
+  info = registry.info(name)
+  return arrays_lib.ArraySplit(images, labels, index.astype(np.int32), info, split)
 
 
 # ---- PACS / VLCS leave-one-domain-out -------------------------------------------------------------
-KNOWN_DOMAINS = {
-  "pacs": ("art_painting", "cartoon", "photo", "sketch"),
-  "vlcs": ("Caltech101", "LabelMe", "SUN09", "VOC2007"),
-}
+KNOWN_DOMAINS = registry.LODO_DOMAINS  # pacs / vlcs -> their domain directory names
 _IMAGE_EXTS = (".jpg", ".jpeg", ".png")
 
 
@@ -407,6 +505,76 @@ def lodo_split(root, held_out: str, *, domains: Sequence[str] | None = None):
     return DomainSplit(tuple(f_), np.asarray(l_, np.int32), np.asarray(d_, np.int32), classes, doms)
 
   return make(False), make(True)
+
+
+def lodo_root(name: str, data_dir=None) -> str:
+  """The ``pacs`` / ``vlcs`` directory: ``data_dir``, else ``$KDJAX_PACS_DIR`` /
+  ``$KDJAX_VLCS_DIR``; DatasetNotFoundError naming the layout when neither holds the domains."""
+  env = registry.LODO_ENV_VARS[name]
+  for d in (data_dir, os.environ.get(env)):
+    if d and all(os.path.isdir(os.path.join(os.fspath(d), x)) for x in KNOWN_DOMAINS[name]):
+      return os.fspath(d)
+  raise registry.DatasetNotFoundError(
+    f"Dataset {name!r} was not found (data_dir={data_dir!r}, ${env} is "
+    f"{'set' if os.environ.get(env) else 'not set'}): pass --config.dataset.data_dir=DIR "
+    f"(or set {env}=DIR) with DIR/<domain>/<class>/*.jpg for the domains "
+    f"{list(KNOWN_DOMAINS[name])}"
+    + (" (PACS's kfold/ folder has this layout)" if name == "pacs" else "")
+    + "."
+  )
+
+
+def _lodo_files(root: str, name: str):
+  """{domain: (files, labels)} in a fixed shuffled order per domain (seeded permutation of the
+  sorted list, numpy seed 0), so slices such as ``photo[:80%]`` mix the classes."""
+  doms = KNOWN_DOMAINS[name]
+  train, test = lodo_split(root, doms[0], domains=doms)
+  n_cls = registry.info(name).num_classes
+  if len(train.classes) != n_cls:
+    raise _layout_error(
+      root, f"{name} has {n_cls} classes but {root!r} has {len(train.classes)}: {train.classes}"
+    )
+  files = np.asarray(test.files + train.files, object)
+  labels = np.concatenate([test.labels, train.labels])
+  dom = np.concatenate([test.domains, train.domains])
+  out = {}
+  for di, d in enumerate(doms):
+    sel = np.flatnonzero(dom == di)
+    sel = sel[np.random.default_rng(0).permutation(len(sel))]
+    out[d] = (files[sel].tolist(), labels[sel])
+  return out
+
+
+def load_lodo(name: str, split: str, *, data_dir=None, limit: int | None = None):
+  """An :class:`~kdjax.data.ArraySplit` of PACS / VLCS (``kdjax.data.load_arrays(name, split,
+  data_dir=ROOT)``): ``split`` is a ``+``-joined list of domains with TFDS slices, e.g.
+  ``'art_painting+cartoon+sketch'`` (the paper's PACS students), ``'photo'`` (the unseen domain),
+  ``'photo[:80%]'``. Within a domain the order is a fixed shuffle (:func:`_lodo_files`);
+  ``index`` = the domain's offset (domains in :data:`KNOWN_DOMAINS` order) + position in it.
+  Images are decoded to RGB and resized to the registry's 224x224. ``limit``: first rows."""
+  root = lodo_root(name, data_dir)
+  per = _lodo_files(root, name)
+  sizes = {d: len(per[d][0]) for d in KNOWN_DOMAINS[name]}
+  bad = [p.split("[")[0] for p in split.split("+") if p.split("[")[0] not in sizes]
+  if bad:
+    raise UserError(
+      f"{name}: split {split!r} names unknown domains {bad}; its domains are {list(sizes)} "
+      "(join them with '+', e.g. 'art_painting+cartoon+sketch')."
+    )
+  offsets = dict(zip(sizes, np.cumsum([0] + list(sizes.values()))[:-1]))
+  files, labels, index = [], [], []
+  for d, a, b in arrays_lib._absolute_instructions(split, sizes):  # pylint: disable=protected-access
+    files += per[d][0][a:b]
+    labels.append(per[d][1][a:b])
+    index.append(offsets[d] + np.arange(a, b))
+  if limit is not None:
+    files = files[: max(0, int(limit))]
+  n = len(files)
+  info = registry.info(name)
+  labels = np.concatenate(labels)[:n] if labels else np.zeros(0, np.int32)
+  index = np.concatenate(index)[:n] if index else np.zeros(0, np.int64)
+  images = load_images(files, info.image_shape[:2])
+  return arrays_lib.ArraySplit(images, labels.astype(np.int32), index.astype(np.int32), info, split)
 
 
 def load_images(files: Sequence[str], size: int | tuple = 224) -> np.ndarray:
