@@ -65,6 +65,12 @@ def test_info_values():
     'fashion_mnist',
     'imagenet2012',
     'tiny_imagenet',
+    'mnist_rgb',
+    'mnist_color',
+    'mnist_m',
+    'mnist_domains',
+    'pacs',
+    'vlcs',
   }
   hash(c100)  # frozen, usable as a static jit argument
 

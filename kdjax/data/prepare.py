@@ -17,10 +17,11 @@ import importlib.util
 import os
 import sys
 
-from kdjax.data.registry import KNOWN_DATASETS
+from kdjax.data.registry import DIGIT_DOMAIN_NAMES, KNOWN_DATASETS, LODO_DOMAINS
 
-# Datasets kdjax reads from their original directory layout (no TFDS builder to prepare).
-NO_TFDS_BUILDER = ('tiny_imagenet',)
+# Datasets kdjax reads from their original directory layout or builds from MNIST (no TFDS
+# builder to prepare).
+NO_TFDS_BUILDER = ('tiny_imagenet',) + DIGIT_DOMAIN_NAMES + tuple(LODO_DOMAINS)
 
 TF_MISSING = (
   'kdjax.data.prepare needs TensorFlow to build TFDS datasets, and it is not '
