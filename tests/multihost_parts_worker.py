@@ -271,14 +271,16 @@ def restore(mesh, workdir, nproc):
   out.update(step=np.int64(int(state["step"])), note=np.str_(meta["note"]))
   out["model_step"] = np.int64(mmeta["step"])
   if nproc > 1:
-    # Process 1 alone fails to verify the newest step (as a torn read would): every process
-    # must reject it, fall back to step 1, and process 0 alone moves it aside.
+    # Process 1 alone fails to verify the newest step after reading it (as a checksum
+    # mismatch of a bad read would): every process must reject it, fall back to step 1, and
+    # process 0 alone moves it aside.
     real = ckpt_lib.RunCheckpoints._restore_verified  # pylint: disable=protected-access
 
     def flaky(self, s, abstract_state):
+      out = real(self, s, abstract_state)  # Orbax's read (and its barrier) on every process
       if s == 2 and jax.process_index() == 1:
         raise ValueError("injected: checksum mismatch on process 1")
-      return real(self, s, abstract_state)
+      return out
 
     ckpt_lib.RunCheckpoints._restore_verified = flaky  # pylint: disable=protected-access
     ckpts = ckpt_lib.RunCheckpoints(workdir, async_save=False)
