@@ -53,9 +53,12 @@ def batch_sharded(mesh: Mesh) -> NamedSharding:
 
 def check_batch(batch_size: int, mesh: Mesh, what: str = "config.batch_size"):
   n = mesh.devices.size
+  where = (
+    f"devices of the {jax.process_count()} processes" if _spans_processes(mesh) else "local devices"
+  )
   if batch_size % n:
     raise UserError(
-      f"{what}={batch_size} is not divisible by the {n} devices of the mesh. Use a multiple of {n} "
+      f"{what}={batch_size} is not divisible by the {n} {where}. Use a multiple of {n} "
       f"(e.g. {max(n, batch_size - batch_size % n)}) or restrict devices with "
       f"CUDA_VISIBLE_DEVICES / XLA_FLAGS."
     )
