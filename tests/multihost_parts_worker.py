@@ -190,7 +190,11 @@ def train(mesh, workdir, nproc):
   init = _init()
   init["stats"]["mean"] = jax.device_put(init["stats"]["mean"], jax.local_devices()[0])
   state = parallel.put_replicated(init, mesh)
-  writer = MetricWriter(workdir, tensorboard=True)
+  # Worst case for a writer that is not process-0-only: process 1 opens (and would truncate and
+  # replace) metrics.jsonl after process 0 did, so its lines would be the ones left in the file.
+  writer = MetricWriter(workdir, tensorboard=True) if jax.process_index() == 0 else None
+  distributed.sync("worker:writer0")
+  writer = writer or MetricWriter(workdir, tensorboard=True)
   losses, batch_sizes = [], []
   for epoch in range(2):
     for idx in feed.epoch(epoch, 0):
@@ -198,7 +202,8 @@ def train(mesh, workdir, nproc):
       assert not idx.is_fully_addressable or nproc == 1
       state, m = feed.run(steps, state, idx, {})
       losses.append(float(m["loss"]))  # replicated: readable on every process
-      writer.write(int(state["step"]), m, prefix="train/")
+      # The writer's pid column tells which process wrote a line (the metrics are the same).
+      writer.write(int(state["step"]), dict(m, pid=jax.process_index()), prefix="train/")
   teacher_pred = (np.arange(N_TEST) % CLASSES).astype(np.int32)
   metrics, preds = runner.evaluate(
     steps,
@@ -208,7 +213,7 @@ def train(mesh, workdir, nproc):
     EVAL_BATCH,
     teacher_pred,
   )
-  writer.write(int(state["step"]), metrics, prefix="test/")
+  writer.write(int(state["step"]), dict(metrics, pid=jax.process_index()), prefix="test/")
   writer.close()
   stream_ok, n_decoded = _stream_check(mesh, nproc)
   distributed.sync("worker:train_done")

@@ -136,17 +136,18 @@ def test_two_processes_train_evaluate_and_log_like_one(tmp_path):
   assert int(b0["stream_decoded"]) == int(b1["stream_decoded"]) == 2 + 2 + 3
   # (c) Only process 0 wrote metrics: the 2-process file is line for line the 1-process one
   # (6 train lines + 1 test line, no duplicates), and one TensorBoard event file.
-  assert bool(b0["writer_active"]) and not bool(b1["writer_active"])
   recs = {
     w: [json.loads(line) for line in open(os.path.join(w, "metrics.jsonl"))] for w in (w1, w2)
   }
   assert [r["step"] for r in recs[w2]] == [1, 2, 3, 4, 5, 6, 6]
+  assert {r["train/pid" if "train/pid" in r else "test/pid"] for r in recs[w2]} == {0}
   for r1, r2 in zip(recs[w1], recs[w2]):
     assert sorted(r1) == sorted(r2)
     for k in r1:
       if k != "time":
         np.testing.assert_allclose(r2[k], r1[k], rtol=2e-6, err_msg=k)
   assert len(glob.glob(os.path.join(w2, "tb", "events.*"))) == 1
+  assert bool(b0["writer_active"]) and not bool(b1["writer_active"])
 
 
 def test_checkpoints_saved_by_two_processes_restore_on_two_and_one(tmp_path):
