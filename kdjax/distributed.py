@@ -336,6 +336,20 @@ def all_processes(flag: bool) -> bool:
   return bool(np.all(multihost_utils.process_allgather(np.asarray([bool(flag)], np.int32))))
 
 
+def all_processes_equal(value: int) -> bool:
+  """Whether every process passed the same integer (e.g. a CRC-32 of a value that must be the
+  same everywhere); a collective; True on one process."""
+  import jax  # pylint: disable=g-import-not-at-top
+
+  if jax.process_count() == 1:
+    return True
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+
+  v = int(value) & 0xFFFFFFFF
+  got = np.asarray(multihost_utils.process_allgather(np.asarray([v >> 16, v & 0xFFFF], np.int32)))
+  return bool(np.all(got == got.reshape(-1, 2)[0]))
+
+
 def gather_rows(x) -> np.ndarray:
   """The whole of a global ``jax.Array`` (e.g. predictions sharded along the batch) as numpy on
   every process (a collective when it spans several processes)."""
@@ -447,6 +461,7 @@ __all__ = [
   "is_main_process",
   "sync",
   "all_processes",
+  "all_processes_equal",
   "gather_rows",
   "process_rows",
   "process_batch_slice",

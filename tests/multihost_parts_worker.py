@@ -216,6 +216,14 @@ def train(mesh, workdir, nproc):
   writer.write(int(state["step"]), dict(metrics, pid=jax.process_index()), prefix="test/")
   writer.close()
   stream_ok, n_decoded = _stream_check(mesh, nproc)
+  # Replicas that differ between processes are refused (on every process), not placed.
+  from kdjax.errors import UserError
+
+  try:
+    parallel.put_replicated({"w": np.float32([1.0, 2.0 + jax.process_index()])}, mesh)
+    differ_refused = False
+  except UserError:
+    differ_refused = True
   distributed.sync("worker:train_done")
   out = _flat(_host(state), "state")
   out.update({f"eval/{k}": np.float64(v) for k, v in metrics.items()})
@@ -226,6 +234,7 @@ def train(mesh, workdir, nproc):
     stream_ok=np.bool_(stream_ok),
     stream_decoded=np.int64(n_decoded),
     writer_active=np.bool_(writer.active),
+    differ_refused=np.bool_(differ_refused),
   )
   return out
 

@@ -74,17 +74,28 @@ def _launch(mode: str, workdir: str, nproc: int):
 
 
 def _wait(procs, timeout: int = 150):
-  logs = []
+  """Waits for the workers; on a timeout or a failure kills them all (SIGKILL: jax traps
+  SIGTERM) and fails with the tail of every worker's output."""
+  logs, timed_out = [], False
   try:
     for p in procs:
-      logs.append(p.communicate(timeout=timeout)[0].decode(errors="replace"))
+      try:
+        logs.append(p.communicate(timeout=timeout)[0].decode(errors="replace"))
+      except subprocess.TimeoutExpired:
+        timed_out = True
+        break
   finally:
-    for p in procs:  # never leave a worker behind (SIGKILL: jax traps SIGTERM)
+    for p in procs:  # never leave a worker behind (e.g. its peer died and it waits)
       if p.poll() is None:
         p.kill()
-        p.wait()
-  for p, log in zip(procs, logs):
-    assert p.returncode == 0, log[-3000:]
+  for p in procs[len(logs) :]:
+    logs.append(p.communicate()[0].decode(errors="replace"))
+  failed = timed_out or any(p.returncode != 0 for p in procs)
+  tails = "\n".join(
+    f"--- worker {i} (rc {p.returncode}):\n{log[-2500:]}"
+    for i, (p, log) in enumerate(zip(procs, logs))
+  )
+  assert not failed, ("timed out after %d s\n" % timeout if timed_out else "") + tails
 
 
 def _out(workdir: str, mode: str, nproc: int, pid: int) -> dict:
@@ -148,6 +159,9 @@ def test_two_processes_train_evaluate_and_log_like_one(tmp_path):
         np.testing.assert_allclose(r2[k], r1[k], rtol=2e-6, err_msg=k)
   assert len(glob.glob(os.path.join(w2, "tb", "events.*"))) == 1
   assert bool(b0["writer_active"]) and not bool(b1["writer_active"])
+  # put_replicated of a value that differs between the processes: refused on both.
+  assert bool(b0["differ_refused"]) and bool(b1["differ_refused"])
+  assert not bool(a["differ_refused"])  # one process: nothing to compare
 
 
 def test_checkpoints_saved_by_two_processes_restore_on_two_and_one(tmp_path):

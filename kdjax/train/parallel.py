@@ -19,6 +19,8 @@ process: plain ``jax.device_put``, as before.
 
 from __future__ import annotations
 
+import zlib
+
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
@@ -88,17 +90,25 @@ def _global_from_host(x, sharding: NamedSharding):
   return jax.make_array_from_callback(x.shape, sharding, lambda index: np.asarray(x[index]))
 
 
-def _replicate_leaf(x, sharding: NamedSharding):
+def _host_leaf(x, sharding: NamedSharding):
+  """``x`` itself if it already is a global array (kept or resharded on device), else its host
+  value (a process-local ``jax.Array`` cannot be copied across processes: jax 0.12 on CPU says
+  "does not support cross-host device transfers")."""
   if isinstance(x, jax.Array):
-    if x.sharding == sharding or (
-      not x.is_fully_addressable and x.sharding.is_equivalent_to(sharding, x.ndim)
-    ):
-      return x
-    if not x.is_fully_addressable:  # a global array of another layout: reshard on device
-      return jax.device_put(x, sharding)
-    # A process-local array (cannot be copied across processes): through the host.
-    x = np.asarray(x)
-  return _global_from_host(x, sharding)
+    if not x.is_fully_addressable:
+      return x if x.sharding.is_equivalent_to(sharding, x.ndim) else jax.device_put(x, sharding)
+    return np.asarray(x)
+  return np.asarray(x)
+
+
+def _crc(leaves) -> int:
+  crc = 0
+  for a in leaves:
+    if isinstance(a, np.ndarray):
+      a = np.ascontiguousarray(a)
+      crc = zlib.crc32(f"{a.dtype}:{a.shape}".encode(), crc)
+      crc = zlib.crc32(a.reshape(-1).view(np.uint8), crc)
+  return crc
 
 
 def put_batch(x, mesh: Mesh):
@@ -116,11 +126,28 @@ def put_batch(x, mesh: Mesh):
   return jax.device_put(x, shard)
 
 
-def put_replicated(tree, mesh: Mesh):
-  """Every leaf of ``tree`` replicated on every device of ``mesh``. On a mesh spanning several
-  processes every process must pass the same value (the state from the same seed or checkpoint,
-  the same teacher, the same dataset); process-local ``jax.Array`` leaves go through the host."""
+def put_replicated(tree, mesh: Mesh, *, check_equal: bool = True):
+  """Every leaf of ``tree`` replicated on every device of ``mesh``.
+
+  On a mesh spanning several processes every process must pass the same value (the state from
+  the same seed or checkpoint, the same teacher, the same dataset): each copies it to its own
+  devices. With ``check_equal`` (default) a CRC-32 of the host values is compared across the
+  processes first (one small all-gather) and a difference is a ``UserError``: replicas that
+  differ would silently train on different weights. Leaves that already are global arrays are
+  kept (resharded on device if needed)."""
   sharding = replicated(mesh)
-  if _spans_processes(mesh):
-    return jax.tree_util.tree_map(lambda x: _replicate_leaf(x, sharding), tree)
-  return jax.device_put(tree, sharding)
+  if not _spans_processes(mesh):
+    return jax.device_put(tree, sharding)
+  host = jax.tree_util.tree_map(lambda x: _host_leaf(x, sharding), tree)
+  if check_equal:
+    crc = _crc(jax.tree_util.tree_leaves(host))
+    if not distributed.all_processes_equal(crc):
+      raise UserError(
+        f"put_replicated: process {jax.process_index()} of {jax.process_count()} holds a "
+        "different value than the others (CRC-32 of the host values differ), so the replicas "
+        "would differ. Every process must compute the same state/teacher/dataset: the same "
+        "config, seed, data files and checkpoint."
+      )
+  return jax.tree_util.tree_map(
+    lambda x: x if isinstance(x, jax.Array) else _global_from_host(x, sharding), host
+  )
