@@ -103,6 +103,13 @@ class RunCheckpoints:
 
   def __init__(self, workdir: str, *, async_save: bool = True, keep_latest: int = 2):
     self.workdir = workdir
+    if jax.process_count() > 1:
+      # Orbax 0.12's default barriers are device collectives (sync_global_devices); an async
+      # save runs some of them in its background thread, concurrently with the next save's (or
+      # restore's) on the main thread, so two processes can enter them in different orders and
+      # deadlock ("Timed out while waiting for async_write_complete barrier", seen here in 2 of
+      # 5 runs). Synchronous saves keep every barrier on the main thread, in program order.
+      async_save = False
     self.state_mgr = _manager(
       os.path.join(workdir, "checkpoints"),
       ("state", "meta"),
