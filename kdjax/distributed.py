@@ -312,6 +312,56 @@ def is_main_process() -> bool:
   return jax.process_index() == 0
 
 
+def sync(name: str) -> None:
+  """A barrier of every process (``multihost_utils.sync_global_devices``); nothing on one
+  process. Every process must call it with the same ``name`` at the same point."""
+  import jax  # pylint: disable=g-import-not-at-top
+
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+
+    multihost_utils.sync_global_devices(name)
+
+
+def all_processes(flag: bool) -> bool:
+  """``flag`` and-ed over every process (a collective: every process must call it); ``flag`` on
+  one process. Used so that every process takes the same branch (e.g. a checkpoint that fails
+  verification on any process is rejected by all)."""
+  import jax  # pylint: disable=g-import-not-at-top
+
+  if jax.process_count() == 1:
+    return bool(flag)
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+
+  return bool(np.all(multihost_utils.process_allgather(np.asarray([bool(flag)], np.int32))))
+
+
+def all_processes_equal(value: int) -> bool:
+  """Whether every process passed the same integer (e.g. a CRC-32 of a value that must be the
+  same everywhere); a collective; True on one process."""
+  import jax  # pylint: disable=g-import-not-at-top
+
+  if jax.process_count() == 1:
+    return True
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+
+  v = int(value) & 0xFFFFFFFF
+  got = np.asarray(multihost_utils.process_allgather(np.asarray([v >> 16, v & 0xFFFF], np.int32)))
+  return bool(np.all(got == got.reshape(-1, 2)[0]))
+
+
+def gather_rows(x) -> np.ndarray:
+  """The whole of a global ``jax.Array`` (e.g. predictions sharded along the batch) as numpy on
+  every process (a collective when it spans several processes)."""
+  import jax  # pylint: disable=g-import-not-at-top
+
+  if not isinstance(x, jax.Array) or x.is_fully_addressable or x.is_fully_replicated:
+    return np.asarray(x)
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+
+  return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+
 # ---------------------------------------------------------------- the global batch
 
 
@@ -409,6 +459,10 @@ __all__ = [
   "resolve",
   "initialize",
   "is_main_process",
+  "sync",
+  "all_processes",
+  "all_processes_equal",
+  "gather_rows",
   "process_rows",
   "process_batch_slice",
   "put_process_local",

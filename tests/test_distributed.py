@@ -213,3 +213,47 @@ def test_two_processes_equal_one_process(tmp_path):
   for k in a:
     np.testing.assert_allclose(b[k], a[k], rtol=1e-5, atol=1e-5, err_msg=k)
   assert not np.allclose(a["losses"][0], a["losses"][-1], atol=1e-4)  # it trained
+
+
+def test_single_process_helpers_are_plain():
+  import jax  # pylint: disable=g-import-not-at-top
+
+  from kdjax.train import parallel  # pylint: disable=g-import-not-at-top
+
+  assert not parallel.is_multiprocess() and dist.is_main_process()
+  dist.sync("kdjax:test")  # nothing to wait for
+  assert dist.all_processes(True) is True and dist.all_processes(False) is False
+  mesh = parallel.make_mesh()
+  assert list(mesh.devices.flat) == jax.local_devices()
+  x = parallel.put_batch(np.arange(2 * mesh.devices.size, dtype=np.int32), mesh)
+  np.testing.assert_array_equal(dist.gather_rows(x), np.arange(2 * mesh.devices.size))
+
+
+def test_decode_stream_rows_are_rows_of_the_host_stream_batch():
+  """StreamFeed's per-process decode: any subset of a batch's positions gives exactly those rows
+  of HostStream's own batch (the same records and per-(seed, epoch, index) random crops)."""
+  from kdjax import data as kdata  # pylint: disable=g-import-not-at-top
+  from kdjax.train import runner  # pylint: disable=g-import-not-at-top
+
+  rng = np.random.default_rng(1)
+  src = [
+    {
+      "image": rng.integers(0, 256, (int(rng.integers(20, 40)), 30, 3)).astype(np.uint8),
+      "label": int(rng.integers(0, 10)),
+    }
+    for _ in range(9)
+  ]
+  for train in (True, False):
+    s = kdata.HostStream(
+      "imagenet2012", "train", batch_size=4, seed=2, train=train, image_size=8, source=src
+    )
+    order = kdata.batch_indices(
+      s.num_examples, 4, seed=2, epoch=3, shuffle=s.shuffle, drop_remainder=s.drop_remainder
+    )
+    for positions, want in zip(order, s.iter_epoch(3)):
+      for rows in (slice(0, 2), slice(2, 4), slice(1, 3), slice(0, 4)):
+        if not len(positions[rows]):  # the eval remainder of 1
+          continue
+        got = runner.decode_stream_rows(s, positions[rows], 3)
+        for k in want:
+          np.testing.assert_array_equal(got[k], want[k][rows], err_msg=k)

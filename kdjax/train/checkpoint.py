@@ -13,6 +13,13 @@ A *model* item is ``{'params': ..., 'batch_stats': ...}`` of the trained network
 is JSON (``arch``, ``num_classes``, ``dataset``, ``epoch``, ``step``, accuracies). Distillation
 teachers, imported PyTorch weights and SFTN exports are all model items, so every consumer loads
 them with :func:`load_model`.
+
+Several processes (``jax.distributed``, docs/multihost.md): every process calls every method
+here at the same point with the same (replicated) values, on a workdir they all see. Orbax
+coordinates the writes (process 0 writes the arrays and the JSON items, the others wait at its
+barriers); restores read on every process, and a checkpoint is accepted only if it verifies on
+every process, so all of them resume from the same step. Moving a failed checkpoint aside and
+:func:`write_json` happen on process 0 only (the move behind a barrier the others wait at).
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from kdjax import distributed
 from kdjax.errors import UserError
 
 
@@ -95,6 +103,13 @@ class RunCheckpoints:
 
   def __init__(self, workdir: str, *, async_save: bool = True, keep_latest: int = 2):
     self.workdir = workdir
+    if jax.process_count() > 1:
+      # Orbax 0.12's default barriers are device collectives (sync_global_devices); an async
+      # save runs some of them in its background thread, concurrently with the next save's (or
+      # restore's) on the main thread, so two processes can enter them in different orders and
+      # deadlock ("Timed out while waiting for async_write_complete barrier", seen here in 2 of
+      # 5 runs). Synchronous saves keep every barrier on the main thread, in program order.
+      async_save = False
     self.state_mgr = _manager(
       os.path.join(workdir, "checkpoints"),
       ("state", "meta"),
@@ -161,30 +176,39 @@ class RunCheckpoints:
     :class:`CheckpointError` when none verifies."""
     steps = [step] if step is not None else sorted(self.state_mgr.all_steps(), reverse=True)
     failures = []
+    multi = jax.process_count() > 1
     for s in steps:
+      error = None
       try:
         state, meta = self._restore_verified(s, abstract_state)
       except Exception as e:  # noqa: BLE001 - any failure means: not usable
-        failures.append(
-          (s, f"{type(e).__name__}: {str(e).splitlines()[0][:300]}" if str(e) else type(e).__name__)
+        error = (
+          f"{type(e).__name__}: {str(e).splitlines()[0][:300]}" if str(e) else type(e).__name__
         )
+      # Every process takes the same branch: a step that fails anywhere is rejected everywhere.
+      if multi and not distributed.all_processes(error is None):
+        error = error or "failed verification on another process"
+      if error is not None:
+        failures.append((s, error))
         continue
       if failures:
         self.state_mgr.wait_until_finished()
         aside = os.path.join(self.workdir, "corrupt")
-        os.makedirs(aside, exist_ok=True)
-        for bad, _ in failures:
-          dst = os.path.join(aside, f"checkpoints-{bad}")
-          n = 1
-          while os.path.exists(dst):
-            dst, n = os.path.join(aside, f"checkpoints-{bad}.{n}"), n + 1
-          shutil.move(os.path.join(self.workdir, "checkpoints", str(bad)), dst)
+        if distributed.is_main_process():
+          os.makedirs(aside, exist_ok=True)
+          for bad, _ in failures:
+            dst = os.path.join(aside, f"checkpoints-{bad}")
+            n = 1
+            while os.path.exists(dst):
+              dst, n = os.path.join(aside, f"checkpoints-{bad}.{n}"), n + 1
+            shutil.move(os.path.join(self.workdir, "checkpoints", str(bad)), dst)
+          print(
+            f"[kdjax] WARNING: resume checkpoint(s) {[b for b, _ in failures]} of "
+            f"{self.workdir} failed verification ({failures[0][1]}); moved to {aside}; "
+            f"resuming from step {s}."
+          )
+        distributed.sync(f"kdjax:corrupt_moved:{s}")  # the others reload after the move
         self.state_mgr.reload()
-        print(
-          f"[kdjax] WARNING: resume checkpoint(s) {[b for b, _ in failures]} of "
-          f"{self.workdir} failed verification ({failures[0][1]}); moved to {aside}; "
-          f"resuming from step {s}."
-        )
       return state, meta
     path = os.path.join(self.workdir, "checkpoints")
     detail = "; ".join(f"step {s}: {msg}" for s, msg in failures)
@@ -217,6 +241,7 @@ class RunCheckpoints:
   def wait(self):
     for m in (self.state_mgr, self.kept_mgr, self.best_mgr):
       m.wait_until_finished()
+    distributed.sync("kdjax:checkpoints_written")  # every process's writes are finished
 
   def close(self):
     for m in (self.state_mgr, self.kept_mgr, self.best_mgr):
@@ -364,6 +389,11 @@ def selected_step(workdir: str) -> int:
 
 
 def write_json(path: str, obj):
+  """Writes ``obj`` to ``path`` atomically (a temporary file, then a rename); on process 0 only
+  under ``jax.distributed`` (the others return at once: no barrier, so a caller on process 0
+  alone is fine; readers on other processes must wait at a barrier of their own)."""
+  if not distributed.is_main_process():
+    return
   tmp = path + ".tmp"
   with open(tmp, "w") as f:
     json.dump(obj, f, indent=2, sort_keys=True, default=str)

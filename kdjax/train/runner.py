@@ -10,12 +10,15 @@ import json
 import math
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Optional
 
 import jax
 import numpy as np
 
 from kdjax import data as kdata
+from kdjax import distributed
+from kdjax.data import arrays as data_arrays
 from kdjax.data import grain_feed
 from kdjax.config import json_normalise, resume_config_diff
 from kdjax.errors import UserError
@@ -29,13 +32,16 @@ NonFiniteLossError = ckpt_lib.NonFiniteError
 
 
 def split_batches(split: "kdata.ArraySplit", batch_size: int):
-  """Sequential ``(images, labels)`` numpy batches of an in-memory split."""
+  """Sequential ``(images, labels)`` numpy batches of an in-memory split (the same global
+  batches on every process of a multi-process run: each holds the whole split)."""
   n = len(split.labels)
   for start in range(0, n, batch_size):
     yield split.images[start : start + batch_size], split.labels[start : start + batch_size]
 
 
 def stream_batches(stream):
+  """Sequential ``(images, labels)`` numpy batches of one pass of an eval stream (every process
+  of a multi-process run decodes the whole pass; :func:`evaluate` places only its rows)."""
   for b in stream.iter_epoch(0):
     yield b["image"], b["label"]
 
@@ -46,7 +52,11 @@ def evaluate(
   """``steps``: :func:`kdjax.train.step.make_eval_step`'s function (or a StepFns). Top-1/top-5/loss (and agreement with ``teacher_pred``) over all ``batches``; returns
   ``(metrics, predictions)``. ``batches`` is an ArraySplit or an iterable of ``(images, labels)``
   numpy batches of at most ``batch_size``. Batches are padded to a fixed, device-divisible size
-  and masked, so one compiled eval step serves the whole set."""
+  and masked, so one compiled eval step serves the whole set.
+
+  On a mesh spanning several processes every process passes the same batches (the global
+  view); each places only its devices' rows of the padded batch, the metric sums come back
+  replicated and the predictions are gathered, so every process returns the same result."""
   if isinstance(batches, kdata.ArraySplit):
     batches = split_batches(batches, batch_size)
   eval_fn = getattr(steps, "eval_batch", steps)  # a StepFns or a make_eval_step function
@@ -69,7 +79,7 @@ def evaluate(
     out, pred = eval_fn(variables, put(img), put(lab), put(mask), put(tp))
     out = jax.device_get(out)
     sums = out if sums is None else {key: sums[key] + out[key] for key in sums}
-    preds.append(np.asarray(pred)[:k])
+    preds.append(distributed.gather_rows(pred)[:k])
   c = float(sums["count"])
   metrics = {
     "top1": 100.0 * sums["correct1"] / c,
@@ -83,7 +93,11 @@ def evaluate(
 
 class InMemoryFeed:
   """The whole training split lives on the device(s); a step receives a sharded index vector and
-  gathers + augments inside the jit (no per-step host->device image copies)."""
+  gathers + augments inside the jit (no per-step host->device image copies).
+
+  Several processes: every process holds the whole split (replicated on every device) and
+  computes the same index vector from ``(seed, epoch)``; each places only its devices' rows of
+  it (:func:`kdjax.train.parallel.put_batch`), so the global batches are the 1-process ones."""
 
   def __init__(self, split, cfg, mesh):
     self.n = len(split.labels)
@@ -113,7 +127,14 @@ class InMemoryFeed:
 
 
 class StreamFeed:
-  """Host-side decoding and augmentation (ImageNet): batches are copied to the devices."""
+  """Host-side decoding and augmentation (ImageNet): batches are copied to the devices.
+
+  On a mesh spanning several processes each process decodes only the rows of every global
+  batch its devices hold (:func:`kdjax.distributed.process_rows`) and contributes them with
+  :func:`kdjax.distributed.put_process_local`; the global batches (order and per-example random
+  draws, a function of ``(seed, epoch, index)``) are those of the 1-process stream. A last
+  partial batch not divisible by the device count is decoded whole by every process and
+  replicated, as on one process."""
 
   def __init__(self, stream, mesh):
     self.stream, self.mesh = stream, mesh
@@ -124,11 +145,55 @@ class StreamFeed:
   def epoch(self, epoch, offset):
     import itertools
 
+    if parallel.is_multiprocess():
+      yield from self._process_epoch(epoch, offset)
+      return
     for b in itertools.islice(self.stream.iter_epoch(epoch), offset, None):
       yield {k: parallel.put_batch(v, self.mesh) for k, v in b.items()}
 
+  def _process_epoch(self, epoch, offset):
+    s = self.stream
+    batches = kdata.batch_indices(
+      s.num_examples,
+      s.batch_size,
+      seed=s.seed,
+      epoch=epoch,
+      shuffle=s.shuffle,
+      drop_remainder=s.drop_remainder,
+    )
+    n_dev = self.mesh.devices.size
+    for positions in batches[offset:]:
+      n = len(positions)
+      if n % n_dev == 0:
+        rows = distributed.process_rows(n, self.mesh)
+        local = decode_stream_rows(s, positions[rows], epoch)
+        yield distributed.put_process_local(local, self.mesh, n)
+      else:  # the remainder batch: replicated, as parallel.put_batch does on one process
+        full = decode_stream_rows(s, positions, epoch)
+        yield {k: parallel.put_batch(v, self.mesh) for k, v in full.items()}
+
   def run(self, steps, state, item, t_vars):
     return steps.train_batch(state, item, t_vars)
+
+
+def decode_stream_rows(stream, positions, epoch: int) -> dict:
+  """The batch ``{image, label, index}`` that :meth:`kdjax.data.HostStream.iter_epoch` yields
+  for ``positions`` (stream positions) in ``epoch``, for a subset of a global batch's rows:
+  each example's decode and random draws depend only on ``(seed, epoch, index)``, so a process
+  decoding its rows gets exactly those rows of the 1-process batch (tested)."""
+  pos = [int(p) for p in positions]
+  recs = data_arrays.fetch_records(stream.source, pos)
+  one = stream._one  # pylint: disable=protected-access
+  if getattr(stream, "num_threads", 0) > 1:
+    with ThreadPoolExecutor(stream.num_threads) as pool:
+      imgs = list(pool.map(lambda a: one(a[0], a[1], epoch), zip(recs, pos)))
+  else:
+    imgs = [one(r, p, epoch) for r, p in zip(recs, pos)]
+  return {
+    "image": np.stack(imgs),
+    "label": np.asarray([r["label"] for r in recs], np.int32),
+    "index": stream._index[np.asarray(pos, np.int64)].astype(np.int32),  # pylint: disable=protected-access
+  }
 
 
 def _keep_epochs(config) -> set:
