@@ -124,3 +124,38 @@ def test_bf16_train_mode_statistics_are_f32_and_within_the_f32_sensitivity():
   np.testing.assert_allclose(var16, var32, rtol=2 * U)
   mean32, mean16 = batch(s32, "mean"), batch(s16, "mean")
   assert np.max(np.abs(mean16 - mean32) / np.sqrt(var32)) < 2 * U  # in units of the channel's std
+
+
+def test_one_bf16_step_of_an_imagenet_config_on_mock_data(tmp_path):
+  """``config.precision.student = 'bfloat16'`` on an ImageNet recipe (Ojha's independent
+  ResNet-18: no teacher, the cheapest cell) trains one step through ``train_and_evaluate`` on
+  TFDS mock ImageNet (32x32 crops, batch 2): master weights and BN statistics stay float32."""
+  import importlib.util
+  import os
+
+  import tensorflow_datasets as tfds
+  from kdjax.train.loop import train_and_evaluate
+
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  spec = importlib.util.spec_from_file_location(
+    "cfg_imagenet_ojha_bf16", os.path.join(root, "configs", "imagenet", "ojha.py")
+  )
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  c = mod.get_config("independent:resnet50-resnet18")
+  assert c.model == "resnet18_imagenet"
+  c.precision.student = "bfloat16"
+  d = c.dataset
+  d.image_size, d.train_limit, d.eval_limit, d.stream_threads = 32, 4, 2, 0
+  c.batch_size = c.eval_batch_size = c.optim.reference_batch_size = 2
+  c.max_steps = 1
+  c.progress = c.tensorboard = c.async_checkpoint = False
+  c.checkpoint_every_steps = c.keep_every_epochs = 0
+  c.log_every_steps = 1
+  with tfds.testing.mock_data(num_examples=8):
+    s = train_and_evaluate(c, str(tmp_path / "run"))
+  state = s["state"]
+  assert s["step"] == 1 and int(state.step) == 1
+  leaves = jax.tree_util.tree_leaves(state.params) + jax.tree_util.tree_leaves(state.batch_stats)
+  assert {a.dtype for a in leaves} == {F32}
+  assert all(bool(jnp.all(jnp.isfinite(a))) for a in leaves)
