@@ -20,6 +20,8 @@ Entry points (one per kind of run, each a task of its own module):
 from __future__ import annotations
 
 import bisect
+import contextlib
+import io
 import json
 import os
 from typing import Callable, Sequence
@@ -75,15 +77,20 @@ def run(
   """Runs (or resumes) the run of ``make_task(config, mesh)`` in ``workdir``; returns the
   summary dict also written to ``workdir/summary.json`` (with the final ``state`` added)."""
   validate(config)
-  parallel.check_single_process()
   mesh = mesh or parallel.make_mesh()
   parallel.check_batch(config.batch_size, mesh)
-  prepare_workdir(workdir)
-  task = make_task(config, mesh)
-  try:
-    return _run(task, config, workdir, mesh, _step_hook)
-  finally:
-    task.close()
+  # Several processes (jax.distributed): every process runs this same loop on its shard of each
+  # global batch; files, logs and progress bars come from process 0 only.
+  quiet = (
+    contextlib.redirect_stdout(io.StringIO()) if jax.process_index() else contextlib.nullcontext()
+  )
+  with quiet:
+    prepare_workdir(workdir)
+    task = make_task(config, mesh)
+    try:
+      return _run(task, config, workdir, mesh, _step_hook)
+    finally:
+      task.close()
 
 
 def _run(task: Task, config, workdir: str, mesh, _step_hook) -> dict:
@@ -290,7 +297,7 @@ def _run(task: Task, config, workdir: str, mesh, _step_hook) -> dict:
     # 'kept' dir looks like an interrupted run.
     unused = [os.path.join(workdir, "kept"), os.path.join(workdir, "best")]
     unused += [os.path.join(workdir, ex.subdir, "checkpoints") for ex in exports if ex.subdir]
-    for d in unused:
+    for d in unused if jax.process_index() == 0 else ():
       if os.path.isdir(d) and not os.listdir(d):
         os.rmdir(d)
 

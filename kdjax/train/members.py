@@ -256,6 +256,11 @@ class MembersTask(Task):
         "members: methods with an init stage (method.init.epochs > 0) are not "
         "supported by the member trainer; train them with launch/distill.py."
       )
+    if jax.process_count() > 1:
+      raise UserError(
+        "members: the member trainer runs in one process (its member axis is not sharded over "
+        "processes); launch it without jax.distributed, or train the seeds as separate runs."
+      )
     if int(config.teacher.rco.num_anchors):
       raise UserError("members: teacher.rco is not supported by the member trainer.")
     self.config, self.mesh, self.seeds, self.shared_data, self.impl = (

@@ -360,7 +360,7 @@ def prepare_workdir(workdir: str) -> None:
   """Creates ``workdir``; a directory that cannot be written is a user error, found now."""
   try:
     os.makedirs(workdir, exist_ok=True)
-    probe = os.path.join(workdir, ".kdjax_write_test")
+    probe = os.path.join(workdir, f".kdjax_write_test.{jax.process_index()}")  # per process
     with open(probe, "w") as f:
       f.write("ok")
     os.remove(probe)
@@ -484,7 +484,7 @@ def run_epoch_steps(
   one step queued) and is closed on any exception. Returns ``(state, step, epoch_done)``."""
   offset = step - epoch * steps_per_epoch
   bar = None
-  if config.progress:
+  if config.progress and jax.process_index() == 0:  # one bar per run, not per process
     from tqdm.auto import tqdm
 
     bar = tqdm(
