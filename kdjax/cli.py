@@ -15,6 +15,7 @@ import sys
 
 from absl import flags
 
+from kdjax import distributed
 from kdjax.data.idx import IdxFormatError
 from kdjax.data.registry import DatasetNotFoundError
 from kdjax.errors import UserError
@@ -46,7 +47,16 @@ def guarded(fn, *args, **kwargs):
 def parse_flags(argv):
   """``absl.app.run(main, flags_parser=cli.parse_flags)``: flag errors -- an unknown flag, a bad
   value, a ``--config.<key>`` override naming no key of the config, a config file that does not
-  load -- are one line and exit status 2 instead of absl's traceback."""
+  load -- are one line and exit status 2 instead of absl's traceback.
+
+  First of all (before a config file can touch jax) it joins the run's processes when the
+  environment describes several (``KDJAX_COORDINATOR`` / ``KDJAX_NUM_PROCESSES`` /
+  ``KDJAX_PROCESS_ID``, SLURM, Open MPI: :func:`kdjax.distributed.initialize`, docs/multihost.md);
+  a single process is left alone."""
+  try:
+    distributed.initialize()
+  except USER_ERRORS as e:
+    _fail(" ".join(str(e).split("\n")))
   try:
     return flags.FLAGS(argv)
   except (flags.Error, KeyError, AttributeError, ValueError) as e:

@@ -28,6 +28,7 @@ from typing import Callable, Sequence
 
 import jax
 
+from kdjax import distributed
 from kdjax.config import json_normalise, validate
 from kdjax.train import checkpoint as ckpt_lib
 from kdjax.train import distill as distill_lib
@@ -136,6 +137,7 @@ def _run(task: Task, config, workdir: str, mesh, _step_hook) -> dict:
   cfg_json = check_resume_config(
     workdir, config, resuming, now=task.config_json(json_normalise(config))
   )
+  distributed.sync("kdjax:config")  # no process reads a config.json being rewritten
   for ex in exports:
     if ex.subdir and ex.variables is not None:  # each export's dir reads like a normal run's
       ckpt_lib.write_json(

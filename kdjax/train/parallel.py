@@ -66,18 +66,6 @@ def check_batch(batch_size: int, mesh: Mesh, what: str = "config.batch_size"):
     )
 
 
-def check_single_process():
-  """kdjax trains on the local devices of one process; until multi-host training lands, several
-  processes under ``jax.distributed`` would each train alone and write the same workdir."""
-  if jax.process_count() > 1:
-    raise UserError(
-      f"This is process {jax.process_index()} of {jax.process_count()} under jax.distributed, "
-      "but kdjax does not support multi-process (multi-host) training yet: every process would "
-      "train on its own and write the same workdir. Run one process per run (it uses all the "
-      "local devices)."
-    )
-
-
 def _spans_processes(mesh: Mesh) -> bool:
   return any(d.process_index != jax.process_index() for d in mesh.devices.flat)
 
