@@ -181,7 +181,33 @@ def run_variant(name, seed, train, test, *, epochs, batch_size, lr, tau, log_eve
   return dict(variant=name, seed=seed, epoch_top1=epochs_top1, log=log)
 
 
+def summarize(paths):
+  """Markdown table from result files: per variant and seed, the teacher's test top-1 after each
+  epoch and the mean over logged steps (first epoch | whole run) of each term's trunk and head
+  gradient norm and of the branch-vs-CE trunk cosine."""
+  runs = []
+  for p in paths:
+    with open(p) as fh:
+      runs += json.load(fh)["runs"]
+  cols = ["grad_trunk_t_ce", "grad_trunk_b_ce", "grad_trunk_kl", "grad_head_t_ce", "grad_head_kl"]
+  head = "| variant | seed | teacher top-1 per epoch | " + " | ".join(cols) + " | cos(branch, CE) |"
+  lines = [head, "|" + "---|" * (head.count("|") - 1)]
+  for r in sorted(runs, key=lambda r: (list(VARIANTS).index(r["variant"]), r["seed"])):
+    log = r["log"]
+    n1 = max(1, len(log) // len(r["epoch_top1"]))
+
+    def m(k, sub):
+      return float(np.mean([x[k] for x in sub]))
+
+    cells = [f"{m(c, log[:n1]):.2f} / {m(c, log):.2f}" for c in cols + ["cos_branch_vs_ce"]]
+    top1 = ", ".join(f"{t:.1f}" for t in r["epoch_top1"])
+    lines.append(f"| {r['variant']} | {r['seed']} | {top1} | " + " | ".join(cells) + " |")
+  print("\n".join(lines))
+
+
 def main():
+  if sys.argv[1:2] == ["--summarize"]:
+    return summarize(sys.argv[2:])
   ap = argparse.ArgumentParser()
   ap.add_argument("--limit", type=int, default=2000)
   ap.add_argument("--test_limit", type=int, default=2000)
