@@ -35,7 +35,16 @@ def sftn_term(
   ``s.taps['branch_logits']`` = ``(R, B, K)`` branch logits ``z_R^i``), per example:
   ``ce_weight · red_i CE(z_R^i, y) + kl_weight · red_i τ² KL(p_T^τ ‖ p_R^{i,τ})`` with ``red`` the
   mean (or sum) over branches; ``kl_direction='branch_to_teacher'`` uses ``KL(p_R ‖ p_T)``.
-  ``method.ce_weight`` is λ_T; give this term weight 1."""
+  ``method.ce_weight`` is λ_T; give this term weight 1.
+
+  Gradients (``tests/test_sftn_gradients.py``): the branch CE reaches bridges and branches (and
+  the teacher trunk unless the model's ``detach_branch_input``); the KL also reaches the whole
+  teacher through ``z_T`` unless ``detach_teacher_logits_in_kl``. The defaults (KL live into
+  ``z_T``) are kimyuji/SFTN_kd's ``DistillKL(logit_s, logit_t)``. Training from scratch, that
+  edge can collapse the teacher onto the untrained branches early on. At init its gradient on the
+  teacher head is 1.5–2x the teacher CE's at λ_R^KL = 3, τ = 1, and short runs stay near chance
+  (docs/sftn_fmnist). Cutting it (``detach_teacher_logits_in_kl=True``) avoids the collapse but
+  departs from the reference."""
   del t
   if kl_direction not in _SFTN_KL_DIRECTIONS:
     raise UserError(

@@ -23,6 +23,12 @@ The loss is the method term ``'sftn'`` (:func:`kdjax.methods.sftn.sftn_term`), w
 
   L = λ_T CE(z_T, y) + λ_R^CE mean_i CE(z_R^i, y) + λ_R^KL mean_i τ² KL(p_T^τ ‖ p_R^i,τ)
 
+Stop-gradients: ``detach_branch_input=True`` plus the term's default (teacher logits live in the
+KL) are exactly kimyuji/SFTN_kd's (``feat_t = [f.detach() ...]``); kdjax's default
+``detach_branch_input=False`` also lets the branch terms reach the teacher trunk up to the branch
+point. On Fashion-MNIST at small budgets neither setting changes the early collapse caused by the
+KL's gradient into ``z_T`` (docs/sftn_fmnist).
+
 Evaluation of the SFTN run reports the *teacher's* accuracy (``__call__`` returns ``z_T``).
 Stage 3 (:func:`export_teacher`) drops branches and bridges and writes a plain model checkpoint of
 the teacher, which every distiller consumes unchanged through ``config.teacher.workdir``.
