@@ -36,7 +36,10 @@ def test_parse_which():
   "bad, match",
   [
     (dict(terms=dict(kdd=dict(weight=1.0))), "unknown loss 'kdd'.*'kd'"),
-    (dict(terms=dict(kd=dict(weight=-1.0, temperature=4.0))), "weight must be >= 0"),
+    (
+      dict(terms=dict(kd=dict(weight=-1.0, temperature=4.0))),
+      "weight must be a finite number >= 0",
+    ),
     (dict(terms=dict(kd=dict(weight=1.0, temprature=4.0))), "temprature.*'temperature'"),
     (dict(terms=dict(kd=dict(weight=1.0, temperature=0.0))), "method.terms.kd"),
     (dict(terms=dict(kd=dict(temperature=4.0))), "no 'weight'"),

@@ -333,7 +333,7 @@ BAD_INIT = [
   ),
   (
     dict(epochs=2, terms=dict(ab=dict(loss="ab", weight=1.0)), trainable="student", lr=-1.0),
-    r"method.init.lr must be >= 0",
+    r"method.init.lr \(0 = optim.lr\) must be a finite number >= 0",
   ),
 ]
 
