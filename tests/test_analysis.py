@@ -377,6 +377,7 @@ def test_color_ops_known_answers():
   gray = 0.2989 * x[..., 0] + 0.587 * x[..., 1] + 0.114 * x[..., 2]
   for ch in range(3):
     np.testing.assert_allclose(g[..., ch], gray, atol=1e-6)
+  # x in [0, 1): 0.5 * x <= 0.5 has ulp <= 6e-8, so atol 1e-7 allows one rounding of a rescaled form
   np.testing.assert_allclose(A.adjust_brightness(x, 0.5), 0.5 * x, atol=1e-7)
   np.testing.assert_allclose(
     A.adjust_contrast(x, 0.0),
