@@ -1,6 +1,6 @@
 """SFTN stage-1 diagnostics on Fashion-MNIST: which loss term moves the teacher (issue 13, item 4).
 
-  nice -n 5 /work/main/.venv/bin/python tools/evidence/sftn_diagnose.py \
+  nice -n 5 .venv/bin/python tools/evidence/sftn_diagnose.py \
       --limit 2000 --epochs 4 --seeds 0 1 --out docs/sftn_fmnist/diagnose.json
 
 Trains the ``'sftn'`` model (resnet20 teacher + resnet8 branches after stages 1 and 2, the

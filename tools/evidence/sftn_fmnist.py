@@ -1,6 +1,6 @@
 """Standard vs SFTN teacher on Fashion-MNIST through the public train loop (issue 13, item 4).
 
-  nice -n 5 /work/main/.venv/bin/python tools/evidence/sftn_fmnist.py \
+  nice -n 5 .venv/bin/python tools/evidence/sftn_fmnist.py \
       --limit 2000 --epochs 4 --seeds 0 1 --variants standard kdjax [more variants]
 
 Every run is ``kdjax.train.loop.train_and_evaluate`` on a config of the repository:
