@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from kdjax import checks
+from kdjax.data import augment
 from kdjax.analysis._predict import predict_classes
 
 __all__ = [
@@ -88,36 +89,6 @@ def adjust_saturation(img, factor):
   return _blend(img, rgb_to_grayscale(img), factor)
 
 
-def _rgb2hsv(img):
-  r, g, b = img[..., 0], img[..., 1], img[..., 2]
-  maxc = jnp.max(img, axis=-1)
-  minc = jnp.min(img, axis=-1)
-  eqc = maxc == minc
-  cr = maxc - minc
-  ones = jnp.ones_like(maxc)
-  s = cr / jnp.where(eqc, ones, maxc)
-  crd = jnp.where(eqc, ones, cr)
-  rc, gc, bc = (maxc - r) / crd, (maxc - g) / crd, (maxc - b) / crd
-  hr = (maxc == r) * (bc - gc)
-  hg = ((maxc == g) & (maxc != r)) * (2.0 + rc - bc)
-  hb = ((maxc != g) & (maxc != r)) * (4.0 + gc - rc)
-  h = jnp.fmod((hr + hg + hb) / 6.0 + 1.0, 1.0)
-  return h, s, maxc
-
-
-def _hsv2rgb(h, s, v):
-  i = jnp.floor(h * 6.0)
-  f = h * 6.0 - i
-  i = i.astype(jnp.int32) % 6
-  p = jnp.clip(v * (1.0 - s), 0.0, 1.0)
-  q = jnp.clip(v * (1.0 - s * f), 0.0, 1.0)
-  t = jnp.clip(v * (1.0 - s * (1.0 - f)), 0.0, 1.0)
-  r = jnp.choose(i, [v, q, p, p, t, v], mode="clip")
-  g = jnp.choose(i, [t, v, v, q, p, p], mode="clip")
-  b = jnp.choose(i, [p, p, t, v, v, q], mode="clip")
-  return jnp.stack([r, g, b], axis=-1)
-
-
 @jax.jit
 def adjust_hue(img, hue_factor):
   """Shift the hue by ``hue_factor ∈ [−0.5, 0.5]`` in HSV space (torchvision ``adjust_hue``).
@@ -126,9 +97,9 @@ def adjust_hue(img, hue_factor):
   """
   if img.shape[-1] == 1:
     return img
-  h, s, v = _rgb2hsv(img)
+  h, s, v = augment._rgb_to_hsv(img)
   h = jnp.mod(h + hue_factor, 1.0)
-  return _hsv2rgb(h, s, v).astype(img.dtype)
+  return augment._hsv_to_rgb(h, s, v).astype(img.dtype)
 
 
 # --------------------------------------------------------------------------------------------
